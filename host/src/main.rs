@@ -1,1 +1,72 @@
-fn main() {}
+//! `sockhost`: parse the command line, run, and turn any error into one `error:` line.
+
+mod bind;
+mod cli;
+mod connections;
+mod error;
+mod keep_alive;
+mod logging;
+mod pid_file;
+mod plugin;
+mod tcp;
+mod thread_mode;
+mod worker;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::bind::Bound;
+use crate::cli::{Cli, Command, Concurrency, Config};
+use crate::error::HostError;
+
+fn main() -> ExitCode {
+    // Usage errors exit 2 (clap).
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), HostError> {
+    if let Some(Command::Inspect { path, log_level }) = cli.command {
+        logging::init(log_level);
+        return plugin::inspect(&path);
+    }
+    let config = cli.serve.into_config()?;
+    logging::init(config.log_level);
+    match config.concurrency {
+        Concurrency::Thread => thread_mode::run(&config),
+        Concurrency::Process => Err(HostError::Unsupported(
+            "--concurrency process (use --concurrency thread)",
+        )),
+    }
+}
+
+/// Print the `listening on` lines (SPEC.md) and flush them, once every socket is bound.
+fn announce(bound: &[Bound]) -> Result<(), HostError> {
+    let mut out = std::io::stdout().lock();
+    for b in bound {
+        writeln!(out, "{}", b.listening_line())
+            .map_err(|e| HostError::io("writing to stdout", e))?;
+    }
+    out.flush()
+        .map_err(|e| HostError::io("writing to stdout", e))
+}
+
+impl Config {
+    /// The part of the configuration a worker's event loop needs.
+    fn worker_settings(&self) -> worker::Settings {
+        worker::Settings {
+            keep_alive: self.keep_alive,
+            max_connections: self.max_connections,
+            graceful_timeout: self.graceful_timeout,
+            max_requests: self.max_requests,
+        }
+    }
+}

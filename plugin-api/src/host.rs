@@ -142,7 +142,13 @@ impl Library {
         if !path.exists() {
             return Err(LoadError::NotFound { path: owned() });
         }
-        let header = lib_header_from_path(path).map_err(|e| match e {
+        // An absolute path: `dlopen` searches the library path for a name without a slash,
+        // and resolving symlinks gives each build behind a swapped link its own identity.
+        let absolute = std::fs::canonicalize(path).map_err(|e| LoadError::NotALibrary {
+            path: owned(),
+            reason: e.to_string(),
+        })?;
+        let header = lib_header_from_path(&absolute).map_err(|e| match e {
             LibraryError::OpenError { err, .. } => LoadError::NotALibrary {
                 path: owned(),
                 reason: err.to_string(),
@@ -237,17 +243,27 @@ impl Library {
     }
 }
 
-/// Pulls the first line that names a difference out of abi_stable's long layout report.
+/// Condenses abi_stable's long layout report to its first error, e.g.
+/// `mismatched field type (expected RStr<'static>, found u64)`.
 fn summarise_layout_report(report: &str) -> String {
-    report
-        .lines()
-        .map(str::trim)
-        .find(|l| {
-            let l = l.to_ascii_lowercase();
-            l.contains("mismatch") || l.contains("different") || l.contains("expected")
-        })
-        .map(|l| format!("their type layouts differ ({l})"))
-        .unwrap_or_else(|| "their type layouts differ".to_string())
+    let lines: Vec<&str> = report.lines().map(str::trim).collect();
+    let Some(at) = lines.iter().position(|l| l.starts_with("Error:")) else {
+        return "their type layouts differ".to_string();
+    };
+    let what = lines[at].trim_start_matches("Error:").trim();
+    let value_after = |label: &str| {
+        lines[at..]
+            .iter()
+            .position(|l| *l == label)
+            .and_then(|i| lines[at + i + 1..].iter().find(|l| !l.is_empty()))
+            .copied()
+    };
+    match (value_after("Expected:"), value_after("Found:")) {
+        (Some(e), Some(f)) => {
+            format!("their type layouts differ: {what} (expected {e}, found {f})")
+        }
+        _ => format!("their type layouts differ: {what}"),
+    }
 }
 
 /// Plugin log records, forwarded to the host's logger.
@@ -401,5 +417,23 @@ impl Output {
     /// Forget what was written and the requests, keeping the allocation.
     pub fn reset(&mut self) {
         self.clear()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::summarise_layout_report;
+
+    #[test]
+    fn layout_report_summary_names_the_difference() {
+        let report = "Layout of expected type:\n  blah\n\nError:mismatched package\nExpected:\n    sockhost-plugin-api\nFound:\n    other\n";
+        assert_eq!(
+            summarise_layout_report(report),
+            "their type layouts differ: mismatched package (expected sockhost-plugin-api, found other)"
+        );
+        assert_eq!(
+            summarise_layout_report("nothing useful"),
+            "their type layouts differ"
+        );
     }
 }

@@ -1,0 +1,45 @@
+//! The host's error type. Each variant's text is the part after `error: ` on stderr, and
+//! says what failed, where, and (when it is not obvious) what to do.
+
+use std::io;
+
+use plugin_api::host::LoadError;
+
+/// Everything that can stop sockhost from starting (or an arbiter from continuing).
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error("{0}")]
+    Load(#[from] LoadError),
+
+    #[error("plugin {name}: {message}")]
+    PluginRejected { name: String, message: String },
+
+    #[error("plugin {name} does not serve {transport}, but --bind {spec} asks for it")]
+    TransportNotServed {
+        name: String,
+        transport: &'static str,
+        spec: String,
+    },
+
+    #[error("--bind {spec}: cannot resolve: {reason}")]
+    Resolve { spec: String, reason: String },
+
+    #[error("--bind {spec}: {source}")]
+    Bind { spec: String, source: io::Error },
+
+    #[error("{0} is not supported yet")]
+    Unsupported(&'static str),
+
+    #[error("{what}: {source}")]
+    Io { what: String, source: io::Error },
+}
+
+impl HostError {
+    /// An I/O error with what was being done.
+    pub fn io(what: impl Into<String>, source: io::Error) -> HostError {
+        HostError::Io {
+            what: what.into(),
+            source,
+        }
+    }
+}

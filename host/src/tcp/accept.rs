@@ -1,0 +1,82 @@
+//! The accept loop of one listening socket.
+//!
+//! `--max-connections` is a semaphore shared by all of a worker's listeners: a permit is
+//! taken *before* `accept`, so at the limit the worker stops accepting and new connections
+//! wait in the kernel's backlog (they are not accepted and then dropped). The permit is
+//! released when the connection task ends.
+
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::bind::canonical;
+use crate::keep_alive::KeepAlive;
+use crate::tcp::connection::Connection;
+use crate::worker::Shared;
+
+/// Accept connections until cancelled (the worker aborts this task to stop accepting).
+pub async fn accept_loop(listener: TcpListener, shared: Rc<Shared>) {
+    // For a wildcard bind each connection asks the kernel for its local address.
+    let fixed_local = listener
+        .local_addr()
+        .ok()
+        .filter(|a| !a.ip().is_unspecified());
+    loop {
+        let permit = shared
+            .limit
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the limit is never closed");
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                drop(permit);
+                backoff(e).await;
+                continue;
+            }
+        };
+        shared.accepted();
+        let registration = shared.connections.register();
+        let key = registration.key;
+        let conn_shared = shared.clone();
+        let task = tokio::task::spawn_local(async move {
+            let _registration = registration;
+            let _permit = permit;
+            let local = fixed_local.or_else(|| stream.local_addr().ok().map(canonical));
+            serve(stream, canonical(peer), local, &conn_shared).await;
+        });
+        shared.connections.attach(key, task.abort_handle());
+    }
+}
+
+async fn serve(stream: TcpStream, peer: SocketAddr, local: Option<SocketAddr>, shared: &Shared) {
+    let _ = stream.set_nodelay(true);
+    let local = local.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+    if let Some(conn) = Connection::open(stream, peer, local, &shared.factory) {
+        tracing::trace!(%peer, "connection open");
+        let mut keep_alive = KeepAlive::new(shared.keep_alive);
+        conn.run(&mut keep_alive).await;
+    }
+}
+
+/// Errors from `accept`: a peer that left before we accepted is nothing; running out of
+/// descriptors or memory is logged and waited out instead of spinning.
+async fn backoff(e: io::Error) {
+    use nix::errno::Errno;
+    let errno = e.raw_os_error().map(Errno::from_raw);
+    match errno {
+        Some(Errno::ECONNABORTED | Errno::EINTR | Errno::EPROTO | Errno::EPERM) => {}
+        Some(Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM) => {
+            tracing::warn!("accept: {e}; pausing accepts for 100 ms (raise the fd limit or lower --max-connections)");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        _ => {
+            tracing::warn!("accept: {e}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! One worker: a single-threaded tokio event loop serving every listening socket with one
+//! plugin factory, until it is told to stop.
+//!
+//! Stopping (`TERM`/`INT`, or `--max-requests` reached): stop accepting, let open
+//! connections finish for up to `--graceful-timeout`, then cancel the rest (each consumer
+//! hears `connection_lost(Shutdown)`). `QUIT`: cancel everything at once.
+//!
+//! The worker never `shutdown()`s a listening socket: in process mode it is shared with the
+//! arbiter and the other workers. It only drops its own descriptor.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use plugin_api::host::Factory;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{Notify, Semaphore};
+
+use crate::bind::{Bound, Transport};
+use crate::connections::Connections;
+use crate::error::HostError;
+
+/// What a worker needs to know from the configuration.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub keep_alive: Option<Duration>,
+    pub max_connections: usize,
+    pub graceful_timeout: Duration,
+    /// 0 = never recycle.
+    pub max_requests: u64,
+}
+
+/// Hooks through which a supervising arbiter watches the worker (process mode).
+#[derive(Default)]
+pub struct Hooks {
+    /// Called from inside the event loop about once a second: proof of life.
+    pub heartbeat: Option<Box<dyn FnMut()>>,
+}
+
+/// State shared by the accept loops and connection tasks of this worker.
+pub struct Shared {
+    pub factory: Factory,
+    pub connections: Rc<Connections>,
+    pub limit: Arc<Semaphore>,
+    pub keep_alive: Option<Duration>,
+    accepted: Cell<u64>,
+    max_requests: u64,
+    recycle: Notify,
+}
+
+impl Shared {
+    /// Count one accepted connection; at `--max-requests` ask the worker to recycle.
+    pub fn accepted(&self) {
+        let n = self.accepted.get() + 1;
+        self.accepted.set(n);
+        if self.max_requests > 0 && n == self.max_requests {
+            self.recycle.notify_one();
+        }
+    }
+}
+
+/// How the worker was told to stop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stop {
+    Graceful(&'static str),
+    Immediate,
+}
+
+/// Serve `listeners` with `factory` until stopped. Builds its own runtime: call it only in
+/// a process (or thread) that has no other tokio runtime.
+pub fn run(
+    listeners: Vec<Bound>,
+    factory: Factory,
+    settings: Settings,
+    hooks: Hooks,
+) -> Result<(), HostError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| HostError::io("starting the event loop", e))?;
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, serve(listeners, factory, settings, hooks))
+}
+
+async fn serve(
+    listeners: Vec<Bound>,
+    factory: Factory,
+    settings: Settings,
+    mut hooks: Hooks,
+) -> Result<(), HostError> {
+    let shared = Rc::new(Shared {
+        factory,
+        connections: Rc::new(Connections::default()),
+        limit: Arc::new(Semaphore::new(settings.max_connections)),
+        keep_alive: settings.keep_alive,
+        accepted: Cell::new(0),
+        max_requests: settings.max_requests,
+        recycle: Notify::new(),
+    });
+
+    let mut accept_tasks = Vec::new();
+    for bound in listeners {
+        match bound.transport {
+            Transport::Tcp => {
+                let std_listener: std::net::TcpListener = bound.socket.into();
+                let listener = TcpListener::from_std(std_listener)
+                    .map_err(|e| HostError::io("registering a listening socket", e))?;
+                accept_tasks.push(tokio::task::spawn_local(crate::tcp::accept::accept_loop(
+                    listener,
+                    shared.clone(),
+                )));
+            }
+            Transport::Udp => return Err(HostError::Unsupported("UDP binds")),
+        }
+    }
+
+    if let Some(mut beat) = hooks.heartbeat.take() {
+        tokio::task::spawn_local(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                beat();
+            }
+        });
+    }
+
+    let stop = wait_for_stop(&shared).await?;
+    for task in &accept_tasks {
+        task.abort();
+    }
+    let connections = &shared.connections;
+    match stop {
+        Stop::Immediate => {
+            tracing::info!(open = connections.len(), "stopping now");
+            connections.abort_all();
+        }
+        Stop::Graceful(why) => {
+            tracing::info!(
+                open = connections.len(),
+                "{why}: no longer accepting; waiting up to {:?} for open connections",
+                settings.graceful_timeout
+            );
+            if tokio::time::timeout(settings.graceful_timeout, connections.wait_empty())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    open = connections.len(),
+                    "graceful timeout: closing the remaining connections"
+                );
+                connections.abort_all();
+            }
+        }
+    }
+    connections.wait_empty().await;
+    Ok(())
+}
+
+async fn wait_for_stop(shared: &Shared) -> Result<Stop, HostError> {
+    let listen =
+        |kind: SignalKind| signal(kind).map_err(|e| HostError::io("installing signal handlers", e));
+    let mut term = listen(SignalKind::terminate())?;
+    let mut int = listen(SignalKind::interrupt())?;
+    let mut quit = listen(SignalKind::quit())?;
+    // These belong to the arbiter; a worker (or thread mode, for now) must not die or be
+    // suspended by them, which is what their default actions would do.
+    let mut hup = listen(SignalKind::hangup())?;
+    let mut ttin = listen(SignalKind::from_raw(nix::libc::SIGTTIN))?;
+    let mut ttou = listen(SignalKind::from_raw(nix::libc::SIGTTOU))?;
+    loop {
+        let ignored = tokio::select! {
+            _ = term.recv() => return Ok(Stop::Graceful("SIGTERM")),
+            _ = int.recv() => return Ok(Stop::Graceful("SIGINT")),
+            _ = quit.recv() => return Ok(Stop::Immediate),
+            () = shared.recycle.notified() => return Ok(Stop::Graceful("--max-requests reached")),
+            _ = hup.recv() => "SIGHUP",
+            _ = ttin.recv() => "SIGTTIN",
+            _ = ttou.recv() => "SIGTTOU",
+        };
+        tracing::debug!("{ignored} ignored by this worker");
+    }
+}

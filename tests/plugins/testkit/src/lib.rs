@@ -1,0 +1,3 @@
+//! testkit, first build (tag `a`).
+const TAG: &str = "a";
+include!("kit.rs");
