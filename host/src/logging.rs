@@ -50,10 +50,10 @@ fn plugin_record(level: PluginLevel, target: &str, message: &str) {
     let plugin = PLUGIN_NAME.get().map(String::as_str).unwrap_or("?");
     match level {
         PluginLevel::Off => {}
-        PluginLevel::Error => tracing::error!(plugin, module = target, "{message}"),
-        PluginLevel::Warn => tracing::warn!(plugin, module = target, "{message}"),
-        PluginLevel::Info => tracing::info!(plugin, module = target, "{message}"),
-        PluginLevel::Debug => tracing::debug!(plugin, module = target, "{message}"),
-        PluginLevel::Trace => tracing::trace!(plugin, module = target, "{message}"),
+        PluginLevel::Error => tracing::error!(plugin = %plugin, module = %target, "{message}"),
+        PluginLevel::Warn => tracing::warn!(plugin = %plugin, module = %target, "{message}"),
+        PluginLevel::Info => tracing::info!(plugin = %plugin, module = %target, "{message}"),
+        PluginLevel::Debug => tracing::debug!(plugin = %plugin, module = %target, "{message}"),
+        PluginLevel::Trace => tracing::trace!(plugin = %plugin, module = %target, "{message}"),
     }
 }

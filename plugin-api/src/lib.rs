@@ -506,7 +506,7 @@ impl<'a> OptionPair<'a> for (&'a str, &'a str) {
     }
 }
 
-impl<'a, 'b> OptionPair<'a> for &'b abi::OptPair<'a> {
+impl<'a> OptionPair<'a> for &abi::OptPair<'a> {
     fn pair(&self) -> (&str, &str) {
         (self.key.as_str(), self.value.as_str())
     }

@@ -1,1 +1,387 @@
-//! Test helpers.
+//! Helpers for the black-box tests: start the real `sockhost` binary with real plugins,
+//! learn its ports from the `listening on` lines, talk to it over loopback, and wait for
+//! things with bounded deadlines and clear failure messages.
+//!
+//! The binaries must be built first (`cargo build --release --workspace`); the tests find
+//! them next to their own executable's profile directory.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// The profile directory (`target/release` or `target/debug`) the tests were built into.
+pub fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test-binary>
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .expect("test binary lives in target/<profile>/deps")
+        .to_path_buf()
+}
+
+/// The `sockhost` binary.
+pub fn sockhost_bin() -> PathBuf {
+    let p = profile_dir().join("sockhost");
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --release --workspace` before the tests",
+        p.display()
+    );
+    p
+}
+
+/// A plugin built by the workspace, by crate name (`echo`, `testkit`, `testkit_b`, ...).
+pub fn plugin(name: &str) -> PathBuf {
+    let p = profile_dir().join(format!("lib{name}.so"));
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --release --workspace` before the tests",
+        p.display()
+    );
+    p
+}
+
+/// Lines a child wrote to stderr, shared with a reader thread, with a way to wait for one.
+#[derive(Clone, Default)]
+pub struct LogLines {
+    inner: Arc<(Mutex<Vec<String>>, Condvar)>,
+}
+
+impl LogLines {
+    fn push(&self, line: String) {
+        let (lines, cv) = &*self.inner;
+        lines.lock().unwrap().push(line);
+        cv.notify_all();
+    }
+
+    /// Everything so far, one line each.
+    pub fn text(&self) -> String {
+        self.inner.0.lock().unwrap().join("\n")
+    }
+
+    /// Wait (bounded) until a line contains `needle`; returns it.
+    pub fn wait_for(&self, needle: &str, timeout: Duration) -> String {
+        let (lines, cv) = &*self.inner;
+        let deadline = Instant::now() + timeout;
+        let mut guard = lines.lock().unwrap();
+        loop {
+            if let Some(l) = guard.iter().find(|l| l.contains(needle)) {
+                return l.clone();
+            }
+            let now = Instant::now();
+            assert!(
+                now < deadline,
+                "no stderr line containing {needle:?} within {timeout:?}; stderr so far:\n{}",
+                guard.join("\n")
+            );
+            guard = cv.wait_timeout(guard, deadline - now).unwrap().0;
+        }
+    }
+
+    /// How many lines contain `needle`.
+    pub fn count(&self, needle: &str) -> usize {
+        self.inner
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+}
+
+/// A running sockhost.
+pub struct Server {
+    child: Child,
+    /// `(transport, address)` from each `listening on` line, in order.
+    pub listening: Vec<(String, SocketAddr)>,
+    /// Every stdout line (the `listening on` lines and anything after).
+    pub stdout: LogLines,
+    /// Every stderr line.
+    pub stderr: LogLines,
+}
+
+/// How many `listening on` lines to expect from `args` (one per `--bind`, one by default).
+fn expected_binds(args: &[&str]) -> usize {
+    args.iter().filter(|a| **a == "--bind").count().max(1)
+}
+
+impl Server {
+    /// Start sockhost with `args` and wait (up to 10 s) for its `listening on` lines.
+    pub fn start(args: &[&str]) -> Server {
+        Self::start_with_env(args, &[])
+    }
+
+    /// As [`Server::start`], with extra environment variables.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut cmd = Command::new(sockhost_bin());
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn sockhost");
+        let stderr = LogLines::default();
+        let err_lines = stderr.clone();
+        let err_pipe = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err_pipe).lines().map_while(Result::ok) {
+                err_lines.push(line);
+            }
+        });
+        let stdout = LogLines::default();
+        let out_lines = stdout.clone();
+        let out_pipe = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out_pipe).lines().map_while(Result::ok) {
+                out_lines.push(line);
+            }
+        });
+        let want = expected_binds(args);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let listening = loop {
+            let lines: Vec<(String, SocketAddr)> = stdout
+                .text()
+                .lines()
+                .filter_map(|l| l.strip_prefix("listening on "))
+                .filter_map(|rest| {
+                    let (transport, addr) = rest.split_once("://")?;
+                    Some((transport.to_string(), addr.parse().ok()?))
+                })
+                .collect();
+            if lines.len() >= want {
+                break lines;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "sockhost exited ({status}) before listening; stderr:\n{}",
+                    stderr.text()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sockhost printed no `listening on` lines within 10 s; stderr:\n{}",
+                stderr.text()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        Server {
+            child,
+            listening,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// The first TCP address.
+    pub fn addr(&self) -> SocketAddr {
+        self.listening
+            .iter()
+            .find(|(t, _)| t == "tcp")
+            .map(|(_, a)| *a)
+            .expect("a tcp bind")
+    }
+
+    /// The first TCP address, reachable form (wildcard binds become loopback).
+    pub fn connect_addr(&self) -> SocketAddr {
+        loopback(self.addr())
+    }
+
+    /// The arbiter's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Send a signal to the process.
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{sig} failed");
+    }
+
+    /// Wait (bounded) for the process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sockhost did not exit within {timeout:?}; stderr:\n{}",
+                self.stderr.text()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Whether it is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.is_running() {
+            // Kill the whole group the arbiter may have forked, then the arbiter.
+            let _ = Command::new("pkill")
+                .args(["-KILL", "-P", &self.pid().to_string()])
+                .status();
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A wildcard address made reachable: `0.0.0.0` → `127.0.0.1`, `::` → `::1`.
+pub fn loopback(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V4(a) if a.ip().is_unspecified() => {
+            SocketAddr::from(([127, 0, 0, 1], a.port()))
+        }
+        SocketAddr::V6(a) if a.ip().is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, a.port()))
+        }
+        a => a,
+    }
+}
+
+/// The result of a sockhost run that is expected to end by itself.
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+/// Run sockhost to completion (bounded by `timeout`; killed and failed past it).
+pub fn run_to_exit(args: &[&str], timeout: Duration) -> Finished {
+    let start = Instant::now();
+    let mut child = Command::new(sockhost_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sockhost");
+    let mut out_pipe = child.stdout.take().unwrap();
+    let mut err_pipe = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out_pipe.read_to_string(&mut s);
+        s
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err_pipe.read_to_string(&mut s);
+        s
+    });
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > timeout {
+            let _ = Command::new("pkill")
+                .args(["-KILL", "-P", &child.id().to_string()])
+                .status();
+            let _ = child.kill();
+            panic!("sockhost {args:?} did not exit within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let elapsed = start.elapsed();
+    Finished {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+        elapsed,
+    }
+}
+
+/// Connect with a bounded timeout, and bounded reads/writes.
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.set_nodelay(true).unwrap();
+    s
+}
+
+/// Write `data` and read back exactly as many bytes.
+pub fn round_trip(stream: &mut TcpStream, data: &[u8]) -> Vec<u8> {
+    stream.write_all(data).expect("write");
+    let mut back = vec![0; data.len()];
+    stream.read_exact(&mut back).expect("read the echo");
+    back
+}
+
+/// Send a command and read one reply line.
+pub fn ask(stream: &mut TcpStream, command: &str) -> String {
+    stream.write_all(command.as_bytes()).expect("write");
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        match stream.read(&mut byte) {
+            Ok(0) => break,
+            Ok(_) if byte[0] == b'\n' => break,
+            Ok(_) => line.push(byte[0]),
+            Err(e) => panic!("reading the reply to {command:?}: {e}"),
+        }
+    }
+    String::from_utf8_lossy(&line).into_owned()
+}
+
+/// Whether the peer has closed: a read returns EOF (or a reset) within `timeout`.
+pub fn closed_within(stream: &mut TcpStream, timeout: Duration) -> bool {
+    stream.set_read_timeout(Some(timeout)).unwrap();
+    let mut buf = [0u8; 64];
+    let closed = match stream.read(&mut buf) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    closed
+}
+
+/// Poll `condition` until it holds (bounded). For state with no event to wait on, such as
+/// the set of processes; every other wait in these tests is on a read or a log line.
+pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !condition() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A deterministic pseudo-random payload (so misordered bytes are detected).
+pub fn payload(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
