@@ -27,6 +27,13 @@ pub enum HostError {
     #[error("--bind {spec}: {source}")]
     Bind { spec: String, source: io::Error },
 
+    #[error("{0}")]
+    Privileges(String),
+
+    /// A worker could not start (its own message: plugin load failure, privileges, ...).
+    #[error("{0}")]
+    WorkerStartup(String),
+
     #[error("{0} is not supported yet")]
     Unsupported(&'static str),
 

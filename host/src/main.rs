@@ -1,5 +1,6 @@
 //! `sockhost`: parse the command line, run, and turn any error into one `error:` line.
 
+mod arbiter;
 mod bind;
 mod cli;
 mod connections;
@@ -8,6 +9,7 @@ mod keep_alive;
 mod logging;
 mod pid_file;
 mod plugin;
+mod privileges;
 mod tcp;
 mod thread_mode;
 mod worker;
@@ -42,9 +44,7 @@ fn run(cli: Cli) -> Result<(), HostError> {
     logging::init(config.log_level);
     match config.concurrency {
         Concurrency::Thread => thread_mode::run(&config),
-        Concurrency::Process => Err(HostError::Unsupported(
-            "--concurrency process (use --concurrency thread)",
-        )),
+        Concurrency::Process => arbiter::run(&config),
     }
 }
 

@@ -32,6 +32,18 @@ impl Plugin {
         Ok(Plugin { library, meta })
     }
 
+    /// Load a snapshot of the plugin (`file`, e.g. `/proc/self/fd/N`), naming it `path`.
+    pub fn load_snapshot(path: &Path, file: &Path) -> Result<Plugin, HostError> {
+        let library = Library::load_file(path, file).map_err(|e| {
+            if let LoadError::Incompatible { detail, .. } = &e {
+                tracing::debug!("layout difference reported by abi_stable:\n{detail}");
+            }
+            HostError::Load(e)
+        })?;
+        let meta = library.meta();
+        Ok(Plugin { library, meta })
+    }
+
     /// Every bind must use a transport the plugin serves.
     pub fn check_binds(&self, binds: &[BindSpec]) -> Result<(), HostError> {
         for spec in binds {

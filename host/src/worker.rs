@@ -35,8 +35,19 @@ pub struct Settings {
 /// Hooks through which a supervising arbiter watches the worker (process mode).
 #[derive(Default)]
 pub struct Hooks {
-    /// Called from inside the event loop about once a second: proof of life.
-    pub heartbeat: Option<Box<dyn FnMut()>>,
+    /// Called from inside the event loop about once a second: proof of life, with figures.
+    pub heartbeat: Option<Box<dyn FnMut(Stats)>>,
+    /// Called when the worker starts a graceful stop on its own (`--max-requests`).
+    pub retiring: Option<Box<dyn FnOnce()>>,
+    /// Called once a stopping worker has stopped accepting.
+    pub draining: Option<Box<dyn FnOnce()>>,
+}
+
+/// A worker's figures, posted with each heartbeat.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Stats {
+    pub accepted: u64,
+    pub open: usize,
 }
 
 /// State shared by the accept loops and connection tasks of this worker.
@@ -60,6 +71,8 @@ impl Shared {
         }
     }
 }
+
+const RECYCLE: &str = "--max-requests reached";
 
 /// How the worker was told to stop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,28 +129,50 @@ async fn serve(
         }
     }
 
-    if let Some(mut beat) = hooks.heartbeat.take() {
+    let stats = |shared: &Shared| Stats {
+        accepted: shared.accepted.get(),
+        open: shared.connections.len(),
+    };
+    let beat = hooks
+        .heartbeat
+        .take()
+        .map(|b| Rc::new(std::cell::RefCell::new(b)));
+    let heartbeat = beat.clone().map(|beat| {
+        let shared = shared.clone();
         tokio::task::spawn_local(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
             loop {
                 tick.tick().await;
-                beat();
+                (beat.borrow_mut())(stats(&shared));
             }
-        });
-    }
+        })
+    });
 
     let stop = wait_for_stop(&shared).await?;
-    for task in &accept_tasks {
+    if let (Stop::Graceful(RECYCLE), Some(retiring)) = (stop, hooks.retiring.take()) {
+        retiring();
+    }
+    for task in accept_tasks {
         task.abort();
+        // Wait for the cancellation, so the listener is dropped before we say so.
+        let _ = task.await;
+    }
+    if let Some(draining) = hooks.draining.take() {
+        draining();
     }
     let connections = &shared.connections;
     match stop {
         Stop::Immediate => {
-            tracing::info!(open = connections.len(), "stopping now");
+            tracing::info!(
+                pid = std::process::id(),
+                open = connections.len(),
+                "stopping now"
+            );
             connections.abort_all();
         }
         Stop::Graceful(why) => {
             tracing::info!(
+                pid = std::process::id(),
                 open = connections.len(),
                 "{why}: no longer accepting; waiting up to {:?} for open connections",
                 settings.graceful_timeout
@@ -155,6 +190,17 @@ async fn serve(
         }
     }
     connections.wait_empty().await;
+    if let Some(h) = heartbeat {
+        h.abort();
+    }
+    if let Some(beat) = beat {
+        (beat.borrow_mut())(stats(&shared));
+    }
+    tracing::info!(
+        pid = std::process::id(),
+        accepted = shared.accepted.get(),
+        "worker stopped"
+    );
     Ok(())
 }
 
@@ -174,7 +220,7 @@ async fn wait_for_stop(shared: &Shared) -> Result<Stop, HostError> {
             _ = term.recv() => return Ok(Stop::Graceful("SIGTERM")),
             _ = int.recv() => return Ok(Stop::Graceful("SIGINT")),
             _ = quit.recv() => return Ok(Stop::Immediate),
-            () = shared.recycle.notified() => return Ok(Stop::Graceful("--max-requests reached")),
+            () = shared.recycle.notified() => return Ok(Stop::Graceful(RECYCLE)),
             _ = hup.recv() => "SIGHUP",
             _ = ttin.recv() => "SIGTTIN",
             _ = ttou.recv() => "SIGTTOU",

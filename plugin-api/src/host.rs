@@ -138,21 +138,35 @@ impl Library {
     /// plugin from any path, but glibc still returns the already-loaded library for a path
     /// it has opened before.
     pub fn load(path: &Path) -> Result<Library, LoadError> {
-        let owned = || path.to_path_buf();
         if !path.exists() {
-            return Err(LoadError::NotFound { path: owned() });
+            return Err(LoadError::NotFound {
+                path: path.to_path_buf(),
+            });
         }
         // An absolute path: `dlopen` searches the library path for a name without a slash,
         // and resolving symlinks gives each build behind a swapped link its own identity.
         let absolute = std::fs::canonicalize(path).map_err(|e| LoadError::NotALibrary {
-            path: owned(),
+            path: path.to_path_buf(),
             reason: e.to_string(),
         })?;
-        let header = lib_header_from_path(&absolute).map_err(|e| match e {
-            LibraryError::OpenError { err, .. } => LoadError::NotALibrary {
-                path: owned(),
-                reason: err.to_string(),
-            },
+        Library::load_file(path, &absolute)
+    }
+
+    /// Load the library at `file` (for example a `/proc/self/fd/N` snapshot of the plugin),
+    /// naming it `path` in errors.
+    pub fn load_file(path: &Path, file: &Path) -> Result<Library, LoadError> {
+        let owned = || path.to_path_buf();
+        let header = lib_header_from_path(file).map_err(|e| match e {
+            LibraryError::OpenError { err, .. } => {
+                // The loader's message names the file it was given; name the plugin instead.
+                let reason = err
+                    .to_string()
+                    .replace(&format!("{}: ", file.display()), "");
+                LoadError::NotALibrary {
+                    path: owned(),
+                    reason,
+                }
+            }
             LibraryError::GetSymbolError { .. } => LoadError::NotAPlugin { path: owned() },
             other => LoadError::NotALibrary {
                 path: owned(),

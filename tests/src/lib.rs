@@ -385,3 +385,99 @@ pub fn payload(len: usize, seed: u64) -> Vec<u8> {
         })
         .collect()
 }
+
+/// Pids of the live (not zombie) children of `parent`, read from /proc.
+pub fn children_of(parent: u32) -> Vec<u32> {
+    let mut kids = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...: comm may contain spaces, so split after the last ')'.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next();
+        let ppid = fields.next().and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(parent) && state != Some("Z") {
+            kids.push(pid);
+        }
+    }
+    kids.sort_unstable();
+    kids
+}
+
+/// Whether process `pid` exists (and is not a zombie).
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, r)| r.split_whitespace().next() != Some("Z"))
+        })
+        .unwrap_or(false)
+}
+
+/// A background client loop: connect, one echo round trip, close — until stopped or the
+/// deadline. Counts successes and failures (with the first few failure messages).
+pub struct LoadLoop {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<(u64, Vec<String>)>>,
+}
+
+impl LoadLoop {
+    /// Start `clients` threads against `addr`, each stopping by itself after `max`.
+    pub fn start(addr: SocketAddr, clients: usize, max: Duration) -> LoadLoop {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = (0..clients)
+            .map(|c| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let deadline = Instant::now() + max;
+                    let (mut ok, mut failures) = (0u64, Vec::new());
+                    let mut n = 0u64;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                        && Instant::now() < deadline
+                    {
+                        n += 1;
+                        let msg = payload(32, (c as u64) << 32 | n);
+                        let attempt = (|| -> std::io::Result<()> {
+                            let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+                            s.set_read_timeout(Some(Duration::from_secs(10)))?;
+                            s.write_all(&msg)?;
+                            let mut back = vec![0; msg.len()];
+                            s.read_exact(&mut back)?;
+                            if back != msg {
+                                return Err(std::io::Error::other("echo mismatch"));
+                            }
+                            Ok(())
+                        })();
+                        match attempt {
+                            Ok(()) => ok += 1,
+                            Err(e) => failures.push(e.to_string()),
+                        }
+                    }
+                    (ok, failures)
+                })
+            })
+            .collect();
+        LoadLoop { stop, threads }
+    }
+
+    /// Stop and return (successes, failure messages).
+    pub fn finish(self) -> (u64, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut ok = 0;
+        let mut failures = Vec::new();
+        for t in self.threads {
+            let (o, f) = t.join().expect("load thread");
+            ok += o;
+            failures.extend(f);
+        }
+        (ok, failures)
+    }
+}

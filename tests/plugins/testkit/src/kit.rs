@@ -5,6 +5,7 @@
 //   spin    loop forever (the worker's heartbeat stops; --timeout must replace it)
 //   abort   abort the process (a crashing worker)
 //   tag     reply "<TAG>\n" (which build is serving)
+//   pid     reply "<process id>\n" (which worker is serving)
 //   whoami  reply "peer=<addr> local=<addr> transport=<t> sni=<..> alpn=<..> subject=<..>\n"
 //   count   reply "<n>\n", n = chunks received by this consumer (per connection / UDP peer)
 //   log     log "testkit log line" at info and "testkit debug line" at debug, reply "logged\n"
@@ -65,6 +66,8 @@ impl Consumer for KitConsumer {
             std::process::abort();
         } else if data.starts_with(b"tag") {
             out.write(format!("{TAG}\n").as_bytes());
+        } else if data.starts_with(b"pid") {
+            out.write(format!("{}\n", std::process::id()).as_bytes());
         } else if data.starts_with(b"whoami") {
             let i = &self.info;
             let line = format!(

@@ -1,0 +1,98 @@
+//! The board: a page of shared memory, mapped before any fork, where each worker posts
+//! its heartbeat and counters without a system call. The arbiter reads it to find stuck
+//! workers (`--timeout`) and to report per-worker figures.
+
+use std::io;
+use std::num::NonZeroUsize;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use nix::sys::mman::{mmap_anonymous, munmap, MapFlags, ProtFlags};
+use nix::time::{clock_gettime, ClockId};
+
+/// One worker's posted figures.
+#[repr(C)]
+#[derive(Default)]
+pub struct Cell {
+    /// CLOCK_MONOTONIC milliseconds of the last heartbeat from inside the event loop.
+    pub heartbeat_ms: AtomicU64,
+    /// Connections accepted so far.
+    pub accepted: AtomicU64,
+    /// Connections open now.
+    pub open: AtomicU64,
+}
+
+impl Cell {
+    /// Start a worker's cell fresh: counters at zero, heartbeat now.
+    pub fn reset(&self) {
+        self.heartbeat_ms.store(now_ms(), Ordering::Relaxed);
+        self.accepted.store(0, Ordering::Relaxed);
+        self.open.store(0, Ordering::Relaxed);
+    }
+}
+
+/// A fixed array of [`Cell`]s in `MAP_SHARED` memory, inherited by every forked worker.
+pub struct Board {
+    cells: NonNull<Cell>,
+    len: usize,
+}
+
+impl Board {
+    /// Map room for `len` workers (live and retiring together).
+    pub fn new(len: usize) -> io::Result<Board> {
+        let bytes = NonZeroUsize::new(len * std::mem::size_of::<Cell>()).expect("non-empty board");
+        // SAFETY: a fresh anonymous mapping aliases nothing; zeroed memory is a valid array of
+        // `Cell` (all atomics at 0).
+        let ptr = unsafe {
+            mmap_anonymous(
+                None,
+                bytes,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_SHARED,
+            )
+        }?;
+        Ok(Board {
+            cells: ptr.cast(),
+            len,
+        })
+    }
+
+    /// Cell `i`.
+    pub fn cell(&self, i: usize) -> &Cell {
+        assert!(i < self.len, "board cell {i} out of range");
+        // SAFETY: in bounds; the mapping lives as long as `self`; `Cell` holds only atomics,
+        // so shared access across processes is sound.
+        unsafe { &*self.cells.as_ptr().add(i) }
+    }
+
+    /// How many cells.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+}
+
+impl Drop for Board {
+    fn drop(&mut self) {
+        // SAFETY: the mapping was made by `new` with this length and is unmapped once.
+        let _ = unsafe { munmap(self.cells.cast(), self.len * std::mem::size_of::<Cell>()) };
+    }
+}
+
+/// CLOCK_MONOTONIC in milliseconds: the same clock in every process of the machine.
+pub fn now_ms() -> u64 {
+    let t = clock_gettime(ClockId::CLOCK_MONOTONIC).expect("CLOCK_MONOTONIC");
+    t.tv_sec() as u64 * 1000 + t.tv_nsec() as u64 / 1_000_000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cells_start_at_zero_and_reset_stamps_now() {
+        let board = Board::new(4).unwrap();
+        assert_eq!(board.cell(3).accepted.load(Ordering::Relaxed), 0);
+        board.cell(3).reset();
+        assert!(now_ms() - board.cell(3).heartbeat_ms.load(Ordering::Relaxed) < 1000);
+    }
+}

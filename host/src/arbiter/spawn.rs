@@ -1,0 +1,162 @@
+//! The fork boundary: start one worker process on one slot's sockets.
+//!
+//! The arbiter has never started a tokio runtime nor loaded the plugin, so a plain `fork`
+//! gives the child a clean slate (no exec needed; the child shares the arbiter's
+//! already-bound sockets and the shared-memory board). In the child, before anything else:
+//! default signal dispositions, die-with-parent, and close every descriptor that is not
+//! this slot's (a worker holding another slot's socket would keep that socket's accept queue
+//! alive after the arbiter closed it). Then drop privileges, load this generation's
+//! plugin snapshot, report `ready`, and serve.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::Ordering;
+
+use nix::fcntl::OFlag;
+use nix::sys::signal::Signal;
+use nix::unistd::{fork, getpid, getppid, ForkResult, Pid};
+
+use super::board::{now_ms, Cell};
+use super::signals;
+use super::snapshot::Snapshot;
+use super::status::{Report, StatusReader, StatusWriter};
+use crate::bind::Bound;
+use crate::cli::Config;
+use crate::error::HostError;
+use crate::plugin::Plugin;
+use crate::privileges::Identity;
+use crate::worker;
+
+/// What one worker is started with.
+pub struct WorkerSpec<'a> {
+    pub slot: usize,
+    pub sockets: &'a [Bound],
+    pub snapshot: &'a Snapshot,
+    pub cell: &'static Cell,
+    pub config: &'a Config,
+    pub identity: Option<&'a Identity>,
+}
+
+/// A started worker as the arbiter sees it.
+pub struct Spawned {
+    pub pid: Pid,
+    pub status: StatusReader,
+}
+
+/// Fork a worker.
+pub fn spawn(spec: WorkerSpec<'_>) -> Result<Spawned, HostError> {
+    let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
+        .map_err(|e| HostError::io("creating a status pipe", e.into()))?;
+    nix::fcntl::fcntl(&read, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
+        .map_err(|e| HostError::io("creating a status pipe", e.into()))?;
+    spec.cell.reset();
+    let arbiter = getpid();
+    let guard = signals::ForkGuard::block();
+    // SAFETY: the arbiter is single-threaded (no runtime, no helper threads), so the child
+    // is a consistent copy; it never returns into arbiter code (it ends in `_exit`).
+    match unsafe { fork() } {
+        Ok(ForkResult::Parent { child }) => {
+            drop(guard);
+            drop(write);
+            Ok(Spawned {
+                pid: child,
+                status: StatusReader::new(read),
+            })
+        }
+        Ok(ForkResult::Child) => {
+            drop(read);
+            signals::reset_in_child(guard);
+            child_main(spec, write, arbiter)
+        }
+        Err(e) => Err(HostError::io("fork", e.into())),
+    }
+}
+
+fn child_main(spec: WorkerSpec<'_>, status: OwnedFd, arbiter: Pid) -> ! {
+    // Die with the arbiter, so a SIGKILLed arbiter leaves no worker serving stale code.
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    if getppid() != arbiter {
+        exit_now(1);
+    }
+    let mut keep: Vec<i32> = vec![0, 1, 2, status.as_raw_fd(), spec.snapshot.raw_fd()];
+    keep.extend(spec.sockets.iter().map(|b| b.socket.as_raw_fd()));
+    close_all_but(&keep);
+    let mut status = StatusWriter::new(status);
+    let code = match serve(&spec, &mut status) {
+        Ok(()) => 0,
+        Err(message) => {
+            status.send(&Report::Failed(message));
+            3
+        }
+    };
+    exit_now(code)
+}
+
+/// The worker's life after fork; `Err` is a startup failure message.
+fn serve(spec: &WorkerSpec<'_>, status: &mut StatusWriter) -> Result<(), String> {
+    if let Some(identity) = spec.identity {
+        identity.apply()?;
+    }
+    let config = spec.config;
+    let plugin = Plugin::load_snapshot(&spec.snapshot.path, &spec.snapshot.load_path())
+        .map_err(|e| e.to_string())?;
+    plugin
+        .check_binds(&config.binds)
+        .map_err(|e| e.to_string())?;
+    let factory = plugin
+        .factory(&config.plugin_opts, config.log_level)
+        .map_err(|e| e.to_string())?;
+    let sockets = spec
+        .sockets
+        .iter()
+        .map(|b| b.try_clone())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("duplicating the listening sockets: {e}"))?;
+    status.send(&Report::Ready);
+    tracing::debug!(pid = std::process::id(), slot = spec.slot, "worker serving");
+
+    let cell = spec.cell;
+    let retiring_status = StatusWriter::new(status.try_clone().map_err(|e| e.to_string())?);
+    let draining_status = StatusWriter::new(status.try_clone().map_err(|e| e.to_string())?);
+    let hooks = worker::Hooks {
+        heartbeat: Some(Box::new(move |stats: worker::Stats| {
+            cell.heartbeat_ms.store(now_ms(), Ordering::Relaxed);
+            cell.accepted.store(stats.accepted, Ordering::Relaxed);
+            cell.open.store(stats.open as u64, Ordering::Relaxed);
+        })),
+        retiring: Some(Box::new(move || {
+            let mut s = retiring_status;
+            s.send(&Report::Retiring);
+        })),
+        draining: Some(Box::new(move || {
+            let mut s = draining_status;
+            s.send(&Report::Draining);
+        })),
+    };
+    worker::run(sockets, factory, config.worker_settings(), hooks).map_err(|e| e.to_string())
+}
+
+/// Close every descriptor not in `keep`.
+fn close_all_but(keep: &[i32]) {
+    let open: Vec<i32> = match std::fs::read_dir("/proc/self/fd") {
+        Ok(dir) => dir
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect(),
+        Err(_) => return,
+    };
+    for fd in open {
+        if !keep.contains(&fd) {
+            // SAFETY: in the freshly forked child nothing else will use these descriptors:
+            // their owners are copies of arbiter state that is never touched again.
+            unsafe { nix::libc::close(fd) };
+        }
+    }
+}
+
+/// Leave the worker process without running the arbiter's exit-time code.
+fn exit_now(code: i32) -> ! {
+    use std::io::Write;
+    let _ = std::io::stderr().flush();
+    // SAFETY: `_exit` ends the process immediately; nothing is left half-done that matters
+    // (stdout/stderr are flushed, the sockets belong to the arbiter).
+    unsafe { nix::libc::_exit(code) }
+}
