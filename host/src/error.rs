@@ -34,6 +34,9 @@ pub enum HostError {
     #[error("{0}")]
     WorkerStartup(String),
 
+    #[error("socket handoff: {0}")]
+    Handoff(String),
+
     #[error("{0} is not supported yet")]
     Unsupported(&'static str),
 

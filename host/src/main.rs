@@ -5,6 +5,7 @@ mod bind;
 mod cli;
 mod connections;
 mod error;
+mod handoff;
 mod keep_alive;
 mod logging;
 mod pid_file;

@@ -41,7 +41,13 @@ pub struct Hooks {
     pub retiring: Option<Box<dyn FnOnce()>>,
     /// Called once a stopping worker has stopped accepting.
     pub draining: Option<Box<dyn FnOnce()>>,
+    /// On SIGHUP (thread mode): start a successor and resolve with its pid once it serves;
+    /// then this worker drains. `Err` aborts the reload and this worker keeps serving.
+    pub reload: Option<Box<dyn FnMut() -> Successor>>,
 }
+
+/// A successor starting up, as returned by [`Hooks::reload`].
+pub type Successor = std::pin::Pin<Box<dyn std::future::Future<Output = Result<u32, String>>>>;
 
 /// A worker's figures, posted with each heartbeat.
 #[derive(Clone, Copy, Debug, Default)]
@@ -148,7 +154,7 @@ async fn serve(
         })
     });
 
-    let stop = wait_for_stop(&shared).await?;
+    let stop = wait_for_stop(&shared, &mut hooks).await?;
     if let (Stop::Graceful(RECYCLE), Some(retiring)) = (stop, hooks.retiring.take()) {
         retiring();
     }
@@ -204,27 +210,44 @@ async fn serve(
     Ok(())
 }
 
-async fn wait_for_stop(shared: &Shared) -> Result<Stop, HostError> {
+async fn wait_for_stop(shared: &Shared, hooks: &mut Hooks) -> Result<Stop, HostError> {
     let listen =
         |kind: SignalKind| signal(kind).map_err(|e| HostError::io("installing signal handlers", e));
     let mut term = listen(SignalKind::terminate())?;
     let mut int = listen(SignalKind::interrupt())?;
     let mut quit = listen(SignalKind::quit())?;
-    // These belong to the arbiter; a worker (or thread mode, for now) must not die or be
-    // suspended by them, which is what their default actions would do.
+    // HUP reloads in thread mode; in process mode it and TTIN/TTOU belong to the arbiter,
+    // and a worker must not die or be suspended by them (their default actions).
     let mut hup = listen(SignalKind::hangup())?;
     let mut ttin = listen(SignalKind::from_raw(nix::libc::SIGTTIN))?;
     let mut ttou = listen(SignalKind::from_raw(nix::libc::SIGTTOU))?;
+    let mut successor: Option<Successor> = None;
     loop {
-        let ignored = tokio::select! {
+        tokio::select! {
             _ = term.recv() => return Ok(Stop::Graceful("SIGTERM")),
             _ = int.recv() => return Ok(Stop::Graceful("SIGINT")),
             _ = quit.recv() => return Ok(Stop::Immediate),
             () = shared.recycle.notified() => return Ok(Stop::Graceful(RECYCLE)),
-            _ = hup.recv() => "SIGHUP",
-            _ = ttin.recv() => "SIGTTIN",
-            _ = ttou.recv() => "SIGTTOU",
-        };
-        tracing::debug!("{ignored} ignored by this worker");
+            done = async { successor.as_mut().expect("guarded").await }, if successor.is_some() => {
+                successor = None;
+                match done {
+                    Ok(pid) => {
+                        tracing::info!(successor = pid, "reload finished: the new process serves; this one drains");
+                        return Ok(Stop::Graceful("reloaded"));
+                    }
+                    Err(why) => tracing::error!("reload aborted: {why}; this process keeps serving"),
+                }
+            }
+            _ = hup.recv() => match (&mut hooks.reload, &successor) {
+                (Some(_), Some(_)) => tracing::info!("SIGHUP: a reload is already in progress"),
+                (Some(start), None) => {
+                    tracing::info!("reload started: starting a new process with the plugin as it is on disk");
+                    successor = Some(start());
+                }
+                (None, _) => tracing::debug!("SIGHUP ignored by this worker"),
+            },
+            _ = ttin.recv() => tracing::debug!("SIGTTIN ignored by this worker"),
+            _ = ttou.recv() => tracing::debug!("SIGTTOU ignored by this worker"),
+        }
     }
 }

@@ -131,6 +131,7 @@ fn serve(spec: &WorkerSpec<'_>, status: &mut StatusWriter) -> Result<(), String>
             let mut s = draining_status;
             s.send(&Report::Draining);
         })),
+        reload: None,
     };
     worker::run(sockets, factory, config.worker_settings(), hooks).map_err(|e| e.to_string())
 }

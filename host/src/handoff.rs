@@ -1,0 +1,196 @@
+//! Listening-socket handoff between processes, by the systemd convention: the sockets sit
+//! at descriptors 3, 4, … and the environment says `LISTEN_FDS=<count>` and
+//! `LISTEN_PID=<pid of the process meant to take them>`.
+//!
+//! Thread mode uses it to reload: on HUP the running process starts a *successor* (the same
+//! binary, the same arguments) that inherits the sockets, loads the plugin as it is now on
+//! disk and reports ready on a pipe (`SOCKHOST_READY_FD`); only then does the old process
+//! stop accepting and drain. The listening sockets never close, so no connection attempt
+//! is refused. The successor has a new pid, which it writes to `--pid-file`.
+//!
+//! The same code accepts sockets passed by systemd socket activation.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command};
+use std::time::Duration;
+
+use socket2::Socket;
+
+use crate::bind::{canonical, BindSpec, Bound, Transport};
+use crate::error::HostError;
+
+/// The first inherited descriptor (`SD_LISTEN_FDS_START`).
+const FIRST_FD: RawFd = 3;
+const READY_FD_VAR: &str = "SOCKHOST_READY_FD";
+
+/// Sockets handed to this process, matched in order to the `--bind` entries; `None` when
+/// nothing was handed over (or it was meant for another process).
+pub fn inherited(binds: &[BindSpec]) -> Result<Option<Vec<Bound>>, HostError> {
+    let Some(count) = std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|n| n.parse::<usize>().ok())
+    else {
+        return Ok(None);
+    };
+    let for_us = std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok())
+        == Some(std::process::id());
+    // Whatever happens, our children must not see these.
+    std::env::remove_var("LISTEN_FDS");
+    std::env::remove_var("LISTEN_PID");
+    if !for_us {
+        return Ok(None);
+    }
+    if count != binds.len() {
+        return Err(HostError::Handoff(format!(
+            "{count} sockets were handed over (LISTEN_FDS) but {} --bind given",
+            binds.len()
+        )));
+    }
+    let mut bound = Vec::with_capacity(count);
+    for (i, spec) in binds.iter().enumerate() {
+        let fd = FIRST_FD + i as RawFd;
+        // SAFETY: by the LISTEN_FDS convention descriptors 3..3+count are ours, open, and
+        // owned by nobody else in this process.
+        let socket = unsafe { Socket::from_raw_fd(fd) };
+        let fail = |what: &str| {
+            HostError::Handoff(format!(
+                "inherited descriptor {fd} for --bind {spec}: {what}"
+            ))
+        };
+        let local = socket
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .ok_or_else(|| fail("not an IP socket"))?;
+        let transport = match socket.r#type().map_err(|e| fail(&e.to_string()))? {
+            socket2::Type::STREAM => Transport::Tcp,
+            socket2::Type::DGRAM => Transport::Udp,
+            _ => return Err(fail("neither a stream nor a datagram socket")),
+        };
+        if transport != spec.transport {
+            return Err(fail(&format!(
+                "is {transport}, the bind asks for {}",
+                spec.transport
+            )));
+        }
+        socket.set_cloexec(true).map_err(|e| fail(&e.to_string()))?;
+        socket
+            .set_nonblocking(true)
+            .map_err(|e| fail(&e.to_string()))?;
+        bound.push(Bound {
+            transport,
+            socket,
+            local: canonical(local),
+        });
+    }
+    Ok(Some(bound))
+}
+
+/// Tell the process that started us (if any) that we are ready to serve.
+pub fn notify_ready() {
+    let Some(fd) = std::env::var(READY_FD_VAR)
+        .ok()
+        .and_then(|v| v.parse::<RawFd>().ok())
+    else {
+        return;
+    };
+    std::env::remove_var(READY_FD_VAR);
+    // SAFETY: the predecessor put the pipe's write end at this descriptor for us alone.
+    let pipe = unsafe { OwnedFd::from_raw_fd(fd) };
+    let _ = nix::unistd::write(&pipe, b"ready\n");
+}
+
+/// A successor process that has been started but has not yet said it is ready.
+pub struct Successor {
+    child: Child,
+    ready: OwnedFd,
+}
+
+/// Start the successor: this binary, these arguments, the listening sockets at 3, 4, ….
+pub fn start_successor(listeners: &[RawFd]) -> Result<Successor, String> {
+    let (ready_read, ready_write) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    let sources: Vec<RawFd> = listeners.to_vec();
+    let ready_source = ready_write.as_raw_fd();
+    let count = sources.len();
+    let ready_target = FIRST_FD + count as RawFd;
+    let exe = std::env::current_exe().map_err(|e| format!("finding the sockhost binary: {e}"))?;
+    let mut cmd = Command::new(exe);
+    cmd.args(std::env::args_os().skip(1));
+    // Set in the child with setenv (below), not with `Command::env`: once any variable is set
+    // that way, std hands exec its own copy of the environment and the child's setenv of
+    // LISTEN_PID (which only the child can know) would be lost.
+    let listen_fds = std::ffi::CString::new(count.to_string()).expect("digits");
+    let ready_fd = std::ffi::CString::new(ready_target.to_string()).expect("digits");
+    // SAFETY: runs in the forked child before exec. The thread-mode process is
+    // single-threaded, so the libc calls below (dup, setenv) cannot meet a lock held by
+    // another thread; nothing here unwinds.
+    unsafe {
+        cmd.pre_exec(move || {
+            // Move every source above the target range first, so no dup2 clobbers another.
+            let mut high = Vec::with_capacity(count + 1);
+            for fd in sources.iter().copied().chain([ready_source]) {
+                let h = nix::libc::fcntl(fd, nix::libc::F_DUPFD_CLOEXEC, 64);
+                if h < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                high.push(h);
+            }
+            for (i, h) in high.iter().enumerate() {
+                // dup2 clears close-on-exec on the target: exactly these survive the exec.
+                if nix::libc::dup2(*h, FIRST_FD + i as RawFd) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            let pid = format!("{}\0", nix::libc::getpid());
+            nix::libc::setenv(c"LISTEN_PID".as_ptr(), pid.as_ptr().cast(), 1);
+            nix::libc::setenv(c"LISTEN_FDS".as_ptr(), listen_fds.as_ptr(), 1);
+            nix::libc::setenv(c"SOCKHOST_READY_FD".as_ptr(), ready_fd.as_ptr(), 1);
+            Ok(())
+        });
+    }
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("starting the successor: {e}"))?;
+    drop(ready_write);
+    Ok(Successor {
+        child,
+        ready: ready_read,
+    })
+}
+
+impl Successor {
+    /// Wait for `ready` on the event loop (no helper thread: this process must stay
+    /// single-threaded for the next handoff's fork); `Err` if the successor exited first or
+    /// took longer than `timeout` (then it is killed).
+    pub async fn ready(self, timeout: Duration) -> Result<u32, String> {
+        let Successor { mut child, ready } = self;
+        let pid = child.id();
+        let waited = async move {
+            let mut pipe = tokio::net::unix::pipe::Receiver::from_owned_fd(ready)?;
+            let mut buf = [0u8; 16];
+            let n = tokio::io::AsyncReadExt::read(&mut pipe, &mut buf).await?;
+            Ok::<bool, std::io::Error>(buf[..n].starts_with(b"ready"))
+        };
+        match tokio::time::timeout(timeout, waited).await {
+            Ok(Ok(true)) => Ok(pid),
+            Ok(_) => {
+                let status = child
+                    .wait()
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|e| e.to_string());
+                Err(format!(
+                    "the new process exited before it was ready ({status})"
+                ))
+            }
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(format!("the new process was not ready within {timeout:?}"))
+            }
+        }
+    }
+}
