@@ -46,6 +46,7 @@ fn hup_in_thread_mode_hands_over_to_a_new_process_with_zero_failures() {
         "the old connection is still served by the old process"
     );
     drop(s);
+    drop(fresh);
     let status = server.wait_exit(Duration::from_secs(10));
     assert!(
         status.success(),
