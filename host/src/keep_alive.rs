@@ -1,83 +1,47 @@
-//! The idle timer: `--keep-alive` closes a connection (or UDP session) nothing was read from
-//! for that long.
+//! The idle timeout: `--keep-alive` closes a connection nothing was read from for that long.
 //!
-//! Reads only stamp an `Instant`; the timer itself is armed once and re-armed only when it
-//! fires early (the deadline moved). So a busy connection pays no timer-wheel work per read,
-//! and a connection with `--keep-alive 0` holds no timer at all.
+//! One sweeper per worker, not a timer per connection (the coarse-timer approach of nginx
+//! and HAProxy): the worker keeps a coarse clock, an *epoch* advanced every tick; a
+//! connection stamps the current epoch when it reads — a memory write, no system call, no
+//! timer-wheel work — and the sweeper, waking once per tick, cancels every connection whose
+//! stamp is too old. So an idle connection holds no timer at all and a busy one pays
+//! nothing per read. A connection is closed between `keep_alive` and `keep_alive + tick`
+//! after its last activity; the tick is an eighth of the timeout, between 10 ms and 1 s.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::rc::Rc;
 use std::time::Duration;
 
-use tokio::time::{Instant, Sleep};
+use crate::connections::Connections;
 
-/// One connection's idle deadline.
+/// The sweeper's schedule for one `--keep-alive` value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KeepAlive {
-    timeout: Option<Duration>,
-    last_activity: Instant,
-    /// Created on first wait, so that a connection closed at once never registers a timer.
-    sleep: Option<Pin<Box<Sleep>>>,
+    tick: Duration,
+    /// Idle for this many whole ticks means expired.
+    ticks: u32,
 }
 
 impl KeepAlive {
-    /// `None` = never expire.
-    pub fn new(timeout: Option<Duration>) -> KeepAlive {
-        KeepAlive {
-            timeout,
-            last_activity: Instant::now(),
-            sleep: None,
-        }
+    /// The schedule for `timeout`; `None` when connections never expire.
+    pub fn new(timeout: Option<Duration>) -> Option<KeepAlive> {
+        let timeout = timeout?;
+        let tick = (timeout / 8).clamp(Duration::from_millis(10), Duration::from_secs(1));
+        let ticks = (timeout.as_millis().div_ceil(tick.as_millis()) as u32).max(1);
+        Some(KeepAlive { tick, ticks })
     }
 
-    /// Something was read (or progress was made): push the deadline back.
-    #[inline]
-    pub fn touch(&mut self) {
-        if self.timeout.is_some() {
-            self.last_activity = Instant::now();
-        }
-    }
-
-    /// Resolves once the connection has been idle for the whole timeout. Cancel-safe: the
-    /// timer survives being dropped from a `select!`.
-    pub fn expired(&mut self) -> Expired<'_> {
-        Expired { keep_alive: self }
-    }
-
-    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let Some(timeout) = self.timeout else {
-            return Poll::Pending;
-        };
+    /// Advance the clock and close idle connections, forever (the worker aborts it).
+    pub async fn sweep(self, connections: Rc<Connections>) {
+        let mut interval = tokio::time::interval(self.tick);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        interval.tick().await;
         loop {
-            let deadline = self.last_activity + timeout;
-            let sleep = self
-                .sleep
-                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-            if sleep.deadline() != deadline && sleep.is_elapsed() {
-                // Fired for an old deadline: activity since then moved it.
-                sleep.as_mut().reset(deadline);
-            }
-            match sleep.as_mut().poll(cx) {
-                Poll::Ready(()) if Instant::now() >= self.last_activity + timeout => {
-                    return Poll::Ready(())
-                }
-                Poll::Ready(()) => continue,
-                Poll::Pending => return Poll::Pending,
+            interval.tick().await;
+            let expired = connections.advance_and_expire(self.ticks);
+            if expired > 0 {
+                tracing::debug!(expired, "closed connections idle for the keep-alive period");
             }
         }
-    }
-}
-
-/// Future returned by [`KeepAlive::expired`].
-pub struct Expired<'a> {
-    keep_alive: &'a mut KeepAlive,
-}
-
-impl Future for Expired<'_> {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        self.get_mut().keep_alive.poll_expired(cx)
     }
 }
 
@@ -85,20 +49,43 @@ impl Future for Expired<'_> {
 mod tests {
     use super::*;
 
-    #[tokio::test(start_paused = true)]
-    async fn expires_after_idle_period_only() {
-        let mut ka = KeepAlive::new(Some(Duration::from_secs(10)));
-        let start = Instant::now();
-        tokio::time::sleep(Duration::from_secs(6)).await;
-        ka.touch();
-        ka.expired().await;
-        assert_eq!(start.elapsed(), Duration::from_secs(16));
+    #[test]
+    fn tick_is_an_eighth_of_the_timeout_within_bounds() {
+        let ka = |s: u64| KeepAlive::new(Some(Duration::from_secs(s))).unwrap();
+        assert_eq!(
+            ka(15),
+            KeepAlive {
+                tick: Duration::from_secs(1),
+                ticks: 15
+            }
+        );
+        assert_eq!(
+            ka(1),
+            KeepAlive {
+                tick: Duration::from_millis(125),
+                ticks: 8
+            }
+        );
+        assert_eq!(
+            KeepAlive::new(Some(Duration::from_millis(20)))
+                .unwrap()
+                .tick,
+            Duration::from_millis(10)
+        );
+        assert_eq!(KeepAlive::new(None), None);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn never_expires_when_disabled() {
-        let mut ka = KeepAlive::new(None);
-        let r = tokio::time::timeout(Duration::from_secs(3600), ka.expired()).await;
-        assert!(r.is_err());
+    #[test]
+    fn a_connection_expires_only_after_enough_idle_ticks() {
+        let set = Rc::new(Connections::default());
+        let busy = set.register();
+        let idle = set.register();
+        for _ in 0..3 {
+            busy.touch();
+            assert_eq!(set.advance_and_expire(3), 0);
+        }
+        // `idle` was stamped at epoch 0; three ticks have passed.
+        assert_eq!(set.advance_and_expire(3), 1);
+        assert!(idle.expired() && !busy.expired());
     }
 }

@@ -61,7 +61,6 @@ pub struct Shared {
     pub factory: Factory,
     pub connections: Rc<Connections>,
     pub limit: Arc<Semaphore>,
-    pub keep_alive: Option<Duration>,
     accepted: Cell<u64>,
     max_requests: u64,
     recycle: Notify,
@@ -113,7 +112,6 @@ async fn serve(
         factory,
         connections: Rc::new(Connections::default()),
         limit: Arc::new(Semaphore::new(settings.max_connections)),
-        keep_alive: settings.keep_alive,
         accepted: Cell::new(0),
         max_requests: settings.max_requests,
         recycle: Notify::new(),
@@ -143,6 +141,8 @@ async fn serve(
         .heartbeat
         .take()
         .map(|b| Rc::new(std::cell::RefCell::new(b)));
+    let sweeper = crate::keep_alive::KeepAlive::new(settings.keep_alive)
+        .map(|ka| tokio::task::spawn_local(ka.sweep(shared.connections.clone())));
     let heartbeat = beat.clone().map(|beat| {
         let shared = shared.clone();
         tokio::task::spawn_local(async move {
@@ -196,8 +196,8 @@ async fn serve(
         }
     }
     connections.wait_empty().await;
-    if let Some(h) = heartbeat {
-        h.abort();
+    for task in [heartbeat, sweeper].into_iter().flatten() {
+        task.abort();
     }
     if let Some(beat) = beat {
         (beat.borrow_mut())(stats(&shared));

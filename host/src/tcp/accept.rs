@@ -10,11 +10,10 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 use crate::bind::canonical;
-use crate::keep_alive::KeepAlive;
-use crate::tcp::connection::Connection;
+use crate::tcp::connection::{Connection, Slot};
 use crate::worker::Shared;
 
 /// Accept connections until cancelled (the worker aborts this task to stop accepting).
@@ -41,25 +40,24 @@ pub async fn accept_loop(listener: TcpListener, shared: Rc<Shared>) {
         };
         shared.accepted();
         let registration = shared.connections.register();
-        let key = registration.key;
-        let conn_shared = shared.clone();
-        let task = tokio::task::spawn_local(async move {
-            let _registration = registration;
-            let _permit = permit;
-            let local = fixed_local.or_else(|| stream.local_addr().ok().map(canonical));
-            serve(stream, canonical(peer), local, &conn_shared).await;
-        });
+        let key = registration.key();
+        let _ = stream.set_nodelay(true);
+        let local = fixed_local
+            .or_else(|| stream.local_addr().ok().map(canonical))
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let peer = canonical(peer);
+        tracing::trace!(%peer, "connection accepted");
+        let slot = Slot {
+            registration,
+            _permit: permit,
+        };
+        let Some(conn) = Connection::open(slot, stream, peer, local, &shared.factory) else {
+            continue;
+        };
+        // Spawn `run()` itself, not a wrapper future: a value moved through nested async
+        // calls is stored once per level, and idle connections would pay for it.
+        let task = tokio::task::spawn_local(conn.run());
         shared.connections.attach(key, task.abort_handle());
-    }
-}
-
-async fn serve(stream: TcpStream, peer: SocketAddr, local: Option<SocketAddr>, shared: &Shared) {
-    let _ = stream.set_nodelay(true);
-    let local = local.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-    if let Some(conn) = Connection::open(stream, peer, local, &shared.factory) {
-        tracing::trace!(%peer, "connection open");
-        let mut keep_alive = KeepAlive::new(shared.keep_alive);
-        conn.run(&mut keep_alive).await;
     }
 }
 

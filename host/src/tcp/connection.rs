@@ -15,10 +15,10 @@ use std::net::SocketAddr;
 
 use plugin_api::host::{ConsumerHandle, Factory};
 use plugin_api::{ConnInfo, LostReason, Output, Transport};
-use tokio::io::Interest;
+use std::task::Poll;
 use tokio::net::TcpStream;
 
-use crate::keep_alive::KeepAlive;
+use crate::connections::Registration;
 
 /// Stop reading while more than this many bytes wait to be sent.
 pub const HIGH_WATER: usize = 256 * 1024;
@@ -67,9 +67,17 @@ enum Ending {
     Graceful,
 }
 
-/// One connection's state. Dropping it (also when the task is cancelled at the end of a
-/// graceful stop) reports `connection_lost` to the consumer.
+/// What a connection holds in its worker: its entry in the connection set (cancel handle,
+/// idle stamp) and its `--max-connections` permit, both released when it ends.
+pub struct Slot {
+    pub registration: Registration,
+    pub _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// One connection's state. Dropping it (also when the task is cancelled by the keep-alive
+/// sweeper or at the end of a graceful stop) reports `connection_lost` to the consumer.
 pub struct Connection {
+    slot: Slot,
     stream: TcpStream,
     peer: SocketAddr,
     consumer: ConsumerHandle,
@@ -85,6 +93,7 @@ pub struct Connection {
 impl Connection {
     /// Ask the factory for a consumer; `None` (logged) if the plugin panicked.
     pub fn open(
+        slot: Slot,
         stream: TcpStream,
         peer: SocketAddr,
         local: SocketAddr,
@@ -93,6 +102,7 @@ impl Connection {
         let info = ConnInfo::new(Transport::Tcp, peer, local);
         match factory.consumer(&info) {
             Ok(consumer) => Some(Connection {
+                slot,
                 stream,
                 peer,
                 consumer,
@@ -110,22 +120,30 @@ impl Connection {
     }
 
     /// Drive the connection until it ends.
-    pub async fn run(mut self, keep_alive: &mut KeepAlive) {
-        let ending = match self.call(|c, out| c.connection_made(out)) {
-            Err(reason) => Ending::Now(reason),
-            Ok(()) => self.serve(keep_alive).await,
-        };
-        self.reason = match ending {
-            Ending::Now(reason) => reason,
-            Ending::Graceful => {
-                self.linger().await;
-                LostReason::Closed
-            }
-        };
-        // Drop reports `connection_lost(self.reason)`.
+    ///
+    /// A plain function returning an `async move` block rather than an `async fn`: the
+    /// arguments of an `async fn` are stored twice in its future (rust-lang/rust#62958), and
+    /// every idle connection would carry the copy.
+    pub fn run(mut self) -> impl std::future::Future<Output = ()> {
+        async move {
+            let ending = match self.call(|c, out| c.connection_made(out)) {
+                Err(reason) => Ending::Now(reason),
+                Ok(()) => self.serve().await,
+            };
+            self.reason = match ending {
+                Ending::Now(reason) => reason,
+                Ending::Graceful => {
+                    // Boxed: its timer and readiness state are needed only while closing,
+                    // and inline they would make every connection's future that much larger.
+                    Box::pin(self.linger()).await;
+                    LostReason::Closed
+                }
+            };
+            // Dropping `self` reports `connection_lost(self.reason)`.
+        }
     }
 
-    async fn serve(&mut self, keep_alive: &mut KeepAlive) -> Ending {
+    async fn serve(&mut self) -> Ending {
         loop {
             if self.pending.is_empty() {
                 if self.closing {
@@ -139,40 +157,37 @@ impl Connection {
             let want_read =
                 self.read == ReadSide::Open && !self.closing && self.pending.len() < HIGH_WATER;
             let want_write = !self.pending.is_empty();
-            let interest = match (want_read, want_write) {
-                (true, true) => Interest::READABLE | Interest::WRITABLE,
-                (true, false) => Interest::READABLE,
-                (false, true) => Interest::WRITABLE,
+            if !want_read && !want_write {
                 // Peer done sending and nothing left to send: no callback can ever produce
                 // more output, so the exchange is over.
-                (false, false) => return Ending::Now(LostReason::Closed),
-            };
-            let ready = tokio::select! {
-                biased;
-                ready = self.stream.ready(interest) => ready,
-                () = keep_alive.expired(), if want_read => {
-                    tracing::debug!(peer = %self.peer, "idle for the keep-alive period; closing");
-                    return Ending::Now(LostReason::IdleTimeout);
+                return Ending::Now(LostReason::Closed);
+            }
+            // Wait with the poll API: the waker lives in the socket's registration, so an
+            // idle connection's future holds no readiness future. No timer either: the
+            // keep-alive sweeper cancels this task if it stays idle.
+            let ready = std::future::poll_fn(|cx| {
+                let writable = want_write && self.stream.poll_write_ready(cx).is_ready();
+                let readable = want_read && self.stream.poll_read_ready(cx).is_ready();
+                if writable || readable {
+                    Poll::Ready((readable, writable))
+                } else {
+                    Poll::Pending
                 }
-            };
-            let step = match ready {
-                Err(e) => Err(lost_on(e)),
-                Ok(ready) => {
-                    let mut step = Ok(());
-                    if want_write && ready.is_writable() {
-                        step = self.flush().map(|progressed| {
-                            if progressed {
-                                keep_alive.touch();
-                            }
-                        });
+            })
+            .await;
+            // Errors (and EOF) surface from the read or write that follows.
+            let (readable, writable) = ready;
+            let mut step = Ok(());
+            if writable {
+                step = self.flush().map(|progressed| {
+                    if progressed {
+                        self.slot.registration.touch();
                     }
-                    if step.is_ok() && want_read && (ready.is_readable() || ready.is_read_closed())
-                    {
-                        step = self.read_once(keep_alive);
-                    }
-                    step
-                }
-            };
+                });
+            }
+            if step.is_ok() && readable {
+                step = self.read_once();
+            }
             if let Err(reason) = step {
                 return Ending::Now(reason);
             }
@@ -180,7 +195,7 @@ impl Connection {
     }
 
     /// One read, handed to the consumer; its output is written at once.
-    fn read_once(&mut self, keep_alive: &mut KeepAlive) -> Result<(), LostReason> {
+    fn read_once(&mut self) -> Result<(), LostReason> {
         SCRATCH.with_borrow_mut(|scratch| {
             let Scratch { read, out } = scratch;
             let result = match self.stream.try_read(read) {
@@ -189,7 +204,7 @@ impl Connection {
                     self.consumer.eof_received(out)
                 }
                 Ok(n) => {
-                    keep_alive.touch();
+                    self.slot.registration.touch();
                     self.consumer.data_received(&read[..n], out)
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
@@ -287,13 +302,15 @@ impl Connection {
         if self.write != WriteSide::Shut && self.shutdown_write().is_err() {
             return;
         }
+        // Discarded input goes to the worker's shared read buffer (a buffer local to this
+        // future would make every connection's future that much bigger).
         let drain = async {
-            let mut sink = [0u8; 4096];
             loop {
                 if self.stream.readable().await.is_err() {
                     return;
                 }
-                match self.stream.try_read(&mut sink) {
+                let read = SCRATCH.with_borrow_mut(|s| self.stream.try_read(&mut s.read));
+                match read {
                     Ok(0) => return,
                     Ok(_) => {}
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -307,6 +324,10 @@ impl Connection {
 
 impl Drop for Connection {
     fn drop(&mut self) {
+        if self.slot.registration.expired() {
+            tracing::debug!(peer = %self.peer, "idle for the keep-alive period; closed");
+            self.reason = LostReason::IdleTimeout;
+        }
         if let Err(message) = self.consumer.connection_lost(self.reason) {
             tracing::warn!(peer = %self.peer, "plugin panicked in connection_lost: {message}");
         }
