@@ -321,20 +321,16 @@ impl Arbiter<'_> {
             Signal::SIGTERM | Signal::SIGINT => self.stop(false, sig),
             Signal::SIGQUIT => self.stop(true, sig),
             Signal::SIGHUP => self.begin_reload(),
-            Signal::SIGTTIN => {
-                if self.state == State::Running {
-                    let sockets = self.sibling_sockets()?;
-                    self.add_slot(sockets)?;
-                    tracing::info!(workers = self.slots.len(), "SIGTTIN: one worker more");
-                }
+            Signal::SIGTTIN if self.state == State::Running => {
+                let sockets = self.sibling_sockets()?;
+                self.add_slot(sockets)?;
+                tracing::info!(workers = self.slots.len(), "SIGTTIN: one worker more");
             }
-            Signal::SIGTTOU => {
-                if self.state == State::Running && self.slots.len() > 1 {
-                    let slot = self.slots.len() - 1;
-                    self.retire_where(|w| w.slot == slot);
-                    self.slots.pop();
-                    tracing::info!(workers = self.slots.len(), "SIGTTOU: one worker fewer");
-                }
+            Signal::SIGTTOU if self.state == State::Running && self.slots.len() > 1 => {
+                let slot = self.slots.len() - 1;
+                self.retire_where(|w| w.slot == slot);
+                self.slots.pop();
+                tracing::info!(workers = self.slots.len(), "SIGTTOU: one worker fewer");
             }
             _ => {}
         }

@@ -124,13 +124,14 @@ impl Connection {
     /// A plain function returning an `async move` block rather than an `async fn`: the
     /// arguments of an `async fn` are stored twice in its future (rust-lang/rust#62958), and
     /// every idle connection would carry the copy.
+    #[allow(clippy::manual_async_fn)] // deliberate, see above
     pub fn run(mut self) -> impl std::future::Future<Output = ()> {
         async move {
             let ending = match self.call(|c, out| c.connection_made(out)) {
                 Err(reason) => Ending::Now(reason),
                 Ok(()) => self.serve().await,
             };
-            self.reason = match ending {
+            let reason = match ending {
                 Ending::Now(reason) => reason,
                 Ending::Graceful => {
                     // Boxed: its timer and readiness state are needed only while closing,
@@ -139,8 +140,13 @@ impl Connection {
                     LostReason::Closed
                 }
             };
-            // Dropping `self` reports `connection_lost(self.reason)`.
+            self.end(reason);
         }
+    }
+
+    /// Record why the connection ended; dropping it reports that to the consumer.
+    fn end(&mut self, reason: LostReason) {
+        self.reason = reason;
     }
 
     async fn serve(&mut self) -> Ending {
