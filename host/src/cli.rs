@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::bind::BindSpec;
+use crate::tls::TlsFiles;
 
 /// sockhost: a socket server that loads its protocol from a plugin.
 ///
@@ -201,15 +202,14 @@ pub struct Config {
     pub user: Option<String>,
     pub group: Option<String>,
     pub log_level: LogLevel,
+    /// TLS on every TCP bind.
+    pub tls: Option<TlsFiles>,
 }
 
 impl ServeArgs {
     /// Apply defaults and refuse what this build cannot do yet.
     pub fn into_config(self) -> Result<Config, crate::error::HostError> {
         use crate::error::HostError::Unsupported;
-        if self.cert_file.is_some() {
-            return Err(Unsupported("TLS (--cert-file/--key-file)"));
-        }
         if self.proxy_protocol {
             return Err(Unsupported("--proxy-protocol"));
         }
@@ -238,6 +238,16 @@ impl ServeArgs {
             user: self.user,
             group: self.group,
             log_level: self.log_level,
+            tls: match (self.cert_file, self.key_file) {
+                (Some(cert), Some(key)) => Some(TlsFiles {
+                    cert,
+                    key,
+                    ca: self.ca_file,
+                    alpn: self.alpn,
+                    handshake_timeout: secs(self.handshake_timeout.max(1)),
+                }),
+                _ => None,
+            },
         })
     }
 }

@@ -34,6 +34,9 @@ pub enum HostError {
     #[error("{0}")]
     WorkerStartup(String),
 
+    #[error("{0}")]
+    Tls(String),
+
     #[error("socket handoff: {0}")]
     Handoff(String),
 

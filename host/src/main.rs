@@ -13,6 +13,7 @@ mod plugin;
 mod privileges;
 mod tcp;
 mod thread_mode;
+mod tls;
 mod worker;
 
 use std::io::Write;
@@ -61,9 +62,11 @@ fn announce(bound: &[Bound]) -> Result<(), HostError> {
 }
 
 impl Config {
-    /// The part of the configuration a worker's event loop needs.
-    fn worker_settings(&self) -> worker::Settings {
+    /// The part of the configuration a worker's event loop needs (with the TLS
+    /// configuration built from the files, if any).
+    fn worker_settings(&self, tls: Option<tls::Tls>) -> worker::Settings {
         worker::Settings {
+            tls,
             keep_alive: self.keep_alive,
             max_connections: self.max_connections,
             graceful_timeout: self.graceful_timeout,

@@ -16,6 +16,7 @@ use crate::worker;
 pub fn run(config: &Config) -> Result<(), HostError> {
     let plugin = Plugin::load(&config.plugin)?;
     plugin.check_binds(&config.binds)?;
+    let tls = config.tls.as_ref().map(|files| files.load()).transpose()?;
     let factory = plugin.factory(&config.plugin_opts, config.log_level)?;
     let bound = match handoff::inherited(&config.binds)? {
         Some(inherited) => inherited,
@@ -47,7 +48,7 @@ pub fn run(config: &Config) -> Result<(), HostError> {
         "serving in thread mode (pid {})",
         std::process::id()
     );
-    worker::run(bound, factory, config.worker_settings(), hooks)?;
+    worker::run(bound, factory, config.worker_settings(tls), hooks)?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -30,6 +30,8 @@ pub struct Settings {
     pub graceful_timeout: Duration,
     /// 0 = never recycle.
     pub max_requests: u64,
+    /// Terminate TLS on every TCP listener.
+    pub tls: Option<crate::tls::Tls>,
 }
 
 /// Hooks through which a supervising arbiter watches the worker (process mode).
@@ -59,6 +61,7 @@ pub struct Stats {
 /// State shared by the accept loops and connection tasks of this worker.
 pub struct Shared {
     pub factory: Factory,
+    pub tls: Option<crate::tls::Tls>,
     pub connections: Rc<Connections>,
     pub limit: Arc<Semaphore>,
     accepted: Cell<u64>,
@@ -110,6 +113,7 @@ async fn serve(
 ) -> Result<(), HostError> {
     let shared = Rc::new(Shared {
         factory,
+        tls: settings.tls.clone(),
         connections: Rc::new(Connections::default()),
         limit: Arc::new(Semaphore::new(settings.max_connections)),
         accepted: Cell::new(0),

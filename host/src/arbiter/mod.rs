@@ -47,6 +47,7 @@ use crate::cli::Config;
 use crate::error::HostError;
 use crate::pid_file::PidFile;
 use crate::privileges::Identity;
+use crate::tls::Tls;
 use board::{now_ms, Board};
 use signals::Signals;
 use snapshot::Snapshot;
@@ -71,10 +72,24 @@ struct Slot {
     not_before: Instant,
 }
 
-/// One set of workers running the same plugin snapshot.
+/// One set of workers running the same plugin snapshot (and the same TLS configuration,
+/// certificates re-read at each reload).
 struct Generation {
     id: u64,
     snapshot: Snapshot,
+    tls: Option<Tls>,
+}
+
+impl Generation {
+    /// Snapshot the plugin and read the certificates, as they are on disk now.
+    fn prepare(id: u64, config: &Config) -> Result<Generation, HostError> {
+        let tls = config.tls.as_ref().map(|files| files.load()).transpose()?;
+        Ok(Generation {
+            id,
+            snapshot: Snapshot::take(&config.plugin)?,
+            tls,
+        })
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -149,7 +164,7 @@ pub fn run(config: &Config) -> Result<(), HostError> {
         return Err(HostError::Unsupported("UDP binds"));
     }
     let identity = Identity::resolve(config.user.as_deref(), config.group.as_deref())?;
-    let snapshot = Snapshot::take(&config.plugin)?;
+    let generation = Generation::prepare(1, config)?;
     let first = config
         .binds
         .iter()
@@ -167,7 +182,7 @@ pub fn run(config: &Config) -> Result<(), HostError> {
         free_cells: (0..board.len()).rev().collect(),
         slots: Vec::new(),
         workers: Vec::new(),
-        current: Generation { id: 1, snapshot },
+        current: generation,
         reload: None,
         handover: None,
         reload_again: false,
@@ -277,14 +292,15 @@ impl Arbiter<'_> {
                 std::io::Error::other("too many workers at once"),
             )
         })?;
-        let snapshot = match &self.reload {
-            Some(r) if r.generation.id == generation => &r.generation.snapshot,
-            _ => &self.current.snapshot,
+        let gen = match &self.reload {
+            Some(r) if r.generation.id == generation => &r.generation,
+            _ => &self.current,
         };
         let spawned = spawn(WorkerSpec {
             slot,
             sockets: &self.slots[slot].sockets,
-            snapshot,
+            snapshot: &gen.snapshot,
+            tls: gen.tls.as_ref(),
             cell: self.board.cell(cell),
             config: self.config,
             identity: self.identity.as_ref(),
@@ -397,12 +413,11 @@ impl Arbiter<'_> {
             return;
         }
         tracing::info!(plugin = %self.config.plugin.display(), "reload started");
-        match Snapshot::take(&self.config.plugin) {
-            Ok(snapshot) => {
-                let id = self.next_generation;
+        match Generation::prepare(self.next_generation, self.config) {
+            Ok(generation) => {
                 self.next_generation += 1;
                 self.reload = Some(Reload {
-                    generation: Generation { id, snapshot },
+                    generation,
                     started: Instant::now(),
                 });
             }

@@ -24,6 +24,7 @@ use crate::cli::Config;
 use crate::error::HostError;
 use crate::plugin::Plugin;
 use crate::privileges::Identity;
+use crate::tls::Tls;
 use crate::worker;
 
 /// What one worker is started with.
@@ -31,6 +32,7 @@ pub struct WorkerSpec<'a> {
     pub slot: usize,
     pub sockets: &'a [Bound],
     pub snapshot: &'a Snapshot,
+    pub tls: Option<&'a Tls>,
     pub cell: &'static Cell,
     pub config: &'a Config,
     pub identity: Option<&'a Identity>,
@@ -133,7 +135,13 @@ fn serve(spec: &WorkerSpec<'_>, status: &mut StatusWriter) -> Result<(), String>
         })),
         reload: None,
     };
-    worker::run(sockets, factory, config.worker_settings(), hooks).map_err(|e| e.to_string())
+    worker::run(
+        sockets,
+        factory,
+        config.worker_settings(spec.tls.cloned()),
+        hooks,
+    )
+    .map_err(|e| e.to_string())
 }
 
 /// Close every descriptor not in `keep`.

@@ -10,10 +10,12 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use plugin_api::{ConnInfo, Transport};
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::bind::canonical;
 use crate::tcp::connection::{Connection, Slot};
+use crate::tls::Tls;
 use crate::worker::Shared;
 
 /// Accept connections until cancelled (the worker aborts this task to stop accepting).
@@ -45,19 +47,62 @@ pub async fn accept_loop(listener: TcpListener, shared: Rc<Shared>) {
         let local = fixed_local
             .or_else(|| stream.local_addr().ok().map(canonical))
             .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-        let peer = canonical(peer);
-        tracing::trace!(%peer, "connection accepted");
+        let info = ConnInfo::new(Transport::Tcp, canonical(peer), local);
+        tracing::trace!(peer = %info.peer, "connection accepted");
         let slot = Slot {
             registration,
             _permit: permit,
         };
-        let Some(conn) = Connection::open(slot, stream, peer, local, &shared.factory) else {
-            continue;
+        let task = match &shared.tls {
+            None => {
+                let Some(conn) = Connection::open(slot, stream, &info, &shared.factory) else {
+                    continue;
+                };
+                // Spawn `run()` itself, not a wrapper future: a value moved through nested
+                // async calls is stored once per level, and idle connections would pay for it.
+                tokio::task::spawn_local(conn.run())
+            }
+            Some(tls) => {
+                tokio::task::spawn_local(serve_tls(slot, stream, info, tls.clone(), shared.clone()))
+            }
         };
-        // Spawn `run()` itself, not a wrapper future: a value moved through nested async
-        // calls is stored once per level, and idle connections would pay for it.
-        let task = tokio::task::spawn_local(conn.run());
         shared.connections.attach(key, task.abort_handle());
+    }
+}
+
+/// A TLS connection: the handshake under `--handshake-timeout` (a peer that sends nothing
+/// or stalls must not hold a slot), then the same driver over the decrypted stream. A failed
+/// handshake is logged at debug level and costs only this connection.
+async fn serve_tls(
+    slot: Slot,
+    stream: TcpStream,
+    mut info: ConnInfo,
+    tls: Tls,
+    shared: Rc<Shared>,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.config);
+    // Boxed: the handshake state is large and needed only until the handshake ends.
+    let handshake = Box::pin(tokio::time::timeout(
+        tls.handshake_timeout,
+        acceptor.accept(stream),
+    ));
+    let stream = match handshake.await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            tracing::debug!(peer = %info.peer, "TLS handshake failed: {e}");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(peer = %info.peer, "TLS handshake not finished within {:?}; closed", tls.handshake_timeout);
+            return;
+        }
+    };
+    let details = crate::tls::Details::of(stream.get_ref().1);
+    info.sni = details.sni;
+    info.alpn = details.alpn;
+    info.peer_cert_subject = details.peer_cert_subject;
+    if let Some(conn) = Connection::open(slot, stream, &info, &shared.factory) {
+        conn.run().await;
     }
 }
 

@@ -1,22 +1,26 @@
-//! The connection driver: socket → consumer → socket for one TCP connection.
+//! The connection driver: socket → consumer → socket for one TCP connection, plain or TLS
+//! (generic over the stream: `TcpStream` or a rustls `TlsStream`).
 //!
 //! Data flows one way: a read lands in the worker's shared read buffer, the consumer's
 //! `data_received` writes into the worker's shared [`Output`], and the driver writes that
-//! straight to the socket. Only what the socket does not take at once is copied into the
+//! straight to the stream. Only what the stream does not take at once is copied into the
 //! connection's own `pending` buffer. So an idle connection owns no buffer at all, and a
 //! steady exchange allocates nothing per read.
 //!
 //! Backpressure: while more than [`HIGH_WATER`] bytes are pending, the driver stops reading
 //! from the peer, so a client that does not read cannot make the worker buffer without bound.
+//!
+//! Lifecycle: open (`connection_made`) → serving (reads and writes) → closing (the consumer
+//! asked to close: flush, half-close, linger) → closed (`connection_lost`, on drop).
 
 use std::cell::RefCell;
 use std::io;
-use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use plugin_api::host::{ConsumerHandle, Factory};
-use plugin_api::{ConnInfo, LostReason, Output, Transport};
-use std::task::Poll;
-use tokio::net::TcpStream;
+use plugin_api::{ConnInfo, LostReason, Output};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::connections::Registration;
 
@@ -24,12 +28,14 @@ use crate::connections::Registration;
 pub const HIGH_WATER: usize = 256 * 1024;
 /// Size of the worker's shared read buffer.
 const READ_BUFFER: usize = 64 * 1024;
+/// Reads handled in one poll before yielding to other connections (fairness).
+const READS_PER_POLL: u32 = 16;
 /// After the consumer closes, how long unread input is drained so that the close is a FIN,
 /// not a reset that could destroy the response in flight ("lingering close").
 const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Per-thread buffers shared by every connection of the worker: the read buffer and the
-/// consumer's output. Borrowed only between two awaits, never across one.
+/// consumer's output. Borrowed only inside one poll, never across an await.
 struct Scratch {
     read: Box<[u8]>,
     out: Output,
@@ -76,10 +82,10 @@ pub struct Slot {
 
 /// One connection's state. Dropping it (also when the task is cancelled by the keep-alive
 /// sweeper or at the end of a graceful stop) reports `connection_lost` to the consumer.
-pub struct Connection {
+pub struct Connection<S> {
     slot: Slot,
-    stream: TcpStream,
-    peer: SocketAddr,
+    stream: S,
+    peer: std::net::SocketAddr,
     consumer: ConsumerHandle,
     pending: Vec<u8>,
     read: ReadSide,
@@ -90,21 +96,19 @@ pub struct Connection {
     reason: LostReason,
 }
 
-impl Connection {
+impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Ask the factory for a consumer; `None` (logged) if the plugin panicked.
     pub fn open(
         slot: Slot,
-        stream: TcpStream,
-        peer: SocketAddr,
-        local: SocketAddr,
+        stream: S,
+        info: &ConnInfo,
         factory: &Factory,
-    ) -> Option<Connection> {
-        let info = ConnInfo::new(Transport::Tcp, peer, local);
-        match factory.consumer(&info) {
+    ) -> Option<Connection<S>> {
+        match factory.consumer(info) {
             Ok(consumer) => Some(Connection {
                 slot,
                 stream,
-                peer,
+                peer: info.peer,
                 consumer,
                 pending: Vec::new(),
                 read: ReadSide::Open,
@@ -113,7 +117,7 @@ impl Connection {
                 reason: LostReason::Shutdown,
             }),
             Err(message) => {
-                tracing::warn!(%peer, "plugin panicked making a consumer: {message}; connection closed");
+                tracing::warn!(peer = %info.peer, "plugin panicked making a consumer: {message}; connection closed");
                 None
             }
         }
@@ -129,13 +133,13 @@ impl Connection {
         async move {
             let ending = match self.call(|c, out| c.connection_made(out)) {
                 Err(reason) => Ending::Now(reason),
-                Ok(()) => self.serve().await,
+                Ok(()) => std::future::poll_fn(|cx| self.poll_serve(cx)).await,
             };
             let reason = match ending {
                 Ending::Now(reason) => reason,
                 Ending::Graceful => {
-                    // Boxed: its timer and readiness state are needed only while closing,
-                    // and inline they would make every connection's future that much larger.
+                    // Boxed: its timer is needed only while closing, and inline it would make
+                    // every connection's future that much larger.
                     Box::pin(self.linger()).await;
                     LostReason::Closed
                 }
@@ -149,117 +153,121 @@ impl Connection {
         self.reason = reason;
     }
 
-    async fn serve(&mut self) -> Ending {
+    /// The serving loop as one poll function: the stream's own registration holds the
+    /// wakers, so an idle connection's future holds no readiness future and no timer (the
+    /// keep-alive sweeper cancels this task if it stays idle).
+    fn poll_serve(&mut self, cx: &mut Context<'_>) -> Poll<Ending> {
+        let mut reads = 0;
         loop {
-            if self.pending.is_empty() {
+            if let Err(reason) = self.send_pending(cx) {
+                return Poll::Ready(Ending::Now(reason));
+            }
+            // Encrypted bytes a TLS stream still holds count as unsent too.
+            let flushed = match Pin::new(&mut self.stream).poll_flush(cx) {
+                Poll::Ready(Ok(())) => self.pending.is_empty(),
+                Poll::Ready(Err(e)) => return Poll::Ready(Ending::Now(lost_on(e))),
+                Poll::Pending => false,
+            };
+            if flushed {
                 if self.closing {
-                    return Ending::Graceful;
+                    return Poll::Ready(Ending::Graceful);
                 }
                 if self.write == WriteSide::ShutdownRequested {
-                    let _ = self.shutdown_write();
-                    self.write = WriteSide::Shut;
+                    match Pin::new(&mut self.stream).poll_shutdown(cx) {
+                        Poll::Ready(_) => self.write = WriteSide::Shut,
+                        Poll::Pending => return Poll::Pending,
+                    }
                 }
             }
             let want_read =
                 self.read == ReadSide::Open && !self.closing && self.pending.len() < HIGH_WATER;
-            let want_write = !self.pending.is_empty();
-            if !want_read && !want_write {
-                // Peer done sending and nothing left to send: no callback can ever produce
-                // more output, so the exchange is over.
-                return Ending::Now(LostReason::Closed);
-            }
-            // Wait with the poll API: the waker lives in the socket's registration, so an
-            // idle connection's future holds no readiness future. No timer either: the
-            // keep-alive sweeper cancels this task if it stays idle.
-            let ready = std::future::poll_fn(|cx| {
-                let writable = want_write && self.stream.poll_write_ready(cx).is_ready();
-                let readable = want_read && self.stream.poll_read_ready(cx).is_ready();
-                if writable || readable {
-                    Poll::Ready((readable, writable))
-                } else {
-                    Poll::Pending
+            if !want_read {
+                if flushed {
+                    // Peer done sending and nothing left to send: no callback can ever
+                    // produce more output, so the exchange is over.
+                    return Poll::Ready(Ending::Now(LostReason::Closed));
                 }
-            })
-            .await;
-            // Errors (and EOF) surface from the read or write that follows.
-            let (readable, writable) = ready;
-            let mut step = Ok(());
-            if writable {
-                step = self.flush().map(|progressed| {
-                    if progressed {
-                        self.slot.registration.touch();
-                    }
-                });
+                return Poll::Pending; // woken when the stream can take more
             }
-            if step.is_ok() && readable {
-                step = self.read_once();
+            if reads == READS_PER_POLL {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
             }
-            if let Err(reason) = step {
-                return Ending::Now(reason);
+            reads += 1;
+            match self.read_once(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(reason)) => return Poll::Ready(Ending::Now(reason)),
+                Poll::Pending => return Poll::Pending,
             }
         }
     }
 
     /// One read, handed to the consumer; its output is written at once.
-    fn read_once(&mut self) -> Result<(), LostReason> {
+    fn read_once(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), LostReason>> {
         SCRATCH.with_borrow_mut(|scratch| {
             let Scratch { read, out } = scratch;
-            let result = match self.stream.try_read(read) {
-                Ok(0) => {
+            let mut buf = ReadBuf::new(read);
+            let result = match Pin::new(&mut self.stream).poll_read(cx, &mut buf) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(lost_on(e))),
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => {
                     self.read = ReadSide::Eof;
                     self.consumer.eof_received(out)
                 }
-                Ok(n) => {
+                Poll::Ready(Ok(())) => {
                     self.slot.registration.touch();
-                    self.consumer.data_received(&read[..n], out)
+                    self.consumer.data_received(buf.filled(), out)
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) => return Err(lost_on(e)),
             };
             let absorbed = match result {
-                Ok(()) => self.absorb(out),
-                Err(message) => {
-                    tracing::warn!(peer = %self.peer, "plugin panicked: {message}; closing this connection");
-                    Err(LostReason::Error)
-                }
+                Ok(()) => self.absorb(out, cx),
+                Err(message) => Err(self.panicked(&message)),
             };
             out.reset();
-            absorbed
+            Poll::Ready(absorbed)
         })
     }
 
-    /// Run a consumer callback against the shared output and absorb what it wrote.
+    /// Run a consumer callback against the shared output and keep what it wrote (sent on
+    /// the first poll).
     fn call(
         &mut self,
         f: impl FnOnce(&mut ConsumerHandle, &mut Output) -> Result<(), String>,
     ) -> Result<(), LostReason> {
         SCRATCH.with_borrow_mut(|scratch| {
             let out = &mut scratch.out;
-            let absorbed = match f(&mut self.consumer, out) {
-                Ok(()) => self.absorb(out),
-                Err(message) => {
-                    tracing::warn!(peer = %self.peer, "plugin panicked: {message}; closing this connection");
-                    Err(LostReason::Error)
+            let result = match f(&mut self.consumer, out) {
+                Ok(()) => {
+                    self.take_requests(out);
+                    self.pending.extend_from_slice(out.written());
+                    Ok(())
                 }
+                Err(message) => Err(self.panicked(&message)),
             };
             out.reset();
-            absorbed
+            result
         })
     }
 
-    /// Take the consumer's output and requests: write what the socket accepts now, keep the
-    /// rest in `pending`.
-    fn absorb(&mut self, out: &mut Output) -> Result<(), LostReason> {
+    fn panicked(&self, message: &str) -> LostReason {
+        tracing::warn!(peer = %self.peer, "plugin panicked: {message}; closing this connection");
+        LostReason::Error
+    }
+
+    /// Take the consumer's output and requests: write what the stream accepts now, keep
+    /// the rest in `pending`.
+    fn absorb(&mut self, out: &mut Output, cx: &mut Context<'_>) -> Result<(), LostReason> {
         let mut data = out.written();
         if !data.is_empty() {
             if self.write != WriteSide::Open {
                 tracing::debug!(peer = %self.peer, "consumer wrote after shutting down its side; dropped");
             } else if self.pending.is_empty() {
                 while !data.is_empty() {
-                    match self.stream.try_write(data) {
-                        Ok(n) => data = &data[n..],
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        Err(e) => return Err(lost_on(e)),
+                    match Pin::new(&mut self.stream).poll_write(cx, data) {
+                        Poll::Ready(Ok(0)) => return Err(LostReason::PeerClosed),
+                        Poll::Ready(Ok(n)) => data = &data[n..],
+                        Poll::Ready(Err(e)) => return Err(lost_on(e)),
+                        Poll::Pending => break,
                     }
                 }
                 self.pending.extend_from_slice(data);
@@ -267,24 +275,35 @@ impl Connection {
                 self.pending.extend_from_slice(data);
             }
         }
+        self.take_requests(out);
+        Ok(())
+    }
+
+    fn take_requests(&mut self, out: &mut Output) {
         if out.take_close_request() {
             self.closing = true;
         }
         if out.take_shutdown_request() && self.write == WriteSide::Open {
             self.write = WriteSide::ShutdownRequested;
         }
-        Ok(())
     }
 
-    /// Write pending bytes until the socket would block; whether any were written.
-    fn flush(&mut self) -> Result<bool, LostReason> {
+    /// Write pending bytes until the stream would block (its waker then registered).
+    fn send_pending(&mut self, cx: &mut Context<'_>) -> Result<(), LostReason> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
         let mut sent = 0;
         while sent < self.pending.len() {
-            match self.stream.try_write(&self.pending[sent..]) {
-                Ok(n) => sent += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => return Err(lost_on(e)),
+            match Pin::new(&mut self.stream).poll_write(cx, &self.pending[sent..]) {
+                Poll::Ready(Ok(0)) => return Err(LostReason::PeerClosed),
+                Poll::Ready(Ok(n)) => sent += n,
+                Poll::Ready(Err(e)) => return Err(lost_on(e)),
+                Poll::Pending => break,
             }
+        }
+        if sent > 0 {
+            self.slot.registration.touch();
         }
         if sent == self.pending.len() {
             // Give the memory back: an idle connection holds no buffer.
@@ -292,43 +311,44 @@ impl Connection {
         } else {
             self.pending.drain(..sent);
         }
-        Ok(sent > 0)
+        Ok(())
     }
 
-    fn shutdown_write(&self) -> io::Result<()> {
-        socket2::SockRef::from(&self.stream).shutdown(std::net::Shutdown::Write)
-    }
-
-    /// Half-close, then discard input until the peer closes (bounded), so that closing
-    /// with unread input does not reset the connection and destroy the reply in flight.
+    /// Half-close (TLS: close_notify first), then discard input until the peer closes
+    /// (bounded), so that closing with unread input does not reset the connection and
+    /// destroy the reply in flight.
     async fn linger(&mut self) {
-        if self.read == ReadSide::Eof {
-            return;
-        }
-        if self.write != WriteSide::Shut && self.shutdown_write().is_err() {
-            return;
-        }
-        // Discarded input goes to the worker's shared read buffer (a buffer local to this
-        // future would make every connection's future that much bigger).
         let drain = async {
-            loop {
-                if self.stream.readable().await.is_err() {
+            if self.write != WriteSide::Shut {
+                if std::future::poll_fn(|cx| Pin::new(&mut self.stream).poll_shutdown(cx))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
-                let read = SCRATCH.with_borrow_mut(|s| self.stream.try_read(&mut s.read));
-                match read {
-                    Ok(0) => return,
-                    Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(_) => return,
-                }
+                self.write = WriteSide::Shut;
             }
+            if self.read == ReadSide::Eof {
+                return;
+            }
+            // Discarded input goes to the worker's shared read buffer.
+            std::future::poll_fn(|cx| {
+                SCRATCH.with_borrow_mut(|s| loop {
+                    let mut buf = ReadBuf::new(&mut s.read);
+                    match Pin::new(&mut self.stream).poll_read(cx, &mut buf) {
+                        Poll::Ready(Ok(())) if !buf.filled().is_empty() => continue,
+                        Poll::Ready(_) => return Poll::Ready(()),
+                        Poll::Pending => return Poll::Pending,
+                    }
+                })
+            })
+            .await;
         };
         let _ = tokio::time::timeout(LINGER, drain).await;
     }
 }
 
-impl Drop for Connection {
+impl<S> Drop for Connection<S> {
     fn drop(&mut self) {
         if self.slot.registration.expired() {
             tracing::debug!(peer = %self.peer, "idle for the keep-alive period; closed");
@@ -340,7 +360,7 @@ impl Drop for Connection {
     }
 }
 
-/// How a socket error ends the connection.
+/// How a stream error ends the connection.
 fn lost_on(e: io::Error) -> LostReason {
     match e.kind() {
         io::ErrorKind::ConnectionReset

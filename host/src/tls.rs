@@ -1,0 +1,176 @@
+//! TLS termination: the rustls server configuration built from `--cert-file`,
+//! `--key-file`, `--ca-file` and `--alpn`, and the details a consumer sees of a finished
+//! handshake.
+//!
+//! Crypto provider: aws-lc-rs, for its fast P-256/P-384 signatures and AES-GCM (the
+//! handshake rate is what a TLS front end is judged by); it builds here without cmake.
+//! TLS 1.3 and 1.2 only.
+//!
+//! In process mode the arbiter builds this configuration once per generation, before it
+//! forks the workers: a bad certificate on reload aborts the reload before any worker
+//! starts, and every worker of a generation shares the same session-ticket keys, so a
+//! client resumes its session whichever worker its next connection lands on.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use pki_types::pem::PemObject;
+use pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ServerConfig, WebPkiClientVerifier};
+use rustls::ServerConnection;
+
+use crate::error::HostError;
+
+/// The TLS flags, as given.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Require client certificates signed by these CAs.
+    pub ca: Option<PathBuf>,
+    pub alpn: Vec<String>,
+    pub handshake_timeout: Duration,
+}
+
+/// What a worker needs to terminate TLS.
+#[derive(Clone, Debug)]
+pub struct Tls {
+    pub config: Arc<ServerConfig>,
+    pub handshake_timeout: Duration,
+}
+
+impl TlsFiles {
+    /// Read and check the files and build the server configuration.
+    pub fn load(&self) -> Result<Tls, HostError> {
+        let chain = read_certs(&self.cert, "--cert-file")?;
+        warn_if_not_valid_now(&self.cert, &chain[0]);
+        let key = read_key(&self.key)?;
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let builder = ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| tls_error(format!("TLS versions: {e}")))?;
+        let builder = match &self.ca {
+            None => builder.with_no_client_auth(),
+            Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for cert in read_certs(ca, "--ca-file")? {
+                    roots
+                        .add(cert)
+                        .map_err(|e| tls_error(format!("--ca-file {}: {e}", ca.display())))?;
+                }
+                let verifier =
+                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                        .build()
+                        .map_err(|e| tls_error(format!("--ca-file {}: {e}", ca.display())))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let mut config = builder.with_single_cert(chain, key).map_err(|e| match e {
+            rustls::Error::InconsistentKeys(_) => tls_error(format!(
+                "--key-file {} does not match the certificate in --cert-file {}",
+                self.key.display(),
+                self.cert.display()
+            )),
+            other => tls_error(format!(
+                "--cert-file {} / --key-file {}: {other}",
+                self.cert.display(),
+                self.key.display()
+            )),
+        })?;
+        config.alpn_protocols = self.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+        // Stateless resumption; the keys are shared by every worker forked after this.
+        config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()
+            .map_err(|e| tls_error(format!("session tickets: {e}")))?;
+        Ok(Tls {
+            config: Arc::new(config),
+            handshake_timeout: self.handshake_timeout,
+        })
+    }
+}
+
+fn tls_error(message: String) -> HostError {
+    HostError::Tls(message)
+}
+
+fn read_file(path: &Path, flag: &str) -> Result<Vec<u8>, HostError> {
+    std::fs::read(path)
+        .map_err(|e| tls_error(format!("{flag} {}: cannot read: {e}", path.display())))
+}
+
+fn read_certs(path: &Path, flag: &str) -> Result<Vec<CertificateDer<'static>>, HostError> {
+    let pem = read_file(path, flag)?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| tls_error(format!("{flag} {}: bad PEM: {e}", path.display())))?;
+    if certs.is_empty() {
+        return Err(tls_error(format!(
+            "{flag} {}: no certificate found (expected PEM \"BEGIN CERTIFICATE\" blocks)",
+            path.display()
+        )));
+    }
+    Ok(certs)
+}
+
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, HostError> {
+    let pem = read_file(path, "--key-file")?;
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| match e {
+        pki_types::pem::Error::NoItemsFound => tls_error(format!(
+            "--key-file {}: no private key found (expected a PKCS#8, PKCS#1 RSA or SEC1 EC key in PEM)",
+            path.display()
+        )),
+        other => tls_error(format!("--key-file {}: bad PEM: {other}", path.display())),
+    })
+}
+
+/// Log a warning for a certificate that is expired or not yet valid: it still serves
+/// (clients decide), but the operator should know.
+fn warn_if_not_valid_now(path: &Path, leaf: &CertificateDer<'_>) {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(leaf) else {
+        tracing::warn!(
+            "--cert-file {}: the certificate could not be parsed to check its dates",
+            path.display()
+        );
+        return;
+    };
+    let validity = cert.validity();
+    let now = x509_parser::time::ASN1Time::now();
+    if validity.not_after < now {
+        tracing::warn!(
+            "--cert-file {}: the certificate expired on {}",
+            path.display(),
+            validity.not_after
+        );
+    } else if validity.not_before > now {
+        tracing::warn!(
+            "--cert-file {}: the certificate is not valid before {}",
+            path.display(),
+            validity.not_before
+        );
+    }
+}
+
+/// What the consumer learns of a finished handshake: SNI, ALPN, client certificate subject.
+pub struct Details {
+    pub sni: Option<String>,
+    pub alpn: Option<Vec<u8>>,
+    pub peer_cert_subject: Option<String>,
+}
+
+impl Details {
+    pub fn of(conn: &ServerConnection) -> Details {
+        let peer_cert_subject = conn
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .and_then(|leaf| {
+                x509_parser::parse_x509_certificate(leaf)
+                    .ok()
+                    .map(|(_, c)| c.subject().to_string())
+            });
+        Details {
+            sni: conn.server_name().map(str::to_string),
+            alpn: conn.alpn_protocol().map(<[u8]>::to_vec),
+            peer_cert_subject,
+        }
+    }
+}
