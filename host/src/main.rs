@@ -14,6 +14,7 @@ mod privileges;
 mod tcp;
 mod thread_mode;
 mod tls;
+mod udp;
 mod worker;
 
 use std::io::Write;
@@ -67,6 +68,7 @@ impl Config {
     fn worker_settings(&self, tls: Option<tls::Tls>) -> worker::Settings {
         worker::Settings {
             tls,
+            max_sessions: self.max_sessions,
             keep_alive: self.keep_alive,
             max_connections: self.max_connections,
             graceful_timeout: self.graceful_timeout,

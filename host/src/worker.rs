@@ -32,6 +32,8 @@ pub struct Settings {
     pub max_requests: u64,
     /// Terminate TLS on every TCP listener.
     pub tls: Option<crate::tls::Tls>,
+    /// UDP peer sessions per socket before the least recently used is evicted.
+    pub max_sessions: usize,
 }
 
 /// Hooks through which a supervising arbiter watches the worker (process mode).
@@ -122,6 +124,7 @@ async fn serve(
     });
 
     let mut accept_tasks = Vec::new();
+    let mut udp_tasks = Vec::new();
     for bound in listeners {
         match bound.transport {
             Transport::Tcp => {
@@ -133,7 +136,15 @@ async fn serve(
                     shared.clone(),
                 )));
             }
-            Transport::Udp => return Err(HostError::Unsupported("UDP binds")),
+            Transport::Udp => {
+                let std_socket: std::net::UdpSocket = bound.socket.into();
+                let socket = tokio::net::UdpSocket::from_std(std_socket)
+                    .map_err(|e| HostError::io("registering a UDP socket", e))?;
+                let server =
+                    crate::udp::UdpServer::new(socket, settings.max_sessions, settings.keep_alive)
+                        .map_err(|e| HostError::io("registering a UDP socket", e))?;
+                udp_tasks.push(tokio::task::spawn_local(server.serve(shared.clone())));
+            }
         }
     }
 
@@ -165,6 +176,11 @@ async fn serve(
     for task in accept_tasks {
         task.abort();
         // Wait for the cancellation, so the listener is dropped before we say so.
+        let _ = task.await;
+    }
+    // UDP has no connections to finish: its sessions end now (`connection_lost(Shutdown)`).
+    for task in udp_tasks {
+        task.abort();
         let _ = task.await;
     }
     if let Some(draining) = hooks.draining.take() {

@@ -42,7 +42,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-use crate::bind::{Bound, Transport};
+use crate::bind::Bound;
 use crate::cli::Config;
 use crate::error::HostError;
 use crate::pid_file::PidFile;
@@ -160,9 +160,6 @@ struct Arbiter<'c> {
 
 /// Run process mode to the end.
 pub fn run(config: &Config) -> Result<(), HostError> {
-    if config.binds.iter().any(|b| b.transport == Transport::Udp) {
-        return Err(HostError::Unsupported("UDP binds"));
-    }
     let identity = Identity::resolve(config.user.as_deref(), config.group.as_deref())?;
     let generation = Generation::prepare(1, config)?;
     let first = config

@@ -1,0 +1,293 @@
+//! UDP: a datagram server with one consumer per peer (source address).
+//!
+//! One task per UDP socket owns that socket's sessions. A peer's first datagram makes its
+//! consumer; every datagram is delivered whole, as one `data_received`; every
+//! [`Output::write`] of the consumer goes back to that peer as one datagram. A session ends
+//! when the consumer closes it, after `--keep-alive` without a datagram from the peer, when
+//! it is evicted, or when the worker stops.
+//!
+//! Bounds: at most `--max-sessions` sessions per socket. They are kept in least-recently-used
+//! order (an O(1) LRU), so a flood from many (possibly spoofed) sources evicts the idlest
+//! session per new peer, in constant time, and expiring idle sessions only walks the stale
+//! end. Evictions are counted and logged once per second. A burst of datagrams is handled
+//! at most [`BATCH`] at a time before yielding, so TCP connections in the same worker are
+//! not starved.
+//!
+//! Datagrams are received with `MSG_TRUNC`, which reports a datagram's real length: one
+//! larger than the buffer is dropped with a log line, never delivered as if whole.
+
+use std::io;
+use std::mem::MaybeUninit;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use lru::LruCache;
+use plugin_api::host::{ConsumerHandle, Factory};
+use plugin_api::{ConnInfo, LostReason, Output, Transport};
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+use tokio::time::Instant;
+
+use crate::bind::canonical;
+
+/// Receive buffer: larger than the largest UDP payload (65,507 bytes over IPv4, 65,527 over
+/// IPv6), so truncation means a jumbogram.
+const RECV_BUFFER: usize = 65_536;
+/// Datagrams handled before yielding to the other tasks of the worker.
+const BATCH: usize = 64;
+
+/// One peer's session.
+struct Session {
+    consumer: ConsumerHandle,
+    last_active: Instant,
+}
+
+/// The sessions of one UDP socket.
+pub struct UdpServer {
+    socket: UdpSocket,
+    local: SocketAddr,
+    sessions: LruCache<SocketAddr, Session>,
+    max_sessions: usize,
+    keep_alive: Option<Duration>,
+    evicted: u64,
+    buf: Box<[MaybeUninit<u8>]>,
+    out: Output,
+}
+
+impl UdpServer {
+    pub fn new(
+        socket: UdpSocket,
+        max_sessions: usize,
+        keep_alive: Option<Duration>,
+    ) -> io::Result<UdpServer> {
+        let local = canonical(socket.local_addr()?);
+        Ok(UdpServer {
+            socket,
+            local,
+            sessions: LruCache::unbounded(),
+            max_sessions: max_sessions.max(1),
+            keep_alive,
+            evicted: 0,
+            buf: vec![MaybeUninit::uninit(); RECV_BUFFER].into_boxed_slice(),
+            out: Output::for_datagrams(),
+        })
+    }
+
+    /// Serve until cancelled (the worker aborts the task at stop; dropping the server tells
+    /// every remaining consumer `connection_lost(Shutdown)`).
+    pub async fn serve(mut self, factory: std::rc::Rc<crate::worker::Shared>) {
+        let tick = self
+            .keep_alive
+            .map(|k| (k / 8).clamp(Duration::from_millis(10), Duration::from_secs(1)));
+        let mut sweep = tokio::time::interval(tick.unwrap_or(Duration::from_secs(1)));
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                ready = self.socket.readable() => {
+                    if let Err(e) = ready {
+                        tracing::warn!(local = %self.local, "udp socket: {e}");
+                        return;
+                    }
+                    self.receive_batch(&factory.factory);
+                    tokio::task::yield_now().await;
+                }
+                _ = sweep.tick() => {
+                    self.expire_idle();
+                    if self.evicted > 0 {
+                        tracing::warn!(
+                            local = %self.local,
+                            evicted = self.evicted,
+                            "udp: evicted the least recently used sessions (--max-sessions {} reached)",
+                            self.max_sessions
+                        );
+                        self.evicted = 0;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handle up to [`BATCH`] waiting datagrams.
+    fn receive_batch(&mut self, factory: &Factory) {
+        // Out of `self` for the batch, so a datagram can be lent to `deliver` without a copy.
+        let mut buf = std::mem::take(&mut self.buf);
+        for _ in 0..BATCH {
+            match receive(&self.socket, &mut buf) {
+                Received::Datagram(peer, len) => {
+                    // SAFETY: `receive` saw the kernel initialise the first `len` bytes.
+                    let data =
+                        unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), len) };
+                    self.deliver(peer, data, factory);
+                }
+                Received::Truncated(peer, len) => {
+                    tracing::warn!(%peer, len, "udp: datagram larger than the {}-byte buffer dropped (truncated)", buf.len());
+                }
+                Received::Error(e) => {
+                    // ICMP errors for earlier sends surface here; they concern one peer.
+                    tracing::debug!(local = %self.local, "udp receive: {e}");
+                }
+                Received::Nothing => break,
+            }
+        }
+        self.buf = buf;
+    }
+
+    /// Give one datagram to its peer's session (made on first contact).
+    fn deliver(&mut self, peer: SocketAddr, data: &[u8], factory: &Factory) {
+        let now = Instant::now();
+        if !self.sessions.contains(&peer) && !self.open_session(peer, factory, now) {
+            return;
+        }
+        let session = self.sessions.get_mut(&peer).expect("present");
+        session.last_active = now;
+        let result = session.consumer.data_received(data, &mut self.out);
+        self.flush(peer, result);
+    }
+
+    /// Make the consumer for a new peer, evicting the least recently used session at the
+    /// limit. `false` if the plugin panicked.
+    fn open_session(&mut self, peer: SocketAddr, factory: &Factory, now: Instant) -> bool {
+        if self.sessions.len() >= self.max_sessions {
+            if let Some((old_peer, session)) = self.sessions.pop_lru() {
+                self.evicted += 1;
+                end(old_peer, session, LostReason::Shutdown);
+            }
+        }
+        let info = ConnInfo::new(Transport::Udp, peer, self.local);
+        let mut consumer = match factory.consumer(&info) {
+            Ok(c) => c,
+            Err(message) => {
+                tracing::warn!(%peer, "plugin panicked making a consumer: {message}; datagram dropped");
+                return false;
+            }
+        };
+        let made = consumer.connection_made(&mut self.out);
+        self.sessions.push(
+            peer,
+            Session {
+                consumer,
+                last_active: now,
+            },
+        );
+        self.flush(peer, made);
+        self.sessions.contains(&peer)
+    }
+
+    /// Send what the consumer wrote, one datagram per write, and act on its close request
+    /// or panic.
+    fn flush(&mut self, peer: SocketAddr, result: Result<(), String>) {
+        for datagram in self.out.written_datagrams() {
+            match self.socket.try_send_to(datagram, peer) {
+                Ok(_) => {}
+                // A full send buffer drops the datagram, as the network itself may.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    tracing::debug!(%peer, "udp send buffer full; reply dropped");
+                }
+                Err(e) => tracing::debug!(%peer, "udp send: {e}"),
+            }
+        }
+        let close = self.out.take_close_request();
+        let _ = self.out.take_shutdown_request();
+        self.out.reset();
+        let ending = match result {
+            Err(message) => {
+                tracing::warn!(%peer, "plugin panicked: {message}; ending this peer's session");
+                Some(LostReason::Error)
+            }
+            Ok(()) if close => Some(LostReason::Closed),
+            Ok(()) => None,
+        };
+        if let Some(reason) = ending {
+            if let Some(session) = self.sessions.pop(&peer) {
+                end(peer, session, reason);
+            }
+        }
+    }
+
+    /// End the sessions idle for the keep-alive period (the LRU's stale end).
+    fn expire_idle(&mut self) {
+        let Some(keep_alive) = self.keep_alive else {
+            return;
+        };
+        let now = Instant::now();
+        while let Some((_, oldest)) = self.sessions.peek_lru() {
+            if now.duration_since(oldest.last_active) < keep_alive {
+                break;
+            }
+            let (peer, session) = self.sessions.pop_lru().expect("peeked");
+            end(peer, session, LostReason::IdleTimeout);
+        }
+    }
+}
+
+impl Drop for UdpServer {
+    fn drop(&mut self) {
+        while let Some((peer, session)) = self.sessions.pop_lru() {
+            end(peer, session, LostReason::Shutdown);
+        }
+    }
+}
+
+/// The outcome of one non-blocking receive.
+#[derive(Debug)]
+enum Received {
+    /// A whole datagram of this length is in the buffer.
+    Datagram(SocketAddr, usize),
+    /// A datagram of this (real) length did not fit and was cut: drop it.
+    Truncated(SocketAddr, usize),
+    Error(io::Error),
+    /// Nothing waiting.
+    Nothing,
+}
+
+/// Receive one datagram with `MSG_TRUNC`, which makes the kernel report the datagram's real
+/// length even when it did not fit.
+fn receive(socket: &UdpSocket, buf: &mut [MaybeUninit<u8>]) -> Received {
+    let received = socket.try_io(Interest::READABLE, || {
+        socket2::SockRef::from(socket).recv_from_with_flags(buf, nix::libc::MSG_TRUNC)
+    });
+    match received {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Received::Nothing,
+        Err(e) => Received::Error(e),
+        Ok((len, from)) => match from.as_socket().map(canonical) {
+            None => Received::Error(io::Error::other("datagram from a non-IP address")),
+            Some(peer) if len > buf.len() => Received::Truncated(peer, len),
+            Some(peer) => Received::Datagram(peer, len),
+        },
+    }
+}
+
+fn end(peer: SocketAddr, mut session: Session, reason: LostReason) {
+    tracing::trace!(%peer, ?reason, "udp session ended");
+    if let Err(message) = session.consumer.connection_lost(reason) {
+        tracing::warn!(%peer, "plugin panicked in connection_lost: {message}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_datagram_larger_than_the_buffer_is_reported_truncated_with_its_real_length() {
+        let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        client
+            .send_to(&[7u8; 300], server.local_addr().unwrap())
+            .unwrap();
+        client
+            .send_to(&[8u8; 50], server.local_addr().unwrap())
+            .unwrap();
+        let mut small = vec![MaybeUninit::uninit(); 100];
+        server.readable().await.unwrap();
+        match receive(&server, &mut small) {
+            Received::Truncated(peer, 300) => assert_eq!(peer, client.local_addr().unwrap()),
+            other => panic!("expected a truncated 300-byte datagram, got {other:?}"),
+        }
+        server.readable().await.unwrap();
+        assert!(
+            matches!(receive(&server, &mut small), Received::Datagram(_, 50)),
+            "the next one is whole"
+        );
+    }
+}
