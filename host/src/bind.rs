@@ -168,15 +168,6 @@ impl Bound {
         open(self.transport, self.local, dual_stack, backlog, true)
     }
 
-    /// Another descriptor for the same socket.
-    pub fn try_clone(&self) -> io::Result<Bound> {
-        Ok(Bound {
-            transport: self.transport,
-            socket: self.socket.try_clone()?,
-            local: self.local,
-        })
-    }
-
     /// The `listening on ...` line.
     pub fn listening_line(&self) -> String {
         format!("listening on {}://{}", self.transport, self.local)

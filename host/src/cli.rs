@@ -205,15 +205,14 @@ pub struct Config {
     pub log_level: LogLevel,
     /// TLS on every TCP bind.
     pub tls: Option<TlsFiles>,
+    pub handshake_timeout: Duration,
+    pub proxy_protocol: bool,
 }
 
 impl ServeArgs {
     /// Apply defaults and refuse what this build cannot do yet.
     pub fn into_config(self) -> Result<Config, crate::error::HostError> {
         use crate::error::HostError::Unsupported;
-        if self.proxy_protocol {
-            return Err(Unsupported("--proxy-protocol"));
-        }
         if self.metrics_bind.is_some() {
             return Err(Unsupported("--metrics-bind"));
         }
@@ -240,13 +239,14 @@ impl ServeArgs {
             user: self.user,
             group: self.group,
             log_level: self.log_level,
+            handshake_timeout: secs(self.handshake_timeout.max(1)),
+            proxy_protocol: self.proxy_protocol,
             tls: match (self.cert_file, self.key_file) {
                 (Some(cert), Some(key)) => Some(TlsFiles {
                     cert,
                     key,
                     ca: self.ca_file,
                     alpn: self.alpn,
-                    handshake_timeout: secs(self.handshake_timeout.max(1)),
                 }),
                 _ => None,
             },

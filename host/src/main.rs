@@ -11,6 +11,7 @@ mod logging;
 mod pid_file;
 mod plugin;
 mod privileges;
+mod proxy_protocol;
 mod tcp;
 mod thread_mode;
 mod tls;
@@ -69,6 +70,8 @@ impl Config {
         worker::Settings {
             tls,
             max_sessions: self.max_sessions,
+            proxy_protocol: self.proxy_protocol,
+            handshake_timeout: self.handshake_timeout,
             keep_alive: self.keep_alive,
             max_connections: self.max_connections,
             graceful_timeout: self.graceful_timeout,

@@ -13,7 +13,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use pki_types::pem::PemObject;
 use pki_types::{CertificateDer, PrivateKeyDer};
@@ -30,14 +29,12 @@ pub struct TlsFiles {
     /// Require client certificates signed by these CAs.
     pub ca: Option<PathBuf>,
     pub alpn: Vec<String>,
-    pub handshake_timeout: Duration,
 }
 
 /// What a worker needs to terminate TLS.
 #[derive(Clone, Debug)]
 pub struct Tls {
     pub config: Arc<ServerConfig>,
-    pub handshake_timeout: Duration,
 }
 
 impl TlsFiles {
@@ -84,7 +81,6 @@ impl TlsFiles {
             .map_err(|e| tls_error(format!("session tickets: {e}")))?;
         Ok(Tls {
             config: Arc::new(config),
-            handshake_timeout: self.handshake_timeout,
         })
     }
 }

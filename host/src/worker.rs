@@ -34,6 +34,10 @@ pub struct Settings {
     pub tls: Option<crate::tls::Tls>,
     /// UDP peer sessions per socket before the least recently used is evicted.
     pub max_sessions: usize,
+    /// TCP connections start with a PROXY protocol header.
+    pub proxy_protocol: bool,
+    /// Deadline for the PROXY header and the TLS handshake.
+    pub handshake_timeout: Duration,
 }
 
 /// Hooks through which a supervising arbiter watches the worker (process mode).
@@ -64,6 +68,8 @@ pub struct Stats {
 pub struct Shared {
     pub factory: Factory,
     pub tls: Option<crate::tls::Tls>,
+    pub proxy_protocol: bool,
+    pub handshake_timeout: Duration,
     pub connections: Rc<Connections>,
     pub limit: Arc<Semaphore>,
     accepted: Cell<u64>,
@@ -116,6 +122,8 @@ async fn serve(
     let shared = Rc::new(Shared {
         factory,
         tls: settings.tls.clone(),
+        proxy_protocol: settings.proxy_protocol,
+        handshake_timeout: settings.handshake_timeout,
         connections: Rc::new(Connections::default()),
         limit: Arc::new(Semaphore::new(settings.max_connections)),
         accepted: Cell::new(0),

@@ -8,7 +8,7 @@
 //! alive after the arbiter closed it). Then drop privileges, load this generation's
 //! plugin snapshot, report `ready`, and serve.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::Ordering;
 
 use nix::fcntl::OFlag;
@@ -107,12 +107,22 @@ fn serve(spec: &WorkerSpec<'_>, status: &mut StatusWriter) -> Result<(), String>
     let factory = plugin
         .factory(&config.plugin_opts, config.log_level)
         .map_err(|e| e.to_string())?;
-    let sockets = spec
+    // Take over the inherited descriptors themselves (not duplicates): when this worker
+    // stops accepting and drops them, its copy of the socket must really close, so that once
+    // the arbiter has closed its own a connection attempt is refused (a load balancer then
+    // retries elsewhere) instead of queueing for a process that will never accept it.
+    let sockets: Vec<Bound> = spec
         .sockets
         .iter()
-        .map(|b| b.try_clone())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("duplicating the listening sockets: {e}"))?;
+        .map(|b| Bound {
+            transport: b.transport,
+            // SAFETY: in this forked child the descriptor is owned by a copy of arbiter state
+            // that is never used or dropped again (the child ends in `_exit`), so the new
+            // `Socket` is its only owner.
+            socket: unsafe { socket2::Socket::from_raw_fd(b.socket.as_raw_fd()) },
+            local: b.local,
+        })
+        .collect();
     status.send(&Report::Ready);
     tracing::debug!(pid = std::process::id(), slot = spec.slot, "worker serving");
 

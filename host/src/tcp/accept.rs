@@ -11,11 +11,12 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use plugin_api::{ConnInfo, Transport};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::bind::canonical;
+use crate::proxy_protocol;
 use crate::tcp::connection::{Connection, Slot};
-use crate::tls::Tls;
 use crate::worker::Shared;
 
 /// Accept connections until cancelled (the worker aborts this task to stop accepting).
@@ -53,39 +54,67 @@ pub async fn accept_loop(listener: TcpListener, shared: Rc<Shared>) {
             registration,
             _permit: permit,
         };
-        let task = match &shared.tls {
-            None => {
-                let Some(conn) = Connection::open(slot, stream, &info, &shared.factory) else {
-                    continue;
-                };
-                // Spawn `run()` itself, not a wrapper future: a value moved through nested
-                // async calls is stored once per level, and idle connections would pay for it.
-                tokio::task::spawn_local(conn.run())
-            }
-            Some(tls) => {
-                tokio::task::spawn_local(serve_tls(slot, stream, info, tls.clone(), shared.clone()))
-            }
+        let task = if shared.tls.is_none() && !shared.proxy_protocol {
+            let Some(conn) = Connection::open(slot, stream, &info, &shared.factory) else {
+                continue;
+            };
+            // Spawn `run()` itself, not a wrapper future: a value moved through nested async
+            // calls is stored once per level, and idle connections would pay for it.
+            tokio::task::spawn_local(conn.run())
+        } else {
+            tokio::task::spawn_local(serve_wrapped(slot, stream, info, shared.clone()))
         };
         shared.connections.attach(key, task.abort_handle());
     }
 }
 
-/// A TLS connection: the handshake under `--handshake-timeout` (a peer that sends nothing
-/// or stalls must not hold a slot), then the same driver over the decrypted stream. A failed
-/// handshake is logged at debug level and costs only this connection.
-async fn serve_tls(
-    slot: Slot,
-    stream: TcpStream,
-    mut info: ConnInfo,
-    tls: Tls,
-    shared: Rc<Shared>,
-) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls.config);
-    // Boxed: the handshake state is large and needed only until the handshake ends.
-    let handshake = Box::pin(tokio::time::timeout(
-        tls.handshake_timeout,
-        acceptor.accept(stream),
+/// A connection with a PROXY header and/or TLS in front of the protocol. One deadline,
+/// `--handshake-timeout`, covers both: a peer that sends nothing or stalls must not hold a
+/// slot. Failures are logged at debug level and cost only this connection.
+async fn serve_wrapped(slot: Slot, stream: TcpStream, mut info: ConnInfo, shared: Rc<Shared>) {
+    let deadline = tokio::time::Instant::now() + shared.handshake_timeout;
+    if !shared.proxy_protocol {
+        return serve_tls_or_plain(slot, stream, info, deadline, &shared).await;
+    }
+    let header = Box::pin(tokio::time::timeout_at(
+        deadline,
+        proxy_protocol::read_header(stream),
     ));
+    let (proxied, stream) = match header.await {
+        Ok(Ok(read)) => read,
+        Ok(Err(why)) => {
+            tracing::debug!(peer = %info.peer, "PROXY protocol: {why}; closed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(peer = %info.peer, "no PROXY header within {:?}; closed", shared.handshake_timeout);
+            return;
+        }
+    };
+    if let Some(client) = proxied.source {
+        info.peer = canonical(client);
+    }
+    serve_tls_or_plain(slot, stream, info, deadline, &shared).await
+}
+
+async fn serve_tls_or_plain<S>(
+    slot: Slot,
+    stream: S,
+    mut info: ConnInfo,
+    deadline: tokio::time::Instant,
+    shared: &Shared,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let Some(tls) = &shared.tls else {
+        if let Some(conn) = Connection::open(slot, stream, &info, &shared.factory) {
+            conn.run().await;
+        }
+        return;
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.config.clone());
+    // Boxed: the handshake state is large and needed only until the handshake ends.
+    let handshake = Box::pin(tokio::time::timeout_at(deadline, acceptor.accept(stream)));
     let stream = match handshake.await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {
@@ -93,7 +122,7 @@ async fn serve_tls(
             return;
         }
         Err(_) => {
-            tracing::debug!(peer = %info.peer, "TLS handshake not finished within {:?}; closed", tls.handshake_timeout);
+            tracing::debug!(peer = %info.peer, "TLS handshake not finished within {:?}; closed", shared.handshake_timeout);
             return;
         }
     };
