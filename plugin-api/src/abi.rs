@@ -245,7 +245,7 @@ pub const API_VERSION: &str = env!("CARGO_PKG_VERSION");
 // Generic glue: instantiated once per plugin type by `export_plugin!`.
 
 /// Turns a panic payload into a message for the host's log.
-fn panic_message(payload: Box<dyn std::any::Any + Send>) -> RString {
+pub(crate) fn panic_message(payload: Box<dyn std::any::Any + Send>) -> RString {
     let text = if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_string()
     } else if let Some(s) = payload.downcast_ref::<String>() {
@@ -409,6 +409,7 @@ impl ConnInfo {
     }
 
     /// Builds the FFI form and lends it to `f`.
+    #[cfg(feature = "host")]
     pub(crate) fn with_raw<R>(&self, f: impl FnOnce(ConnInfoRef) -> R) -> R {
         /// Extends a borrow of `self` to the `'static` the prefix type's fields are declared with.
         fn lend(s: &str) -> RStr<'static> {

@@ -103,9 +103,10 @@ pub trait Consumer: 'static {
     /// preserved); over UDP it is exactly one datagram.
     fn data_received(&mut self, data: &[u8], out: &mut Output);
 
-    /// The peer shut down its sending side (TCP). The default closes the connection once
-    /// everything written has been sent; call [`Output::shutdown_write`] instead to keep
-    /// sending, or do nothing to keep the connection half-open.
+    /// The peer shut down its sending side (TCP). Write any last reply here. The default
+    /// closes the connection once everything written has been sent; whatever this callback
+    /// does, the host ends the connection then ([`LostReason::Closed`]), because nothing
+    /// more can be read and no callback can run again.
     fn eof_received(&mut self, out: &mut Output) {
         out.close();
     }
@@ -224,8 +225,8 @@ impl std::fmt::Display for Transport {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum LostReason {
-    /// The consumer asked to close ([`Output::close`]) and everything was sent, or the peer
-    /// closed after a half-close.
+    /// The exchange ended normally: the consumer asked to close ([`Output::close`]), or the
+    /// peer ended its stream ([`Consumer::eof_received`]), and everything was sent.
     Closed,
     /// The peer reset or closed the connection.
     PeerClosed,
@@ -350,9 +351,11 @@ impl Output {
     pub fn is_empty(&self) -> bool {
         self.buf.is_empty()
     }
+}
 
-    // ---- host side (used by the `host` and `testing` modules) ----
-
+/// Host side of [`Output`], used by the `host` and `testing` modules.
+#[cfg(any(feature = "host", feature = "testing"))]
+impl Output {
     pub(crate) fn new(datagram: bool) -> Output {
         Output {
             buf: RVec::with_capacity(if datagram { 2048 } else { 16 * 1024 }),
