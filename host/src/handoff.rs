@@ -24,9 +24,13 @@ use crate::error::HostError;
 const FIRST_FD: RawFd = 3;
 const READY_FD_VAR: &str = "SOCKHOST_READY_FD";
 
-/// Sockets handed to this process, matched in order to the `--bind` entries; `None` when
-/// nothing was handed over (or it was meant for another process).
-pub fn inherited(binds: &[BindSpec]) -> Result<Option<Vec<Bound>>, HostError> {
+/// Sockets handed to this process (by systemd or a predecessor), one entry per `--bind`:
+/// `Some` where an inherited socket serves that bind, `None` where it must be bound as
+/// usual. A bind takes the inherited socket with its transport and exact address; binds with
+/// port 0 (a predecessor's handoff) take the remaining ones of their transport in order.
+/// `LISTEN_FDNAMES` only labels the sockets in logs. Returns `None` when nothing was handed
+/// over (or it was meant for another process).
+pub fn inherited(binds: &[BindSpec]) -> Result<Option<Vec<Option<Bound>>>, HostError> {
     let Some(count) = std::env::var("LISTEN_FDS")
         .ok()
         .and_then(|n| n.parse::<usize>().ok())
@@ -37,56 +41,80 @@ pub fn inherited(binds: &[BindSpec]) -> Result<Option<Vec<Bound>>, HostError> {
         .ok()
         .and_then(|p| p.parse::<u32>().ok())
         == Some(std::process::id());
+    let names: Vec<String> = std::env::var("LISTEN_FDNAMES")
+        .map(|n| n.split(':').map(str::to_string).collect())
+        .unwrap_or_default();
     // Whatever happens, our children must not see these.
     std::env::remove_var("LISTEN_FDS");
     std::env::remove_var("LISTEN_PID");
-    if !for_us {
+    std::env::remove_var("LISTEN_FDNAMES");
+    if !for_us || count == 0 {
         return Ok(None);
     }
-    if count != binds.len() {
-        return Err(HostError::Handoff(format!(
-            "{count} sockets were handed over (LISTEN_FDS) but {} --bind given",
-            binds.len()
-        )));
-    }
-    let mut bound = Vec::with_capacity(count);
-    for (i, spec) in binds.iter().enumerate() {
+    let mut pool: Vec<Option<(Bound, String)>> = Vec::with_capacity(count);
+    for i in 0..count {
         let fd = FIRST_FD + i as RawFd;
+        let name = names.get(i).cloned().unwrap_or_else(|| format!("fd {fd}"));
         // SAFETY: by the LISTEN_FDS convention descriptors 3..3+count are ours, open, and
         // owned by nobody else in this process.
         let socket = unsafe { Socket::from_raw_fd(fd) };
-        let fail = |what: &str| {
-            HostError::Handoff(format!(
-                "inherited descriptor {fd} for --bind {spec}: {what}"
-            ))
-        };
-        let local = socket
-            .local_addr()
-            .ok()
-            .and_then(|a| a.as_socket())
-            .ok_or_else(|| fail("not an IP socket"))?;
-        let transport = match socket.r#type().map_err(|e| fail(&e.to_string()))? {
-            socket2::Type::STREAM => Transport::Tcp,
-            socket2::Type::DGRAM => Transport::Udp,
-            _ => return Err(fail("neither a stream nor a datagram socket")),
-        };
-        if transport != spec.transport {
-            return Err(fail(&format!(
-                "is {transport}, the bind asks for {}",
-                spec.transport
-            )));
-        }
-        socket.set_cloexec(true).map_err(|e| fail(&e.to_string()))?;
-        socket
-            .set_nonblocking(true)
-            .map_err(|e| fail(&e.to_string()))?;
-        bound.push(Bound {
-            transport,
-            socket,
-            local: canonical(local),
-        });
+        pool.push(Some((adopt(socket, &name)?, name)));
     }
-    Ok(Some(bound))
+    let mut matched: Vec<Option<Bound>> = binds.iter().map(|_| None).collect();
+    let take = |pool: &mut Vec<Option<(Bound, String)>>, wanted: &dyn Fn(&Bound) -> bool| {
+        let i = pool
+            .iter()
+            .position(|e| e.as_ref().is_some_and(|(b, _)| wanted(b)))?;
+        let (bound, name) = pool[i].take()?;
+        tracing::info!(socket = %name, "serving {} on an inherited socket", bound.listening_line().trim_start_matches("listening on "));
+        Some(bound)
+    };
+    for (spec, slot) in binds.iter().zip(matched.iter_mut()) {
+        if spec.port == 0 {
+            continue;
+        }
+        if let Ok(addr) = spec.resolve() {
+            *slot = take(&mut pool, &|b: &Bound| {
+                b.transport == spec.transport && b.local == canonical(addr)
+            });
+        }
+    }
+    for (spec, slot) in binds.iter().zip(matched.iter_mut()) {
+        if slot.is_none() && spec.port == 0 {
+            *slot = take(&mut pool, &|b: &Bound| b.transport == spec.transport);
+        }
+    }
+    for (bound, name) in pool.into_iter().flatten() {
+        tracing::warn!(socket = %name, local = %bound.local, "an inherited socket matches no --bind; closed");
+    }
+    Ok(Some(matched))
+}
+
+/// Check an inherited descriptor and make it ours.
+fn adopt(socket: Socket, name: &str) -> Result<Bound, HostError> {
+    let fail = |what: &str| HostError::Handoff(format!("inherited socket {name}: {what}"));
+    let local = socket
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .ok_or_else(|| fail("not an IP socket"))?;
+    let transport = match socket.r#type().map_err(|e| fail(&e.to_string()))? {
+        socket2::Type::STREAM => Transport::Tcp,
+        socket2::Type::DGRAM => Transport::Udp,
+        _ => return Err(fail("neither a stream nor a datagram socket")),
+    };
+    if transport == Transport::Tcp && !socket.is_listener().unwrap_or(false) {
+        return Err(fail("a TCP socket that is not listening"));
+    }
+    socket.set_cloexec(true).map_err(|e| fail(&e.to_string()))?;
+    socket
+        .set_nonblocking(true)
+        .map_err(|e| fail(&e.to_string()))?;
+    Ok(Bound {
+        transport,
+        socket,
+        local: canonical(local),
+    })
 }
 
 /// Tell the process that started us (if any) that we are ready to serve.

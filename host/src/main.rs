@@ -8,6 +8,7 @@ mod error;
 mod handoff;
 mod keep_alive;
 mod logging;
+mod notify;
 mod pid_file;
 mod plugin;
 mod privileges;
@@ -50,6 +51,25 @@ fn run(cli: Cli) -> Result<(), HostError> {
         Concurrency::Thread => thread_mode::run(&config),
         Concurrency::Process => arbiter::run(&config),
     }
+}
+
+/// Every `--bind`'s socket: inherited (systemd socket activation, or a thread-mode
+/// predecessor) where one was handed over, else bound here.
+fn bind_all(
+    binds: &[bind::BindSpec],
+    backlog: i32,
+    reuseport: bool,
+) -> Result<Vec<Bound>, HostError> {
+    let inherited =
+        handoff::inherited(binds)?.unwrap_or_else(|| binds.iter().map(|_| None).collect());
+    binds
+        .iter()
+        .zip(inherited)
+        .map(|(spec, inherited)| match inherited {
+            Some(bound) => Ok(bound),
+            None => Bound::bind(spec, backlog, reuseport),
+        })
+        .collect()
 }
 
 /// Print the `listening on` lines (SPEC.md) and flush them, once every socket is bound.

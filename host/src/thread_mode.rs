@@ -4,10 +4,10 @@
 
 use std::os::fd::{AsRawFd, RawFd};
 
-use crate::bind::Bound;
 use crate::cli::Config;
 use crate::error::HostError;
 use crate::handoff;
+use crate::notify;
 use crate::pid_file::PidFile;
 use crate::plugin::Plugin;
 use crate::worker;
@@ -18,27 +18,32 @@ pub fn run(config: &Config) -> Result<(), HostError> {
     plugin.check_binds(&config.binds)?;
     let tls = config.tls.as_ref().map(|files| files.load()).transpose()?;
     let factory = plugin.factory(&config.plugin_opts, config.log_level)?;
-    let bound = match handoff::inherited(&config.binds)? {
-        Some(inherited) => inherited,
-        None => config
-            .binds
-            .iter()
-            .map(|spec| Bound::bind(spec, config.backlog, false))
-            .collect::<Result<Vec<_>, _>>()?,
-    };
+    let bound = crate::bind_all(&config.binds, config.backlog, false)?;
     crate::announce(&bound)?;
     let _pid_file = config.pid_file.as_deref().map(PidFile::write).transpose()?;
     handoff::notify_ready();
+    notify::ready();
     let listeners: Vec<RawFd> = bound.iter().map(|b| b.socket.as_raw_fd()).collect();
     let ready_timeout = config.timeout;
     let hooks = worker::Hooks {
         reload: Some(Box::new(move || {
             let listeners = listeners.clone();
+            notify::reloading();
             Box::pin(async move {
-                handoff::start_successor(&listeners)?
-                    .ready(ready_timeout)
-                    .await
+                let successor = match handoff::start_successor(&listeners) {
+                    Ok(s) => s.ready(ready_timeout).await,
+                    Err(e) => Err(e),
+                };
+                if successor.is_err() {
+                    notify::ready(); // still us
+                }
+                successor
             })
+        })),
+        stopping: Some(Box::new(|handed_over| {
+            if !handed_over {
+                notify::stopping();
+            }
         })),
         ..Default::default()
     };

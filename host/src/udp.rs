@@ -176,7 +176,14 @@ impl UdpServer {
     /// Send what the consumer wrote, one datagram per write, and act on its close request
     /// or panic.
     fn flush(&mut self, peer: SocketAddr, result: Result<(), String>) {
-        for datagram in self.out.written_datagrams() {
+        // A callback that panicked may have written half a reply: send none of it (as the
+        // TCP driver does).
+        let datagrams = if result.is_ok() {
+            self.out.written_datagrams().count()
+        } else {
+            0
+        };
+        for datagram in self.out.written_datagrams().take(datagrams) {
             match self.socket.try_send_to(datagram, peer) {
                 Ok(_) => {}
                 // A full send buffer drops the datagram, as the network itself may.

@@ -49,6 +49,9 @@ pub struct Hooks {
     pub retiring: Option<Box<dyn FnOnce()>>,
     /// Called once a stopping worker has stopped accepting.
     pub draining: Option<Box<dyn FnOnce()>>,
+    /// Called when the worker begins to stop; `true` if it is handing over to a successor
+    /// (thread-mode reload), so the service as a whole is not stopping.
+    pub stopping: Option<Box<dyn FnOnce(bool)>>,
     /// On SIGHUP (thread mode): start a successor and resolve with its pid once it serves;
     /// then this worker drains. `Err` aborts the reload and this worker keeps serving.
     pub reload: Option<Box<dyn FnMut() -> Successor>>,
@@ -89,6 +92,7 @@ impl Shared {
 }
 
 const RECYCLE: &str = "--max-requests reached";
+const RELOADED: &str = "reloaded";
 
 /// How the worker was told to stop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -178,6 +182,9 @@ async fn serve(
     });
 
     let stop = wait_for_stop(&shared, &mut hooks).await?;
+    if let Some(stopping) = hooks.stopping.take() {
+        stopping(stop == Stop::Graceful(RELOADED));
+    }
     if let (Stop::Graceful(RECYCLE), Some(retiring)) = (stop, hooks.retiring.take()) {
         retiring();
     }
@@ -261,7 +268,7 @@ async fn wait_for_stop(shared: &Shared, hooks: &mut Hooks) -> Result<Stop, HostE
                 match done {
                     Ok(pid) => {
                         tracing::info!(successor = pid, "reload finished: the new process serves; this one drains");
-                        return Ok(Stop::Graceful("reloaded"));
+                        return Ok(Stop::Graceful(RELOADED));
                     }
                     Err(why) => tracing::error!("reload aborted: {why}; this process keeps serving"),
                 }

@@ -76,11 +76,17 @@ impl fmt::Display for LoadError {
                 "plugin {}: not a sockhost plugin (it exports no plugin root module; a plugin crate calls plugin_api::export_plugin!)",
                 path.display()
             ),
-            LoadError::Incompatible { path, plugin_api, host_api, summary, .. } => write!(
-                f,
-                "plugin {}: built against plugin-api {plugin_api}, incompatible with this sockhost's plugin-api {host_api}: {summary}; rebuild the plugin against plugin-api {host_api} (--log-level debug shows the full layout difference)",
-                path.display()
-            ),
+            LoadError::Incompatible { path, plugin_api, host_api, summary, .. } => {
+                write!(
+                    f,
+                    "plugin {}: built against plugin-api {plugin_api}, incompatible with this sockhost's plugin-api {host_api}: {summary}; rebuild the plugin against plugin-api {host_api}",
+                    path.display()
+                )?;
+                if summary.contains("layouts differ") {
+                    f.write_str(" (--log-level debug shows the full layout difference)")?;
+                }
+                Ok(())
+            }
             LoadError::InitFailed { path, reason } => {
                 write!(f, "plugin {}: failed to initialise: {reason}", path.display())
             }

@@ -118,13 +118,53 @@ impl Server {
     /// As [`Server::start`], with extra environment variables.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(sockhost_bin());
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.args(args);
         for (k, v) in env {
             cmd.env(k, v);
         }
+        Self::spawn(cmd, expected_binds(args))
+    }
+
+    /// As systemd socket activation does: `sockets` become descriptors 3, 4, … of the child,
+    /// with `LISTEN_FDS`, `LISTEN_PID` (the child's own pid) and `LISTEN_FDNAMES` set.
+    pub fn start_activated(
+        args: &[&str],
+        sockets: &[std::os::fd::RawFd],
+        names: &[&str],
+    ) -> Server {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = Command::new(sockhost_bin());
+        cmd.args(args);
+        let fds: Vec<i32> = sockets.to_vec();
+        let count = std::ffi::CString::new(fds.len().to_string()).unwrap();
+        let names = std::ffi::CString::new(names.join(":")).unwrap();
+        // SAFETY: runs in the forked child before exec; only fcntl/dup2/setenv/getpid. The
+        // environment is set with setenv because LISTEN_PID must be the child's own pid.
+        unsafe {
+            cmd.pre_exec(move || {
+                let high: Vec<i32> = fds
+                    .iter()
+                    .map(|fd| libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 64))
+                    .collect();
+                for (i, h) in high.iter().enumerate() {
+                    if *h < 0 || libc::dup2(*h, 3 + i as i32) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                let pid = std::ffi::CString::new(libc::getpid().to_string()).unwrap();
+                libc::setenv(c"LISTEN_PID".as_ptr(), pid.as_ptr(), 1);
+                libc::setenv(c"LISTEN_FDS".as_ptr(), count.as_ptr(), 1);
+                libc::setenv(c"LISTEN_FDNAMES".as_ptr(), names.as_ptr(), 1);
+                Ok(())
+            });
+        }
+        Self::spawn(cmd, expected_binds(args))
+    }
+
+    fn spawn(mut cmd: Command, want: usize) -> Server {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn sockhost");
         let stderr = LogLines::default();
         let err_lines = stderr.clone();
@@ -142,7 +182,6 @@ impl Server {
                 out_lines.push(line);
             }
         });
-        let want = expected_binds(args);
         let deadline = Instant::now() + Duration::from_secs(10);
         let listening = loop {
             let lines: Vec<(String, SocketAddr)> = stdout

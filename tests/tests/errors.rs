@@ -199,3 +199,24 @@ fn inspect_prints_metadata_and_abi_check() {
         );
     }
 }
+
+#[test]
+fn process_mode_startup_failures_print_one_line_too() {
+    let kit = plugin("testkit");
+    let f = start_fails(&[
+        "--plugin",
+        kit.to_str().unwrap(),
+        "--bind",
+        "127.0.0.1:0",
+        "--workers",
+        "2",
+        "--plugin-opt",
+        "limit=many",
+    ]);
+    assert!(
+        f.stderr
+            .contains("plugin testkit: option limit: invalid value \"many\""),
+        "{}",
+        f.stderr
+    );
+}

@@ -162,11 +162,7 @@ struct Arbiter<'c> {
 pub fn run(config: &Config) -> Result<(), HostError> {
     let identity = Identity::resolve(config.user.as_deref(), config.group.as_deref())?;
     let generation = Generation::prepare(1, config)?;
-    let first = config
-        .binds
-        .iter()
-        .map(|spec| Bound::bind(spec, config.backlog, true))
-        .collect::<Result<Vec<_>, _>>()?;
+    let first = crate::bind_all(&config.binds, config.backlog, true)?;
     let signals = Signals::install().map_err(|e| HostError::io("installing signal handlers", e))?;
     let board: &'static Board = Box::leak(Box::new(
         Board::new(BOARD_CELLS).map_err(|e| HostError::io("mapping the worker board", e))?,
@@ -209,15 +205,20 @@ impl Arbiter<'_> {
         Ok(())
     }
 
-    /// New sockets for one more slot, in the same SO_REUSEPORT groups as slot 0's.
+    /// New sockets for one more slot, in the same SO_REUSEPORT groups as slot 0's. A socket
+    /// that cannot have siblings (inherited from systemd without `ReusePort=yes`) is shared
+    /// by every slot instead: it works, but its accept queue is one for all workers.
     fn sibling_sockets(&self) -> Result<Vec<Bound>, HostError> {
         self.slots[0]
             .sockets
             .iter()
-            .map(|b| {
-                b.sibling(self.config.backlog).map_err(|e| {
-                    HostError::io(format!("binding another socket for {}", b.local), e)
-                })
+            .map(|b| match b.sibling(self.config.backlog) {
+                Ok(sibling) => Ok(sibling),
+                Err(e) => {
+                    tracing::warn!(local = %b.local, "cannot add a SO_REUSEPORT socket ({e}); workers share this one (for systemd sockets, set ReusePort=yes)");
+                    let shared = b.socket.try_clone().map_err(|e| HostError::io(format!("sharing the socket for {}", b.local), e))?;
+                    Ok(Bound { transport: b.transport, socket: shared, local: b.local })
+                }
             })
             .collect()
     }
@@ -309,12 +310,22 @@ impl Arbiter<'_> {
                 return Err(e);
             }
         };
-        tracing::info!(
-            pid = spawned.pid.as_raw(),
-            slot,
-            generation,
-            "worker spawned"
-        );
+        // At startup this is debug detail: a start that fails must print only its `error:`.
+        if self.state == State::Starting {
+            tracing::debug!(
+                pid = spawned.pid.as_raw(),
+                slot,
+                generation,
+                "worker spawned"
+            );
+        } else {
+            tracing::info!(
+                pid = spawned.pid.as_raw(),
+                slot,
+                generation,
+                "worker spawned"
+            );
+        }
         self.workers.push(Worker {
             pid: spawned.pid,
             slot,
@@ -375,6 +386,7 @@ impl Arbiter<'_> {
         );
         self.state = State::Stopping { deadline };
         self.reload = None;
+        crate::notify::stopping();
         // Close our copies of the listening sockets: once the workers drop theirs, new
         // connection attempts are refused instead of queueing for nobody.
         self.slots.clear();
@@ -410,6 +422,7 @@ impl Arbiter<'_> {
             return;
         }
         tracing::info!(plugin = %self.config.plugin.display(), "reload started");
+        crate::notify::reloading();
         match Generation::prepare(self.next_generation, self.config) {
             Ok(generation) => {
                 self.next_generation += 1;
@@ -418,7 +431,10 @@ impl Arbiter<'_> {
                     started: Instant::now(),
                 });
             }
-            Err(e) => tracing::error!("reload aborted: {e}; the current workers keep serving"),
+            Err(e) => {
+                tracing::error!("reload aborted: {e}; the current workers keep serving");
+                crate::notify::ready();
+            }
         }
     }
 
@@ -442,6 +458,7 @@ impl Arbiter<'_> {
             "reload: all new workers serving; retiring generation {}",
             old.id
         );
+        crate::notify::ready();
         let old = self
             .workers
             .iter()
@@ -482,6 +499,7 @@ impl Arbiter<'_> {
             let _ = kill(w.pid, Signal::SIGKILL);
         }
         tracing::error!("reload aborted: {why}; the current workers keep serving");
+        crate::notify::ready();
         self.after_reload();
     }
 
@@ -519,6 +537,7 @@ impl Arbiter<'_> {
         if self.state == State::Starting && self.workers.iter().all(|w| w.phase == Phase::Serving) {
             self.state = State::Running;
             crate::announce(&self.slots[0].sockets)?;
+            crate::notify::ready();
             tracing::info!(
                 workers = self.workers.len(),
                 pid = std::process::id(),

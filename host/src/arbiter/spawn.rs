@@ -144,6 +144,7 @@ fn serve(spec: &WorkerSpec<'_>, status: &mut StatusWriter) -> Result<(), String>
             s.send(&Report::Draining);
         })),
         reload: None,
+        stopping: None,
     };
     worker::run(
         sockets,
