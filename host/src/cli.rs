@@ -171,9 +171,17 @@ pub struct ServeArgs {
     #[arg(long)]
     pub proxy_protocol: bool,
 
-    /// Serve Prometheus metrics at http://ADDR/metrics.
-    #[arg(long, value_name = "ADDR")]
-    pub metrics_bind: Option<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (port 0 for a free one).
+    #[arg(long, value_name = "ADDR", value_parser = parse_metrics_bind)]
+    pub metrics_bind: Option<std::net::SocketAddr>,
+}
+
+fn parse_metrics_bind(s: &str) -> Result<std::net::SocketAddr, String> {
+    let spec = BindSpec::parse(s)?;
+    if spec.transport != crate::bind::Transport::Tcp {
+        return Err("the metrics endpoint is HTTP over TCP".to_string());
+    }
+    spec.resolve().map_err(|e| e.to_string())
 }
 
 fn parse_plugin_opt(s: &str) -> Result<(String, String), String> {
@@ -207,15 +215,12 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     pub handshake_timeout: Duration,
     pub proxy_protocol: bool,
+    pub metrics_bind: Option<std::net::SocketAddr>,
 }
 
 impl ServeArgs {
     /// Apply defaults and refuse what this build cannot do yet.
     pub fn into_config(self) -> Result<Config, crate::error::HostError> {
-        use crate::error::HostError::Unsupported;
-        if self.metrics_bind.is_some() {
-            return Err(Unsupported("--metrics-bind"));
-        }
         let binds = if self.bind.is_empty() {
             vec![BindSpec::parse("127.0.0.1:8060").expect("default bind parses")]
         } else {
@@ -241,6 +246,7 @@ impl ServeArgs {
             log_level: self.log_level,
             handshake_timeout: secs(self.handshake_timeout.max(1)),
             proxy_protocol: self.proxy_protocol,
+            metrics_bind: self.metrics_bind,
             tls: match (self.cert_file, self.key_file) {
                 (Some(cert), Some(key)) => Some(TlsFiles {
                     cert,

@@ -18,6 +18,8 @@ use tokio::task::AbortHandle;
 #[derive(Default)]
 pub struct Connections {
     entries: RefCell<Entries>,
+    /// The worker's counters (kept here so every connection can reach them).
+    pub metrics: crate::metrics::WorkerMetrics,
     /// The coarse clock the keep-alive sweeper advances.
     epoch: Cell<u32>,
     emptied: Notify,
@@ -143,6 +145,12 @@ impl Registration {
         if let Some(e) = self.set.entries.borrow_mut().slots.get_mut(self.key) {
             e.last_active = now;
         }
+    }
+
+    /// The worker's counters.
+    #[inline]
+    pub fn metrics(&self) -> &crate::metrics::WorkerMetrics {
+        &self.set.metrics
     }
 
     /// Whether the keep-alive sweeper cancelled it.

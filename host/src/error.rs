@@ -40,9 +40,6 @@ pub enum HostError {
     #[error("socket handoff: {0}")]
     Handoff(String),
 
-    #[error("{0} is not supported yet")]
-    Unsupported(&'static str),
-
     #[error("{what}: {source}")]
     Io { what: String, source: io::Error },
 }

@@ -8,6 +8,7 @@ mod error;
 mod handoff;
 mod keep_alive;
 mod logging;
+mod metrics;
 mod notify;
 mod pid_file;
 mod plugin;
@@ -80,6 +81,14 @@ fn announce(bound: &[Bound]) -> Result<(), HostError> {
             .map_err(|e| HostError::io("writing to stdout", e))?;
     }
     out.flush()
+        .map_err(|e| HostError::io("writing to stdout", e))
+}
+
+/// Print the `metrics on http://ADDR/metrics` line.
+fn announce_metrics(addr: std::net::SocketAddr) -> Result<(), HostError> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "metrics on http://{addr}/metrics")
+        .and_then(|()| out.flush())
         .map_err(|e| HostError::io("writing to stdout", e))
 }
 

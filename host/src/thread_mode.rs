@@ -20,6 +20,25 @@ pub fn run(config: &Config) -> Result<(), HostError> {
     let factory = plugin.factory(&config.plugin_opts, config.log_level)?;
     let bound = crate::bind_all(&config.binds, config.backlog, false)?;
     crate::announce(&bound)?;
+    let metrics = match config.metrics_bind {
+        None => None,
+        Some(addr) => {
+            let listener = std::net::TcpListener::bind(addr)
+                .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                .map_err(|e| HostError::Bind {
+                    spec: format!("--metrics-bind {addr}"),
+                    source: e,
+                })?;
+            let local = listener
+                .local_addr()
+                .map_err(|e| HostError::io("--metrics-bind", e))?;
+            crate::announce_metrics(local)?;
+            Some((
+                listener,
+                (plugin.meta.name.clone(), plugin.meta.version.clone()),
+            ))
+        }
+    };
     let _pid_file = config.pid_file.as_deref().map(PidFile::write).transpose()?;
     handoff::notify_ready();
     notify::ready();
@@ -45,6 +64,7 @@ pub fn run(config: &Config) -> Result<(), HostError> {
                 notify::stopping();
             }
         })),
+        metrics,
         ..Default::default()
     };
     tracing::info!(

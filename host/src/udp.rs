@@ -28,7 +28,11 @@ use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
+use std::rc::Rc;
+
 use crate::bind::canonical;
+use crate::metrics::bump;
+use crate::worker::Shared;
 
 /// Receive buffer: larger than the largest UDP payload (65,507 bytes over IPv4, 65,527 over
 /// IPv6), so truncation means a jumbogram.
@@ -44,6 +48,8 @@ struct Session {
 
 /// The sessions of one UDP socket.
 pub struct UdpServer {
+    /// The worker's factory and counters.
+    shared: Rc<Shared>,
     socket: UdpSocket,
     local: SocketAddr,
     sessions: LruCache<SocketAddr, Session>,
@@ -56,12 +62,14 @@ pub struct UdpServer {
 
 impl UdpServer {
     pub fn new(
+        shared: Rc<Shared>,
         socket: UdpSocket,
         max_sessions: usize,
         keep_alive: Option<Duration>,
     ) -> io::Result<UdpServer> {
         let local = canonical(socket.local_addr()?);
         Ok(UdpServer {
+            shared,
             socket,
             local,
             sessions: LruCache::unbounded(),
@@ -75,7 +83,7 @@ impl UdpServer {
 
     /// Serve until cancelled (the worker aborts the task at stop; dropping the server tells
     /// every remaining consumer `connection_lost(Shutdown)`).
-    pub async fn serve(mut self, factory: std::rc::Rc<crate::worker::Shared>) {
+    pub async fn serve(mut self) {
         let tick = self
             .keep_alive
             .map(|k| (k / 8).clamp(Duration::from_millis(10), Duration::from_secs(1)));
@@ -88,7 +96,7 @@ impl UdpServer {
                         tracing::warn!(local = %self.local, "udp socket: {e}");
                         return;
                     }
-                    self.receive_batch(&factory.factory);
+                    self.receive_batch();
                     tokio::task::yield_now().await;
                 }
                 _ = sweep.tick() => {
@@ -108,7 +116,8 @@ impl UdpServer {
     }
 
     /// Handle up to [`BATCH`] waiting datagrams.
-    fn receive_batch(&mut self, factory: &Factory) {
+    fn receive_batch(&mut self) {
+        let shared = self.shared.clone();
         // Out of `self` for the batch, so a datagram can be lent to `deliver` without a copy.
         let mut buf = std::mem::take(&mut self.buf);
         for _ in 0..BATCH {
@@ -117,7 +126,7 @@ impl UdpServer {
                     // SAFETY: `receive` saw the kernel initialise the first `len` bytes.
                     let data =
                         unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), len) };
-                    self.deliver(peer, data, factory);
+                    self.deliver(peer, data, &shared.factory);
                 }
                 Received::Truncated(peer, len) => {
                     tracing::warn!(%peer, len, "udp: datagram larger than the {}-byte buffer dropped (truncated)", buf.len());
@@ -150,17 +159,21 @@ impl UdpServer {
         if self.sessions.len() >= self.max_sessions {
             if let Some((old_peer, session)) = self.sessions.pop_lru() {
                 self.evicted += 1;
-                end(old_peer, session, LostReason::Shutdown);
+                bump(&self.shared.connections.metrics.udp_evicted, 1);
+                self.end(old_peer, session, LostReason::Shutdown);
             }
         }
         let info = ConnInfo::new(Transport::Udp, peer, self.local);
         let mut consumer = match factory.consumer(&info) {
             Ok(c) => c,
             Err(message) => {
+                bump(&self.shared.connections.metrics.plugin_panics, 1);
                 tracing::warn!(%peer, "plugin panicked making a consumer: {message}; datagram dropped");
                 return false;
             }
         };
+        bump(&self.shared.connections.metrics.udp_sessions, 1);
+        bump(&self.shared.connections.metrics.udp_sessions_open, 1);
         let made = consumer.connection_made(&mut self.out);
         self.sessions.push(
             peer,
@@ -198,6 +211,7 @@ impl UdpServer {
         self.out.reset();
         let ending = match result {
             Err(message) => {
+                bump(&self.shared.connections.metrics.plugin_panics, 1);
                 tracing::warn!(%peer, "plugin panicked: {message}; ending this peer's session");
                 Some(LostReason::Error)
             }
@@ -206,7 +220,7 @@ impl UdpServer {
         };
         if let Some(reason) = ending {
             if let Some(session) = self.sessions.pop(&peer) {
-                end(peer, session, reason);
+                self.end(peer, session, reason);
             }
         }
     }
@@ -222,7 +236,22 @@ impl UdpServer {
                 break;
             }
             let (peer, session) = self.sessions.pop_lru().expect("peeked");
-            end(peer, session, LostReason::IdleTimeout);
+            self.end(peer, session, LostReason::IdleTimeout);
+        }
+    }
+}
+
+impl UdpServer {
+    /// End a session (already removed from the table) and tell its consumer why.
+    fn end(&self, peer: SocketAddr, mut session: Session, reason: LostReason) {
+        tracing::trace!(%peer, ?reason, "udp session ended");
+        let metrics = &self.shared.connections.metrics;
+        metrics
+            .udp_sessions_open
+            .set(metrics.udp_sessions_open.get().saturating_sub(1));
+        if let Err(message) = session.consumer.connection_lost(reason) {
+            bump(&metrics.plugin_panics, 1);
+            tracing::warn!(%peer, "plugin panicked in connection_lost: {message}");
         }
     }
 }
@@ -230,7 +259,7 @@ impl UdpServer {
 impl Drop for UdpServer {
     fn drop(&mut self) {
         while let Some((peer, session)) = self.sessions.pop_lru() {
-            end(peer, session, LostReason::Shutdown);
+            self.end(peer, session, LostReason::Shutdown);
         }
     }
 }
@@ -261,13 +290,6 @@ fn receive(socket: &UdpSocket, buf: &mut [MaybeUninit<u8>]) -> Received {
             Some(peer) if len > buf.len() => Received::Truncated(peer, len),
             Some(peer) => Received::Datagram(peer, len),
         },
-    }
-}
-
-fn end(peer: SocketAddr, mut session: Session, reason: LostReason) {
-    tracing::trace!(%peer, ?reason, "udp session ended");
-    if let Err(message) = session.consumer.connection_lost(reason) {
-        tracing::warn!(%peer, "plugin panicked in connection_lost: {message}");
     }
 }
 

@@ -8,7 +8,6 @@
 //! The worker never `shutdown()`s a listening socket: in process mode it is shared with the
 //! arbiter and the other workers. It only drops its own descriptor.
 
-use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +20,7 @@ use tokio::sync::{Notify, Semaphore};
 use crate::bind::{Bound, Transport};
 use crate::connections::Connections;
 use crate::error::HostError;
+use crate::metrics::Counters;
 
 /// What a worker needs to know from the configuration.
 #[derive(Clone, Debug)]
@@ -43,8 +43,11 @@ pub struct Settings {
 /// Hooks through which a supervising arbiter watches the worker (process mode).
 #[derive(Default)]
 pub struct Hooks {
-    /// Called from inside the event loop about once a second: proof of life, with figures.
-    pub heartbeat: Option<Box<dyn FnMut(Stats)>>,
+    /// Called from inside the event loop twice a second: proof of life, with figures.
+    pub heartbeat: Option<Box<dyn FnMut(Counters)>>,
+    /// Thread mode with `--metrics-bind`: serve the metrics endpoint from this event loop,
+    /// labelled with the plugin's name and version.
+    pub metrics: Option<(std::net::TcpListener, (String, String))>,
     /// Called when the worker starts a graceful stop on its own (`--max-requests`).
     pub retiring: Option<Box<dyn FnOnce()>>,
     /// Called once a stopping worker has stopped accepting.
@@ -60,13 +63,6 @@ pub struct Hooks {
 /// A successor starting up, as returned by [`Hooks::reload`].
 pub type Successor = std::pin::Pin<Box<dyn std::future::Future<Output = Result<u32, String>>>>;
 
-/// A worker's figures, posted with each heartbeat.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Stats {
-    pub accepted: u64,
-    pub open: usize,
-}
-
 /// State shared by the accept loops and connection tasks of this worker.
 pub struct Shared {
     pub factory: Factory,
@@ -75,7 +71,6 @@ pub struct Shared {
     pub handshake_timeout: Duration,
     pub connections: Rc<Connections>,
     pub limit: Arc<Semaphore>,
-    accepted: Cell<u64>,
     max_requests: u64,
     recycle: Notify,
 }
@@ -83,8 +78,9 @@ pub struct Shared {
 impl Shared {
     /// Count one accepted connection; at `--max-requests` ask the worker to recycle.
     pub fn accepted(&self) {
-        let n = self.accepted.get() + 1;
-        self.accepted.set(n);
+        let accepted = &self.connections.metrics.accepted;
+        crate::metrics::bump(accepted, 1);
+        let n = accepted.get();
         if self.max_requests > 0 && n == self.max_requests {
             self.recycle.notify_one();
         }
@@ -130,7 +126,6 @@ async fn serve(
         handshake_timeout: settings.handshake_timeout,
         connections: Rc::new(Connections::default()),
         limit: Arc::new(Semaphore::new(settings.max_connections)),
-        accepted: Cell::new(0),
         max_requests: settings.max_requests,
         recycle: Notify::new(),
     });
@@ -152,18 +147,37 @@ async fn serve(
                 let std_socket: std::net::UdpSocket = bound.socket.into();
                 let socket = tokio::net::UdpSocket::from_std(std_socket)
                     .map_err(|e| HostError::io("registering a UDP socket", e))?;
-                let server =
-                    crate::udp::UdpServer::new(socket, settings.max_sessions, settings.keep_alive)
-                        .map_err(|e| HostError::io("registering a UDP socket", e))?;
-                udp_tasks.push(tokio::task::spawn_local(server.serve(shared.clone())));
+                let server = crate::udp::UdpServer::new(
+                    shared.clone(),
+                    socket,
+                    settings.max_sessions,
+                    settings.keep_alive,
+                )
+                .map_err(|e| HostError::io("registering a UDP socket", e))?;
+                udp_tasks.push(tokio::task::spawn_local(server.serve()));
             }
         }
     }
 
-    let stats = |shared: &Shared| Stats {
-        accepted: shared.accepted.get(),
-        open: shared.connections.len(),
+    let stats = |shared: &Shared| {
+        shared
+            .connections
+            .metrics
+            .snapshot(shared.connections.len())
     };
+    let metrics_task = hooks.metrics.take().map(|(listener, plugin)| {
+        let shared = shared.clone();
+        let body: Rc<dyn Fn() -> String> = Rc::new(move || {
+            let supervision = crate::metrics::Supervision {
+                workers: 1,
+                plugin: Some(plugin.clone()),
+                ..Default::default()
+            };
+            crate::metrics::render(&stats(&shared), &supervision)
+        });
+        let listener = TcpListener::from_std(listener).expect("a non-blocking listener");
+        tokio::task::spawn_local(crate::metrics::serve_async(listener, body))
+    });
     let beat = hooks
         .heartbeat
         .take()
@@ -231,7 +245,7 @@ async fn serve(
         }
     }
     connections.wait_empty().await;
-    for task in [heartbeat, sweeper].into_iter().flatten() {
+    for task in [heartbeat, sweeper, metrics_task].into_iter().flatten() {
         task.abort();
     }
     if let Some(beat) = beat {
@@ -239,7 +253,7 @@ async fn serve(
     }
     tracing::info!(
         pid = std::process::id(),
-        accepted = shared.accepted.get(),
+        accepted = shared.connections.metrics.accepted.get(),
         "worker stopped"
     );
     Ok(())

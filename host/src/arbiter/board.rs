@@ -10,24 +10,36 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use nix::sys::mman::{mmap_anonymous, munmap, MapFlags, ProtFlags};
 use nix::time::{clock_gettime, ClockId};
 
+use crate::metrics::{Counters, COUNTERS};
+
 /// One worker's posted figures.
 #[repr(C)]
-#[derive(Default)]
 pub struct Cell {
     /// CLOCK_MONOTONIC milliseconds of the last heartbeat from inside the event loop.
     pub heartbeat_ms: AtomicU64,
-    /// Connections accepted so far.
-    pub accepted: AtomicU64,
-    /// Connections open now.
-    pub open: AtomicU64,
+    /// The worker's [`Counters`], in [`Counters::to_array`] order.
+    counters: [AtomicU64; COUNTERS],
 }
 
 impl Cell {
     /// Start a worker's cell fresh: counters at zero, heartbeat now.
     pub fn reset(&self) {
         self.heartbeat_ms.store(now_ms(), Ordering::Relaxed);
-        self.accepted.store(0, Ordering::Relaxed);
-        self.open.store(0, Ordering::Relaxed);
+        self.post(Counters::default());
+    }
+
+    /// Post the worker's figures (from the worker).
+    pub fn post(&self, counters: Counters) {
+        for (slot, value) in self.counters.iter().zip(counters.to_array()) {
+            slot.store(value, Ordering::Relaxed);
+        }
+    }
+
+    /// The last posted figures (from the arbiter).
+    pub fn counters(&self) -> Counters {
+        Counters::from_array(std::array::from_fn(|i| {
+            self.counters[i].load(Ordering::Relaxed)
+        }))
     }
 }
 
@@ -91,7 +103,12 @@ mod tests {
     #[test]
     fn cells_start_at_zero_and_reset_stamps_now() {
         let board = Board::new(4).unwrap();
-        assert_eq!(board.cell(3).accepted.load(Ordering::Relaxed), 0);
+        assert_eq!(board.cell(3).counters(), Counters::default());
+        board.cell(3).post(Counters {
+            accepted: 7,
+            ..Default::default()
+        });
+        assert_eq!(board.cell(3).counters().accepted, 7);
         board.cell(3).reset();
         assert!(now_ms() - board.cell(3).heartbeat_ms.load(Ordering::Relaxed) < 1000);
     }

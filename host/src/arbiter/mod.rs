@@ -45,6 +45,7 @@ use nix::unistd::Pid;
 use crate::bind::Bound;
 use crate::cli::Config;
 use crate::error::HostError;
+use crate::metrics;
 use crate::pid_file::PidFile;
 use crate::privileges::Identity;
 use crate::tls::Tls;
@@ -113,6 +114,8 @@ struct Worker {
     started: Instant,
     /// Reported that it no longer accepts.
     drained: bool,
+    /// Killed for missing its heartbeat or a deadline.
+    timed_out: bool,
 }
 
 /// The end of a reload: the new generation serves; the old one is still being told to stop.
@@ -156,6 +159,10 @@ struct Arbiter<'c> {
     reload_again: bool,
     next_generation: u64,
     state: State,
+    /// `--metrics-bind`: the endpoint, and what exited workers counted.
+    metrics: Option<metrics::Endpoint>,
+    retired: metrics::Counters,
+    supervision: metrics::Supervision,
 }
 
 /// Run process mode to the end.
@@ -163,6 +170,15 @@ pub fn run(config: &Config) -> Result<(), HostError> {
     let identity = Identity::resolve(config.user.as_deref(), config.group.as_deref())?;
     let generation = Generation::prepare(1, config)?;
     let first = crate::bind_all(&config.binds, config.backlog, true)?;
+    let metrics = config
+        .metrics_bind
+        .map(|addr| {
+            metrics::Endpoint::bind(addr).map_err(|e| HostError::Bind {
+                spec: format!("--metrics-bind {addr}"),
+                source: e,
+            })
+        })
+        .transpose()?;
     let signals = Signals::install().map_err(|e| HostError::io("installing signal handlers", e))?;
     let board: &'static Board = Box::leak(Box::new(
         Board::new(BOARD_CELLS).map_err(|e| HostError::io("mapping the worker board", e))?,
@@ -181,6 +197,9 @@ pub fn run(config: &Config) -> Result<(), HostError> {
         reload_again: false,
         next_generation: 2,
         state: State::Starting,
+        metrics,
+        retired: metrics::Counters::default(),
+        supervision: metrics::Supervision::default(),
     };
     arbiter.add_slot(first)?;
     for _ in 1..config.workers {
@@ -236,11 +255,29 @@ impl Arbiter<'_> {
             self.check_deadlines();
             self.advance_reload();
             self.finish_handover();
+            self.serve_metrics();
             if matches!(self.state, State::Stopping { .. }) && self.workers.is_empty() {
                 tracing::info!("all workers exited; arbiter stopping");
                 return Ok(());
             }
         }
+    }
+
+    /// Answer metrics scrapes that are ready (never blocks).
+    fn serve_metrics(&mut self) {
+        let Some(endpoint) = &mut self.metrics else {
+            return;
+        };
+        let live = self
+            .workers
+            .iter()
+            .fold(metrics::Counters::default(), |sum, w| {
+                sum.add(self.board.cell(w.cell).counters())
+            });
+        let counters = self.retired.add(live);
+        let mut supervision = self.supervision.clone();
+        supervision.workers = self.workers.len() as u64;
+        endpoint.serve(|| metrics::render(&counters, &supervision));
     }
 
     /// Sleep until a signal, a worker report, or the next tick.
@@ -251,6 +288,14 @@ impl Arbiter<'_> {
                 .iter()
                 .map(|w| PollFd::new(w.status.fd(), PollFlags::POLLIN)),
         );
+        if let Some(endpoint) = &self.metrics {
+            fds.extend(
+                endpoint
+                    .fds()
+                    .into_iter()
+                    .map(|fd| PollFd::new(fd, PollFlags::POLLIN)),
+            );
+        }
         let _ = nix::poll::poll(
             &mut fds,
             PollTimeout::try_from(TICK).unwrap_or(PollTimeout::NONE),
@@ -326,6 +371,7 @@ impl Arbiter<'_> {
                 "worker spawned"
             );
         }
+        self.supervision.worker_starts += 1;
         self.workers.push(Worker {
             pid: spawned.pid,
             slot,
@@ -335,6 +381,7 @@ impl Arbiter<'_> {
             phase: Phase::Starting,
             started: Instant::now(),
             drained: false,
+            timed_out: false,
         });
         Ok(())
     }
@@ -433,6 +480,7 @@ impl Arbiter<'_> {
             }
             Err(e) => {
                 tracing::error!("reload aborted: {e}; the current workers keep serving");
+                self.supervision.reloads_aborted += 1;
                 crate::notify::ready();
             }
         }
@@ -451,6 +499,7 @@ impl Arbiter<'_> {
             return;
         }
         let reload = self.reload.take().expect("checked above");
+        self.supervision.reloads_ok += 1;
         let old = std::mem::replace(&mut self.current, reload.generation);
         self.retire_where(|w| w.generation != id);
         tracing::info!(
@@ -494,6 +543,7 @@ impl Arbiter<'_> {
         let Some(reload) = self.reload.take() else {
             return;
         };
+        self.supervision.reloads_aborted += 1;
         let id = reload.generation.id;
         for w in self.workers.iter().filter(|w| w.generation == id) {
             let _ = kill(w.pid, Signal::SIGKILL);
@@ -516,8 +566,14 @@ impl Arbiter<'_> {
         for w in &mut self.workers {
             for report in w.status.read() {
                 match report {
-                    Report::Ready if w.phase == Phase::Starting => w.phase = Phase::Serving,
-                    Report::Ready => {}
+                    Report::Ready(plugin) => {
+                        if w.phase == Phase::Starting {
+                            w.phase = Phase::Serving;
+                        }
+                        if plugin.is_some() && w.generation >= self.current.id {
+                            self.supervision.plugin = plugin;
+                        }
+                    }
                     Report::Failed(message) => failures.push((w.generation, message)),
                     Report::Retiring => retiring.push(w.pid),
                     Report::Draining => w.drained = true,
@@ -537,6 +593,9 @@ impl Arbiter<'_> {
         if self.state == State::Starting && self.workers.iter().all(|w| w.phase == Phase::Serving) {
             self.state = State::Running;
             crate::announce(&self.slots[0].sockets)?;
+            if let Some(endpoint) = &self.metrics {
+                crate::announce_metrics(endpoint.local_addr())?;
+            }
             crate::notify::ready();
             tracing::info!(
                 workers = self.workers.len(),
@@ -593,10 +652,18 @@ impl Arbiter<'_> {
                 Report::Failed(m) => Some(m),
                 _ => None,
             });
-            let cell = self.board.cell(w.cell);
-            let accepted = cell.accepted.load(Ordering::Relaxed);
+            let counted = self.board.cell(w.cell).counters();
+            let accepted = counted.accepted;
+            self.retired = self.retired.add(counted.without_gauges());
             self.free_cells.push(w.cell);
             let expected = matches!(w.phase, Phase::Retiring { .. });
+            if w.timed_out {
+                self.supervision.worker_timeouts += 1;
+            } else if expected {
+                self.supervision.worker_exits += 1;
+            } else {
+                self.supervision.worker_crashes += 1;
+            }
             if expected {
                 tracing::info!(
                     pid = pid.as_raw(),
@@ -669,6 +736,7 @@ impl Arbiter<'_> {
                     "killing worker: {reason}"
                 );
                 let _ = kill(w.pid, Signal::SIGKILL);
+                w.timed_out = true;
                 if w.phase == Phase::Starting {
                     stuck_reload = Some((w.generation, reason));
                 }

@@ -123,18 +123,21 @@ fn serve(spec: &WorkerSpec<'_>, status: &mut StatusWriter) -> Result<(), String>
             local: b.local,
         })
         .collect();
-    status.send(&Report::Ready);
+    status.send(&Report::Ready(Some((
+        plugin.meta.name.clone(),
+        plugin.meta.version.clone(),
+    ))));
     tracing::debug!(pid = std::process::id(), slot = spec.slot, "worker serving");
 
     let cell = spec.cell;
     let retiring_status = StatusWriter::new(status.try_clone().map_err(|e| e.to_string())?);
     let draining_status = StatusWriter::new(status.try_clone().map_err(|e| e.to_string())?);
     let hooks = worker::Hooks {
-        heartbeat: Some(Box::new(move |stats: worker::Stats| {
+        heartbeat: Some(Box::new(move |counters| {
             cell.heartbeat_ms.store(now_ms(), Ordering::Relaxed);
-            cell.accepted.store(stats.accepted, Ordering::Relaxed);
-            cell.open.store(stats.open as u64, Ordering::Relaxed);
+            cell.post(counters);
         })),
+        metrics: None,
         retiring: Some(Box::new(move || {
             let mut s = retiring_status;
             s.send(&Report::Retiring);

@@ -12,7 +12,8 @@ use std::os::fd::OwnedFd;
 /// What a worker reports.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Report {
-    Ready,
+    /// Serving, with the plugin's name and version.
+    Ready(Option<(String, String)>),
     Failed(String),
     Retiring,
     Draining,
@@ -21,7 +22,12 @@ pub enum Report {
 impl Report {
     fn encode(&self) -> String {
         match self {
-            Report::Ready => "ready\n".to_string(),
+            Report::Ready(None) => "ready\n".to_string(),
+            Report::Ready(Some((name, version))) => format!(
+                "ready {} {}\n",
+                name.replace([' ', '\n'], "_"),
+                version.replace([' ', '\n'], "_")
+            ),
             Report::Failed(m) => format!("failed {}\n", m.replace('\n', " ")),
             Report::Retiring => "retiring\n".to_string(),
             Report::Draining => "draining\n".to_string(),
@@ -30,7 +36,13 @@ impl Report {
 
     fn decode(line: &str) -> Option<Report> {
         match line {
-            "ready" => Some(Report::Ready),
+            "ready" => Some(Report::Ready(None)),
+            _ if line.starts_with("ready ") => {
+                let mut words = line.split(' ').skip(1);
+                let name = words.next().unwrap_or_default().to_string();
+                let version = words.next().unwrap_or_default().to_string();
+                Some(Report::Ready(Some((name, version))))
+            }
             "retiring" => Some(Report::Retiring),
             "draining" => Some(Report::Draining),
             _ => line
@@ -103,13 +115,13 @@ mod tests {
         let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_NONBLOCK).unwrap();
         let mut writer = StatusWriter::new(w);
         let mut reader = StatusReader::new(r);
-        writer.send(&Report::Ready);
+        writer.send(&Report::Ready(Some(("echo".into(), "0.1.0".into()))));
         writer.send(&Report::Failed("plugin x: bad\nthing".into()));
         writer.send(&Report::Retiring);
         assert_eq!(
             reader.read(),
             vec![
-                Report::Ready,
+                Report::Ready(Some(("echo".into(), "0.1.0".into()))),
                 Report::Failed("plugin x: bad thing".into()),
                 Report::Retiring
             ]

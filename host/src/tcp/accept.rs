@@ -118,10 +118,12 @@ async fn serve_tls_or_plain<S>(
     let stream = match handshake.await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {
+            crate::metrics::bump(&shared.connections.metrics.tls_handshake_failures, 1);
             tracing::debug!(peer = %info.peer, "TLS handshake failed: {e}");
             return;
         }
         Err(_) => {
+            crate::metrics::bump(&shared.connections.metrics.tls_handshake_failures, 1);
             tracing::debug!(peer = %info.peer, "TLS handshake not finished within {:?}; closed", shared.handshake_timeout);
             return;
         }

@@ -23,6 +23,7 @@ use plugin_api::{ConnInfo, LostReason, Output};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::connections::Registration;
+use crate::metrics;
 
 /// Stop reading while more than this many bytes wait to be sent.
 pub const HIGH_WATER: usize = 256 * 1024;
@@ -117,6 +118,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 reason: LostReason::Shutdown,
             }),
             Err(message) => {
+                metrics::bump(&slot.registration.metrics().plugin_panics, 1);
                 tracing::warn!(peer = %info.peer, "plugin panicked making a consumer: {message}; connection closed");
                 None
             }
@@ -216,6 +218,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 }
                 Poll::Ready(Ok(())) => {
                     self.slot.registration.touch();
+                    metrics::bump(
+                        &self.slot.registration.metrics().bytes_in,
+                        buf.filled().len() as u64,
+                    );
                     self.consumer.data_received(buf.filled(), out)
                 }
             };
@@ -250,6 +256,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 
     fn panicked(&self, message: &str) -> LostReason {
+        metrics::bump(&self.slot.registration.metrics().plugin_panics, 1);
         tracing::warn!(peer = %self.peer, "plugin panicked: {message}; closing this connection");
         LostReason::Error
     }
@@ -265,7 +272,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 while !data.is_empty() {
                     match Pin::new(&mut self.stream).poll_write(cx, data) {
                         Poll::Ready(Ok(0)) => return Err(LostReason::PeerClosed),
-                        Poll::Ready(Ok(n)) => data = &data[n..],
+                        Poll::Ready(Ok(n)) => {
+                            metrics::bump(&self.slot.registration.metrics().bytes_out, n as u64);
+                            data = &data[n..];
+                        }
                         Poll::Ready(Err(e)) => return Err(lost_on(e)),
                         Poll::Pending => break,
                     }
@@ -304,6 +314,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         }
         if sent > 0 {
             self.slot.registration.touch();
+            metrics::bump(&self.slot.registration.metrics().bytes_out, sent as u64);
         }
         if sent == self.pending.len() {
             // Give the memory back: an idle connection holds no buffer.
@@ -354,6 +365,7 @@ impl<S> Drop for Connection<S> {
             tracing::debug!(peer = %self.peer, "idle for the keep-alive period; closed");
             self.reason = LostReason::IdleTimeout;
         }
+        self.slot.registration.metrics().closed(self.reason);
         if let Err(message) = self.consumer.connection_lost(self.reason) {
             tracing::warn!(peer = %self.peer, "plugin panicked in connection_lost: {message}");
         }
