@@ -422,3 +422,58 @@ fn nix_kill(pid: u32, sig: &str) {
         .success();
     assert!(ok, "kill -{sig} {pid}");
 }
+
+fn uid_of(pid: u32) -> u32 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    line.split_whitespace().nth(2).unwrap().parse().unwrap() // effective uid
+}
+
+#[test]
+fn workers_drop_to_the_given_user_and_still_die_with_the_arbiter() {
+    if uid_of(std::process::id()) != 0 {
+        eprintln!("skipped: needs root to switch users");
+        return;
+    }
+    let echo = plugin("echo");
+    let mut server = process_mode(
+        echo.to_str().unwrap(),
+        &["--workers", "2", "--user", "nobody"],
+    );
+    let workers = wait_for_workers(&server, 2);
+    assert_eq!(uid_of(server.pid()), 0, "the arbiter keeps its identity");
+    for w in &workers {
+        assert_ne!(uid_of(*w), 0, "worker {w} still runs as root");
+    }
+    let mut s = connect(server.addr());
+    assert_eq!(round_trip(&mut s, b"unprivileged"), b"unprivileged");
+    // Switching users clears the parent-death signal; it must have been set again.
+    server.signal("KILL");
+    server.wait_exit(Duration::from_secs(2));
+    wait_until(
+        "unprivileged workers to die with the arbiter",
+        Duration::from_secs(2),
+        || workers.iter().all(|p| !alive(*p)),
+    );
+}
+
+#[test]
+fn an_unknown_user_is_a_startup_error() {
+    let echo = plugin("echo");
+    let f = run_to_exit(
+        &[
+            "--plugin",
+            echo.to_str().unwrap(),
+            "--bind",
+            "127.0.0.1:0",
+            "--user",
+            "no-such-user-here",
+        ],
+        Duration::from_secs(10),
+    );
+    assert_eq!(f.status.code(), Some(1));
+    assert_eq!(
+        f.stderr.trim(),
+        "error: --user no-such-user-here: no such user"
+    );
+}

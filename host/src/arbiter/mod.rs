@@ -340,6 +340,7 @@ impl Arbiter<'_> {
             _ => &self.current,
         };
         let spawned = spawn(WorkerSpec {
+            arbiter: nix::unistd::getpid(),
             slot,
             sockets: &self.slots[slot].sockets,
             snapshot: &gen.snapshot,

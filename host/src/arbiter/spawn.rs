@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 
 use nix::fcntl::OFlag;
 use nix::sys::signal::Signal;
-use nix::unistd::{fork, getpid, getppid, ForkResult, Pid};
+use nix::unistd::{fork, getppid, ForkResult, Pid};
 
 use super::board::{now_ms, Cell};
 use super::signals;
@@ -29,6 +29,8 @@ use crate::worker;
 
 /// What one worker is started with.
 pub struct WorkerSpec<'a> {
+    /// The arbiter's pid (set by [`spawn`]).
+    pub arbiter: Pid,
     pub slot: usize,
     pub sockets: &'a [Bound],
     pub snapshot: &'a Snapshot,
@@ -51,7 +53,7 @@ pub fn spawn(spec: WorkerSpec<'_>) -> Result<Spawned, HostError> {
     nix::fcntl::fcntl(&read, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
         .map_err(|e| HostError::io("creating a status pipe", e.into()))?;
     spec.cell.reset();
-    let arbiter = getpid();
+    let arbiter = spec.arbiter;
     let guard = signals::ForkGuard::block();
     // SAFETY: the arbiter is single-threaded (no runtime, no helper threads), so the child
     // is a consistent copy; it never returns into arbiter code (it ends in `_exit`).
@@ -97,6 +99,12 @@ fn child_main(spec: WorkerSpec<'_>, status: OwnedFd, arbiter: Pid) -> ! {
 fn serve(spec: &WorkerSpec<'_>, status: &mut StatusWriter) -> Result<(), String> {
     if let Some(identity) = spec.identity {
         identity.apply()?;
+        // The kernel clears the parent-death signal when credentials change: arm it again,
+        // and make sure the arbiter did not die in between.
+        let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+        if getppid() != spec.arbiter {
+            return Err("the arbiter exited while this worker was starting".to_string());
+        }
     }
     let config = spec.config;
     let plugin = Plugin::load_snapshot(&spec.snapshot.path, &spec.snapshot.load_path())
