@@ -158,7 +158,10 @@ fn decide(request: &httparse::Request<'_, '_>, len: usize) -> Result<Head, Rejec
 
 /// The comma-separated tokens of a list header, trimmed, empty ones skipped.
 fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value.split(|&b| b == b',').map(trim).filter(|t| !t.is_empty())
+    value
+        .split(|&b| b == b',')
+        .map(trim)
+        .filter(|t| !t.is_empty())
 }
 
 fn trim(value: &[u8]) -> &[u8] {
@@ -222,7 +225,9 @@ mod tests {
     #[test]
     fn connection_close_and_http10_defaults() {
         assert!(!head("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").keep_alive);
-        assert!(!head("GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, CLOSE\r\n\r\n").keep_alive);
+        assert!(
+            !head("GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, CLOSE\r\n\r\n").keep_alive
+        );
         let h10 = head("GET / HTTP/1.0\r\n\r\n");
         assert!(h10.http10 && !h10.keep_alive, "HTTP/1.0 closes by default");
         assert!(head("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").keep_alive);
@@ -235,8 +240,13 @@ mod tests {
         assert_eq!(h.body, Body::Length(5));
         let h = head("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
         assert_eq!(h.body, Body::None);
-        let h = head("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 7\r\ncontent-length: 7\r\n\r\n");
-        assert_eq!(h.body, Body::Length(7), "repeated equal lengths are one length");
+        let h =
+            head("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 7\r\ncontent-length: 7\r\n\r\n");
+        assert_eq!(
+            h.body,
+            Body::Length(7),
+            "repeated equal lengths are one length"
+        );
         let h = head("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n");
         assert_eq!(h.body, Body::Chunked);
     }
@@ -281,7 +291,10 @@ mod tests {
     #[test]
     fn partial_heads_wait_within_the_limit_and_are_refused_past_it() {
         assert_eq!(parse_head(b""), Parsed::Partial);
-        assert_eq!(parse_head(b"GET / HTTP/1.1\r\nHost: x\r\n"), Parsed::Partial);
+        assert_eq!(
+            parse_head(b"GET / HTTP/1.1\r\nHost: x\r\n"),
+            Parsed::Partial
+        );
         let mut big = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
         big.resize(MAX_HEAD, b'a');
         assert_eq!(parse_head(&big), Parsed::Partial);
@@ -304,7 +317,8 @@ mod tests {
     #[test]
     fn head_and_expect_continue() {
         assert!(head("HEAD / HTTP/1.1\r\nHost: x\r\n\r\n").head_only);
-        let h = head("PUT / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n");
+        let h =
+            head("PUT / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n");
         assert!(h.expect_continue);
         let h = head("GET / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n");
         assert!(!h.expect_continue, "nothing to wait for without a body");

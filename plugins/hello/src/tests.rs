@@ -48,7 +48,11 @@ fn keep_alive_answers_request_after_request() {
         conn.send(GET.as_bytes()).unwrap();
         assert_eq!(normalised(&mut conn), OK);
         assert!(conn.is_open());
-        assert_eq!(conn.consumer().unwrap().partial.capacity(), 0, "no buffer kept");
+        assert_eq!(
+            conn.consumer().unwrap().partial.capacity(),
+            0,
+            "no buffer kept"
+        );
     }
 }
 
@@ -60,7 +64,10 @@ fn pipelined_requests_in_one_read_get_responses_in_order() {
     );
     conn.send(three.as_bytes()).unwrap();
     let head_response = OK.strip_suffix("Hello, world!\n").unwrap();
-    assert_eq!(normalised(&mut conn), format!("{OK}{head_response}{OK_CLOSE}"));
+    assert_eq!(
+        normalised(&mut conn),
+        format!("{OK}{head_response}{OK_CLOSE}")
+    );
     assert_eq!(conn.lost_reason(), Some(LostReason::Closed));
 }
 
@@ -102,7 +109,8 @@ fn connection_close_and_http10_close_after_the_response() {
     assert_eq!(conn.lost_reason(), Some(LostReason::Closed));
 
     let mut conn = open();
-    conn.send(b"GET / HTTP/1.0\r\n\r\nGET / HTTP/1.0\r\n\r\n").unwrap();
+    conn.send(b"GET / HTTP/1.0\r\n\r\nGET / HTTP/1.0\r\n\r\n")
+        .unwrap();
     assert_eq!(normalised(&mut conn), OK_CLOSE, "one answer, then closed");
     assert!(conn.close_requested());
 
@@ -118,7 +126,11 @@ fn content_length_bodies_are_skipped_across_reads() {
     let mut conn = open();
     conn.send(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n0123")
         .unwrap();
-    assert_eq!(normalised(&mut conn), OK, "answered before the body arrives");
+    assert_eq!(
+        normalised(&mut conn),
+        OK,
+        "answered before the body arrives"
+    );
     // The body's rest, which looks like a request, is not one; the next request is.
     conn.send(format!("GET /x\r\n{GET}").as_bytes()).unwrap();
     assert_eq!(normalised(&mut conn), OK);
@@ -201,7 +213,10 @@ fn an_oversized_head_is_431_whether_it_arrives_at_once_or_in_pieces() {
     let mut conn = open();
     for piece in big.chunks(1000) {
         if conn.is_open() {
-            assert!(partial_len(&conn) <= MAX_HEAD + 1, "the buffer stays bounded");
+            assert!(
+                partial_len(&conn) <= MAX_HEAD + 1,
+                "the buffer stays bounded"
+            );
         }
         conn.send(piece).unwrap();
     }
@@ -227,7 +242,11 @@ fn end_of_stream_closes() {
     let mut conn = open();
     conn.send(b"GET / HTTP/1.1\r\nHo").unwrap();
     conn.eof().unwrap();
-    assert_eq!(conn.take_output(), b"", "an incomplete request gets no answer");
+    assert_eq!(
+        conn.take_output(),
+        b"",
+        "an incomplete request gets no answer"
+    );
     assert_eq!(conn.lost_reason(), Some(LostReason::Closed));
 }
 
