@@ -280,6 +280,22 @@ impl Drop for Server {
     }
 }
 
+/// Start sockhost serving a workspace plugin (`echo`, `testkit`, …): `--plugin <path>`
+/// followed by `args`.
+pub fn serve(plugin_name: &str, args: &[&str]) -> Server {
+    let path = plugin(plugin_name);
+    let mut all = vec!["--plugin", path.to_str().expect("utf-8 path")];
+    all.extend(args);
+    Server::start(&all)
+}
+
+/// [`serve`] on `127.0.0.1:0` in thread mode, plus `extra`.
+pub fn serve_thread(plugin_name: &str, extra: &[&str]) -> Server {
+    let mut args = vec!["--bind", "127.0.0.1:0", "--concurrency", "thread"];
+    args.extend(extra);
+    serve(plugin_name, &args)
+}
+
 /// A wildcard address made reachable: `0.0.0.0` → `127.0.0.1`, `::` → `::1`.
 pub fn loopback(addr: SocketAddr) -> SocketAddr {
     match addr {

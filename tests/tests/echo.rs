@@ -5,18 +5,10 @@ use std::io::{Read, Write};
 use std::net::Shutdown;
 use std::time::Duration;
 
-use sockhost_tests::{connect, payload, plugin, round_trip, Server};
+use sockhost_tests::{connect, payload, round_trip, Server};
 
 fn echo_server() -> Server {
-    let echo = plugin("echo");
-    Server::start(&[
-        "--plugin",
-        echo.to_str().unwrap(),
-        "--bind",
-        "127.0.0.1:0",
-        "--concurrency",
-        "thread",
-    ])
+    sockhost_tests::serve_thread("echo", &[])
 }
 
 #[test]

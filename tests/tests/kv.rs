@@ -8,17 +8,7 @@ use std::time::Duration;
 use sockhost_tests::{ask, closed_within, connect, plugin, Server};
 
 fn kv(extra: &[&str]) -> Server {
-    let lib = plugin("kv");
-    let mut args = vec![
-        "--plugin",
-        lib.to_str().unwrap(),
-        "--bind",
-        "127.0.0.1:0",
-        "--concurrency",
-        "thread",
-    ];
-    args.extend(extra);
-    Server::start(&args)
+    sockhost_tests::serve_thread("kv", extra)
 }
 
 /// Read one reply line (without its newline); bounded by the stream's read timeout.

@@ -6,17 +6,7 @@ use std::time::{Duration, Instant};
 use sockhost_tests::{closed_within, connect, plugin, round_trip, Server};
 
 fn echo_with(extra: &[&str]) -> Server {
-    let echo = plugin("echo");
-    let mut args = vec![
-        "--plugin",
-        echo.to_str().unwrap(),
-        "--bind",
-        "127.0.0.1:0",
-        "--concurrency",
-        "thread",
-    ];
-    args.extend(extra);
-    Server::start(&args)
+    sockhost_tests::serve_thread("echo", extra)
 }
 
 #[test]

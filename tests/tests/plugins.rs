@@ -2,20 +2,10 @@
 
 use std::time::Duration;
 
-use sockhost_tests::{ask, closed_within, connect, plugin, round_trip, Server};
+use sockhost_tests::{ask, closed_within, connect, round_trip, Server};
 
 fn testkit(extra: &[&str]) -> Server {
-    let kit = plugin("testkit");
-    let mut args = vec![
-        "--plugin",
-        kit.to_str().unwrap(),
-        "--bind",
-        "127.0.0.1:0",
-        "--concurrency",
-        "thread",
-    ];
-    args.extend(extra);
-    Server::start(&args)
+    sockhost_tests::serve_thread("testkit", extra)
 }
 
 #[test]

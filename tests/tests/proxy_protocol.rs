@@ -6,21 +6,12 @@ use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use sockhost_tests::{
-    ask, closed_within, connect, plugin, round_trip, wait_until, LoadLoop, Server,
-};
+use sockhost_tests::{ask, closed_within, connect, round_trip, wait_until, LoadLoop, Server};
 
 fn proxied_server(extra: &[&str]) -> Server {
-    let kit = plugin("testkit");
-    let mut args = vec![
-        "--plugin",
-        kit.to_str().unwrap(),
-        "--bind",
-        "127.0.0.1:0",
-        "--proxy-protocol",
-    ];
+    let mut args = vec!["--bind", "127.0.0.1:0", "--proxy-protocol"];
     args.extend(extra);
-    Server::start(&args)
+    sockhost_tests::serve("testkit", &args)
 }
 
 #[test]

@@ -7,15 +7,9 @@ use std::time::Duration;
 use sockhost_tests::{children_of, payload, plugin, wait_until, Server};
 
 fn udp_server(plugin_name: &str, extra: &[&str]) -> Server {
-    let p = plugin(plugin_name);
-    let mut args = vec![
-        "--plugin",
-        p.to_str().unwrap(),
-        "--bind",
-        "udp://127.0.0.1:0",
-    ];
+    let mut args = vec!["--bind", "udp://127.0.0.1:0"];
     args.extend(extra);
-    Server::start(&args)
+    sockhost_tests::serve(plugin_name, &args)
 }
 
 fn udp_addr(server: &Server) -> SocketAddr {
