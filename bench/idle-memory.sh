@@ -28,58 +28,25 @@ ulimit -n 20000 || die "cannot raise the fd limit to 20000 (ulimit -Hn is $(ulim
 RESULTS=()
 FAILED=0
 
-# measure NAME PID PORT ADDR [loadgen idle flags...]: the measurement for one running
-# server whose memory is in process PID.
+# measure NAME PID ADDR [loadgen idle flags...]: one server's row (see measure_idle in
+# lib.sh).
 measure() {
-    local name=$1 pid=$2 port=$3 addr=$4
-    shift 4
-    sleep 0.3
-    local before after opened line i
-    before=$(rss_kb "$pid")
-    local log="$BENCH_TMP/$name.loadgen"
-    "$RELEASE/loadgen" idle --addr "$addr" --connections "$CONNS" --hold "$HOLD" "$@" \
-        >"$log" 2>"$log.err" &
-    local lg=$!
-    BENCH_PIDS+=("$lg")
-    line=""
-    for ((i = 0; i < 1200; i++)); do
-        line=$(grep -m1 '^opened' "$log" || true)
-        [[ -n $line ]] && break
-        kill -0 "$lg" 2>/dev/null || break
-        sleep 0.1
-    done
-    [[ -n $line ]] || {
-        cat "$log.err" >&2
-        die "$name: loadgen never printed 'opened'"
-    }
-    opened=$(awk '{ print $2 }' <<<"$line")
-    sleep "$SETTLE"
-    after=$(rss_kb "$pid")
-    local seen
-    seen=$(established "$port")
-    if ! wait "$lg"; then
-        echo "# $name: loadgen reported a problem:" >&2
-        cat "$log" "$log.err" >&2
-        FAILED=1
-    fi
-    local per=$(((after - before) * 1024 / (opened > 0 ? opened : 1)))
-    RESULTS+=("$(printf '%-22s %14s %14s %15s %12s' "$name" "$before" "$after" "$per" "$seen/$opened")")
-    echo "# $name: $line; server saw $seen established; rss ${before} -> ${after} KiB" >&2
-}
-
-port_of() {
-    echo "${1##*:}"
+    local name=$1
+    measure_idle "$@"
+    ((IDLE_OK)) || FAILED=1
+    RESULTS+=("$(printf '%-22s %14s %14s %15s %12s' "$name" "$IDLE_BEFORE" "$IDLE_AFTER" \
+        "$IDLE_PER_CONN" "$IDLE_SEEN/$IDLE_OPENED")")
 }
 
 # (a) sockhost, thread mode, echo plugin, connections never timed out.
 start_server sockhost "$RELEASE/sockhost" --plugin "$RELEASE/libecho.so" --bind 127.0.0.1:0 \
     --concurrency thread --keep-alive 0 --max-connections $((CONNS + 100))
-measure "sockhost-thread+echo" "$SERVER_PID" "$(port_of "$SERVER_ADDR")" "$SERVER_ADDR"
+measure "sockhost-thread+echo" "$SERVER_PID" "$SERVER_ADDR"
 stop_server "$SERVER_PID"
 
 # (b) the plain tokio echo server.
 start_server echo-baseline "$RELEASE/echo-baseline" --bind 127.0.0.1:0
-measure "echo-baseline" "$SERVER_PID" "$(port_of "$SERVER_ADDR")" "$SERVER_ADDR"
+measure "echo-baseline" "$SERVER_PID" "$SERVER_ADDR"
 stop_server "$SERVER_PID"
 
 # (c) nginx, only if it is already installed: one worker, HTTP keep-alive connections on
@@ -87,61 +54,12 @@ stop_server "$SERVER_PID"
 # and initialises all worker_connections slots (connection + 2 events, ~400 B each) at
 # start-up, so that part is already in rss_before; the per-connection figure is what an
 # accepted idle connection adds on top (its pool; the header buffer waits for data).
+# (bench/run.sh measures sockhost+hello against nginx with one request per connection.)
 if command -v nginx >/dev/null 2>&1; then
-    port=""
-    for ((i = 0; i < 50; i++)); do
-        p=$((20000 + RANDOM % 20000))
-        if [[ -z $(ss -Htln "( sport = :$p )" 2>/dev/null) ]]; then
-            port=$p
-            break
-        fi
-    done
-    [[ -n $port ]] || die "no free port for nginx"
-    ngx="$BENCH_TMP/nginx"
-    mkdir -p "$ngx/logs" "$ngx/tmp"
-    cat >"$ngx/nginx.conf" <<EOF
-daemon off;
-master_process on;
-worker_processes 1;
-worker_rlimit_nofile 20000;
-pid $ngx/nginx.pid;
-error_log $ngx/logs/error.log warn;
-events { worker_connections 20000; }
-http {
-    access_log off;
-    keepalive_timeout 3600;
-    client_header_timeout 3600;
-    client_body_temp_path $ngx/tmp/body;
-    proxy_temp_path $ngx/tmp/proxy;
-    fastcgi_temp_path $ngx/tmp/fastcgi;
-    uwsgi_temp_path $ngx/tmp/uwsgi;
-    scgi_temp_path $ngx/tmp/scgi;
-    server {
-        listen 127.0.0.1:$port backlog=4096;
-        location / { return 200 "ok\n"; }
-    }
-}
-EOF
-    nginx -p "$ngx" -e "$ngx/logs/error.log" -c "$ngx/nginx.conf" >"$ngx/stdout" 2>&1 &
-    master=$!
-    BENCH_PIDS+=("$master")
-    worker=""
-    for ((i = 0; i < 100; i++)); do
-        if [[ -n $(ss -Htln "( sport = :$port )" 2>/dev/null) ]]; then
-            worker=$(awk '{ print $1 }' "/proc/$master/task/$master/children" 2>/dev/null || true)
-            [[ -n $worker ]] && break
-        fi
-        kill -0 "$master" 2>/dev/null || break
-        sleep 0.1
-    done
-    if [[ -n $worker ]]; then
-        NOTE="nginx-worker: its 20000 (worker_connections) preallocated connection slots are in rss_before."
-        measure "nginx-worker" "$worker" "$port" "127.0.0.1:$port" --no-probe --rate 20000
-    else
-        echo "# nginx did not start; skipped:" >&2
-        cat "$ngx/stdout" "$ngx/logs/error.log" >&2 || true
-    fi
-    stop_server "$master"
+    start_nginx nginx 1 "$ALL_CPUS"
+    NOTE="nginx-worker: its 20000 (worker_connections) preallocated connection slots are in rss_before."
+    measure "nginx-worker" "$NGINX_WORKER" "$NGINX_ADDR" --no-probe --rate 20000
+    stop_server "$NGINX_PID"
 else
     echo "# nginx is not installed; skipped" >&2
 fi

@@ -11,7 +11,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 /// Flags that never take a value.
-const SWITCHES: &[&str] = &["json", "no-probe", "help"];
+const SWITCHES: &[&str] = &["json", "no-probe", "help", "tls", "http"];
 
 /// The command line after the mode: flag name (without `--`) to its value.
 pub struct Flags {
@@ -106,13 +106,17 @@ impl Flags {
     }
 
     /// The required `--addr`, which must resolve to a loopback address: the load generator
-    /// refuses to send traffic anywhere else. Accepts `tcp://HOST:PORT` as sockhost prints it.
+    /// refuses to send traffic anywhere else. Accepts `tcp://HOST:PORT` and `udp://HOST:PORT`
+    /// as sockhost prints them.
     pub fn addr(&mut self) -> Result<SocketAddr, String> {
         let raw = self
             .values
             .remove("addr")
             .ok_or("--addr HOST:PORT is required")?;
-        let text = raw.strip_prefix("tcp://").unwrap_or(&raw);
+        let text = raw
+            .strip_prefix("tcp://")
+            .or_else(|| raw.strip_prefix("udp://"))
+            .unwrap_or(&raw);
         let addr = text
             .to_socket_addrs()
             .map_err(|e| format!("--addr {raw}: {e}"))?

@@ -10,14 +10,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::time::timeout_at;
 
 use crate::args::Flags;
 use crate::histogram::Histogram;
-use crate::{cpu_over, describe, fill_message, json_num, say, Errors, Times};
+use crate::stream::{self, Stream, Tls};
+use crate::{cpu_over, describe, fill_message, json_num, json_str, say, Errors, Times};
 
 /// How long after the end of the window the in-flight echoes may take to drain.
 const DRAIN: Duration = Duration::from_secs(5);
@@ -34,6 +34,7 @@ pub struct Config {
     depth: usize,
     duration: Duration,
     warmup: Duration,
+    tls: Option<Tls>,
     json: bool,
 }
 
@@ -47,6 +48,7 @@ impl Config {
             depth: f.count("depth", 1)?,
             duration: f.seconds("duration", 5.0, true)?,
             warmup: f.seconds("warmup", 1.0, false)?,
+            tls: Tls::from_flags(&mut f)?,
             json: f.switch("json"),
         };
         f.finish()?;
@@ -72,18 +74,15 @@ pub async fn run(cfg: Config) -> bool {
     let gate = Arc::new(Semaphore::new(OPEN_PARALLEL));
     let opening: Vec<_> = (0..cfg.connections)
         .map(|_| {
-            let (gate, addr) = (gate.clone(), cfg.addr);
+            let (gate, cfg) = (gate.clone(), cfg.clone());
             tokio::spawn(async move {
                 let _permit = gate.acquire_owned().await;
-                let stream =
-                    tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(addr))
-                        .await
-                        .map_err(|_| "connect: timed out".to_string())?
-                        .map_err(|e| describe("connect", &e))?;
-                stream
-                    .set_nodelay(true)
-                    .map_err(|e| describe("nodelay", &e))?;
-                Ok::<_, String>(stream)
+                tokio::time::timeout(
+                    Duration::from_secs(10),
+                    stream::open(cfg.addr, cfg.tls.as_ref()),
+                )
+                .await
+                .map_err(|_| "connect: timed out".to_string())?
             })
         })
         .collect();
@@ -94,6 +93,7 @@ pub async fn run(cfg: Config) -> bool {
             Err(e) => total.errors.add(e),
         }
     }
+    let tls = streams.first().and_then(Stream::tls_summary);
 
     let times = Times::new(cfg.warmup, cfg.duration);
     let cpu = tokio::spawn(cpu_over(times));
@@ -123,7 +123,8 @@ pub async fn run(cfg: Config) -> bool {
         say(&format!(
             "{{\"mode\":\"echo\",\"addr\":\"{}\",\"connections\":{},\"size\":{},\"depth\":{},\
 \"duration_s\":{:.3},\"msgs\":{},\"msgs_per_sec\":{:.1},\"mib_per_sec\":{:.3},\
-\"p50_us\":{:.1},\"p99_us\":{:.1},\"errors\":{},\"mismatches\":{},\"client_cpu\":{}}}",
+\"p50_us\":{:.1},\"p99_us\":{:.1},\"errors\":{},\"mismatches\":{},\"client_cpu\":{},\
+\"tls\":{}}}",
             cfg.addr,
             cfg.connections,
             cfg.size,
@@ -136,12 +137,13 @@ pub async fn run(cfg: Config) -> bool {
             p99,
             total.errors.count,
             total.mismatches,
-            json_num(cpu, 3)
+            json_num(cpu, 3),
+            json_str(tls.as_deref())
         ));
     } else {
         say(&format!(
             "echo conns={} size={} depth={} duration={:.1}s msgs/s={:.0} MiB/s={:.2} \
-p50_us={:.1} p99_us={:.1} errors={} mismatches={} client_cpu={}",
+p50_us={:.1} p99_us={:.1} errors={} mismatches={} client_cpu={} tls={}",
             cfg.connections,
             cfg.size,
             cfg.depth,
@@ -153,24 +155,32 @@ p50_us={:.1} p99_us={:.1} errors={} mismatches={} client_cpu={}",
             total.errors.count,
             total.mismatches,
             cpu.map_or("n/a".into(), |c| format!("{:.0}%", c * 100.0)),
+            tls.as_deref().unwrap_or("off"),
         ));
     }
     total.errors.count == 0 && total.mismatches == 0
 }
 
 /// Drive one connection until the window ends and its in-flight echoes are back.
-async fn connection(id: u64, stream: TcpStream, cfg: &Config, times: Times) -> Stats {
-    if cfg.depth == 1 {
-        ping_pong(id, stream, cfg.size, times).await
-    } else {
-        pipelined(id, stream, cfg, times).await
+async fn connection(id: u64, stream: Stream, cfg: &Config, times: Times) -> Stats {
+    match (cfg.depth, stream) {
+        (1, stream) => ping_pong(id, stream, cfg.size, times).await,
+        // Plain TCP splits without a lock; TLS needs tokio's locked split.
+        (_, Stream::Plain(mut tcp)) => {
+            let (rd, wr) = tcp.split();
+            pipelined(id, rd, wr, cfg, times).await
+        }
+        (_, tls) => {
+            let (rd, wr) = tokio::io::split(tls);
+            pipelined(id, rd, wr, cfg, times).await
+        }
     }
 }
 
 /// `--depth 1`: a plain write / read / verify loop in one task. It does the same work per
 /// message as the simplest echo server, which keeps the client from being the bottleneck
 /// more than it has to be.
-async fn ping_pong(id: u64, mut stream: TcpStream, size: usize, times: Times) -> Stats {
+async fn ping_pong(id: u64, mut stream: Stream, size: usize, times: Times) -> Stats {
     let mut stats = Stats::default();
     let mut msg = Vec::with_capacity(size);
     // Larger than one message: a read that returns less than the buffer lets tokio know
@@ -186,6 +196,10 @@ async fn ping_pong(id: u64, mut stream: TcpStream, size: usize, times: Times) ->
                 .write_all(&msg)
                 .await
                 .map_err(|e| ReadFailure::Io(describe("write", &e)))?;
+            stream
+                .flush()
+                .await
+                .map_err(|e| ReadFailure::Io(describe("flush", &e)))?;
             let mut have = 0;
             while have < size {
                 match stream.read(&mut echo[have..]).await {
@@ -230,9 +244,12 @@ async fn ping_pong(id: u64, mut stream: TcpStream, size: usize, times: Times) ->
 }
 
 /// `--depth` above 1: a writer and a reader run concurrently on the two halves.
-async fn pipelined(id: u64, mut stream: TcpStream, cfg: &Config, times: Times) -> Stats {
+async fn pipelined<R, W>(id: u64, mut rd: R, mut wr: W, cfg: &Config, times: Times) -> Stats
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let mut stats = Stats::default();
-    let (mut rd, mut wr) = stream.split();
     let window = Semaphore::new(cfg.depth);
     // Per write: when it was sent and how many messages it carried.
     let (sent_tx, mut sent_rx) = mpsc::unbounded_channel::<(Instant, usize)>();
@@ -264,6 +281,8 @@ async fn pipelined(id: u64, mut stream: TcpStream, cfg: &Config, times: Times) -
                 break;
             }
             wr.write_all(&batch).await?;
+            // TLS may hold the last record until flushed; for plain TCP this is free.
+            wr.flush().await?;
             seq += n as u64;
         }
         Ok::<(), std::io::Error>(())
@@ -319,9 +338,9 @@ fn mismatch(id: u64, seq: u64, echoed: &[u8], expected: &[u8]) -> ReadFailure {
 }
 
 /// Read and verify echoes until the writer is done and everything it sent came back.
-async fn read_echoes(
+async fn read_echoes<R: AsyncRead + Unpin>(
     id: u64,
-    rd: &mut tokio::net::tcp::ReadHalf<'_>,
+    rd: &mut R,
     sent_rx: &mut mpsc::UnboundedReceiver<(Instant, usize)>,
     window: &Semaphore,
     size: usize,

@@ -2,9 +2,12 @@
 //! per idle connection.
 //!
 //! Connections are opened with at most `--parallel` connects in flight (and optionally at
-//! most `--rate` per second), so the server's listen backlog never overflows. Unless
-//! `--no-probe` is given, each connection does a 1-byte echo round trip, which proves the
-//! server accepted it and created its per-connection state. Then `opened N` is printed,
+//! most `--rate` per second), so the server's listen backlog never overflows. Each
+//! connection then does a probe that proves the server accepted it and created its
+//! per-connection state: by default (`--probe echo`) a 1-byte echo round trip; with
+//! `--probe http` one HTTP/1.1 `GET /` and its whole response, which leaves an HTTP server's
+//! connection in its idle keep-alive state; `--probe none` (or `--no-probe`) does nothing.
+//! Then `opened N` is printed,
 //! the connections are held for `--hold` seconds, checked for having been closed by the
 //! server meanwhile, and closed; `closed N (K closed early by the server)` is printed.
 
@@ -24,12 +27,20 @@ const ATTEMPTS: usize = 3;
 /// Longest one connect (+ probe) attempt may take.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// What each connection does once open, to prove the server has accepted it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Probe {
+    None,
+    Echo,
+    Http,
+}
+
 /// Settings of an `idle` run.
 pub struct Config {
     addr: SocketAddr,
     connections: usize,
     hold: Duration,
-    probe: bool,
+    probe: Probe,
     parallel: usize,
     rate: f64,
     open_timeout: Duration,
@@ -42,7 +53,17 @@ impl Config {
             addr: f.addr()?,
             connections: f.count("connections", 1000)?,
             hold: f.seconds("hold", 10.0, false)?,
-            probe: !f.switch("no-probe"),
+            probe: {
+                let named: String = f.take("probe", "echo".to_string())?;
+                match (f.switch("no-probe"), named.as_str()) {
+                    (true, _) | (false, "none") => Probe::None,
+                    (false, "echo") => Probe::Echo,
+                    (false, "http") => Probe::Http,
+                    (false, other) => {
+                        return Err(format!("--probe {other}: expected echo, http or none"))
+                    }
+                }
+            },
             parallel: f.count("parallel", 64)?,
             rate: f.take("rate", 0.0)?,
             open_timeout: f.seconds("open-timeout", 120.0, true)?,
@@ -136,13 +157,18 @@ pub async fn run(cfg: Config) -> bool {
     missing == 0 && closed_early == 0
 }
 
-/// Connect, and unless `probe` is off, do a 1-byte echo round trip.
-async fn open(addr: SocketAddr, probe: bool, byte: u8) -> Result<TcpStream, String> {
+/// Connect and probe.
+async fn open(addr: SocketAddr, probe: Probe, byte: u8) -> Result<TcpStream, String> {
     let mut s = TcpStream::connect(addr)
         .await
         .map_err(|e| describe("connect", &e))?;
     s.set_nodelay(true).map_err(|e| describe("nodelay", &e))?;
-    if probe {
+    if probe == Probe::Http {
+        s.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .map_err(|e| describe("probe write", &e))?;
+        read_http_response(&mut s).await?;
+    } else if probe == Probe::Echo {
         s.write_all(&[byte])
             .await
             .map_err(|e| describe("probe write", &e))?;
@@ -155,4 +181,42 @@ async fn open(addr: SocketAddr, probe: bool, byte: u8) -> Result<TcpStream, Stri
         }
     }
     Ok(s)
+}
+
+/// Read one whole HTTP response (head, then Content-Length bytes), which must be a `200`.
+async fn read_http_response(s: &mut TcpStream) -> Result<(), String> {
+    let mut buf = Vec::with_capacity(512);
+    let mut chunk = [0u8; 512];
+    loop {
+        let n = s
+            .read(&mut chunk)
+            .await
+            .map_err(|e| describe("probe read", &e))?;
+        if n == 0 {
+            return Err("probe: the server closed before a whole response".into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&buf[..at]);
+        if !head.starts_with("HTTP/1.1 200 ") {
+            return Err(format!(
+                "probe: got {:?}, expected 200",
+                head.lines().next().unwrap_or_default()
+            ));
+        }
+        let length: usize = head
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse().ok())
+                    .flatten()
+            })
+            .ok_or("probe: no Content-Length")?;
+        if buf.len() >= at + 4 + length {
+            return Ok(());
+        }
+    }
 }

@@ -10,6 +10,11 @@
 //! - `connect`: connect / one round trip / close, repeatedly, from N parallel loops.
 //! - `idle`: open N connections, print `opened N`, hold them, close: server memory per
 //!   idle connection.
+//! - `udp`: N sockets, K datagrams in flight each; every echoed datagram is verified and
+//!   losses are counted.
+//!
+//! `echo` and `connect` run over TLS with `--tls` (see `stream.rs` for the client's TLS
+//! settings), and `connect --http` does an HTTP/1.1 GET instead of an echo.
 //!
 //! Every run is bounded in time. The exit code is non-zero when any error or mismatch
 //! happened (and, in `idle`, when not every connection opened or the server closed some).
@@ -19,6 +24,8 @@ mod connect;
 mod echo;
 mod histogram;
 mod idle;
+mod stream;
+mod udp;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -30,15 +37,26 @@ const USAGE: &str = "\
 usage: loadgen MODE --addr HOST:PORT [flags]     (loopback addresses only)
 
   echo     --connections N (1)  --size BYTES (64)  --depth K (1)
-           --duration SECS (5)  --warmup SECS (1)  [--json]
+           --duration SECS (5)  --warmup SECS (1)  [--tls ...]  [--json]
            Each connection keeps K messages in flight and verifies every echoed byte.
   connect  --concurrency N (1)  --size BYTES (16)  --duration SECS (5)
-           --warmup SECS (0)    [--json]
-           Each loop connects, does one echo round trip, closes, repeats.
-  idle     --connections N (1000)  --hold SECS (10)  [--no-probe]
+           --warmup SECS (0)  [--http]  [--tls ...]  [--json]
+           Each loop connects, does one echo round trip (--http: one GET / and its whole
+           200 response), closes, repeats. With TLS: a full handshake per connection.
+  idle     --connections N (1000)  --hold SECS (10)  --probe echo|http|none (echo)
            --parallel N (64)  --rate CONNS_PER_SEC (0 = unpaced)  --open-timeout SECS (120)
-           Opens N connections (one 1-byte echo round trip on each unless --no-probe),
-           prints `opened N`, holds them SECS, closes them, prints `closed N ...`.
+           Opens N connections (each proven accepted by the probe: a 1-byte echo round
+           trip, or one HTTP GET; --no-probe = --probe none), prints `opened N`, holds
+           them SECS, closes them, prints `closed N ...`.
+  udp      --sockets N (1)  --size BYTES (64, 8..65507)  --depth K (1)
+           --duration SECS (5)  --warmup SECS (1)  [--json]
+           Each socket keeps K datagrams in flight and verifies every echoed datagram;
+           datagrams lost (or back too late) are counted, not failed.
+
+TLS (echo, connect): --tls, or --tls-ca FILE to also verify the server's certificate
+against FILE (PEM); --server-name NAME (localhost). Full handshakes only (no resumption),
+X25519 key exchange; without --tls-ca the server's signature is not checked, so that the
+client's cost per handshake stays below the server's.
 
 The exit code is 1 if anything failed (error, mismatch, connection not opened or closed
 early by the server), 2 on a usage error.";
@@ -162,6 +180,15 @@ pub fn json_num(v: Option<f64>, decimals: usize) -> String {
     }
 }
 
+/// A JSON string (`null` for none); the values are our own ASCII, so `"` and `\` are the
+/// only characters to escape.
+pub fn json_str(v: Option<&str>) -> String {
+    match v {
+        Some(s) => format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\"")),
+        None => "null".into(),
+    }
+}
+
 /// Print a line to stdout and flush it (scripts wait for these lines).
 pub fn say(line: &str) {
     let mut out = std::io::stdout().lock();
@@ -193,7 +220,10 @@ fn main() -> ExitCode {
             connect::Config::from_flags(flags).map(|c| runtime.block_on(connect::run(c)))
         }
         Some("idle") => idle::Config::from_flags(flags).map(|c| runtime.block_on(idle::run(c))),
-        Some(other) => Err(format!("unknown mode {other:?} (echo, connect or idle)")),
+        Some("udp") => udp::Config::from_flags(flags).map(|c| runtime.block_on(udp::run(c))),
+        Some(other) => Err(format!(
+            "unknown mode {other:?} (echo, connect, idle or udp)"
+        )),
         None => unreachable!(),
     };
     match result {
@@ -224,5 +254,12 @@ mod tests {
             assert_ne!(msg(0, 0, size), msg(0, 1, size), "size {size}");
             assert_ne!(msg(0, 5, size), msg(1, 5, size), "size {size}");
         }
+    }
+
+    #[test]
+    fn json_strings_are_quoted_and_escaped() {
+        assert_eq!(json_str(None), "null");
+        assert_eq!(json_str(Some("TLSv1_3/X25519")), r#""TLSv1_3/X25519""#);
+        assert_eq!(json_str(Some(r#"a"b\c"#)), r#""a\"b\\c""#);
     }
 }

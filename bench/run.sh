@@ -1,0 +1,384 @@
+#!/usr/bin/env bash
+# The benchmark suite of issue 7: sockhost against what a user would pick instead, in one
+# table of figures and ratios, each figure the median of REPS runs.
+#
+#   echo         sockhost --concurrency thread + libecho  vs  echo-baseline (plain tokio)
+#   connect      the same pair, one connection per round trip
+#   HTTP         sockhost + libhello                      vs  nginx `return 200`  (wrk)
+#   idle memory  sockhost + libhello                      vs  nginx, 10,000 keep-alive connections
+#   UDP          sockhost + libecho over UDP              vs  udp-baseline (plain tokio)
+#   TLS          handshakes/s and HTTPS requests/s        vs  nginx, the same ECDSA P-256 cert;
+#                echo bulk over TLS                       vs  echo-baseline over tokio-rustls
+#
+# Method: single-worker servers run pinned to CPU $SERVER_CPU and the load generator
+# (loadgen, or wrk with one thread) to CPU $CLIENT_CPU, both at real-time priority when
+# allowed (BENCH_PRIO in lib.sh: other processes then barely disturb them); the two servers
+# of a pair are measured back to back (A, B, A, B, ...) so that drift hits both alike.
+# The 2-worker HTTP rows cannot be pinned apart on a 2-core machine: servers and wrk share
+# both cores there, and the output says so. For every run the server's CPU time (all its
+# processes) is read from /proc, so each row also shows server CPU per operation: where
+# the client, not the server, is the bottleneck (client CPU near 100%, server below), that
+# is the figure that compares the servers' cost.
+#
+# Usage: bench/run.sh          (from anywhere; about 6 minutes on 2 cores)
+# Environment: REPS (3), DURATION seconds per loadgen run (2), WARMUP (0.5), WRK_DURATION
+#              (3), CONNS idle connections (10000), NO_BUILD=1 to skip the build,
+#              ONLY="echo connect http idle udp tls" to run some sections, QUIET_WAIT
+#              (30): seconds in all to wait for other processes (a build) to go quiet.
+# Installs nginx, wrk (and openssl, if missing) from Debian's packages.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+
+REPS=${REPS:-3}
+DURATION=${DURATION:-2}
+WARMUP=${WARMUP:-0.5}
+WRK_DURATION=${WRK_DURATION:-3}
+CONNS=${CONNS:-10000}
+HOLD=${HOLD:-4}
+SETTLE=${SETTLE:-1}
+ONLY=${ONLY:-"echo connect http idle udp tls"}
+SERVER_CPU=0
+CLIENT_CPU=1
+STARTED=$(date +%s)
+
+ulimit -n 20000 || die "cannot raise the fd limit to 20000 (ulimit -Hn is $(ulimit -Hn))"
+command -v taskset >/dev/null || die "taskset (util-linux) is needed"
+command -v ss >/dev/null || die "ss (iproute2) is needed"
+ensure_packages nginx=nginx wrk=wrk openssl=openssl
+[[ ${NO_BUILD:-} == 1 ]] || build_release
+HZ=$(getconf CLK_TCK)
+SPAN=$(awk -v d="$DURATION" -v w="$WARMUP" 'BEGIN { print d + w }')
+
+ROWS=()
+NOTES=()
+FAILED=0
+NOISY=0
+RUNS=0
+QUIET_LEFT=${QUIET_WAIT:-30}
+
+section() {
+    [[ " $ONLY " == *" $1 "* ]]
+}
+
+# ratio A B: A / B to 3 decimals ("nan" when B is 0).
+ratio() {
+    awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "nan" }'
+}
+
+# row FIGURE UNIT SOCKHOST BASELINE_NAME BASELINE RATIO TARGET MET CPU_RATIO DETAIL: one
+# table row.
+row() {
+    ROWS+=("$(printf '%-34s %-8s %10s  %-12s %10s %6s  %-6s %-4s %7s  %s' "$@")")
+}
+
+# verdict RATIO TARGET: "yes"/"NO" for a target like ">=0.97" or "<=1.0", "-" for none.
+verdict() {
+    local r=$1 t=$2
+    case $t in
+    ">="*) awk -v r="$r" -v t="${t#>=}" 'BEGIN { print (r >= t) ? "yes" : "NO" }' ;;
+    "<="*) awk -v r="$r" -v t="${t#<=}" 'BEGIN { print (r <= t) ? "yes" : "NO" }' ;;
+    *) echo "-" ;;
+    esac
+}
+
+# measured_run ROOT_PID CPUS OUTFILE CMD...: run CMD pinned to CPUS with its stdout in
+# OUTFILE; sets RUN_TICKS (CPU ticks used by ROOT_PID and its children meanwhile),
+# RUN_CLIENT (the command's own CPU use, % of one core) and RUN_OK.
+measured_run() {
+    local root=$1 cpus=$2 out=$3
+    shift 3
+    local t0 t1 b0 b1 w0 w1 timing="$BENCH_TMP/time"
+    t0=$(tree_ticks "$root")
+    b0=$(busy_ticks)
+    w0=$(date +%s%N)
+    RUN_OK=1
+    # bash's `time` reports the command's (user + sys) / real as %P.
+    { TIMEFORMAT=%P && time "${PRIO[@]}" taskset -c "$cpus" "$@" >"$out" 2>>"$BENCH_TMP/client.err"; } \
+        2>"$timing" || RUN_OK=0
+    w1=$(date +%s%N)
+    b1=$(busy_ticks)
+    t1=$(tree_ticks "$root")
+    RUN_TICKS=$((t1 - t0))
+    RUN_CLIENT=$(tail -n 1 "$timing" | awk '{ printf "%.0f", $1 }')
+    # CPU used meanwhile by neither the server nor the client (% of one core): another
+    # process competing for the cores makes the run noisy.
+    RUN_OTHER=$(awk -v b=$((b1 - b0)) -v t="$RUN_TICKS" -v hz="$HZ" -v c="$RUN_CLIENT" \
+        -v w=$((w1 - w0)) 'BEGIN { o = 100 * (b - t) / hz / (w / 1e9) - c; if (o < 0) o = 0; printf "%.0f", o }')
+    if ((RUN_OTHER > 15)); then
+        NOISY=$((NOISY + 1))
+    fi
+    RUNS=$((RUNS + 1))
+}
+
+# wait_quiet: before a measurement, wait (at most QUIET_WAIT seconds over the whole run)
+# until other processes use less than 10% of a core, e.g. a build finishing.
+wait_quiet() {
+    local b0 b1 busy
+    while ((QUIET_LEFT > 0)); do
+        b0=$(busy_ticks)
+        sleep 1
+        b1=$(busy_ticks)
+        busy=$(((b1 - b0) * 100 / HZ))
+        ((busy < 10)) && return 0
+        QUIET_LEFT=$((QUIET_LEFT - 1))
+        echo "# machine busy (${busy}% of a core used by others); waiting" >&2
+    done
+}
+
+# pair FIGURE UNIT TARGET PARSER SPAN CLIENT_CPUS \
+#      A_NAME A_PID A_ADDR B_NAME B_PID B_ADDR -- CMD...
+# Measure CMD (in which @ADDR@ stands for the server's address) against A and B, back to
+# back, REPS times; add a row with the medians. PARSER is `json:FIELD` (a loadgen --json
+# field) or `wrk` (Requests/sec). SPAN: seconds of load per run, for CPU per operation.
+pair() {
+    local figure=$1 unit=$2 target=$3 parser=$4 span=$5 cpus=$6
+    local names=("$7" "${10}") pids=("$8" "${11}") addrs=("$9" "${12}")
+    shift 13
+    local -a rate_a=() rate_b=() us_a=() us_b=() cl_a=() cl_b=() sv_a=() sv_b=() other=()
+    local rep side out rate us srv cmd
+    wait_quiet
+    for ((rep = 1; rep <= REPS; rep++)); do
+        for side in 0 1; do
+            out="$BENCH_TMP/run.out.$side"
+            cmd=("${@//@ADDR@/${addrs[$side]}}")
+            measured_run "${pids[$side]}" "$cpus" "$out" "${cmd[@]}"
+            case $parser in
+            json:*)
+                rate=$(json_get "${parser#json:}" "$(tail -n 1 "$out")")
+                ;;
+            wrk)
+                rate=$(awk '/^Requests\/sec:/ { print $2 }' "$out")
+                if grep -qE 'Non-2xx|Socket errors' "$out"; then
+                    echo "# $figure, ${names[$side]}: wrk saw errors:" >&2
+                    grep -E 'Non-2xx|Socket errors' "$out" >&2
+                    RUN_OK=0
+                fi
+                ;;
+            esac
+            rate=${rate:-0}
+            if ((!RUN_OK)); then
+                echo "# $figure, ${names[$side]}: the load generator reported a failure:" >&2
+                cat "$out" >&2
+                tail -n 5 "$BENCH_TMP/client.err" >&2
+                FAILED=1
+            fi
+            srv=$(awk -v t="$RUN_TICKS" -v hz="$HZ" -v s="$span" 'BEGIN { printf "%.0f", 100 * t / hz / s }')
+            us=$(awk -v t="$RUN_TICKS" -v hz="$HZ" -v r="$rate" -v s="$span" \
+                'BEGIN { if (r > 0) printf "%.2f", t / hz * 1e6 / (r * s); else print "nan" }')
+            echo "# $figure: ${names[$side]} $rate $unit, server ${srv}% cpu ${us} us/op," \
+                "client ${RUN_CLIENT}%, others ${RUN_OTHER}%" >&2
+            other+=("$RUN_OTHER")
+            if ((side == 0)); then
+                rate_a+=("$rate") us_a+=("$us") cl_a+=("$RUN_CLIENT") sv_a+=("$srv")
+            else
+                rate_b+=("$rate") us_b+=("$us") cl_b+=("$RUN_CLIENT") sv_b+=("$srv")
+            fi
+        done
+    done
+    local ma mb r
+    ma=$(median "${rate_a[@]}")
+    mb=$(median "${rate_b[@]}")
+    r=$(ratio "$ma" "$mb")
+    local detail ua ub
+    ua=$(median "${us_a[@]}")
+    ub=$(median "${us_b[@]}")
+    detail=$(printf 'srv us/op %s/%s  srv cpu %s/%s%%  client cpu %s/%s%%  others %s%%' \
+        "$ua" "$ub" "$(median "${sv_a[@]}")" "$(median "${sv_b[@]}")" \
+        "$(median "${cl_a[@]}")" "$(median "${cl_b[@]}")" "$(median "${other[@]}")")
+    row "$figure" "$unit" "$(printf '%.0f' "$ma")" "${names[1]}" "$(printf '%.0f' "$mb")" \
+        "$r" "$target" "$(verdict "$r" "$target")" "$(ratio "$ub" "$ua")" "$detail"
+}
+
+# sockhost ARGS...: the sockhost command line with the given arguments.
+SOCKHOST="$RELEASE/sockhost"
+
+echo "# $(nproc) CPUs; servers on CPU $SERVER_CPU, load generators on CPU $CLIENT_CPU;" \
+    "median of $REPS runs of ${DURATION}s (+${WARMUP}s warm-up; wrk ${WRK_DURATION}s)" >&2
+
+# --- echo and connect rate: sockhost thread mode + libecho vs plain tokio -----------------
+if section echo || section connect; then
+    start_server sockhost-echo "${PRIO[@]}" taskset -c $SERVER_CPU "$SOCKHOST" --plugin "$RELEASE/libecho.so" \
+        --bind 127.0.0.1:0 --concurrency thread --keep-alive 0
+    SH_PID=$SERVER_PID SH_ADDR=$SERVER_ADDR
+    start_server echo-baseline "${PRIO[@]}" taskset -c $SERVER_CPU "$RELEASE/echo-baseline" --bind 127.0.0.1:0
+    BL_PID=$SERVER_PID BL_ADDR=$SERVER_ADDR
+    if section echo; then
+        for size in 64 16384; do
+            for conns in 1 50 500; do
+                label="echo ${size}B, $conns conn"
+                ((conns > 1)) && label+="s"
+                pair "$label" msgs/s ">=0.97" json:msgs_per_sec "$SPAN" $CLIENT_CPU \
+                    sockhost "$SH_PID" "$SH_ADDR" tokio "$BL_PID" "$BL_ADDR" -- \
+                    "$RELEASE/loadgen" echo --addr @ADDR@ --connections "$conns" --size "$size" \
+                    --duration "$DURATION" --warmup "$WARMUP" --json
+            done
+        done
+    fi
+    if section connect; then
+        pair "connect rate, 16 loops" conns/s ">=1.0" json:conns_per_sec "$SPAN" $CLIENT_CPU \
+            sockhost "$SH_PID" "$SH_ADDR" tokio "$BL_PID" "$BL_ADDR" -- \
+            "$RELEASE/loadgen" connect --addr @ADDR@ --concurrency 16 \
+            --duration "$DURATION" --warmup "$WARMUP" --json
+    fi
+    stop_server "$SH_PID"
+    stop_server "$BL_PID"
+fi
+
+# --- HTTP: sockhost + libhello vs nginx `return 200` (wrk, keep-alive) --------------------
+# check_http NAME URL [curl flags]: one request by curl; note the response's size.
+check_http() {
+    local name=$1 url=$2
+    shift 2
+    local got
+    got=$(curl --silent --show-error --max-time 5 "$@" -o "$BENCH_TMP/body" \
+        -w '%{http_code} %{size_header}+%{size_download}' "$url") ||
+        die "$name: curl $url failed"
+    [[ $got == 200\ * && $(cat "$BENCH_TMP/body") == "Hello, world!" ]] ||
+        die "$name: $url answered $got $(head -c 100 "$BENCH_TMP/body")"
+    echo "${got#200 }"
+}
+
+if section http; then
+    command -v curl >/dev/null || ensure_packages curl=curl
+    start_server sockhost-hello "${PRIO[@]}" taskset -c $SERVER_CPU "$SOCKHOST" --plugin "$RELEASE/libhello.so" \
+        --bind 127.0.0.1:0 --concurrency thread --keep-alive 0
+    SH_PID=$SERVER_PID SH_ADDR=$SERVER_ADDR
+    start_nginx nginx-http1 1 $SERVER_CPU
+    NOTES+=("HTTP response bytes (head+body): sockhost $(check_http sockhost "http://$SH_ADDR/"), nginx $(check_http nginx "http://$NGINX_ADDR/")")
+    for c in 50 500; do
+        pair "HTTP hello, 1 worker, wrk -c$c" req/s ">=1.2" wrk "$WRK_DURATION" $CLIENT_CPU \
+            sockhost "$SH_PID" "$SH_ADDR" nginx "$NGINX_PID" "$NGINX_ADDR" -- \
+            wrk -t1 -c"$c" -d"$WRK_DURATION"s "http://@ADDR@/"
+    done
+    stop_server "$SH_PID"
+    stop_server "$NGINX_PID"
+
+    start_server sockhost-hello2 "${PRIO[@]}" "$SOCKHOST" --plugin "$RELEASE/libhello.so" \
+        --bind 127.0.0.1:0 --workers 2 --keep-alive 0
+    SH_PID=$SERVER_PID SH_ADDR=$SERVER_ADDR
+    start_nginx nginx-http2 2 "$ALL_CPUS"
+    for c in 50 500; do
+        pair "HTTP hello, 2 workers*, wrk -c$c" req/s ">=1.2" wrk "$WRK_DURATION" "$ALL_CPUS" \
+            sockhost "$SH_PID" "$SH_ADDR" nginx "$NGINX_PID" "$NGINX_ADDR" -- \
+            wrk -t1 -c"$c" -d"$WRK_DURATION"s "http://@ADDR@/"
+    done
+    NOTES+=("* 2 workers on $(nproc) cores: the two server workers and wrk share both cores (nothing is pinned), so wrk takes CPU from the servers and throughput understates both; compare cpu/op.")
+    stop_server "$SH_PID"
+    stop_server "$NGINX_PID"
+fi
+
+# --- idle memory: 10,000 keep-alive HTTP connections, each after one request --------------
+if section idle; then
+    declare -a IDLE_SH=() IDLE_NG=()
+    for ((rep = 1; rep <= REPS; rep++)); do
+        start_server "sockhost-idle$rep" "${PRIO[@]}" "$SOCKHOST" --plugin "$RELEASE/libhello.so" \
+            --bind 127.0.0.1:0 --concurrency thread --keep-alive 0 \
+            --max-connections $((CONNS + 100))
+        measure_idle "sockhost-idle$rep" "$SERVER_PID" "$SERVER_ADDR" --probe http
+        ((IDLE_OK)) || FAILED=1
+        IDLE_SH+=("$IDLE_PER_CONN")
+        stop_server "$SERVER_PID"
+        start_nginx "nginx-idle$rep" 1 "$ALL_CPUS"
+        measure_idle "nginx-idle$rep" "$NGINX_WORKER" "$NGINX_ADDR" --probe http
+        ((IDLE_OK)) || FAILED=1
+        IDLE_NG+=("$IDLE_PER_CONN")
+        stop_server "$NGINX_PID"
+    done
+    sh=$(median "${IDLE_SH[@]}")
+    ng=$(median "${IDLE_NG[@]}")
+    r=$(ratio "$sh" "$ng")
+    row "idle memory, $CONNS conns" B/conn "$sh" nginx "$ng" "$r" "<=1.0" "$(verdict "$r" "<=1.0")" \
+        "-" "RSS growth per keep-alive connection after one GET; runs: ${IDLE_SH[*]} / ${IDLE_NG[*]}"
+    NOTES+=("idle memory: nginx's 20000 worker_connections slots (~0.4 KB each) are allocated at start-up and so are not in its per-connection growth; sockhost allocates per connection.")
+fi
+
+# --- UDP: sockhost + libecho vs plain tokio ------------------------------------------------
+if section udp; then
+    start_server sockhost-udp "${PRIO[@]}" taskset -c $SERVER_CPU "$SOCKHOST" --plugin "$RELEASE/libecho.so" \
+        --bind udp://127.0.0.1:0 --concurrency thread
+    SH_PID=$SERVER_PID SH_ADDR=$SERVER_ADDR
+    start_server udp-baseline "${PRIO[@]}" taskset -c $SERVER_CPU "$RELEASE/udp-baseline" --bind udp://127.0.0.1:0
+    BL_PID=$SERVER_PID BL_ADDR=$SERVER_ADDR
+    for size in 64 1400; do
+        pair "UDP echo ${size}B, 4 sockets x 16" dgrams/s "-" json:datagrams_per_sec "$SPAN" \
+            $CLIENT_CPU sockhost "$SH_PID" "$SH_ADDR" tokio "$BL_PID" "$BL_ADDR" -- \
+            "$RELEASE/loadgen" udp --addr @ADDR@ --sockets 4 --depth 16 --size "$size" \
+            --duration "$DURATION" --warmup "$WARMUP" --json
+    done
+    stop_server "$SH_PID"
+    stop_server "$BL_PID"
+fi
+
+# --- TLS: the same ECDSA P-256 certificate everywhere --------------------------------------
+if section tls; then
+    command -v curl >/dev/null || ensure_packages curl=curl
+    CERT="$BENCH_TMP/cert.pem" KEY="$BENCH_TMP/key.pem"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 7 \
+        -subj /CN=localhost -addext subjectAltName=DNS:localhost \
+        -addext basicConstraints=critical,CA:FALSE \
+        -keyout "$KEY" -out "$CERT" >/dev/null 2>&1 || die "openssl could not make a certificate"
+    start_server sockhost-https "${PRIO[@]}" taskset -c $SERVER_CPU "$SOCKHOST" --plugin "$RELEASE/libhello.so" \
+        --bind 127.0.0.1:0 --concurrency thread --keep-alive 0 --cert-file "$CERT" --key-file "$KEY"
+    SH_PID=$SERVER_PID SH_ADDR=$SERVER_ADDR
+    start_nginx nginx-https 1 $SERVER_CPU "$CERT" "$KEY"
+    # Both serve the certificate correctly (verified), before it goes unverified for speed.
+    resolve=(--cacert "$CERT")
+    check_http sockhost "https://localhost:${SH_ADDR##*:}/" "${resolve[@]}" \
+        --resolve "localhost:${SH_ADDR##*:}:127.0.0.1" >/dev/null
+    check_http nginx "https://localhost:$NGINX_PORT/" "${resolve[@]}" \
+        --resolve "localhost:$NGINX_PORT:127.0.0.1" >/dev/null
+    pair "TLS full handshakes, 16 loops" conns/s ">=1.0" json:conns_per_sec "$SPAN" $CLIENT_CPU \
+        sockhost "$SH_PID" "$SH_ADDR" nginx "$NGINX_PID" "$NGINX_ADDR" -- \
+        "$RELEASE/loadgen" connect --addr @ADDR@ --concurrency 16 --tls --http \
+        --duration "$DURATION" --warmup "$WARMUP" --json
+    NOTES+=("TLS handshakes negotiated: sockhost $(json_get tls "$(tail -n 1 "$BENCH_TMP/run.out.0")" | tr -d '"'), nginx $(json_get tls "$(tail -n 1 "$BENCH_TMP/run.out.1")" | tr -d '"'); one GET / per connection, then close_notify; no resumption; the client does not verify the signature (so that it is not the bottleneck).")
+    pair "HTTPS hello, wrk -c50" req/s "-" wrk "$WRK_DURATION" $CLIENT_CPU \
+        sockhost "$SH_PID" "$SH_ADDR" nginx "$NGINX_PID" "$NGINX_ADDR" -- \
+        wrk -t1 -c50 -d"$WRK_DURATION"s "https://@ADDR@/"
+    stop_server "$SH_PID"
+    stop_server "$NGINX_PID"
+
+    start_server sockhost-tls-echo "${PRIO[@]}" taskset -c $SERVER_CPU "$SOCKHOST" --plugin "$RELEASE/libecho.so" \
+        --bind 127.0.0.1:0 --concurrency thread --keep-alive 0 --cert-file "$CERT" --key-file "$KEY"
+    SH_PID=$SERVER_PID SH_ADDR=$SERVER_ADDR
+    start_server tls-baseline "${PRIO[@]}" taskset -c $SERVER_CPU "$RELEASE/echo-baseline" --bind 127.0.0.1:0 \
+        --cert-file "$CERT" --key-file "$KEY"
+    BL_PID=$SERVER_PID BL_ADDR=$SERVER_ADDR
+    pair "TLS echo 16KiB, 10 conns x 4" msgs/s "-" json:msgs_per_sec "$SPAN" $CLIENT_CPU \
+        sockhost "$SH_PID" "$SH_ADDR" tokio-rustls "$BL_PID" "$BL_ADDR" -- \
+        "$RELEASE/loadgen" echo --addr @ADDR@ --connections 10 --depth 4 --size 16384 --tls \
+        --duration "$DURATION" --warmup "$WARMUP" --json
+    stop_server "$SH_PID"
+    stop_server "$BL_PID"
+fi
+
+echo
+echo "sockhost vs what users would pick instead — $(date -u +%Y-%m-%d), $(nproc) CPUs" \
+    "($(lscpu | sed -n 's/^Model name: *//p'))"
+echo "median of $REPS runs; single-worker servers pinned to CPU $SERVER_CPU, load generator" \
+    "to CPU $CLIENT_CPU; ratio = sockhost / other (for memory, lower is better)"
+echo
+printf '%-34s %-8s %10s  %-12s %10s %6s  %-6s %-4s %7s  %s\n' figure unit sockhost "vs" other ratio \
+    target met "cpu/op" "detail (sockhost/other)"
+printf '%s\n' "${ROWS[@]}"
+echo
+for note in "${NOTES[@]}"; do
+    echo "note: $note"
+done
+echo "note: srv us/op = server CPU time per operation; cpu/op = other's srv us/op / sockhost's" \
+    "(above 1: sockhost spends less CPU per operation). Where the load generator is the bottleneck" \
+    "(client cpu ~96%, both servers below 100% or equal), the throughput ratio only says both kept up," \
+    "and cpu/op is the comparison of the servers' capacity."
+echo "note: others = CPU used during the runs by processes other than the server and the" \
+    "load generator (% of one core, median)."
+if ((NOISY > 0)); then
+    echo "WARNING: in $NOISY of $RUNS runs other processes used more than 15% of a core;" \
+        "those figures are noisy: rerun on an idle machine."
+fi
+echo "(took $(($(date +%s) - STARTED)) s)"
+if ((FAILED)); then
+    echo "FAILED: some load generator run reported errors (see stderr)."
+fi
+exit "$FAILED"
