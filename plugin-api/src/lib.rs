@@ -319,7 +319,9 @@ impl Output {
     /// Queue `data` to be sent (one datagram per call over UDP).
     #[inline]
     pub fn write(&mut self, data: &[u8]) {
-        self.buf.extend_from_slice(data);
+        // `extend_from_copy_slice` is a memcpy; abi_stable's `extend_from_slice` pushes byte
+        // by byte (measured: 90% of the host's instructions echoing 16 KiB messages).
+        self.buf.extend_from_copy_slice(data);
         if self.flags & OUT_DATAGRAM != 0 {
             self.bounds.push(self.buf.len() as u32);
         }

@@ -139,6 +139,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             };
             let reason = match ending {
                 Ending::Now(reason) => reason,
+                // Both directions already closed: nothing to send (no TLS close_notify
+                // either, it went with the shutdown) and nothing to drain.
+                Ending::Graceful if self.read == ReadSide::Eof && self.write == WriteSide::Shut => {
+                    LostReason::Closed
+                }
                 Ending::Graceful => {
                     // Boxed: its timer is needed only while closing, and inline it would make
                     // every connection's future that much larger.
