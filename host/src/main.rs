@@ -22,13 +22,6 @@ mod worker;
 
 use std::io::Write;
 
-/// mimalloc instead of glibc malloc: tokio allocates each task and each socket registration
-/// 128-byte aligned, which glibc serves with ~180 bytes of overhead per idle connection
-/// (bench/idle-memory.sh: 919 → ~600 bytes per connection), and `posix_memalign` was 16% of
-/// the instructions in the connect-rate benchmark. Plugins keep their own allocator; nothing
-/// allocated on one side of the ABI is freed on the other.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::process::ExitCode;
 
 use clap::Parser;
