@@ -25,7 +25,7 @@ impl KeepAlive {
     /// The schedule for `timeout`; `None` when connections never expire.
     pub fn new(timeout: Option<Duration>) -> Option<KeepAlive> {
         let timeout = timeout?;
-        let tick = (timeout / 8).clamp(Duration::from_millis(10), Duration::from_secs(1));
+        let tick = tick_for(timeout);
         let ticks = (timeout.as_millis().div_ceil(tick.as_millis()) as u32).max(1);
         Some(KeepAlive { tick, ticks })
     }
@@ -43,6 +43,12 @@ impl KeepAlive {
             }
         }
     }
+}
+
+/// How often idle deadlines are checked for `timeout`: an eighth of it, between 10 ms and
+/// 1 s (also used for UDP sessions).
+pub fn tick_for(timeout: Duration) -> Duration {
+    (timeout / 8).clamp(Duration::from_millis(10), Duration::from_secs(1))
 }
 
 #[cfg(test)]

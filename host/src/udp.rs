@@ -84,9 +84,7 @@ impl UdpServer {
     /// Serve until cancelled (the worker aborts the task at stop; dropping the server tells
     /// every remaining consumer `connection_lost(Shutdown)`).
     pub async fn serve(mut self) {
-        let tick = self
-            .keep_alive
-            .map(|k| (k / 8).clamp(Duration::from_millis(10), Duration::from_secs(1)));
+        let tick = self.keep_alive.map(crate::keep_alive::tick_for);
         let mut sweep = tokio::time::interval(tick.unwrap_or(Duration::from_secs(1)));
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

@@ -4,7 +4,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use sockhost_tests::{children_of, connect, plugin, round_trip, wait_until, Server};
+use sockhost_tests::{children_of, connect, round_trip, wait_until, Server};
 
 fn metrics_addr(server: &Server) -> SocketAddr {
     let text = server.stdout.text();
@@ -52,17 +52,17 @@ fn wait_for_metric(addr: SocketAddr, sample: &str, at_least: u64) -> String {
 
 #[test]
 fn process_mode_counters_move_with_traffic_and_a_worker_kill() {
-    let echo = plugin("echo");
-    let server = Server::start(&[
-        "--plugin",
-        echo.to_str().unwrap(),
-        "--bind",
-        "127.0.0.1:0",
-        "--workers",
-        "2",
-        "--metrics-bind",
-        "127.0.0.1:0",
-    ]);
+    let server = sockhost_tests::serve(
+        "echo",
+        &[
+            "--bind",
+            "127.0.0.1:0",
+            "--workers",
+            "2",
+            "--metrics-bind",
+            "127.0.0.1:0",
+        ],
+    );
     let m = metrics_addr(&server);
     let first = scrape(m);
     assert!(
@@ -111,17 +111,17 @@ fn process_mode_counters_move_with_traffic_and_a_worker_kill() {
 
 #[test]
 fn thread_mode_serves_metrics_too() {
-    let echo = plugin("echo");
-    let server = Server::start(&[
-        "--plugin",
-        echo.to_str().unwrap(),
-        "--bind",
-        "127.0.0.1:0",
-        "--concurrency",
-        "thread",
-        "--metrics-bind",
-        "127.0.0.1:0",
-    ]);
+    let server = sockhost_tests::serve(
+        "echo",
+        &[
+            "--bind",
+            "127.0.0.1:0",
+            "--concurrency",
+            "thread",
+            "--metrics-bind",
+            "127.0.0.1:0",
+        ],
+    );
     let m = metrics_addr(&server);
     let mut s = connect(server.addr());
     assert_eq!(round_trip(&mut s, b"count me"), b"count me");

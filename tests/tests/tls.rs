@@ -317,19 +317,7 @@ fn a_stalled_handshake_is_closed_by_the_deadline() {
 }
 
 fn assert_serves(pki: &Pki, cert: &str, key: &str) {
-    let echo = plugin("echo");
-    let server = Server::start(&[
-        "--plugin",
-        echo.to_str().unwrap(),
-        "--bind",
-        "127.0.0.1:0",
-        "--concurrency",
-        "thread",
-        "--cert-file",
-        cert,
-        "--key-file",
-        key,
-    ]);
+    let server = sockhost_tests::serve_thread("echo", &["--cert-file", cert, "--key-file", key]);
     let mut tls =
         tls_connect(server.addr(), client_config(pki, BOTH, &[], None)).expect("handshake");
     tls.write_all(b"key formats").unwrap();
