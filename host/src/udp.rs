@@ -162,7 +162,7 @@ impl UdpServer {
             }
         }
         let info = ConnInfo::new(Transport::Udp, peer, self.local);
-        let mut consumer = match factory.consumer(&info) {
+        let mut consumer = match factory.consumer(&info, plugin_api::ConnId::NONE) {
             Ok(c) => c,
             Err(message) => {
                 bump(&self.shared.connections.metrics.plugin_panics, 1);

@@ -105,7 +105,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         info: &ConnInfo,
         factory: &Factory,
     ) -> Option<Connection<S>> {
-        match factory.consumer(info) {
+        match factory.consumer(info, plugin_api::ConnId::NONE) {
             Ok(consumer) => Some(Connection {
                 slot,
                 stream,
