@@ -11,6 +11,7 @@
 //!   connect ADDR MS     open an outbound connection; its events are posted back here as
 //!                       "outbound connected", "outbound data <text>", "outbound lost <reason>"
 //!   send TEXT           send "TEXT" on the last outbound connection
+//!   shut                half-close the last outbound connection (services::shutdown_write)
 //!   idle MS             this connection's idle timeout (0: never)
 //!   pause / resume      pause or resume reading the last outbound connection
 //!   ticks               reply "<ticks so far>\n"
@@ -169,6 +170,11 @@ impl KitConsumer {
                 let rest: Vec<&str> = words.collect();
                 if let Some(id) = *self.outbound.borrow() {
                     services::post(id, rest.join(" ").as_bytes());
+                }
+            }
+            "shut" => {
+                if let Some(id) = *self.outbound.borrow() {
+                    services::shutdown_write(id);
                 }
             }
             "idle" => {
