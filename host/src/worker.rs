@@ -107,12 +107,25 @@ pub fn run(
     settings: Settings,
     hooks: Hooks,
 ) -> Result<(), HostError> {
+    keep_sigpipe_ignored()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| HostError::io("starting the event loop", e))?;
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, serve(listeners, factory, settings, hooks))
+}
+
+/// SIGPIPE must stay ignored in every serving process (both modes): a write to a socket
+/// that the peer reset, or that we shut down ourselves, then fails with EPIPE and ends that
+/// connection only. Rust's runtime ignores it at startup and forked workers keep that
+/// (`arbiter::signals::reset_in_child`), but the plugin just loaded may have changed it.
+fn keep_sigpipe_ignored() -> Result<(), HostError> {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: SIG_IGN installs no handler code, so no async-signal-safety requirement.
+    unsafe { signal(Signal::SIGPIPE, SigHandler::SigIgn) }
+        .map(drop)
+        .map_err(|e| HostError::io("ignoring SIGPIPE", e.into()))
 }
 
 async fn serve(
