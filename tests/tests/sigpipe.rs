@@ -1,4 +1,5 @@
-//! A peer must not be able to kill a worker with SIGPIPE (issue #11).
+//! A peer must not be able to kill a worker with SIGPIPE, and no write that fails with EPIPE
+//! may end a serving process (issue #11).
 //!
 //! The reproduction: over TLS, a client asks `hello` for a page with `Connection: close`,
 //! reads the answer (the server has now sent close_notify and shut down its side), then
@@ -151,4 +152,59 @@ fn thread_mode_survives_a_thousand_bogus_records_after_connection_close() {
         vec![pid].into_iter().filter(|p| alive(*p)).collect()
     });
     assert!(server.is_running());
+}
+
+/// Requests that make the plugin log (`log`) and panic (`panic`, logged by the host), after
+/// the reader of sockhost's stderr has gone: every log write now fails with EPIPE.
+fn serves_on_with_a_broken_stderr(mode: &[&str]) {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(sockhost_tests::sockhost_bin())
+        .args(["--plugin", plugin("testkit").to_str().unwrap()])
+        .args(["--bind", "127.0.0.1:0"])
+        .args(mode)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr: SocketAddr = line
+        .trim()
+        .trim_start_matches("listening on tcp://")
+        .parse()
+        .unwrap_or_else(|_| panic!("not a `listening on` line: {line:?}"));
+    drop(child.stderr.take());
+    let serving = children_of(child.id());
+    for i in 0..50 {
+        let mut s = connect(addr);
+        let command = if i % 5 == 4 { "panic" } else { "log" };
+        let reply = sockhost_tests::ask(&mut s, command);
+        if command == "log" {
+            assert_eq!(reply, "logged", "request {i} ({mode:?})");
+        }
+    }
+    let mut s = connect(addr);
+    assert_eq!(
+        sockhost_tests::round_trip(&mut s, b"still here"),
+        b"still here"
+    );
+    let status = child.try_wait().unwrap();
+    let after = children_of(child.id());
+    let _ = Command::new("pkill")
+        .args(["-KILL", "-P", &child.id().to_string()])
+        .status();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(status, None, "sockhost exited ({mode:?})");
+    assert_eq!(after, serving, "a worker was replaced ({mode:?})");
+}
+
+#[test]
+fn a_broken_stderr_ends_neither_a_worker_nor_thread_mode() {
+    serves_on_with_a_broken_stderr(&["--workers", "1"]);
+    serves_on_with_a_broken_stderr(&["--concurrency", "thread"]);
 }

@@ -201,6 +201,59 @@ fn a_plugin_blocked_forever_makes_thread_mode_exit_with_one_line() {
 }
 
 #[test]
+fn the_watchdog_ends_a_process_blocked_on_a_stderr_nobody_reads() {
+    use std::io::BufRead;
+    // Trace logging into a pipe that is never read: once it is full, the event loop blocks
+    // in a log write, and so would the watchdog's own line; it must exit all the same.
+    let mut child = Command::new(sockhost_tests::sockhost_bin())
+        .args(["--plugin", plugin("testkit").to_str().unwrap()])
+        .args(["--bind", "127.0.0.1:0", "--concurrency", "thread"])
+        .args(["--timeout", "1", "--log-level", "trace"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr: SocketAddr = line
+        .trim()
+        .trim_start_matches("listening on tcp://")
+        .parse()
+        .unwrap_or_else(|_| panic!("not a `listening on` line: {line:?}"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last_answer = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("still running 30 s after it started logging into a full pipe");
+        }
+        let answered = TcpStream::connect_timeout(&addr, Duration::from_secs(1))
+            .and_then(|mut s| {
+                s.set_read_timeout(Some(Duration::from_millis(300)))?;
+                s.write_all(b"log")?;
+                s.read(&mut [0u8; 16])
+            })
+            .is_ok_and(|n| n > 0);
+        if answered {
+            last_answer = Instant::now();
+        }
+    };
+    assert_eq!(status.code(), Some(WATCHDOG_EXIT), "{status}");
+    // --timeout, plus the 1 s the watchdog's own write may block, plus a margin.
+    assert!(
+        last_answer.elapsed() < Duration::from_secs(5),
+        "exited {:?} after it last answered",
+        last_answer.elapsed()
+    );
+}
+
+#[test]
 fn the_watchdog_leaves_a_live_event_loop_alone() {
     let mut server = serve_thread("echo", &["--timeout", "1"]);
     let mut s = connect(server.addr());

@@ -30,6 +30,11 @@ pub const EXIT_STATUS: i32 = 70;
 static LINES: OnceLock<[String; 2]> = OnceLock::new();
 /// Set by the first tick.
 static TICKED: AtomicBool = AtomicBool::new(false);
+/// Set when the alarm has fired once.
+static FIRED: AtomicBool = AtomicBool::new(false);
+/// How long the handler's write may block (stderr a pipe nobody drains) before the process
+/// exits without its line.
+const WRITE_GRACE_SECS: u32 = 1;
 
 /// The armed watchdog; dropping it disarms it.
 pub struct Watchdog {
@@ -50,13 +55,14 @@ impl Watchdog {
             ),
         ]);
         // SAFETY: the handler is async-signal-safe: it formats into a stack buffer (no
-        // allocation, no lock), then calls write(2) and _exit(2).
+        // allocation, no lock), then calls alarm(2), write(2) and _exit(2). SA_NODEFER lets
+        // a second alarm interrupt a write that blocks.
         unsafe {
             sigaction(
                 Signal::SIGALRM,
                 &SigAction::new(
                     SigHandler::Handler(on_alarm),
-                    SaFlags::empty(),
+                    SaFlags::SA_NODEFER,
                     SigSet::empty(),
                 ),
             )
@@ -80,6 +86,12 @@ impl Drop for Watchdog {
 }
 
 extern "C" fn on_alarm(_: nix::libc::c_int) {
+    if FIRED.swap(true, Ordering::Relaxed) {
+        // The second alarm: the line's write has blocked for WRITE_GRACE_SECS.
+        // SAFETY: _exit(2) is async-signal-safe.
+        unsafe { nix::libc::_exit(EXIT_STATUS) };
+    }
+    alarm::set(WRITE_GRACE_SECS);
     let mut buf = [0u8; 512];
     let len = {
         let mut cursor = std::io::Cursor::new(&mut buf[..]);
