@@ -10,7 +10,9 @@
 //! 3. drop privileges;
 //! 4. arm the [`watchdog`], load the plugin from the copy (then close the copy) and build
 //!    its factory;
-//! 5. print the `listening on` lines, tell the predecessor / systemd we are ready, serve.
+//! 5. start the event loop and its signal handlers, then print the `listening on` lines
+//!    and tell the predecessor / systemd we are ready (a signal sent on reading them must
+//!    find the handlers in place).
 //!
 //! A successor started on reload runs the same steps as the user it was started as (the
 //! predecessor's, after its privilege drop): it needs read access to the plugin and
@@ -21,6 +23,7 @@ mod watchdog;
 use std::os::fd::{AsRawFd, RawFd};
 
 use crate::arbiter::snapshot::Snapshot;
+use crate::bind::Bound;
 use crate::cli::Config;
 use crate::error::HostError;
 use crate::handoff;
@@ -42,33 +45,30 @@ pub fn run(config: &Config) -> Result<(), HostError> {
         identity.apply().map_err(HostError::Privileges)?;
     }
 
-    let watchdog = watchdog::Watchdog::arm(config.timeout)?;
+    let watchdog = std::rc::Rc::new(watchdog::Watchdog::arm(config.timeout)?);
     let plugin = Plugin::load_snapshot(&snapshot.path, &snapshot.load_path())?;
     drop(snapshot); // mapped: the descriptor is no longer needed
     plugin.check_binds(&config.binds)?;
     let factory = plugin.factory(&config.plugin_opts, config.log_level)?;
 
-    crate::announce(&bound)?;
-    let metrics = match metrics_listener {
-        None => None,
-        Some(listener) => {
-            let local = listener
-                .local_addr()
-                .map_err(|e| HostError::io("--metrics-bind", e))?;
-            crate::announce_metrics(local)?;
-            Some((
-                listener,
-                (plugin.meta.name.clone(), plugin.meta.version.clone()),
-            ))
-        }
-    };
-    handoff::notify_ready();
-    notify::ready();
+    let listening: Vec<String> = bound.iter().map(Bound::listening_line).collect();
+    let metrics_addr = metrics_listener
+        .as_ref()
+        .map(std::net::TcpListener::local_addr)
+        .transpose()
+        .map_err(|e| HostError::io("--metrics-bind", e))?;
+    let metrics = metrics_listener.map(|listener| {
+        let plugin = (plugin.meta.name.clone(), plugin.meta.version.clone());
+        (listener, plugin)
+    });
     let listeners: Vec<RawFd> = bound.iter().map(|b| b.socket.as_raw_fd()).collect();
     let ready_timeout = config.timeout;
     let hooks = worker::Hooks {
         // The event loop's proof of life (twice a second) feeds the watchdog.
-        heartbeat: Some(Box::new(move |_| watchdog.tick())),
+        heartbeat: Some(Box::new({
+            let watchdog = watchdog.clone();
+            move |_| watchdog.tick()
+        })),
         reload: Some(Box::new(move || {
             let listeners = listeners.clone();
             notify::reloading();
@@ -89,6 +89,18 @@ pub fn run(config: &Config) -> Result<(), HostError> {
             }
         })),
         metrics,
+        // Announced once the event loop handles its signals: whoever reads `listening on`
+        // or `READY=1` may signal us at once.
+        serving: Some(Box::new(move || {
+            watchdog.tick();
+            crate::print_flushed(listening)?;
+            if let Some(addr) = metrics_addr {
+                crate::announce_metrics(addr)?;
+            }
+            handoff::notify_ready();
+            notify::ready();
+            Ok(())
+        })),
         ..Default::default()
     };
     tracing::info!(

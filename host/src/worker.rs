@@ -60,6 +60,10 @@ pub struct Hooks {
     /// On SIGHUP (thread mode): start a successor and resolve with its pid once it serves;
     /// then this worker drains. `Err` aborts the reload and this worker keeps serving.
     pub reload: Option<Box<dyn FnMut() -> Successor>>,
+    /// Called once the event loop serves and its signal handlers are in place (thread mode
+    /// announces itself here: a TERM or HUP sent on `READY=1` must not meet the signal's
+    /// default action). `Err` stops the worker before it serves.
+    pub serving: Option<Box<dyn FnOnce() -> Result<(), HostError>>>,
 }
 
 /// A successor starting up, as returned by [`Hooks::reload`].
@@ -328,6 +332,9 @@ async fn wait_for_stop(shared: &Shared, hooks: &mut Hooks) -> Result<Stop, HostE
     let mut hup = listen(SignalKind::hangup())?;
     let mut ttin = listen(SignalKind::from_raw(nix::libc::SIGTTIN))?;
     let mut ttou = listen(SignalKind::from_raw(nix::libc::SIGTTOU))?;
+    if let Some(serving) = hooks.serving.take() {
+        serving()?;
+    }
     let mut successor: Option<Successor> = None;
     loop {
         tokio::select! {

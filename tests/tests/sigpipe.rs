@@ -157,26 +157,16 @@ fn thread_mode_survives_a_thousand_bogus_records_after_connection_close() {
 /// Requests that make the plugin log (`log`) and panic (`panic`, logged by the host), after
 /// the reader of sockhost's stderr has gone: every log write now fails with EPIPE.
 fn serves_on_with_a_broken_stderr(mode: &[&str]) {
-    use std::io::BufRead;
     use std::process::{Command, Stdio};
-    let mut child = Command::new(sockhost_tests::sockhost_bin())
-        .args(["--plugin", plugin("testkit").to_str().unwrap()])
-        .args(["--bind", "127.0.0.1:0"])
-        .args(mode)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr: SocketAddr = line
-        .trim()
-        .trim_start_matches("listening on tcp://")
-        .parse()
-        .unwrap_or_else(|_| panic!("not a `listening on` line: {line:?}"));
+    let testkit = plugin("testkit");
+    let mut args = vec![
+        "--plugin",
+        testkit.to_str().unwrap(),
+        "--bind",
+        "127.0.0.1:0",
+    ];
+    args.extend(mode);
+    let (mut child, addr) = sockhost_tests::start_bare(&args, Stdio::piped());
     drop(child.stderr.take());
     let serving = children_of(child.id());
     for i in 0..50 {

@@ -3,11 +3,12 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sockhost_tests::{
-    ask, closed_within, connect, plugin, round_trip, run_to_exit, serve_thread, Finished, Server,
+    ask, closed_within, connect, plugin, round_trip, run_to_exit, serve_thread, start_bare,
+    Finished, Server,
 };
 
 /// The status thread mode exits with when its watchdog fires (documented in the README).
@@ -163,12 +164,48 @@ fn nothing_is_announced_when_the_pid_file_cannot_be_written() {
     );
 }
 
+#[test]
+fn a_term_sent_on_reading_listening_on_is_a_graceful_stop() {
+    // Announced only once the signal handlers are in place: a script (or systemd, on
+    // READY=1) may signal at once. Before, most of these died of TERM's default action.
+    let echo = plugin("echo");
+    let args = [
+        "--plugin",
+        echo.to_str().unwrap(),
+        "--bind",
+        "127.0.0.1:0",
+        "--concurrency",
+        "thread",
+    ];
+    for i in 0..10 {
+        let (mut child, _) = start_bare(&args, Stdio::null());
+        // SAFETY: kill(2) on our own child, which has not been reaped.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("run {i}: still running 10 s after TERM");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert!(status.success(), "run {i}: {status}");
+    }
+}
+
 /// Send `command` (which never returns inside the plugin) and check that the process exits
 /// with the watchdog's status and one line, within `--timeout` + 1 s.
 fn watchdog_ends_a_stuck_plugin(command: &[u8]) {
     let mut server = serve_thread("testkit", &["--timeout", "2"]);
     let mut s = connect(server.addr());
     assert_eq!(round_trip(&mut s, b"fine"), b"fine");
+    // Startup's last line has been collected: every line after it is the watchdog's doing.
+    server
+        .stderr
+        .wait_for("serving in thread mode", Duration::from_secs(5));
     let lines_before = server.stderr.text().lines().count();
     s.write_all(command).unwrap();
     let sent = Instant::now();
@@ -202,27 +239,24 @@ fn a_plugin_blocked_forever_makes_thread_mode_exit_with_one_line() {
 
 #[test]
 fn the_watchdog_ends_a_process_blocked_on_a_stderr_nobody_reads() {
-    use std::io::BufRead;
     // Trace logging into a pipe that is never read: once it is full, the event loop blocks
     // in a log write, and so would the watchdog's own line; it must exit all the same.
-    let mut child = Command::new(sockhost_tests::sockhost_bin())
-        .args(["--plugin", plugin("testkit").to_str().unwrap()])
-        .args(["--bind", "127.0.0.1:0", "--concurrency", "thread"])
-        .args(["--timeout", "1", "--log-level", "trace"])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr: SocketAddr = line
-        .trim()
-        .trim_start_matches("listening on tcp://")
-        .parse()
-        .unwrap_or_else(|_| panic!("not a `listening on` line: {line:?}"));
+    let testkit = plugin("testkit");
+    let (mut child, addr) = start_bare(
+        &[
+            "--plugin",
+            testkit.to_str().unwrap(),
+            "--bind",
+            "127.0.0.1:0",
+            "--concurrency",
+            "thread",
+            "--timeout",
+            "1",
+            "--log-level",
+            "trace",
+        ],
+        Stdio::piped(),
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut last_answer = Instant::now();
     let status = loop {

@@ -160,6 +160,7 @@ fn serve(spec: &WorkerSpec<'_>, status: &mut StatusWriter) -> Result<(), String>
         })),
         reload: None,
         stopping: None,
+        serving: None,
     };
     worker::run(
         sockets,
