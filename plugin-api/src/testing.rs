@@ -513,7 +513,10 @@ impl<P: Protocol> Harness<P> {
             }
             Err(message) => {
                 // Never opened: nothing to tell a consumer that does not exist.
-                w.state().conns.remove(&id);
+                let mut st = w.state();
+                st.forget(id);
+                st.conns.remove(&id);
+                drop(st);
                 w.wakes.died(id);
                 w.run_until_idle();
                 Err(Panicked {
@@ -561,7 +564,9 @@ impl<P: Protocol> Harness<P> {
     /// timeouts, outbound connect timeouts — and running until idle after each.
     ///
     /// # Panics
-    /// As [`run_until_idle`](Harness::run_until_idle), per instant of the fake clock.
+    /// As [`run_until_idle`](Harness::run_until_idle), per instant of the fake clock; and if
+    /// things fall due at more than a million instants on the way (a 1 µs timer re-armed
+    /// over an hour, say).
     ///
     /// ```
     /// # use std::time::Duration;
@@ -595,7 +600,7 @@ impl<P: Protocol> Harness<P> {
         let w = &self.world;
         let until = w.state().now.saturating_add(by);
         w.run_until_idle();
-        loop {
+        for _ in 0..MAX_STEPS {
             let next = w.state().next_due().map(|(at, _)| at);
             match next {
                 Some(at) if at <= until => {
@@ -605,11 +610,17 @@ impl<P: Protocol> Harness<P> {
                     }
                     w.run_until_idle();
                 }
-                _ => break,
+                _ => {
+                    w.state().now = until;
+                    w.run_until_idle();
+                    return;
+                }
             }
         }
-        w.state().now = until;
-        w.run_until_idle();
+        panic!(
+            "advance({by:?}): still firing after {MAX_STEPS} instants of the fake clock (at {:?}): the plugin re-arms a timer that is much shorter than the time advanced",
+            w.state().now
+        );
     }
 
     /// The fake clock: the time [`advance`](Harness::advance)d since the harness was made.
@@ -1754,7 +1765,12 @@ impl World {
         };
         let delivered = self.scope(|| session.deliver(input, &mut out));
         let mut st = self.state();
-        let slot = st.slot(id);
+        let Some(slot) = st.conns.get_mut(&id) else {
+            // Its handle was dropped by the callback itself: it ends as at a server stop.
+            drop(st);
+            self.scope(|| drop(session));
+            return Ok(());
+        };
         match delivered {
             Delivered::Ran(requests) => {
                 if out.is_datagram() {
@@ -2025,7 +2041,7 @@ impl Backend for World {
 
     fn set_timer(&self, id: ConnId, after: Duration, token: u64) -> Option<TimerId> {
         let mut st = self.state();
-        if !st.conns.get(&id).is_some_and(|slot| slot.lost.is_none()) {
+        if !matches!(st.conns.get(&id), Some(slot) if slot.lost.is_none()) {
             return None;
         }
         st.last_timer += 1;
@@ -2534,5 +2550,700 @@ mod tests {
         let h = Harness::<Recorder>::new();
         let mut c = h.open(ConnSpec::udp()).unwrap();
         let _ = c.eof();
+    }
+}
+
+/// The services in the harness, through a plugin that runs one service command per read.
+#[cfg(test)]
+mod service_tests {
+    use super::*;
+    use crate::services::{self, Waker};
+    use crate::{OptionSpec, PluginInfo, Transports};
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    type Log = Rc<RefCell<Vec<String>>>;
+
+    /// Each read is one command (see `Member::data_received`); every callback is logged.
+    struct Lab {
+        log: Log,
+        wakers: Rc<RefCell<Vec<Waker>>>,
+        tick: Option<Duration>,
+    }
+
+    struct Member {
+        id: ConnId,
+        log: Log,
+        wakers: Rc<RefCell<Vec<Waker>>>,
+    }
+
+    /// An outbound connection's consumer.
+    struct Upstream {
+        log: Log,
+    }
+
+    impl Protocol for Lab {
+        type Consumer = Member;
+        const INFO: PluginInfo = PluginInfo::new("lab", "0.0.0", "runs service commands")
+            .transports(Transports::TCP_AND_UDP)
+            .options(&[OptionSpec::new("tick", "tick interval in ms")])
+            .services();
+
+        fn new(options: &Options) -> Result<Self, String> {
+            Ok(Lab {
+                log: Log::default(),
+                wakers: Rc::default(),
+                tick: options.parse("tick")?.map(Duration::from_millis),
+            })
+        }
+
+        fn consumer(&self, info: &ConnInfo) -> Member {
+            Member {
+                id: info.id,
+                log: self.log.clone(),
+                wakers: self.wakers.clone(),
+            }
+        }
+
+        fn tick_interval(&self) -> Option<Duration> {
+            self.tick
+        }
+
+        fn tick(&self) {
+            self.log.borrow_mut().push("tick".into());
+        }
+
+        fn serving(&self) {
+            self.log.borrow_mut().push("serving".into());
+        }
+
+        fn stopping(&self) {
+            self.log.borrow_mut().push("stopping".into());
+        }
+    }
+
+    fn id(raw: &str) -> ConnId {
+        ConnId::from_raw(raw.parse().unwrap())
+    }
+
+    fn ms(raw: &str) -> Duration {
+        Duration::from_millis(raw.parse().unwrap())
+    }
+
+    impl Member {
+        fn log(&self, entry: String) {
+            self.log.borrow_mut().push(entry);
+        }
+    }
+
+    impl Consumer for Member {
+        fn connection_made(&mut self, _out: &mut Output) {
+            self.log(format!("made {}", self.id.to_raw()));
+        }
+
+        fn data_received(&mut self, data: &[u8], out: &mut Output) {
+            let text = String::from_utf8_lossy(data).into_owned();
+            self.log(format!("data {} {text}", self.id.to_raw()));
+            let words: Vec<&str> = text.split(' ').collect();
+            let reply = match words[..] {
+                ["id"] => format!("{}", self.id.to_raw()),
+                ["post", to, text] => format!("{:?}", services::post(id(to), text.as_bytes())),
+                ["bulk", to, size] => {
+                    let bulk = vec![b'x'; size.parse().unwrap()];
+                    format!("{:?}", services::post(id(to), &bulk))
+                }
+                ["self", a, b, c] => {
+                    out.write(a.as_bytes());
+                    services::post(self.id, b.as_bytes());
+                    c.to_string()
+                }
+                ["close", to] => {
+                    services::close(id(to));
+                    String::new()
+                }
+                ["timer", after, token] => {
+                    let timer = services::set_timer(self.id, ms(after), token.parse().unwrap());
+                    format!("set {}", timer.unwrap().to_raw())
+                }
+                ["cancel", timer] => {
+                    let timer = TimerId::from_raw(timer.parse().unwrap());
+                    format!("{}", services::cancel_timer(timer))
+                }
+                ["pause", who] => {
+                    services::pause_reading(id(who));
+                    String::new()
+                }
+                ["resume", who] => {
+                    services::resume_reading(id(who));
+                    String::new()
+                }
+                ["idle", "none"] => {
+                    services::set_idle_timeout(self.id, None);
+                    String::new()
+                }
+                ["idle", after] => {
+                    services::set_idle_timeout(self.id, Some(ms(after)));
+                    String::new()
+                }
+                ["connect", target, timeout] => {
+                    let up = Upstream {
+                        log: self.log.clone(),
+                    };
+                    match services::connect(target, ms(timeout), up) {
+                        Ok(id) => format!("outbound {}", id.to_raw()),
+                        Err(e) => format!("error {e}"),
+                    }
+                }
+                ["waker", token] => {
+                    let waker = services::waker(self.id, token.parse().unwrap());
+                    self.wakers.borrow_mut().push(waker.unwrap());
+                    String::new()
+                }
+                ["spin"] => {
+                    services::set_timer(self.id, Duration::ZERO, 99);
+                    String::new()
+                }
+                ["quit"] => {
+                    out.close();
+                    String::new()
+                }
+                _ => text.clone(),
+            };
+            if !reply.is_empty() {
+                out.write(reply.as_bytes());
+                out.write(b"\n");
+            }
+        }
+
+        fn eof_received(&mut self, out: &mut Output) {
+            self.log(format!("eof {}", self.id.to_raw()));
+            out.close();
+        }
+
+        fn timer_fired(&mut self, token: u64, out: &mut Output) {
+            self.log(format!("timer {} {token}", self.id.to_raw()));
+            match token {
+                13 => panic!("unlucky timer"),
+                99 => {
+                    services::set_timer(self.id, Duration::ZERO, 99);
+                }
+                98 => {
+                    services::set_timer(self.id, Duration::from_millis(1), 98);
+                }
+                _ => out.write(format!("timer {token}\n").as_bytes()),
+            }
+        }
+
+        fn woken(&mut self, token: u64, out: &mut Output) {
+            self.log(format!("woken {} {token}", self.id.to_raw()));
+            out.write(format!("woken {token}\n").as_bytes());
+        }
+
+        fn connection_lost(&mut self, reason: LostReason) {
+            self.log(format!("lost {} {reason:?}", self.id.to_raw()));
+        }
+    }
+
+    impl Consumer for Upstream {
+        fn connection_made(&mut self, out: &mut Output) {
+            self.log.borrow_mut().push("up made".into());
+            out.write(b"HELLO\n");
+        }
+
+        fn data_received(&mut self, data: &[u8], _out: &mut Output) {
+            let text = String::from_utf8_lossy(data);
+            self.log.borrow_mut().push(format!("up data {text}"));
+        }
+
+        fn timer_fired(&mut self, token: u64, out: &mut Output) {
+            out.write(format!("up timer {token}\n").as_bytes());
+        }
+
+        fn connection_lost(&mut self, reason: LostReason) {
+            self.log.borrow_mut().push(format!("up lost {reason:?}"));
+        }
+    }
+
+    fn log(h: &Harness<Lab>) -> Vec<String> {
+        h.protocol().log.borrow().clone()
+    }
+
+    /// The entries of `log` that start with `prefix`.
+    fn entries(h: &Harness<Lab>, prefix: &str) -> Vec<String> {
+        log(h)
+            .into_iter()
+            .filter(|l| l.starts_with(prefix))
+            .collect()
+    }
+
+    fn cmd(c: &mut Connection<Member>, command: &str) -> String {
+        c.round_trip_text(command).unwrap()
+    }
+
+    #[test]
+    fn connection_ids_are_unique_and_never_reused() {
+        let h = Harness::<Lab>::new();
+        let mut a = h.connect().unwrap();
+        let b = h.connect().unwrap();
+        assert_eq!(cmd(&mut a, "id"), "1\n");
+        assert_eq!((a.info().id, b.id()), (a.id(), ConnId::from_raw(2)));
+        drop(b);
+        let mut c = h.open(ConnSpec::udp()).unwrap();
+        assert_eq!(c.id(), ConnId::from_raw(3), "2 is not reused");
+        assert_eq!(c.round_trip_text("id").unwrap(), "3\n");
+    }
+
+    /// A plugin that did not declare services: ids are `NONE` to the consumer, as from the
+    /// host, and a service call panics with advice.
+    struct Undeclared(Lab);
+
+    impl Protocol for Undeclared {
+        type Consumer = Member;
+        const INFO: PluginInfo = PluginInfo::new("undeclared", "0.0.0", "forgot services()");
+
+        fn new(options: &Options) -> Result<Self, String> {
+            Lab::new(options).map(Undeclared)
+        }
+
+        fn consumer(&self, info: &ConnInfo) -> Member {
+            self.0.consumer(info)
+        }
+    }
+
+    #[test]
+    fn without_declared_services_ids_are_none_and_calls_panic_with_advice() {
+        let h = Harness::<Undeclared>::new();
+        let mut a = h.connect().unwrap();
+        let b = h.connect().unwrap();
+        assert_eq!(a.info().id, ConnId::NONE);
+        assert_ne!(a.id(), b.id(), "the harness still tells them apart");
+        assert_eq!(cmd(&mut a, "id"), "0\n");
+        let err = a.send(b"timer 10 1").unwrap_err();
+        assert_eq!(err.callback, "data_received");
+        assert!(
+            err.message
+                .contains("declare them with PluginInfo::services()"),
+            "{}",
+            err.message
+        );
+        assert_eq!(a.lost_reason(), Some(LostReason::Error));
+    }
+
+    #[test]
+    fn posts_are_delivered_after_the_callback_in_order() {
+        let h = Harness::<Lab>::new();
+        let mut a = h.connect().unwrap();
+        let mut b = h.connect().unwrap();
+        // Posted to itself between two writes: it arrives after the callback's own output.
+        assert_eq!(cmd(&mut a, "self A B C"), "AC\nB");
+        assert_eq!(cmd(&mut a, "post 2 one"), "Queued\n");
+        assert_eq!(cmd(&mut a, "post 2 two"), "Queued\n");
+        assert_eq!(b.take_text(), "onetwo");
+        assert_eq!(cmd(&mut b, "post 1 back"), "Queued\n");
+        assert_eq!(a.take_text(), "back");
+    }
+
+    #[test]
+    fn posts_to_an_ended_or_unknown_connection_are_gone() {
+        let h = Harness::<Lab>::new();
+        let mut a = h.connect().unwrap();
+        let mut b = h.connect().unwrap();
+        b.stop().unwrap();
+        assert_eq!(cmd(&mut a, "post 2 late"), "Gone\n");
+        assert_eq!(cmd(&mut a, "post 77 nobody"), "Gone\n");
+        assert_eq!(cmd(&mut a, "post 0 none"), "Gone\n");
+        drop(b);
+        assert_eq!(cmd(&mut a, "post 2 dropped"), "Gone\n");
+    }
+
+    #[test]
+    fn posts_report_a_backlog_above_the_high_water_mark() {
+        let h = Harness::<Lab>::new();
+        let mut publisher = h.connect().unwrap();
+        let mut subscriber = h.connect().unwrap();
+        let kib = 1024;
+        assert_eq!(
+            cmd(&mut publisher, &format!("bulk 2 {}", 200 * kib)),
+            "Queued\n"
+        );
+        assert_eq!(subscriber.pending(), 200 * kib);
+        // 200 KiB + 57 KiB is above 256 KiB: still queued, but backlogged.
+        assert_eq!(
+            cmd(&mut publisher, &format!("bulk 2 {}", 57 * kib)),
+            "Backlogged\n"
+        );
+        assert_eq!(subscriber.take_output().len(), 257 * kib);
+        assert_eq!(subscriber.pending(), 0, "taking the output drains it");
+        assert_eq!(
+            cmd(&mut publisher, &format!("bulk 2 {}", HIGH_WATER)),
+            "Queued\n",
+            "exactly the high-water mark is not above it"
+        );
+    }
+
+    #[test]
+    fn a_post_beyond_max_pending_overflows_and_ends_the_target() {
+        let h = Harness::<Lab>::new();
+        let mut publisher = h.connect().unwrap();
+        let subscriber = h.connect().unwrap();
+        let mib = 1024 * 1024;
+        for _ in 0..4 {
+            assert_eq!(
+                cmd(&mut publisher, &format!("bulk 2 {mib}")),
+                "Backlogged\n"
+            );
+        }
+        assert_eq!(subscriber.pending(), MAX_PENDING);
+        assert_eq!(cmd(&mut publisher, "post 2 x"), "Overflow\n");
+        assert_eq!(subscriber.lost_reason(), Some(LostReason::Error));
+        assert_eq!(
+            subscriber.pending(),
+            MAX_PENDING,
+            "the overflowing post was not queued"
+        );
+        assert_eq!(cmd(&mut publisher, "post 2 x"), "Gone\n");
+        assert_eq!(entries(&h, "lost"), ["lost 2 Error"]);
+
+        // Within one callback: the bound counts posts not yet delivered.
+        let h = Harness::<Lab>::new();
+        h.set_max_pending(100);
+        let mut a = h.connect().unwrap();
+        let b = h.connect().unwrap();
+        assert_eq!(cmd(&mut a, "bulk 2 60"), "Queued\n");
+        assert_eq!(cmd(&mut a, "bulk 2 41"), "Overflow\n");
+        assert!(!b.is_open());
+    }
+
+    #[test]
+    fn close_ends_the_target_after_what_was_posted() {
+        let h = Harness::<Lab>::new();
+        let mut a = h.connect().unwrap();
+        let mut b = h.connect().unwrap();
+        cmd(&mut a, "post 2 bye");
+        assert_eq!(cmd(&mut a, "close 2"), "");
+        assert_eq!(b.take_text(), "bye");
+        assert_eq!(b.lost_reason(), Some(LostReason::Closed));
+        // Closing itself: the callback's own output still goes out first.
+        assert_eq!(cmd(&mut a, "close 1"), "");
+        assert_eq!(a.lost_reason(), Some(LostReason::Closed));
+        assert_eq!(entries(&h, "lost"), ["lost 2 Closed", "lost 1 Closed"]);
+    }
+
+    #[test]
+    fn posts_to_a_udp_peer_are_datagrams() {
+        let h = Harness::<Lab>::new();
+        let mut a = h.connect().unwrap();
+        let mut peer = h.open(ConnSpec::udp()).unwrap();
+        cmd(&mut a, "post 2 one");
+        cmd(&mut a, "post 2 two");
+        assert_eq!(peer.take_datagrams(), [b"one".to_vec(), b"two".to_vec()]);
+    }
+
+    #[test]
+    fn timers_fire_in_deadline_order_on_the_fake_clock() {
+        let h = Harness::<Lab>::new();
+        let mut c = h.connect().unwrap();
+        assert_eq!(cmd(&mut c, "timer 30 3"), "set 1\n");
+        assert_eq!(cmd(&mut c, "timer 10 1"), "set 2\n");
+        assert_eq!(cmd(&mut c, "timer 20 2"), "set 3\n");
+        assert_eq!(cmd(&mut c, "timer 20 4"), "set 4\n");
+        assert_eq!(cmd(&mut c, "cancel 3"), "true\n");
+        assert_eq!(cmd(&mut c, "cancel 3"), "false\n", "already cancelled");
+        h.advance(Duration::from_millis(9));
+        assert_eq!(c.take_text(), "");
+        h.advance(Duration::from_millis(21));
+        assert_eq!(c.take_text(), "timer 1\ntimer 4\ntimer 3\n");
+        assert_eq!(h.now(), Duration::from_millis(30));
+        assert_eq!(cmd(&mut c, "cancel 1"), "false\n", "already fired");
+    }
+
+    #[test]
+    fn a_zero_delay_timer_fires_after_the_callback_that_set_it() {
+        let h = Harness::<Lab>::new();
+        let mut c = h.connect().unwrap();
+        assert_eq!(cmd(&mut c, "timer 0 5"), "set 1\ntimer 5\n");
+        assert_eq!(h.now(), Duration::ZERO);
+    }
+
+    #[test]
+    fn timers_end_with_their_connection() {
+        let h = Harness::<Lab>::new();
+        let mut c = h.connect().unwrap();
+        let mut other = h.connect().unwrap();
+        cmd(&mut c, "timer 10 1");
+        c.stop().unwrap();
+        h.advance(Duration::from_secs(1));
+        assert_eq!(entries(&h, "timer"), Vec::<String>::new());
+        assert_eq!(cmd(&mut other, "cancel 1"), "false\n");
+    }
+
+    #[test]
+    #[should_panic(expected = "still busy after 1000000 deliveries")]
+    fn a_plugin_that_keeps_itself_busy_is_stopped_with_a_message() {
+        let h = Harness::<Lab>::new();
+        let mut c = h.connect().unwrap();
+        let _ = c.send(b"spin");
+    }
+
+    #[test]
+    #[should_panic(expected = "still firing after 1000000 instants")]
+    fn advancing_far_past_a_short_re_armed_timer_is_stopped_with_a_message() {
+        let h = Harness::<Lab>::new();
+        let mut c = h.connect().unwrap();
+        cmd(&mut c, "timer 1 98");
+        h.advance(Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn a_panic_in_a_timer_ends_the_connection_and_is_reported() {
+        let h = Harness::<Lab>::new();
+        let mut c = h.connect().unwrap();
+        cmd(&mut c, "timer 10 13");
+        h.advance(Duration::from_millis(10));
+        assert_eq!(
+            h.take_panics(),
+            [Panicked {
+                callback: "timer_fired",
+                message: "unlucky timer".into()
+            }]
+        );
+        assert!(h.take_panics().is_empty(), "taken");
+        assert_eq!(c.lost_reason(), Some(LostReason::Error));
+        assert_eq!(entries(&h, "lost"), ["lost 1 Error"]);
+    }
+
+    #[test]
+    fn ticks_follow_the_fake_clock_between_timers() {
+        let h = Harness::<Lab>::with_options([("tick", "100")]).unwrap();
+        let mut c = h.connect().unwrap();
+        cmd(&mut c, "timer 150 1");
+        cmd(&mut c, "timer 200 2");
+        h.advance(Duration::from_millis(99));
+        assert_eq!(entries(&h, "tick"), Vec::<String>::new());
+        h.advance(Duration::from_millis(251));
+        let fired: Vec<String> = log(&h)
+            .into_iter()
+            .filter(|l| l.starts_with("tick") || l.starts_with("timer"))
+            .collect();
+        // At 200 ms the timer (set by a consumer) fires before the tick.
+        assert_eq!(fired, ["tick", "timer 1 1", "timer 1 2", "tick", "tick"]);
+        // No connection needed: a quiet worker still ticks.
+        drop(c);
+        h.advance(Duration::from_secs(1));
+        assert_eq!(entries(&h, "tick").len(), 13);
+    }
+
+    #[test]
+    fn the_protocols_idle_timeout_runs_on_the_fake_clock() {
+        let h = Harness::<Lab>::new();
+        let mut c = h.connect().unwrap();
+        h.advance(Duration::from_secs(100));
+        assert!(c.is_open(), "no idle timeout unless the protocol sets one");
+        cmd(&mut c, "idle 10000");
+        h.advance(Duration::from_secs(9));
+        cmd(&mut c, "ping"); // input restarts it
+        h.advance(Duration::from_secs(9));
+        assert!(c.is_open());
+        h.advance(Duration::from_secs(1));
+        assert_eq!(c.lost_reason(), Some(LostReason::IdleTimeout));
+        assert_eq!(h.now(), Duration::from_secs(119));
+
+        let mut c = h.connect().unwrap();
+        cmd(&mut c, "idle 1000");
+        cmd(&mut c, "idle none");
+        h.advance(Duration::from_secs(60));
+        assert!(c.is_open());
+    }
+
+    #[test]
+    fn paused_input_is_held_and_delivered_in_order_on_resume() {
+        let h = Harness::<Lab>::new();
+        let mut fast = h.connect().unwrap();
+        let mut control = h.connect().unwrap();
+        assert_eq!(cmd(&mut fast, "pause 1"), "");
+        assert!(fast.is_paused());
+        fast.send(b"one").unwrap();
+        fast.send(b"two").unwrap();
+        fast.eof().unwrap();
+        assert_eq!(fast.take_text(), "");
+        assert!(fast.is_open());
+        cmd(&mut control, "resume 1");
+        assert!(!fast.is_paused());
+        assert_eq!(fast.take_text(), "one\ntwo\n");
+        assert_eq!(fast.lost_reason(), Some(LostReason::Closed));
+        assert_eq!(
+            entries(&h, "data 1")
+                .into_iter()
+                .chain(entries(&h, "eof"))
+                .collect::<Vec<_>>(),
+            ["data 1 pause 1", "data 1 one", "data 1 two", "eof 1"]
+        );
+    }
+
+    #[test]
+    fn wakes_from_other_threads_run_on_the_harness_thread() {
+        let h = Harness::<Lab>::new();
+        let mut c = h.connect().unwrap();
+        cmd(&mut c, "waker 1");
+        cmd(&mut c, "waker 2");
+        let wakers: Vec<Waker> = h.protocol().wakers.borrow_mut().drain(..).collect();
+        let threads: Vec<_> = wakers
+            .into_iter()
+            .map(|waker| std::thread::spawn(move || waker.wake()))
+            .collect();
+        for thread in threads {
+            assert!(thread.join().unwrap(), "a live connection can be woken");
+        }
+        let mut woken = 0;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while woken < 2 && Instant::now() < deadline {
+            woken += h.wait_for_wakes(Duration::from_secs(5));
+        }
+        assert_eq!(woken, 2);
+        let mut text: Vec<String> = c.take_text().lines().map(String::from).collect();
+        text.sort();
+        assert_eq!(text, ["woken 1", "woken 2"]);
+        assert_eq!(
+            h.wait_for_wakes(Duration::from_millis(10)),
+            0,
+            "nothing more"
+        );
+    }
+
+    #[test]
+    fn wakes_before_delivery_merge_and_an_ended_connection_cannot_be_woken() {
+        let h = Harness::<Lab>::new();
+        let mut c = h.connect().unwrap();
+        cmd(&mut c, "waker 7");
+        let waker = h.protocol().wakers.borrow_mut().pop().unwrap();
+        let copy = waker.clone();
+        std::thread::spawn(move || {
+            assert!(copy.wake());
+            assert!(copy.wake());
+        })
+        .join()
+        .unwrap();
+        assert!(waker.wake());
+        assert_eq!(c.take_text(), "", "not delivered before the harness runs");
+        assert_eq!(h.wait_for_wakes(Duration::from_secs(5)), 1);
+        assert_eq!(c.take_text(), "woken 7\n");
+        c.stop().unwrap();
+        assert!(!waker.wake());
+        drop(c);
+        drop(h);
+        assert!(!waker.wake(), "the worker is gone");
+    }
+
+    #[test]
+    fn an_outbound_connection_is_played_by_the_test() {
+        let h = Harness::<Lab>::new();
+        let mut client = h.connect().unwrap();
+        assert_eq!(
+            cmd(&mut client, "connect db.internal:5432 2000"),
+            "outbound 2\n"
+        );
+        assert_eq!(cmd(&mut client, "post 2 early"), "Queued\n");
+        assert_eq!(
+            h.outbound(),
+            [(ConnId::from_raw(2), "db.internal:5432".to_string())]
+        );
+        assert_eq!(entries(&h, "up"), Vec::<String>::new(), "not connected yet");
+        let mut server = h.accept_outbound::<Upstream>(ConnId::from_raw(2)).unwrap();
+        assert!(h.outbound().is_empty());
+        assert_eq!(server.id(), ConnId::from_raw(2));
+        assert_eq!(server.info().peer.port(), 5432);
+        // Posted before the connection was made, then connection_made's greeting.
+        assert_eq!(server.take_text(), "earlyHELLO\n");
+        server.send(b"+OK").unwrap();
+        assert!(server.consumer().is_some());
+        server.eof().unwrap();
+        assert_eq!(
+            entries(&h, "up"),
+            ["up made", "up data +OK", "up lost Closed"]
+        );
+    }
+
+    #[test]
+    fn a_refused_or_timed_out_outbound_connection_hears_only_connect_failed() {
+        let h = Harness::<Lab>::new();
+        let mut client = h.connect().unwrap();
+        cmd(&mut client, "connect 127.0.0.1:9 1000");
+        cmd(&mut client, "connect [::1]:9 5000");
+        let pending = h.outbound();
+        assert_eq!(pending.len(), 2);
+        h.refuse_outbound(pending[0].0).unwrap();
+        assert_eq!(entries(&h, "up"), ["up lost ConnectFailed"]);
+        assert_eq!(cmd(&mut client, "post 2 x"), "Gone\n");
+        h.advance(Duration::from_millis(4999));
+        assert_eq!(h.outbound().len(), 1);
+        h.advance(Duration::from_millis(1));
+        assert!(h.outbound().is_empty());
+        assert_eq!(
+            entries(&h, "up"),
+            ["up lost ConnectFailed", "up lost ConnectFailed"]
+        );
+    }
+
+    #[test]
+    fn an_outbound_connection_closed_while_connecting_flushes_then_closes() {
+        let h = Harness::<Lab>::new();
+        let mut client = h.connect().unwrap();
+        cmd(&mut client, "connect 127.0.0.1:2003 1000");
+        cmd(&mut client, "post 2 last");
+        cmd(&mut client, "close 2");
+        assert_eq!(cmd(&mut client, "post 2 more"), "Gone\n");
+        let mut server = h.accept_outbound::<Upstream>(ConnId::from_raw(2)).unwrap();
+        assert_eq!(server.take_text(), "lastHELLO\n");
+        assert_eq!(server.lost_reason(), Some(LostReason::Closed));
+    }
+
+    #[test]
+    fn connect_to_a_malformed_target_fails_at_once() {
+        let h = Harness::<Lab>::new();
+        let mut client = h.connect().unwrap();
+        assert_eq!(
+            cmd(&mut client, "connect nowhere 1000"),
+            "error invalid target \"nowhere\": expected IP:PORT, [IPv6]:PORT or HOST:PORT\n"
+        );
+        assert!(h.outbound().is_empty());
+        assert_eq!(entries(&h, "up"), Vec::<String>::new());
+    }
+
+    #[test]
+    #[should_panic(expected = "its consumer is a")]
+    fn accept_outbound_checks_the_consumer_type() {
+        let h = Harness::<Lab>::new();
+        let mut client = h.connect().unwrap();
+        cmd(&mut client, "connect 127.0.0.1:80 1000");
+        let _ = h.accept_outbound::<Member>(ConnId::from_raw(2));
+    }
+
+    #[test]
+    fn lifecycle_callbacks_run_when_the_test_says() {
+        let h = Harness::<Lab>::new();
+        assert!(log(&h).is_empty());
+        h.serving().unwrap();
+        h.stopping().unwrap();
+        assert_eq!(log(&h), ["serving", "stopping"]);
+    }
+
+    #[test]
+    fn connections_outlive_the_harness_value_and_end_with_the_worker() {
+        let log = {
+            let h = Harness::<Lab>::new();
+            let log = h.protocol().log.clone();
+            let mut client = h.connect().unwrap();
+            cmd(&mut client, "connect 127.0.0.1:80 1000");
+            drop(h);
+            assert_eq!(cmd(&mut client, "id"), "1\n", "still served");
+            log
+        };
+        let lost: Vec<String> = log
+            .borrow()
+            .iter()
+            .filter(|l| l.contains("lost"))
+            .cloned()
+            .collect();
+        assert_eq!(lost, ["lost 1 Shutdown", "up lost Shutdown"]);
     }
 }
