@@ -425,6 +425,7 @@ pub struct Factory {
 impl Factory {
     /// A factory from its FFI parts (the harness builds one in-process).
     #[cfg(feature = "testing")]
+    #[allow(dead_code)] // for the harness
     pub(crate) fn from_raw(raw: FactoryBox, services: &'static PluginServices) -> Factory {
         Factory {
             raw,
@@ -542,6 +543,7 @@ impl ConsumerHandle {
 
     /// The plugin-side object (the harness reads it back as its concrete type).
     #[cfg(feature = "testing")]
+    #[allow(dead_code)] // for the harness
     pub(crate) fn object(&self) -> *mut abi_stable::marker_type::ErasedObject {
         self.raw.this
     }
@@ -630,6 +632,14 @@ impl Output {
     pub fn reset(&mut self) {
         self.clear()
     }
+
+    /// Give back the memory of a large callback: if the buffer grew past `keep` bytes, start
+    /// again at the default size (call after [`reset`](Output::reset)).
+    pub fn shrink(&mut self, keep: usize) {
+        if self.capacity() > keep {
+            *self = Output::new(self.is_datagram());
+        }
+    }
 }
 
 #[cfg(test)]
@@ -687,7 +697,12 @@ static HOST_SERVICES: HostServices = HostServices {
     set_idle_timeout: host_set_idle_timeout,
     waker: host_waker,
     connect: host_connect,
+    shutdown_write: host_shutdown_write,
 };
+
+extern "C" fn host_shutdown_write(id: u64) {
+    with_backend((), |b| b.shutdown_write(ConnId::from_raw(id)))
+}
 
 extern "C" fn host_post(to: u64, data: RSlice<'_, u8>) -> u8 {
     with_backend(PostStatus::Gone, |b| {
