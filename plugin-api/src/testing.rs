@@ -33,7 +33,10 @@
 //! takes it. Bytes the test has not taken count as the connection's *pending* bytes, which
 //! is what [`services::post`](crate::services::post) compares with the host's bounds
 //! ([`HIGH_WATER`], [`MAX_PENDING`]). The harness never stops reading because of them:
-//! [`send`](Connection::send) always delivers (unless the plugin paused reading).
+//! [`send`](Connection::send) always delivers (unless the plugin paused reading), and a
+//! consumer's own writes are never cut off (the host's `--max-pending` and `--send-timeout`
+//! also end a connection whose *own* unsent output grows past them; the harness leaves that
+//! to black-box tests).
 //!
 //! # Services
 //!
@@ -50,6 +53,7 @@
 //! |---|---|
 //! | [`post`](crate::services::post) | appended to the target's output after the callback; `Gone`, `Backlogged` and `Overflow` as in the host, against the target's [pending](Connection::pending) bytes |
 //! | [`close`](crate::services::close) | the target ends with `Closed` after the callback |
+//! | [`shutdown_write`](crate::services::shutdown_write) | the target's later output is dropped ([`shutdown_requested`](Connection::shutdown_requested)); it keeps receiving |
 //! | [`set_timer`](crate::services::set_timer), [`cancel_timer`](crate::services::cancel_timer) | fire on the fake clock: [`advance`](Harness::advance) |
 //! | [`Protocol::tick`] | every `tick_interval` of the fake clock |
 //! | [`set_idle_timeout`](crate::services::set_idle_timeout) | ends the connection with `IdleTimeout` when the fake clock passes it without a [`send`](Connection::send) |
@@ -824,6 +828,10 @@ impl<P: Protocol> Harness<P> {
                 let delivered = match input {
                     Deferred::Timer(token) => w.deliver(id, Input::Timer(token)),
                     Deferred::Woken(token) => w.deliver(id, Input::Woken(token)),
+                    Deferred::ShutdownWrite => {
+                        w.shut_write(id);
+                        Ok(())
+                    }
                 };
                 w.record(delivered);
             }
@@ -1472,10 +1480,11 @@ enum Held {
     Eof,
 }
 
-/// A callback due to an outbound connection before it was connected.
+/// Work for an outbound connection that arrived before it was connected.
 enum Deferred {
     Timer(u64),
     Woken(u64),
+    ShutdownWrite,
 }
 
 /// One connection as the fake worker holds it.
@@ -1563,8 +1572,10 @@ impl Slot {
         false
     }
 
+    /// As in the host, a post is `Gone` only for a connection that is closing or has ended
+    /// (to a half-closed one it is queued, and dropped when it would be sent).
     fn accepts_posts(&self) -> bool {
-        self.lost.is_none() && !self.closing && !self.close_requested && !self.shutdown_requested
+        self.lost.is_none() && !self.closing && !self.close_requested
     }
 }
 
@@ -1572,6 +1583,7 @@ impl Slot {
 enum Event {
     Post(ConnId, Vec<u8>),
     Close(ConnId),
+    ShutdownWrite(ConnId),
     /// A post would have exceeded the bound: end the target with `Error`.
     Overflow(ConnId),
     /// Reading resumed: deliver the next held input.
@@ -1777,7 +1789,9 @@ impl World {
                     for datagram in out.written_datagrams() {
                         slot.send(datagram);
                     }
-                } else {
+                } else if !slot.shutdown_requested {
+                    // (The session drops writes after its own consumer's half-close; this
+                    // also covers a half-close by `services::shutdown_write`.)
                     slot.send(out.written());
                 }
                 out.reset();
@@ -1931,6 +1945,7 @@ impl World {
                     self.record(ended);
                 }
             }
+            Event::ShutdownWrite(id) => self.shut_write(id),
             Event::Overflow(id) => {
                 let ended = self.end(id, LostReason::Error);
                 self.record(ended);
@@ -1966,6 +1981,22 @@ impl World {
                 let delivered = self.deliver(id, Input::Woken(token));
                 self.record(delivered);
             }
+        }
+    }
+
+    /// `services::shutdown_write`, after what was queued before it: later output is dropped
+    /// (a datagram session has no half-close).
+    fn shut_write(&self, id: ConnId) {
+        let mut st = self.state();
+        let Some(slot) = st.conns.get_mut(&id) else {
+            return;
+        };
+        match slot.stage {
+            Stage::Connecting { .. } => slot.deferred.push(Deferred::ShutdownWrite),
+            Stage::Open if slot.lost.is_none() && !slot.is_datagram() => {
+                slot.shutdown_requested = true;
+            }
+            Stage::Open => {}
         }
     }
 
@@ -2039,6 +2070,13 @@ impl Backend for World {
         }
     }
 
+    fn shutdown_write(&self, id: ConnId) {
+        let mut st = self.state();
+        if matches!(st.conns.get(&id), Some(slot) if slot.lost.is_none() && !slot.closing) {
+            st.events.push_back(Event::ShutdownWrite(id));
+        }
+    }
+
     fn set_timer(&self, id: ConnId, after: Duration, token: u64) -> Option<TimerId> {
         let mut st = self.state();
         if !matches!(st.conns.get(&id), Some(slot) if slot.lost.is_none()) {
@@ -2105,13 +2143,16 @@ impl Backend for World {
         consumer: ConsumerHandle,
     ) -> Result<ConnId, ConnectError> {
         let kind = OUTBOUND_TYPE.with(Cell::take);
+        let mut session = Session::new(consumer);
         let port = target
             .rsplit_once(':')
             .filter(|(host, _)| !host.is_empty())
             .and_then(|(_, port)| port.parse::<u16>().ok());
         let Some(port) = port else {
+            // As the host: the consumer hears that it never connected, and the caller why.
+            let _ = session.lose(LostReason::ConnectFailed);
             return Err(ConnectError(format!(
-                "invalid target {target:?}: expected IP:PORT, [IPv6]:PORT or HOST:PORT"
+                "connect {target:?}: expected HOST:PORT, IP:PORT or [IPv6]:PORT"
             )));
         };
         let peer = target
@@ -2130,7 +2171,7 @@ impl Backend for World {
             deadline: st.now.checked_add(timeout),
             close_after: false,
         };
-        let mut slot = Slot::new(info, Some(Session::new(consumer)), stage, false);
+        let mut slot = Slot::new(info, Some(session), stage, false);
         slot.kind = kind;
         st.conns.insert(id, slot);
         drop(st);
@@ -2173,6 +2214,7 @@ impl Backend for Stopped {
         PostStatus::Gone
     }
     fn close(&self, _: ConnId) {}
+    fn shutdown_write(&self, _: ConnId) {}
     fn set_timer(&self, _: ConnId, _: Duration, _: u64) -> Option<TimerId> {
         None
     }
@@ -2661,6 +2703,10 @@ mod service_tests {
                     services::close(id(to));
                     String::new()
                 }
+                ["shut", to] => {
+                    services::shutdown_write(id(to));
+                    String::new()
+                }
                 ["timer", after, token] => {
                     let timer = services::set_timer(self.id, ms(after), token.parse().unwrap());
                     format!("set {}", timer.unwrap().to_raw())
@@ -2927,6 +2973,32 @@ mod service_tests {
         assert_eq!(cmd(&mut a, "close 1"), "");
         assert_eq!(a.lost_reason(), Some(LostReason::Closed));
         assert_eq!(entries(&h, "lost"), ["lost 2 Closed", "lost 1 Closed"]);
+    }
+
+    #[test]
+    fn shutdown_write_half_closes_the_target_after_what_was_posted() {
+        let h = Harness::<Lab>::new();
+        let mut a = h.connect().unwrap();
+        let mut b = h.connect().unwrap();
+        cmd(&mut a, "post 2 last");
+        cmd(&mut a, "shut 2");
+        assert!(b.shutdown_requested() && b.is_open());
+        assert_eq!(b.take_text(), "last");
+        // It keeps receiving, but what it (or anyone) sends now is dropped, as by the host.
+        assert_eq!(cmd(&mut b, "id"), "");
+        assert_eq!(cmd(&mut a, "post 2 more"), "Queued\n");
+        assert_eq!(b.take_text(), "");
+        assert_eq!(entries(&h, "data 2"), ["data 2 id"]);
+        // On an outbound connection still connecting: once connected.
+        cmd(&mut a, "connect 127.0.0.1:25 1000");
+        cmd(&mut a, "shut 3");
+        let mut server = h.accept_outbound::<Upstream>(ConnId::from_raw(3)).unwrap();
+        assert_eq!(
+            server.take_text(),
+            "HELLO\n",
+            "connection_made's output went first"
+        );
+        assert!(server.shutdown_requested());
     }
 
     #[test]
@@ -3203,10 +3275,10 @@ mod service_tests {
         let mut client = h.connect().unwrap();
         assert_eq!(
             cmd(&mut client, "connect nowhere 1000"),
-            "error invalid target \"nowhere\": expected IP:PORT, [IPv6]:PORT or HOST:PORT\n"
+            "error connect \"nowhere\": expected HOST:PORT, IP:PORT or [IPv6]:PORT\n"
         );
         assert!(h.outbound().is_empty());
-        assert_eq!(entries(&h, "up"), Vec::<String>::new());
+        assert_eq!(entries(&h, "up"), ["up lost ConnectFailed"]);
     }
 
     #[test]
