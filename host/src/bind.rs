@@ -3,6 +3,10 @@
 //! Forms (SPEC.md): `127.0.0.1:8070`, `[::1]:8070`, `localhost:8070` (one interface),
 //! `:8070` (all interfaces: one dual-stack `[::]` socket where the system allows it, else
 //! `0.0.0.0`), port `0` for a free port, and a `udp://` or `tcp://` prefix.
+//!
+//! `unix:/PATH[?mode=660&owner=U&group=G]`: a Unix-domain stream socket (see [`UnixBind`]
+//! for the file's mode and owner, what happens to a file already at the path, and its
+//! removal at exit).
 
 use std::fmt;
 use std::io;
@@ -12,11 +16,12 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use crate::error::HostError;
 
-/// TCP or UDP.
+/// TCP, UDP, or a Unix-domain stream socket (served as TCP is).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Transport {
     Tcp,
     Udp,
+    Unix,
 }
 
 impl fmt::Display for Transport {
@@ -24,6 +29,7 @@ impl fmt::Display for Transport {
         f.write_str(match self {
             Transport::Tcp => "tcp",
             Transport::Udp => "udp",
+            Transport::Unix => "unix",
         })
     }
 }
@@ -37,6 +43,67 @@ pub enum Host {
     Ip(std::net::IpAddr),
     /// A name to resolve (`localhost`).
     Name(String),
+    /// A Unix-domain socket's path (transport [`Transport::Unix`], port 0).
+    Unix(UnixBind),
+}
+
+/// `unix:/PATH?mode=660&owner=U&group=G`.
+///
+/// - The socket file gets `mode` (octal; default: what the umask leaves) and the owner
+///   and group given (names or numbers; changing the owner needs root), set before the
+///   socket listens, so nobody connects through looser rights.
+/// - A file already at the path is removed only if it is a socket nobody listens on (a
+///   connection to it is refused): the leftover of a process that died. A live socket is
+///   "address in use"; anything else is refused and left alone.
+/// - The file is removed when sockhost exits (not when a thread-mode process hands its
+///   sockets to a successor), if it is still the socket sockhost made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnixBind {
+    pub path: std::path::PathBuf,
+    pub mode: Option<u32>,
+    pub owner: Option<String>,
+    pub group: Option<String>,
+}
+
+impl UnixBind {
+    fn parse(s: &str, rest: &str) -> Result<UnixBind, String> {
+        let (path, query) = match rest.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (rest, None),
+        };
+        if path.is_empty() {
+            return Err(format!("{s:?}: expected unix:/PATH"));
+        }
+        if path.len() >= 108 {
+            return Err(format!("{s:?}: a Unix socket path must be shorter than 108 bytes"));
+        }
+        let mut bind = UnixBind {
+            path: path.into(),
+            mode: None,
+            owner: None,
+            group: None,
+        };
+        for pair in query.into_iter().flat_map(|q| q.split('&')) {
+            match pair.split_once('=') {
+                Some(("mode", m)) => {
+                    bind.mode = Some(
+                        u32::from_str_radix(m, 8)
+                            .ok()
+                            .filter(|m| *m <= 0o777)
+                            .ok_or_else(|| format!("{s:?}: mode must be octal, 000-777"))?,
+                    )
+                }
+                Some(("owner" | "user", u)) if !u.is_empty() => bind.owner = Some(u.into()),
+                Some(("group", g)) if !g.is_empty() => bind.group = Some(g.into()),
+                _ => {
+                    return Err(format!(
+                        "{s:?}: unknown {pair:?} (accepted: mode=660, owner=USER, group=GROUP)"
+                    ))
+                }
+            }
+        }
+        Ok(bind)
+    }
 }
 
 /// One parsed `--bind`.
@@ -50,12 +117,19 @@ pub struct BindSpec {
 impl BindSpec {
     /// Parse one `--bind` value (clap's value parser).
     pub fn parse(s: &str) -> Result<BindSpec, String> {
+        if let Some(rest) = s.strip_prefix("unix://").or_else(|| s.strip_prefix("unix:")) {
+            return Ok(BindSpec {
+                transport: Transport::Unix,
+                host: Host::Unix(UnixBind::parse(s, rest)?),
+                port: 0,
+            });
+        }
         let (transport, rest) = if let Some(r) = s.strip_prefix("udp://") {
             (Transport::Udp, r)
         } else if let Some(r) = s.strip_prefix("tcp://") {
             (Transport::Tcp, r)
         } else if s.contains("://") {
-            return Err(format!("{s:?}: unknown scheme (use tcp:// or udp://)"));
+            return Err(format!("{s:?}: unknown scheme (use tcp://, udp:// or unix:)"));
         } else {
             (Transport::Tcp, s)
         };
@@ -85,6 +159,10 @@ impl BindSpec {
     /// The address to bind (a name resolves to its first IPv4 address, else its first one).
     pub fn resolve(&self) -> Result<SocketAddr, HostError> {
         match &self.host {
+            Host::Unix(_) => Err(HostError::Resolve {
+                spec: self.to_string(),
+                reason: "a Unix socket has no IP address".to_string(),
+            }),
             Host::All => Ok((Ipv6Addr::UNSPECIFIED, self.port).into()),
             Host::Ip(ip) => Ok((*ip, self.port).into()),
             Host::Name(name) => {
@@ -118,6 +196,7 @@ impl fmt::Display for BindSpec {
                 SocketAddr::from((*ip, self.port))
             ),
             Host::Name(n) => write!(f, "{}://{}:{}", self.transport, n, self.port),
+            Host::Unix(u) => write!(f, "unix:{}", u.path.display()),
         }
     }
 }
@@ -128,8 +207,11 @@ impl fmt::Display for BindSpec {
 pub struct Bound {
     pub transport: Transport,
     pub socket: Socket,
-    /// The address actually bound (the chosen port for port 0).
+    /// The address actually bound (the chosen port for port 0); `0.0.0.0:0` for a Unix
+    /// socket.
     pub local: SocketAddr,
+    /// A Unix socket's path.
+    pub path: Option<std::path::PathBuf>,
 }
 
 impl Bound {
@@ -137,6 +219,12 @@ impl Bound {
     /// SO_REUSEPORT group, one socket per worker); the address is first probed without it, so
     /// that a port already in use is an error rather than a silent shared group.
     pub fn bind(spec: &BindSpec, backlog: i32, reuseport: bool) -> Result<Bound, HostError> {
+        if let Host::Unix(unix) = &spec.host {
+            return bind_unix(unix, backlog).map_err(|e| HostError::Bind {
+                spec: spec.to_string(),
+                source: e,
+            });
+        }
         let addr = spec.resolve()?;
         let fail = |e: io::Error| HostError::Bind {
             spec: spec.to_string(),
@@ -164,13 +252,152 @@ impl Bound {
 
     /// Another socket of this one's SO_REUSEPORT group (same address, own accept queue).
     pub fn sibling(&self, backlog: i32) -> io::Result<Bound> {
+        if self.transport == Transport::Unix {
+            return Err(io::Error::other("a Unix socket has no SO_REUSEPORT group"));
+        }
         let dual_stack = self.local.is_ipv6() && self.local.ip().is_unspecified();
         open(self.transport, self.local, dual_stack, backlog, true)
     }
 
     /// The `listening on ...` line.
     pub fn listening_line(&self) -> String {
-        format!("listening on {}://{}", self.transport, self.local)
+        match &self.path {
+            Some(path) => format!("listening on unix:{}", path.display()),
+            None => format!("listening on {}://{}", self.transport, self.local),
+        }
+    }
+
+    /// The same socket (a second descriptor), for a worker slot that shares it.
+    pub fn share(&self) -> io::Result<Bound> {
+        Ok(Bound {
+            transport: self.transport,
+            socket: self.socket.try_clone()?,
+            local: self.local,
+            path: self.path.clone(),
+        })
+    }
+}
+
+/// The placeholder address of a Unix socket's ends (what a plugin sees as `peer` and
+/// `local`; `ConnInfo` has no room for a path).
+pub const UNIX_ADDR: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
+
+/// Bind and listen on a Unix socket, after clearing a stale file; mode and owner are set
+/// before `listen`.
+fn bind_unix(unix: &UnixBind, backlog: i32) -> io::Result<Bound> {
+    let path = &unix.path;
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+        Ok(meta) => {
+            use std::os::unix::fs::FileTypeExt;
+            if !meta.file_type().is_socket() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    "a file that is not a socket is at this path; not removing it",
+                ));
+            }
+            match std::os::unix::net::UnixStream::connect(path) {
+                Ok(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::AddrInUse,
+                        "another process listens on this socket",
+                    ))
+                }
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                    tracing::info!(path = %path.display(), "removing a stale socket file (nobody listens on it)");
+                    std::fs::remove_file(path)?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    socket.set_nonblocking(true)?;
+    socket.set_cloexec(true)?;
+    socket.bind(&SockAddr::unix(path)?)?;
+    let made = (|| {
+        if let Some(mode) = unix.mode {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+        }
+        if unix.owner.is_some() || unix.group.is_some() {
+            let uid = unix.owner.as_deref().map(uid_of).transpose()?;
+            let gid = unix.group.as_deref().map(gid_of).transpose()?;
+            nix::unistd::chown(path, uid, gid).map_err(io::Error::from)?;
+        }
+        socket.listen(backlog)
+    })();
+    if let Err(e) = made {
+        let _ = std::fs::remove_file(path);
+        return Err(e);
+    }
+    Ok(Bound {
+        transport: Transport::Unix,
+        socket,
+        local: UNIX_ADDR,
+        path: Some(path.clone()),
+    })
+}
+
+fn uid_of(name: &str) -> io::Result<nix::unistd::Uid> {
+    if let Ok(n) = name.parse::<u32>() {
+        return Ok(nix::unistd::Uid::from_raw(n));
+    }
+    nix::unistd::User::from_name(name)
+        .map_err(io::Error::from)?
+        .map(|u| u.uid)
+        .ok_or_else(|| io::Error::other(format!("owner {name:?}: no such user")))
+}
+
+fn gid_of(name: &str) -> io::Result<nix::unistd::Gid> {
+    if let Ok(n) = name.parse::<u32>() {
+        return Ok(nix::unistd::Gid::from_raw(n));
+    }
+    nix::unistd::Group::from_name(name)
+        .map_err(io::Error::from)?
+        .map(|g| g.gid)
+        .ok_or_else(|| io::Error::other(format!("group {name:?}: no such group")))
+}
+
+/// Removes the Unix socket files this process made when dropped (at exit), each only if
+/// the file at its path is still that socket (same device and inode). A thread-mode
+/// process that hands its sockets to a successor [disarms](UnixFiles::keep) it.
+pub struct UnixFiles {
+    files: Vec<(std::path::PathBuf, u64, u64)>,
+}
+
+impl UnixFiles {
+    /// The Unix sockets among `bound` (bound here or inherited).
+    pub fn of(bound: &[Bound]) -> UnixFiles {
+        use std::os::unix::fs::MetadataExt;
+        let files = bound
+            .iter()
+            .filter_map(|b| {
+                let path = b.path.clone()?;
+                let meta = std::fs::metadata(&path).ok()?;
+                Some((path, meta.dev(), meta.ino()))
+            })
+            .collect();
+        UnixFiles { files }
+    }
+
+    /// Leave the files in place (a successor serves them).
+    pub fn keep(&mut self) {
+        self.files.clear();
+    }
+}
+
+impl Drop for UnixFiles {
+    fn drop(&mut self) {
+        use std::os::unix::fs::MetadataExt;
+        for (path, dev, ino) in &self.files {
+            if let Ok(meta) = std::fs::symlink_metadata(path) {
+                if meta.dev() == *dev && meta.ino() == *ino {
+                    let _ = std::fs::remove_file(path);
+                }
+            }
+        }
     }
 }
 
@@ -188,6 +415,7 @@ fn open(
     let (ty, proto) = match transport {
         Transport::Tcp => (Type::STREAM, Protocol::TCP),
         Transport::Udp => (Type::DGRAM, Protocol::UDP),
+        Transport::Unix => return Err(io::Error::other("a Unix socket is bound by bind_unix")),
     };
     let socket = Socket::new(Domain::for_address(addr), ty, Some(proto))?;
     if addr.is_ipv6() {
@@ -212,6 +440,7 @@ fn open(
         transport,
         socket,
         local,
+        path: None,
     })
 }
 
@@ -239,6 +468,41 @@ mod tests {
         assert_eq!(p(":8070"), "tcp://:8070");
         assert_eq!(p("udp://:5353"), "udp://:5353");
         assert_eq!(p("tcp://127.0.0.1:0"), "tcp://127.0.0.1:0");
+        assert_eq!(p("unix:/run/a.sock"), "unix:/run/a.sock");
+        let u = BindSpec::parse("unix:/run/a.sock?mode=0660&owner=app&group=www").unwrap();
+        assert_eq!(
+            u.host,
+            Host::Unix(UnixBind {
+                path: "/run/a.sock".into(),
+                mode: Some(0o660),
+                owner: Some("app".into()),
+                group: Some("www".into())
+            })
+        );
+    }
+
+    #[test]
+    fn a_stale_unix_socket_is_replaced_and_a_live_one_or_a_file_is_not() {
+        let dir = std::env::temp_dir().join(format!("sockhost-bind-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s.sock");
+        let spec = BindSpec::parse(&format!("unix:{}?mode=600", path.display())).unwrap();
+        let live = Bound::bind(&spec, 4, false).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        let in_use = Bound::bind(&spec, 4, false).unwrap_err().to_string();
+        assert!(in_use.contains("another process listens"), "{in_use}");
+        drop(live); // the file stays: a stale socket
+        assert!(path.exists());
+        let again = Bound::bind(&spec, 4, false).unwrap();
+        let files = UnixFiles::of(std::slice::from_ref(&again));
+        drop(files);
+        assert!(!path.exists(), "removed at exit");
+        std::fs::write(&path, b"data").unwrap();
+        let refused = Bound::bind(&spec, 4, false).unwrap_err().to_string();
+        assert!(refused.contains("not a socket"), "{refused}");
+        assert!(path.exists(), "a regular file is left alone");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
@@ -251,6 +515,9 @@ mod tests {
             "x://a:1",
             "a:70000",
             "[zz]:1",
+            "unix:",
+            "unix:/x?mode=999",
+            "unix:/x?color=red",
         ] {
             assert!(BindSpec::parse(bad).is_err(), "{bad} should be refused");
         }

@@ -40,6 +40,10 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Check a configuration as a real start would (the config file, every plugin loaded in
+    /// a child process with its options, certificates, binds), print one line per problem,
+    /// serve nothing; exit 0 only if a start would succeed. Same as `-t`.
+    Check(Box<ServeArgs>),
     /// Print a plugin's metadata and ABI check result; serve nothing.
     Inspect {
         /// The plugin library (.so / .dylib / .dll).
@@ -75,14 +79,24 @@ pub enum LogLevel {
 }
 
 /// Flags of the serving command.
-#[derive(Args, Debug)]
+#[derive(Args, Clone, Debug)]
 pub struct ServeArgs {
+    /// Read settings from this TOML file: a key per flag, `[[service]]` blocks for several
+    /// services (docs/configuration.md). Flags, then SOCKHOST_* variables, override it.
+    #[arg(long, value_name = "F")]
+    pub config: Option<PathBuf>,
+
+    /// Check the configuration (as `sockhost check`) instead of serving.
+    #[arg(short = 't', long)]
+    pub check: bool,
+
     /// The protocol plugin (.so on Linux, .dylib on macOS, .dll on Windows).
-    #[arg(long, value_name = "PATH", required = true)]
+    #[arg(long, value_name = "PATH", required_unless_present = "config")]
     pub plugin: Option<PathBuf>,
 
     /// Where to listen (repeatable): 127.0.0.1:8070, [::1]:8070, localhost:8070, :8070 (all
-    /// interfaces, IPv4 and IPv6), port 0 for a free port; prefix udp:// for UDP.
+    /// interfaces, IPv4 and IPv6), port 0 for a free port; prefix udp:// for UDP;
+    /// unix:/PATH[?mode=660&owner=U&group=G] for a Unix-domain socket. Default: 127.0.0.1:8060.
     #[arg(long, value_name = "ADDR", value_parser = BindSpec::parse)]
     pub bind: Vec<BindSpec>,
 
@@ -189,6 +203,36 @@ pub struct ServeArgs {
     pub metrics_bind: Option<std::net::SocketAddr>,
 }
 
+/// The command line as parsed: every serving flag also read from `SOCKHOST_<FLAG>`
+/// (`--keep-alive` from `SOCKHOST_KEEP_ALIVE`) when not given.
+pub fn command() -> clap::Command {
+    use clap::CommandFactory;
+    Cli::command()
+        .mut_args(with_env)
+        .mut_subcommand("check", |c| c.mut_args(with_env))
+}
+
+/// The serving flags alone (the configuration file's keys are replayed through it).
+pub fn serve_command() -> clap::Command {
+    ServeArgs::augment_args(clap::Command::new("sockhost").no_binary_name(false)).mut_args(with_env)
+}
+
+/// The environment variable of a flag: `keep-alive` → `SOCKHOST_KEEP_ALIVE`.
+pub fn env_name(long: &str) -> String {
+    format!("SOCKHOST_{}", long.to_ascii_uppercase().replace('-', "_"))
+}
+
+fn with_env(arg: clap::Arg) -> clap::Arg {
+    match arg.get_long() {
+        Some(long) if arg.get_env().is_none() && !matches!(long, "check" | "help" | "version") => {
+            // Leaked: a handful of short names, once per command built.
+            let name: &'static str = Box::leak(env_name(long).into_boxed_str());
+            arg.env(name)
+        }
+        _ => arg,
+    }
+}
+
 fn parse_metrics_bind(s: &str) -> Result<std::net::SocketAddr, String> {
     let spec = BindSpec::parse(s)?;
     if spec.transport != crate::bind::Transport::Tcp {
@@ -204,37 +248,72 @@ fn parse_plugin_opt(s: &str) -> Result<(String, String), String> {
     }
 }
 
-/// Validated serving configuration.
+/// Validated serving configuration: the process-wide settings and the services.
 #[derive(Clone, Debug)]
 pub struct Config {
-    pub plugin: PathBuf,
-    pub binds: Vec<BindSpec>,
+    /// One or more (`[[service]]` blocks); every worker serves every one.
+    pub services: Vec<Service>,
     pub backlog: i32,
-    /// `None` = never close idle connections.
-    pub keep_alive: Option<Duration>,
     pub concurrency: Concurrency,
     pub workers: usize,
-    pub plugin_opts: Vec<(String, String)>,
     pub timeout: Duration,
     pub graceful_timeout: Duration,
-    /// Output bounds of every connection.
-    pub limits: crate::tcp::connection::Limits,
     pub max_requests: u64,
-    pub max_connections: usize,
-    pub max_sessions: usize,
     pub pid_file: Option<PathBuf>,
     pub user: Option<String>,
     pub group: Option<String>,
     pub log_level: LogLevel,
-    /// TLS on every TCP bind.
-    pub tls: Option<TlsFiles>,
-    pub handshake_timeout: Duration,
-    pub proxy_protocol: bool,
     pub metrics_bind: Option<std::net::SocketAddr>,
 }
 
+/// One service: a plugin, its binds and the settings of its connections.
+#[derive(Clone, Debug)]
+pub struct Service {
+    /// In logs and metrics (`service` label); from `name`, else the plugin file's name.
+    pub name: String,
+    pub plugin: PathBuf,
+    pub binds: Vec<BindSpec>,
+    /// `None` = never close idle connections.
+    pub keep_alive: Option<Duration>,
+    pub plugin_opts: Vec<(String, String)>,
+    /// Output bounds of every connection.
+    pub limits: crate::tcp::connection::Limits,
+    pub max_connections: usize,
+    pub max_sessions: usize,
+    /// TLS on every TCP (and Unix) bind.
+    pub tls: Option<TlsFiles>,
+    pub handshake_timeout: Duration,
+    pub proxy_protocol: bool,
+}
+
+impl Config {
+    /// Every service's binds, in order (the order of the `listening on` lines and of the
+    /// sockets handed to workers and successors).
+    pub fn binds(&self) -> impl Iterator<Item = &BindSpec> {
+        self.services.iter().flat_map(|s| s.binds.iter())
+    }
+}
+
+/// The default service name for a plugin file: `target/release/libecho.so` → `echo`.
+pub fn service_name_for(plugin: &std::path::Path) -> String {
+    let stem = plugin
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name = stem.strip_prefix("lib").unwrap_or(&stem);
+    let name: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .collect();
+    if name.is_empty() {
+        "service".to_string()
+    } else {
+        name
+    }
+}
+
 impl ServeArgs {
-    /// Apply defaults and refuse what this build cannot do yet.
+    /// Apply defaults: a one-service configuration.
     pub fn into_config(self) -> Result<Config, crate::error::HostError> {
         let binds = if self.bind.is_empty() {
             vec![BindSpec::parse("127.0.0.1:8060").expect("default bind parses")]
@@ -242,39 +321,47 @@ impl ServeArgs {
             self.bind
         };
         let secs = |s: u64| Duration::from_secs(s);
+        let plugin = self.plugin.ok_or_else(|| {
+            crate::error::HostError::Config(
+                "no plugin: give --plugin PATH (or `plugin` in the --config file)".to_string(),
+            )
+        })?;
         Ok(Config {
-            plugin: self.plugin.expect("clap requires --plugin"),
-            binds,
+            services: vec![Service {
+                name: service_name_for(&plugin),
+                plugin,
+                binds,
+                keep_alive: (self.keep_alive > 0).then(|| secs(self.keep_alive)),
+                plugin_opts: self.plugin_opts,
+                limits: crate::tcp::connection::Limits {
+                    max_pending: usize::try_from(self.max_pending).unwrap_or(usize::MAX),
+                    send_timeout: (self.send_timeout > 0).then(|| secs(self.send_timeout)),
+                },
+                max_connections: self.max_connections as usize,
+                max_sessions: self.max_sessions as usize,
+                handshake_timeout: secs(self.handshake_timeout.max(1)),
+                proxy_protocol: self.proxy_protocol,
+                tls: match (self.cert_file, self.key_file) {
+                    (Some(cert), Some(key)) => Some(TlsFiles {
+                        cert,
+                        key,
+                        ca: self.ca_file,
+                        alpn: self.alpn,
+                    }),
+                    _ => None,
+                },
+            }],
             backlog: self.backlog,
-            keep_alive: (self.keep_alive > 0).then(|| secs(self.keep_alive)),
             concurrency: self.concurrency,
             workers: self.workers.map(|n| n as usize).unwrap_or_else(num_cpus),
-            plugin_opts: self.plugin_opts,
             timeout: secs(self.timeout),
             graceful_timeout: secs(self.graceful_timeout),
-            limits: crate::tcp::connection::Limits {
-                max_pending: usize::try_from(self.max_pending).unwrap_or(usize::MAX),
-                send_timeout: (self.send_timeout > 0).then(|| secs(self.send_timeout)),
-            },
             max_requests: self.max_requests,
-            max_connections: self.max_connections as usize,
-            max_sessions: self.max_sessions as usize,
             pid_file: self.pid_file,
             user: self.user,
             group: self.group,
             log_level: self.log_level,
-            handshake_timeout: secs(self.handshake_timeout.max(1)),
-            proxy_protocol: self.proxy_protocol,
             metrics_bind: self.metrics_bind,
-            tls: match (self.cert_file, self.key_file) {
-                (Some(cert), Some(key)) => Some(TlsFiles {
-                    cert,
-                    key,
-                    ca: self.ca_file,
-                    alpn: self.alpn,
-                }),
-                _ => None,
-            },
         })
     }
 }
@@ -296,8 +383,10 @@ mod tests {
     }
 
     #[test]
-    fn plugin_is_required_unless_inspecting() {
+    fn plugin_is_required_unless_inspecting_or_configured() {
         assert!(Cli::try_parse_from(["sockhost"]).is_err());
+        assert!(Cli::try_parse_from(["sockhost", "--config", "x.toml"]).is_ok());
+        assert!(Cli::try_parse_from(["sockhost", "check", "--config", "x.toml"]).is_ok());
         let cli = Cli::try_parse_from(["sockhost", "inspect", "x.so"]).unwrap();
         assert!(matches!(cli.command, Some(Command::Inspect { .. })));
     }
@@ -306,11 +395,13 @@ mod tests {
     fn defaults_follow_the_spec() {
         let cli = Cli::try_parse_from(["sockhost", "--plugin", "x.so"]).unwrap();
         let c = cli.serve.into_config().unwrap();
-        assert_eq!(c.binds[0].to_string(), "tcp://127.0.0.1:8060");
+        let s = &c.services[0];
+        assert_eq!(s.binds[0].to_string(), "tcp://127.0.0.1:8060");
+        assert_eq!(s.name, "x");
         assert_eq!(c.backlog, 2048);
-        assert_eq!(c.keep_alive, Some(Duration::from_secs(15)));
+        assert_eq!(s.keep_alive, Some(Duration::from_secs(15)));
         assert_eq!(c.concurrency, Concurrency::Process);
-        assert_eq!(c.max_connections, 10000);
+        assert_eq!(s.max_connections, 10000);
     }
 
     #[test]
@@ -329,6 +420,6 @@ mod tests {
     #[test]
     fn keep_alive_zero_means_never() {
         let cli = Cli::try_parse_from(["sockhost", "--plugin", "x", "--keep-alive", "0"]).unwrap();
-        assert_eq!(cli.serve.into_config().unwrap().keep_alive, None);
+        assert_eq!(cli.serve.into_config().unwrap().services[0].keep_alive, None);
     }
 }

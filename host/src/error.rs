@@ -40,6 +40,14 @@ pub enum HostError {
     #[error("socket handoff: {0}")]
     Handoff(String),
 
+    /// A configuration problem (file, line and key where there is a file).
+    #[error("{0}")]
+    Config(String),
+
+    /// Failure already reported on stderr (by `sockhost check`, one line per problem).
+    #[error("")]
+    Reported,
+
     #[error("{what}: {source}")]
     Io { what: String, source: io::Error },
 }

@@ -2,7 +2,9 @@
 
 mod arbiter;
 mod bind;
+mod check;
 mod cli;
+mod config;
 mod connections;
 mod error;
 mod handoff;
@@ -25,7 +27,7 @@ use std::io::Write;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::FromArgMatches;
 
 use crate::bind::Bound;
 use crate::cli::{Cli, Command, Concurrency, Config};
@@ -33,9 +35,11 @@ use crate::error::HostError;
 
 fn main() -> ExitCode {
     // Usage errors exit 2 (clap).
-    let cli = Cli::parse();
-    match run(cli) {
+    let matches = cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    match run(cli, &matches) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(HostError::Reported) => ExitCode::FAILURE,
         Err(e) => {
             // Not `eprintln!`: it panics when stderr is a broken pipe.
             let _ = writeln!(std::io::stderr(), "error: {e}");
@@ -44,12 +48,32 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<(), HostError> {
-    if let Some(Command::Inspect { path, log_level }) = cli.command {
-        logging::init(log_level);
-        return plugin::inspect(&path);
+fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<(), HostError> {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    let (args, matches, tokens) = match cli.command {
+        Some(Command::Inspect { path, log_level }) => {
+            logging::init(log_level);
+            return plugin::inspect(&path);
+        }
+        Some(Command::Check(mut args)) => {
+            args.check = true;
+            let sub = matches.subcommand_matches("check").expect("parsed as check");
+            (*args, sub, argv[1..].to_vec())
+        }
+        None => (cli.serve, matches, argv),
+    };
+    let given = config::Given {
+        args: &args,
+        matches,
+        tokens,
+    };
+    if args.check {
+        return check::run(&given);
     }
-    let config = cli.serve.into_config()?;
+    let config = match config::load(&given) {
+        Ok((config, _)) => config,
+        Err(problems) => return Err(HostError::Config(problems[0].to_string())),
+    };
     logging::init(config.log_level);
     match config.concurrency {
         Concurrency::Thread => thread_mode::run(&config),
@@ -97,19 +121,27 @@ fn print_flushed(lines: impl IntoIterator<Item = String>) -> Result<(), HostErro
 }
 
 impl Config {
-    /// The part of the configuration a worker's event loop needs (with the TLS
-    /// configuration built from the files, if any).
-    fn worker_settings(&self, tls: Option<tls::Tls>) -> worker::Settings {
+    /// The process-wide part of the configuration a worker's event loop needs.
+    fn worker_settings(&self) -> worker::Settings {
         worker::Settings {
+            graceful_timeout: self.graceful_timeout,
+            max_requests: self.max_requests,
+        }
+    }
+}
+
+impl cli::Service {
+    /// What a worker's event loop needs of one service (with the TLS configuration built
+    /// from its files, if any).
+    fn worker_settings(&self, tls: Option<tls::Tls>) -> worker::ServiceSettings {
+        worker::ServiceSettings {
             tls,
             max_sessions: self.max_sessions,
             proxy_protocol: self.proxy_protocol,
             handshake_timeout: self.handshake_timeout,
             keep_alive: self.keep_alive,
             max_connections: self.max_connections,
-            graceful_timeout: self.graceful_timeout,
             limits: self.limits,
-            max_requests: self.max_requests,
         }
     }
 }

@@ -167,99 +167,124 @@ pub struct Supervision {
     pub worker_timeouts: u64,
     pub reloads_ok: u64,
     pub reloads_aborted: u64,
-    /// `(name, version)` of the plugin the current workers run.
-    pub plugin: Option<(String, String)>,
+    /// `(name, version)` of the plugin each service of the current workers runs.
+    pub plugins: Vec<(String, String)>,
 }
 
-/// The Prometheus text exposition of `c` and `s`.
-pub fn render(c: &Counters, s: &Supervision) -> String {
-    let mut out = String::with_capacity(2048);
+/// The Prometheus text exposition of each service's counters `per_service` (labelled
+/// `service="NAME"`, in the order of `services`) and of `s`.
+pub fn render(services: &[&str], per_service: &[Counters], s: &Supervision) -> String {
+    let mut out = String::with_capacity(2048 * services.len().max(1));
     let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for (labels, value) in samples {
             let _ = writeln!(out, "{name}{labels} {value}");
         }
     };
-    metric(
+    // One sample per service and extra label set: `{service="echo",reason="closed"}`.
+    let labelled = |extra: &[&str], value: &dyn Fn(&Counters, usize) -> u64| -> Vec<(String, u64)> {
+        let mut samples = Vec::new();
+        for (name, c) in services.iter().zip(per_service) {
+            let service = format!("service=\"{}\"", escape(name));
+            if extra.is_empty() {
+                samples.push((format!("{{{service}}}"), value(c, 0)));
+            }
+            for (i, e) in extra.iter().enumerate() {
+                samples.push((format!("{{{service},{e}}}"), value(c, i)));
+            }
+        }
+        samples
+    };
+    let mut per = |name: &str, kind: &str, help: &str, extra: &[&str], value: &dyn Fn(&Counters, usize) -> u64| {
+        let samples = labelled(extra, value);
+        let samples: Vec<(&str, u64)> = samples.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+        metric(name, kind, help, &samples);
+    };
+    per(
         "sockhost_connections_accepted_total",
         "counter",
-        "TCP connections accepted.",
-        &[("", c.accepted)],
+        "Connections accepted (TCP and Unix).",
+        &[],
+        &|c, _| c.accepted,
     );
-    metric(
+    per(
         "sockhost_connections_open",
         "gauge",
-        "TCP connections open now.",
-        &[("", c.open)],
+        "Connections open now.",
+        &[],
+        &|c, _| c.open,
     );
-    let closed: Vec<(String, u64)> = REASONS
-        .iter()
-        .zip(c.closed)
-        .map(|(r, v)| (format!("{{reason=\"{r}\"}}"), v))
-        .collect();
-    let closed: Vec<(&str, u64)> = closed.iter().map(|(l, v)| (l.as_str(), *v)).collect();
-    metric(
+    let reasons: Vec<String> = REASONS.iter().map(|r| format!("reason=\"{r}\"")).collect();
+    let reasons: Vec<&str> = reasons.iter().map(String::as_str).collect();
+    per(
         "sockhost_connections_closed_total",
         "counter",
-        "TCP connections closed, by reason.",
-        &closed,
+        "Connections closed, by reason.",
+        &reasons,
+        &|c, i| c.closed[i],
     );
-    metric(
+    per(
         "sockhost_received_bytes_total",
         "counter",
         "Bytes received from peers (after TLS).",
-        &[("", c.bytes_in)],
+        &[],
+        &|c, _| c.bytes_in,
     );
-    metric(
+    per(
         "sockhost_sent_bytes_total",
         "counter",
         "Bytes sent to peers (before TLS).",
-        &[("", c.bytes_out)],
+        &[],
+        &|c, _| c.bytes_out,
     );
-    metric(
+    per(
         "sockhost_udp_sessions_open",
         "gauge",
         "UDP peer sessions open now.",
-        &[("", c.udp_sessions_open)],
+        &[],
+        &|c, _| c.udp_sessions_open,
     );
-    metric(
+    per(
         "sockhost_udp_sessions_total",
         "counter",
         "UDP peer sessions started.",
-        &[("", c.udp_sessions)],
+        &[],
+        &|c, _| c.udp_sessions,
     );
-    metric(
+    per(
         "sockhost_udp_sessions_evicted_total",
         "counter",
         "UDP sessions evicted at --max-sessions.",
-        &[("", c.udp_evicted)],
+        &[],
+        &|c, _| c.udp_evicted,
     );
-    metric(
+    per(
         "sockhost_tls_handshake_failures_total",
         "counter",
         "TLS handshakes that failed or timed out.",
-        &[("", c.tls_handshake_failures)],
+        &[],
+        &|c, _| c.tls_handshake_failures,
     );
-    metric(
+    per(
         "sockhost_output_limit_closes_total",
         "counter",
         "Connections closed for unsent output above --max-pending or past --send-timeout.",
-        &[("", c.output_limit_closes)],
+        &[],
+        &|c, _| c.output_limit_closes,
     );
-    metric(
+    per(
         "sockhost_outbound_connections_total",
         "counter",
         "Outbound connections plugins opened, by result.",
-        &[
-            ("{result=\"attempted\"}", c.outbound_connects),
-            ("{result=\"failed\"}", c.outbound_failures),
-        ],
+        &["result=\"attempted\"", "result=\"failed\""],
+        &|c, i| [c.outbound_connects, c.outbound_failures][i],
     );
-    metric(
+    per(
         "sockhost_plugin_panics_total",
         "counter",
         "Panics caught at the plugin boundary.",
-        &[("", c.plugin_panics)],
+        &[],
+        &|c, _| c.plugin_panics,
     );
     metric(
         "sockhost_workers",
@@ -292,17 +317,25 @@ pub fn render(c: &Counters, s: &Supervision) -> String {
             ("{result=\"aborted\"}", s.reloads_aborted),
         ],
     );
-    if let Some((name, version)) = &s.plugin {
-        let labels = format!(
-            "{{name=\"{}\",version=\"{}\"}}",
-            escape(name),
-            escape(version)
-        );
+    if !s.plugins.is_empty() {
+        let labels: Vec<String> = services
+            .iter()
+            .zip(&s.plugins)
+            .map(|(service, (name, version))| {
+                format!(
+                    "{{service=\"{}\",name=\"{}\",version=\"{}\"}}",
+                    escape(service),
+                    escape(name),
+                    escape(version)
+                )
+            })
+            .collect();
+        let samples: Vec<(&str, u64)> = labels.iter().map(|l| (l.as_str(), 1)).collect();
         metric(
             "sockhost_plugin_info",
             "gauge",
-            "The plugin being served.",
-            &[(labels.as_str(), 1)],
+            "The plugin each service runs.",
+            &samples,
         );
     }
     out
@@ -477,13 +510,18 @@ mod tests {
         };
         let s = Supervision {
             workers: 2,
-            plugin: Some(("echo".into(), "0.1.0".into())),
+            plugins: vec![("echo".into(), "0.1.0".into()), ("kv".into(), "0.2.0".into())],
             ..Default::default()
         };
-        let text = render(&c, &s);
-        assert!(text.contains("# TYPE sockhost_connections_accepted_total counter\nsockhost_connections_accepted_total 5\n"));
-        assert!(text.contains("sockhost_connections_closed_total{reason=\"idle_timeout\"} 2\n"));
-        assert!(text.contains("sockhost_plugin_info{name=\"echo\",version=\"0.1.0\"} 1\n"));
+        let other = Counters {
+            accepted: 7,
+            ..Default::default()
+        };
+        let text = render(&["echo", "store"], &[c, other], &s);
+        assert!(text.contains("# TYPE sockhost_connections_accepted_total counter\nsockhost_connections_accepted_total{service=\"echo\"} 5\nsockhost_connections_accepted_total{service=\"store\"} 7\n"), "{text}");
+        assert!(text.contains("sockhost_connections_closed_total{service=\"echo\",reason=\"idle_timeout\"} 2\n"));
+        assert!(text.contains("sockhost_plugin_info{service=\"echo\",name=\"echo\",version=\"0.1.0\"} 1\n"));
+        assert!(text.contains("sockhost_plugin_info{service=\"store\",name=\"kv\",version=\"0.2.0\"} 1\n"));
         assert!(text.contains("sockhost_workers 2\n"));
     }
 

@@ -48,7 +48,7 @@ impl Plugin {
     pub fn check_binds(&self, binds: &[BindSpec]) -> Result<(), HostError> {
         for spec in binds {
             let (wanted, name) = match spec.transport {
-                Transport::Tcp => (PluginTransport::Tcp, "tcp"),
+                Transport::Tcp | Transport::Unix => (PluginTransport::Tcp, "tcp"),
                 Transport::Udp => (PluginTransport::Udp, "udp"),
             };
             if !self.meta.transports.contains(wanted) {

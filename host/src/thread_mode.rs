@@ -22,7 +22,6 @@ mod watchdog;
 
 use std::os::fd::{AsRawFd, RawFd};
 
-use crate::arbiter::snapshot::Snapshot;
 use crate::bind::Bound;
 use crate::cli::Config;
 use crate::error::HostError;
@@ -36,9 +35,13 @@ use crate::worker;
 /// Bind, drop privileges, load, announce, serve until stopped.
 pub fn run(config: &Config) -> Result<(), HostError> {
     let identity = Identity::resolve(config.user.as_deref(), config.group.as_deref())?;
-    let snapshot = Snapshot::take(&config.plugin)?;
-    let tls = config.tls.as_ref().map(|files| files.load()).transpose()?;
-    let bound = crate::bind_all(&config.binds, config.backlog, false)?;
+    // Plugins and certificates of every service, as process mode prepares a generation.
+    let generation = crate::arbiter::Generation::prepare(1, config.clone())?;
+    let binds: Vec<_> = config.binds().cloned().collect();
+    let bound = crate::bind_all(&binds, config.backlog, false)?;
+    // Removed at exit, unless handed over to a successor.
+    let unix_files = std::rc::Rc::new(std::cell::RefCell::new(crate::bind::UnixFiles::of(&bound)));
+    let _unix_files = unix_files.clone();
     let metrics_listener = config.metrics_bind.map(bind_metrics).transpose()?;
     let _pid_file = config.pid_file.as_deref().map(PidFile::write).transpose()?;
     if let Some(identity) = &identity {
@@ -46,20 +49,51 @@ pub fn run(config: &Config) -> Result<(), HostError> {
     }
 
     let watchdog = std::rc::Rc::new(watchdog::Watchdog::arm(config.timeout)?);
-    let plugin = Plugin::load_snapshot(&snapshot.path, &snapshot.load_path())?;
-    drop(snapshot); // mapped: the descriptor is no longer needed
-    plugin.check_binds(&config.binds)?;
-    let factory = plugin.factory(&config.plugin_opts, config.log_level)?;
+    let crate::arbiter::Generation {
+        snapshots,
+        plugin_of,
+        tls,
+        ..
+    } = generation;
+    let mut plugins = Vec::new();
+    for snapshot in snapshots {
+        plugins.push(Plugin::load_snapshot(&snapshot.path, &snapshot.load_path())?);
+        // Mapped: the descriptor is no longer needed.
+    }
+    let many = config.services.len() > 1;
+    let mut bound = bound.into_iter();
+    let mut services = Vec::new();
+    for (i, service) in config.services.iter().enumerate() {
+        let plugin = &plugins[plugin_of[i]];
+        let named = |e: HostError| match many {
+            true => HostError::Config(format!("service {}: {e}", service.name)),
+            false => e,
+        };
+        plugin.check_binds(&service.binds).map_err(named)?;
+        let factory = plugin
+            .factory(&service.plugin_opts, config.log_level)
+            .map_err(named)?;
+        services.push(worker::Service {
+            name: service.name.clone(),
+            listeners: bound.by_ref().take(service.binds.len()).collect(),
+            factory,
+            settings: service.worker_settings(tls[i].clone()),
+        });
+    }
+    let bound: Vec<&Bound> = services.iter().flat_map(|s| s.listeners.iter()).collect();
 
-    let listening: Vec<String> = bound.iter().map(Bound::listening_line).collect();
+    let listening: Vec<String> = bound.iter().map(|b| b.listening_line()).collect();
     let metrics_addr = metrics_listener
         .as_ref()
         .map(std::net::TcpListener::local_addr)
         .transpose()
         .map_err(|e| HostError::io("--metrics-bind", e))?;
     let metrics = metrics_listener.map(|listener| {
-        let plugin = (plugin.meta.name.clone(), plugin.meta.version.clone());
-        (listener, plugin)
+        let plugins = plugin_of
+            .iter()
+            .map(|&p| (plugins[p].meta.name.clone(), plugins[p].meta.version.clone()))
+            .collect();
+        (listener, plugins)
     });
     let listeners: Vec<RawFd> = bound.iter().map(|b| b.socket.as_raw_fd()).collect();
     let ready_timeout = config.timeout;
@@ -83,8 +117,11 @@ pub fn run(config: &Config) -> Result<(), HostError> {
                 successor
             })
         })),
-        stopping: Some(Box::new(|handed_over| {
-            if !handed_over {
+        stopping: Some(Box::new(move |handed_over| {
+            if handed_over {
+                // The successor serves the Unix sockets: their files stay.
+                unix_files.borrow_mut().keep();
+            } else {
                 notify::stopping();
             }
         })),
@@ -103,13 +140,16 @@ pub fn run(config: &Config) -> Result<(), HostError> {
         })),
         ..Default::default()
     };
-    tracing::info!(
-        plugin = %plugin.meta.name,
-        version = %plugin.meta.version,
-        "serving in thread mode (pid {})",
-        std::process::id()
-    );
-    worker::run(bound, factory, config.worker_settings(tls), hooks)?;
+    for (service, &p) in config.services.iter().zip(&plugin_of) {
+        tracing::info!(
+            service = %service.name,
+            plugin = %plugins[p].meta.name,
+            version = %plugins[p].meta.version,
+            "serving in thread mode (pid {})",
+            std::process::id()
+        );
+    }
+    worker::run(services, config.worker_settings(), hooks)?;
     tracing::info!("stopped");
     Ok(())
 }

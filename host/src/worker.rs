@@ -1,5 +1,6 @@
-//! One worker: a single-threaded tokio event loop serving every listening socket with one
-//! plugin factory, until it is told to stop.
+//! One worker: a single-threaded tokio event loop serving every listening socket of every
+//! service (each with its own plugin factory, settings and connection set), until it is
+//! told to stop.
 //!
 //! Stopping (`TERM`/`INT`, or `--max-requests` reached): stop accepting, let open
 //! connections finish for up to `--graceful-timeout`, then cancel the rest (each consumer
@@ -22,17 +23,30 @@ use crate::connections::Connections;
 use crate::error::HostError;
 use crate::metrics::Counters;
 
-/// What a worker needs to know from the configuration.
+/// What a worker needs to know from the process-wide configuration.
 #[derive(Clone, Debug)]
 pub struct Settings {
+    pub graceful_timeout: Duration,
+    /// 0 = never recycle.
+    pub max_requests: u64,
+}
+
+/// One service as a worker serves it: its sockets, its plugin's factory, its settings.
+pub struct Service {
+    pub name: String,
+    pub listeners: Vec<Bound>,
+    pub factory: Factory,
+    pub settings: ServiceSettings,
+}
+
+/// What a worker needs to know of one service's configuration.
+#[derive(Clone, Debug)]
+pub struct ServiceSettings {
     pub keep_alive: Option<Duration>,
     /// Output bounds of every connection.
     pub limits: crate::tcp::connection::Limits,
     pub max_connections: usize,
-    pub graceful_timeout: Duration,
-    /// 0 = never recycle.
-    pub max_requests: u64,
-    /// Terminate TLS on every TCP listener.
+    /// Terminate TLS on every stream listener.
     pub tls: Option<crate::tls::Tls>,
     /// UDP peer sessions per socket before the least recently used is evicted.
     pub max_sessions: usize,
@@ -45,11 +59,12 @@ pub struct Settings {
 /// Hooks through which a supervising arbiter watches the worker (process mode).
 #[derive(Default)]
 pub struct Hooks {
-    /// Called from inside the event loop twice a second: proof of life, with figures.
-    pub heartbeat: Option<Box<dyn FnMut(Counters)>>,
+    /// Called from inside the event loop twice a second: proof of life, with each
+    /// service's figures.
+    pub heartbeat: Option<Box<dyn FnMut(&[Counters])>>,
     /// Thread mode with `--metrics-bind`: serve the metrics endpoint from this event loop,
-    /// labelled with the plugin's name and version.
-    pub metrics: Option<(std::net::TcpListener, (String, String))>,
+    /// with each service's plugin name and version.
+    pub metrics: Option<(std::net::TcpListener, Vec<(String, String)>)>,
     /// Called when the worker starts a graceful stop on its own (`--max-requests`).
     pub retiring: Option<Box<dyn FnOnce()>>,
     /// Called once a stopping worker has stopped accepting.
@@ -69,26 +84,36 @@ pub struct Hooks {
 /// A successor starting up, as returned by [`Hooks::reload`].
 pub type Successor = std::pin::Pin<Box<dyn std::future::Future<Output = Result<u32, String>>>>;
 
-/// State shared by the accept loops and connection tasks of this worker.
+/// State shared by the accept loops and connection tasks of one service in this worker.
 pub struct Shared {
+    /// The service's index in the worker (metrics and [`plugin_api::ConnId`]s).
+    pub service: usize,
+    pub name: Rc<str>,
     pub factory: Factory,
     pub tls: Option<crate::tls::Tls>,
     pub proxy_protocol: bool,
     pub handshake_timeout: Duration,
     pub connections: Rc<Connections>,
+    /// `--max-connections` of this service.
     pub limit: Arc<Semaphore>,
+    recycling: Rc<Recycling>,
+}
+
+/// `--max-requests`: connections accepted by the whole worker, all services together.
+struct Recycling {
     max_requests: u64,
+    accepted: std::cell::Cell<u64>,
     recycle: Notify,
 }
 
 impl Shared {
     /// Count one accepted connection; at `--max-requests` ask the worker to recycle.
     pub fn accepted(&self) {
-        let accepted = &self.connections.metrics.accepted;
-        crate::metrics::bump(accepted, 1);
-        let n = accepted.get();
-        if self.max_requests > 0 && n == self.max_requests {
-            self.recycle.notify_one();
+        crate::metrics::bump(&self.connections.metrics.accepted, 1);
+        let r = &self.recycling;
+        r.accepted.set(r.accepted.get() + 1);
+        if r.max_requests > 0 && r.accepted.get() == r.max_requests {
+            r.recycle.notify_one();
         }
     }
 }
@@ -103,21 +128,16 @@ enum Stop {
     Immediate,
 }
 
-/// Serve `listeners` with `factory` until stopped. Builds its own runtime: call it only in
-/// a process (or thread) that has no other tokio runtime.
-pub fn run(
-    listeners: Vec<Bound>,
-    factory: Factory,
-    settings: Settings,
-    hooks: Hooks,
-) -> Result<(), HostError> {
+/// Serve `services` until stopped. Builds its own runtime: call it only in a process (or
+/// thread) that has no other tokio runtime.
+pub fn run(services: Vec<Service>, settings: Settings, hooks: Hooks) -> Result<(), HostError> {
     keep_sigpipe_ignored()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| HostError::io("starting the event loop", e))?;
     let local = tokio::task::LocalSet::new();
-    local.block_on(&runtime, serve(listeners, factory, settings, hooks))
+    local.block_on(&runtime, serve(services, settings, hooks))
 }
 
 /// SIGPIPE must stay ignored in every serving process (both modes): a write to a socket
@@ -133,73 +153,106 @@ fn keep_sigpipe_ignored() -> Result<(), HostError> {
 }
 
 async fn serve(
-    listeners: Vec<Bound>,
-    factory: Factory,
+    services: Vec<Service>,
     settings: Settings,
     mut hooks: Hooks,
 ) -> Result<(), HostError> {
-    let shared = Rc::new(Shared {
-        factory,
-        tls: settings.tls.clone(),
-        proxy_protocol: settings.proxy_protocol,
-        handshake_timeout: settings.handshake_timeout,
-        connections: Rc::new(Connections::default()),
-        limit: Arc::new(Semaphore::new(settings.max_connections)),
+    let recycling = Rc::new(Recycling {
         max_requests: settings.max_requests,
+        accepted: std::cell::Cell::new(0),
         recycle: Notify::new(),
     });
-
-    crate::tcp::connection::set_limits(settings.limits);
-    let hub = shared.factory.uses_services().then(|| {
-        let hub = crate::services::Hub::start(shared.connections.clone(), settings.limits);
+    let mut shareds: Vec<Rc<Shared>> = Vec::new();
+    let mut listeners = Vec::new();
+    for (i, service) in services.into_iter().enumerate() {
+        let s = service.settings;
+        shareds.push(Rc::new(Shared {
+            service: i,
+            name: service.name.into(),
+            factory: service.factory,
+            tls: s.tls.clone(),
+            proxy_protocol: s.proxy_protocol,
+            handshake_timeout: s.handshake_timeout,
+            connections: Rc::new(Connections::for_service(i, s.limits.max_pending)),
+            limit: Arc::new(Semaphore::new(s.max_connections)),
+            recycling: recycling.clone(),
+        }));
+        listeners.push((service.listeners, s));
+    }
+    let uses_services = shareds.iter().any(|s| s.factory.uses_services());
+    let hub = uses_services.then(|| {
+        let sets = shareds.iter().map(|s| s.connections.clone()).collect();
+        let hub = crate::services::Hub::start(sets);
         plugin_api::host::install_backend(Some(hub.clone()));
         hub
     });
 
     let mut accept_tasks = Vec::new();
     let mut udp_tasks = Vec::new();
-    for bound in listeners {
-        match bound.transport {
-            Transport::Tcp => {
-                let std_listener: std::net::TcpListener = bound.socket.into();
-                let listener = TcpListener::from_std(std_listener)
-                    .map_err(|e| HostError::io("registering a listening socket", e))?;
-                accept_tasks.push(tokio::task::spawn_local(crate::tcp::accept::accept_loop(
-                    listener,
-                    shared.clone(),
-                )));
-            }
-            Transport::Udp => {
-                let std_socket: std::net::UdpSocket = bound.socket.into();
-                let socket = tokio::net::UdpSocket::from_std(std_socket)
+    let mut sweepers = Vec::new();
+    for (shared, (bounds, s)) in shareds.iter().zip(listeners) {
+        for bound in bounds {
+            match bound.transport {
+                Transport::Tcp => {
+                    let std_listener: std::net::TcpListener = bound.socket.into();
+                    let listener = TcpListener::from_std(std_listener)
+                        .map_err(|e| HostError::io("registering a listening socket", e))?;
+                    accept_tasks.push(tokio::task::spawn_local(
+                        crate::tcp::accept::accept_loop(
+                            crate::tcp::accept::Tcp::new(listener),
+                            shared.clone(),
+                        ),
+                    ));
+                }
+                Transport::Unix => {
+                    let std_listener: std::os::unix::net::UnixListener = bound.socket.into();
+                    let listener = tokio::net::UnixListener::from_std(std_listener)
+                        .map_err(|e| HostError::io("registering a listening socket", e))?;
+                    accept_tasks.push(tokio::task::spawn_local(
+                        crate::tcp::accept::accept_loop(
+                            crate::tcp::accept::Unix(listener),
+                            shared.clone(),
+                        ),
+                    ));
+                }
+                Transport::Udp => {
+                    let std_socket: std::net::UdpSocket = bound.socket.into();
+                    let socket = tokio::net::UdpSocket::from_std(std_socket)
+                        .map_err(|e| HostError::io("registering a UDP socket", e))?;
+                    let server = crate::udp::UdpServer::new(
+                        shared.clone(),
+                        socket,
+                        s.max_sessions,
+                        s.keep_alive,
+                    )
                     .map_err(|e| HostError::io("registering a UDP socket", e))?;
-                let server = crate::udp::UdpServer::new(
-                    shared.clone(),
-                    socket,
-                    settings.max_sessions,
-                    settings.keep_alive,
-                )
-                .map_err(|e| HostError::io("registering a UDP socket", e))?;
-                udp_tasks.push(tokio::task::spawn_local(server.serve()));
+                    udp_tasks.push(tokio::task::spawn_local(server.serve()));
+                }
             }
+        }
+        if let Some(ka) =
+            crate::keep_alive::KeepAlive::with_send_timeout(s.keep_alive, s.limits.send_timeout)
+        {
+            sweepers.push(tokio::task::spawn_local(ka.sweep(shared.connections.clone())));
         }
     }
 
-    let stats = |shared: &Shared| {
-        shared
-            .connections
-            .metrics
-            .snapshot(shared.connections.len())
+    let stats = |shareds: &[Rc<Shared>]| -> Vec<Counters> {
+        shareds
+            .iter()
+            .map(|s| s.connections.metrics.snapshot(s.connections.len()))
+            .collect()
     };
-    let metrics_task = hooks.metrics.take().map(|(listener, plugin)| {
-        let shared = shared.clone();
+    let metrics_task = hooks.metrics.take().map(|(listener, plugins)| {
+        let shareds = shareds.clone();
         let body: Rc<dyn Fn() -> String> = Rc::new(move || {
             let supervision = crate::metrics::Supervision {
                 workers: 1,
-                plugin: Some(plugin.clone()),
+                plugins: plugins.clone(),
                 ..Default::default()
             };
-            crate::metrics::render(&stats(&shared), &supervision)
+            let names: Vec<&str> = shareds.iter().map(|s| &*s.name).collect();
+            crate::metrics::render(&names, &stats(&shareds), &supervision)
         });
         let listener = TcpListener::from_std(listener).expect("a non-blocking listener");
         tokio::task::spawn_local(crate::metrics::serve_async(listener, body))
@@ -208,38 +261,39 @@ async fn serve(
         .heartbeat
         .take()
         .map(|b| Rc::new(std::cell::RefCell::new(b)));
-    let sweeper = crate::keep_alive::KeepAlive::with_send_timeout(
-        settings.keep_alive,
-        settings.limits.send_timeout,
-    )
-    .map(|ka| tokio::task::spawn_local(ka.sweep(shared.connections.clone())));
     if hub.is_some() {
-        plugin_call("serving", shared.factory.serving(), &shared);
+        for shared in &shareds {
+            plugin_call("serving", shared, |f| f.serving());
+        }
     }
-    let ticker = shared.factory.tick_interval().map(|period| {
+    let mut tickers = Vec::new();
+    for shared in &shareds {
+        let Some(period) = shared.factory.tick_interval() else {
+            continue;
+        };
         let shared = shared.clone();
-        tokio::task::spawn_local(async move {
+        tickers.push(tokio::task::spawn_local(async move {
             let mut tick = tokio::time::interval(period.max(Duration::from_millis(1)));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             tick.tick().await;
             loop {
                 tick.tick().await;
-                plugin_call("tick", shared.factory.tick(), &shared);
+                plugin_call("tick", &shared, |f| f.tick());
             }
-        })
-    });
+        }));
+    }
     let heartbeat = beat.clone().map(|beat| {
-        let shared = shared.clone();
+        let shareds = shareds.clone();
         tokio::task::spawn_local(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(500));
             loop {
                 tick.tick().await;
-                (beat.borrow_mut())(stats(&shared));
+                (beat.borrow_mut())(&stats(&shareds));
             }
         })
     });
 
-    let stop = wait_for_stop(&shared, &mut hooks).await?;
+    let stop = wait_for_stop(&recycling, &mut hooks).await?;
     if let Some(stopping) = hooks.stopping.take() {
         stopping(stop == Stop::Graceful(RELOADED));
     }
@@ -260,42 +314,48 @@ async fn serve(
         draining();
     }
     if hub.is_some() {
-        // The plugin flushes and closes its outbound connections; they drain below.
-        plugin_call("stopping", shared.factory.stopping(), &shared);
+        // The plugins flush and close their outbound connections; they drain below.
+        for shared in &shareds {
+            plugin_call("stopping", shared, |f| f.stopping());
+        }
     }
-    let connections = &shared.connections;
+    let open = || shareds.iter().map(|s| s.connections.len()).sum::<usize>();
+    let abort_all = || shareds.iter().for_each(|s| s.connections.abort_all());
+    let wait_empty = || async {
+        for s in &shareds {
+            s.connections.wait_empty().await;
+        }
+    };
     match stop {
         Stop::Immediate => {
-            tracing::info!(
-                pid = std::process::id(),
-                open = connections.len(),
-                "stopping now"
-            );
-            connections.abort_all();
+            tracing::info!(pid = std::process::id(), open = open(), "stopping now");
+            abort_all();
         }
         Stop::Graceful(why) => {
             tracing::info!(
                 pid = std::process::id(),
-                open = connections.len(),
+                open = open(),
                 "{why}: no longer accepting; waiting up to {:?} for open connections",
                 settings.graceful_timeout
             );
-            if tokio::time::timeout(settings.graceful_timeout, connections.wait_empty())
+            if tokio::time::timeout(settings.graceful_timeout, wait_empty())
                 .await
                 .is_err()
             {
                 tracing::warn!(
-                    open = connections.len(),
+                    open = open(),
                     "graceful timeout: closing the remaining connections"
                 );
-                connections.abort_all();
+                abort_all();
             }
         }
     }
-    connections.wait_empty().await;
-    for task in [heartbeat, sweeper, metrics_task, ticker]
+    wait_empty().await;
+    for task in [heartbeat, metrics_task]
         .into_iter()
         .flatten()
+        .chain(sweepers)
+        .chain(tickers)
     {
         task.abort();
     }
@@ -303,25 +363,27 @@ async fn serve(
         plugin_api::host::install_backend(None);
     }
     if let Some(beat) = beat {
-        (beat.borrow_mut())(stats(&shared));
+        (beat.borrow_mut())(&stats(&shareds));
     }
     tracing::info!(
         pid = std::process::id(),
-        accepted = shared.connections.metrics.accepted.get(),
+        accepted = recycling.accepted.get(),
         "worker stopped"
     );
     Ok(())
 }
 
-/// Log a panic in a protocol-level callback (the protocol itself lives on).
-fn plugin_call(what: &str, result: Result<(), String>, shared: &Shared) {
-    if let Err(message) = result {
+/// Call a protocol-level callback of one service's factory; log a panic (the protocol itself
+/// lives on).
+fn plugin_call(what: &str, shared: &Shared, call: impl FnOnce(&Factory) -> Result<(), String>) {
+    crate::services::enter(shared.service);
+    if let Err(message) = call(&shared.factory) {
         crate::metrics::bump(&shared.connections.metrics.plugin_panics, 1);
-        tracing::warn!("plugin panicked in {what}: {message}");
+        tracing::warn!(service = %shared.name, "plugin panicked in {what}: {message}");
     }
 }
 
-async fn wait_for_stop(shared: &Shared, hooks: &mut Hooks) -> Result<Stop, HostError> {
+async fn wait_for_stop(recycling: &Recycling, hooks: &mut Hooks) -> Result<Stop, HostError> {
     let listen =
         |kind: SignalKind| signal(kind).map_err(|e| HostError::io("installing signal handlers", e));
     let mut term = listen(SignalKind::terminate())?;
@@ -341,7 +403,7 @@ async fn wait_for_stop(shared: &Shared, hooks: &mut Hooks) -> Result<Stop, HostE
             _ = term.recv() => return Ok(Stop::Graceful("SIGTERM")),
             _ = int.recv() => return Ok(Stop::Graceful("SIGINT")),
             _ = quit.recv() => return Ok(Stop::Immediate),
-            () = shared.recycle.notified() => return Ok(Stop::Graceful(RECYCLE)),
+            () = recycling.recycle.notified() => return Ok(Stop::Graceful(RECYCLE)),
             done = async { successor.as_mut().expect("guarded").await }, if successor.is_some() => {
                 successor = None;
                 match done {

@@ -73,21 +73,54 @@ struct Slot {
     not_before: Instant,
 }
 
-/// One set of workers running the same plugin snapshot (and the same TLS configuration,
-/// certificates re-read at each reload).
-struct Generation {
+/// One set of workers running the same configuration (re-read from the file at each
+/// reload), plugin snapshots and TLS configurations (certificates re-read at each reload).
+pub struct Generation {
     id: u64,
-    snapshot: Snapshot,
-    tls: Option<Tls>,
+    pub config: Config,
+    /// One snapshot per distinct plugin file: two services of one plugin share a library
+    /// in each worker (two factories).
+    pub snapshots: Vec<Snapshot>,
+    /// Each service's index in `snapshots`.
+    pub plugin_of: Vec<usize>,
+    /// Each service's TLS configuration.
+    pub tls: Vec<Option<Tls>>,
 }
 
 impl Generation {
-    /// Snapshot the plugin and read the certificates, as they are on disk now.
-    fn prepare(id: u64, config: &Config) -> Result<Generation, HostError> {
-        let tls = config.tls.as_ref().map(|files| files.load()).transpose()?;
+    /// Snapshot the plugins and read the certificates, as they are on disk now. Any
+    /// service's failure fails the whole generation.
+    pub(crate) fn prepare(id: u64, config: Config) -> Result<Generation, HostError> {
+        let mut tls = Vec::new();
+        let mut snapshots: Vec<Snapshot> = Vec::new();
+        let mut plugin_of = Vec::new();
+        let many = config.services.len() > 1;
+        for service in &config.services {
+            let named = |e: HostError| match many {
+                true => HostError::Config(format!("service {}: {e}", service.name)),
+                false => e,
+            };
+            tls.push(
+                service
+                    .tls
+                    .as_ref()
+                    .map(|files| files.load())
+                    .transpose()
+                    .map_err(named)?,
+            );
+            match snapshots.iter().position(|s| s.path == service.plugin) {
+                Some(i) => plugin_of.push(i),
+                None => {
+                    snapshots.push(Snapshot::take(&service.plugin).map_err(named)?);
+                    plugin_of.push(snapshots.len() - 1);
+                }
+            }
+        }
         Ok(Generation {
             id,
-            snapshot: Snapshot::take(&config.plugin)?,
+            config,
+            snapshots,
+            plugin_of,
             tls,
         })
     }
@@ -161,15 +194,19 @@ struct Arbiter<'c> {
     state: State,
     /// `--metrics-bind`: the endpoint, and what exited workers counted.
     metrics: Option<metrics::Endpoint>,
-    retired: metrics::Counters,
+    /// Per service: what exited workers counted.
+    retired: Vec<metrics::Counters>,
     supervision: metrics::Supervision,
 }
 
 /// Run process mode to the end.
 pub fn run(config: &Config) -> Result<(), HostError> {
     let identity = Identity::resolve(config.user.as_deref(), config.group.as_deref())?;
-    let generation = Generation::prepare(1, config)?;
-    let first = crate::bind_all(&config.binds, config.backlog, true)?;
+    let generation = Generation::prepare(1, config.clone())?;
+    let binds: Vec<_> = config.binds().cloned().collect();
+    let first = crate::bind_all(&binds, config.backlog, true)?;
+    // Removed at exit (workers leave by `_exit` and never remove them).
+    let _unix_files = crate::bind::UnixFiles::of(&first);
     let metrics = config
         .metrics_bind
         .map(|addr| {
@@ -198,7 +235,7 @@ pub fn run(config: &Config) -> Result<(), HostError> {
         next_generation: 2,
         state: State::Starting,
         metrics,
-        retired: metrics::Counters::default(),
+        retired: vec![metrics::Counters::default(); config.services.len()],
         supervision: metrics::Supervision::default(),
     };
     arbiter.add_slot(first)?;
@@ -233,10 +270,15 @@ impl Arbiter<'_> {
             .iter()
             .map(|b| match b.sibling(self.config.backlog) {
                 Ok(sibling) => Ok(sibling),
+                // One socket (and accept queue) for all workers: Unix sockets have no
+                // SO_REUSEPORT groups.
+                Err(_) if b.transport == crate::bind::Transport::Unix => b
+                    .share()
+                    .map_err(|e| HostError::io(format!("sharing the socket for {}", b.listening_line()), e)),
                 Err(e) => {
                     tracing::warn!(local = %b.local, "cannot add a SO_REUSEPORT socket ({e}); workers share this one (for systemd sockets, set ReusePort=yes)");
                     let shared = b.socket.try_clone().map_err(|e| HostError::io(format!("sharing the socket for {}", b.local), e))?;
-                    Ok(Bound { transport: b.transport, socket: shared, local: b.local })
+                    Ok(Bound { transport: b.transport, socket: shared, local: b.local, path: b.path.clone() })
                 }
             })
             .collect()
@@ -268,16 +310,17 @@ impl Arbiter<'_> {
         let Some(endpoint) = &mut self.metrics else {
             return;
         };
-        let live = self
-            .workers
-            .iter()
-            .fold(metrics::Counters::default(), |sum, w| {
-                sum.add(self.board.cell(w.cell).counters())
-            });
-        let counters = self.retired.add(live);
+        let counters: Vec<metrics::Counters> = (0..self.retired.len())
+            .map(|service| {
+                self.workers.iter().fold(self.retired[service], |sum, w| {
+                    sum.add(self.board.cell(w.cell).counters(service))
+                })
+            })
+            .collect();
         let mut supervision = self.supervision.clone();
         supervision.workers = self.workers.len() as u64;
-        endpoint.serve(|| metrics::render(&counters, &supervision));
+        let names: Vec<&str> = self.config.services.iter().map(|s| s.name.as_str()).collect();
+        endpoint.serve(|| metrics::render(&names, &counters, &supervision));
     }
 
     /// Sleep until a signal, a worker report, or the next tick.
@@ -343,8 +386,7 @@ impl Arbiter<'_> {
             arbiter: nix::unistd::getpid(),
             slot,
             sockets: &self.slots[slot].sockets,
-            snapshot: &gen.snapshot,
-            tls: gen.tls.as_ref(),
+            generation: gen,
             cell: self.board.cell(cell),
             config: self.config,
             identity: self.identity.as_ref(),
@@ -469,9 +511,13 @@ impl Arbiter<'_> {
             self.reload_again = true;
             return;
         }
-        tracing::info!(plugin = %self.config.plugin.display(), "reload started");
+        tracing::info!("reload started: re-reading the configuration, plugins and certificates");
         crate::notify::reloading();
-        match Generation::prepare(self.next_generation, self.config) {
+        let prepared = crate::config::reload().and_then(|config| {
+            same_sockets(self.config, &config)?;
+            Generation::prepare(self.next_generation, config)
+        });
+        match prepared {
             Ok(generation) => {
                 self.next_generation += 1;
                 self.reload = Some(Reload {
@@ -567,12 +613,12 @@ impl Arbiter<'_> {
         for w in &mut self.workers {
             for report in w.status.read() {
                 match report {
-                    Report::Ready(plugin) => {
+                    Report::Ready(plugins) => {
                         if w.phase == Phase::Starting {
                             w.phase = Phase::Serving;
                         }
-                        if plugin.is_some() && w.generation >= self.current.id {
-                            self.supervision.plugin = plugin;
+                        if !plugins.is_empty() && w.generation >= self.current.id {
+                            self.supervision.plugins = plugins;
                         }
                     }
                     Report::Failed(message) => failures.push((w.generation, message)),
@@ -653,9 +699,12 @@ impl Arbiter<'_> {
                 Report::Failed(m) => Some(m),
                 _ => None,
             });
-            let counted = self.board.cell(w.cell).counters();
-            let accepted = counted.accepted;
-            self.retired = self.retired.add(counted.without_gauges());
+            let mut accepted = 0;
+            for (service, retired) in self.retired.iter_mut().enumerate() {
+                let counted = self.board.cell(w.cell).counters(service);
+                accepted += counted.accepted;
+                *retired = retired.add(counted.without_gauges());
+            }
             self.free_cells.push(w.cell);
             let expected = matches!(w.phase, Phase::Retiring { .. });
             if w.timed_out {
@@ -767,4 +816,23 @@ impl Arbiter<'_> {
             let _ = waitpid(w.pid, None);
         }
     }
+}
+
+/// A reload keeps the listening sockets: the re-read configuration must have the same
+/// services with the same binds (a change to them needs a restart).
+fn same_sockets(running: &Config, reread: &Config) -> Result<(), HostError> {
+    let shape = |c: &Config| -> Vec<(String, Vec<String>)> {
+        c.services
+            .iter()
+            .map(|s| (s.name.clone(), s.binds.iter().map(ToString::to_string).collect()))
+            .collect()
+    };
+    if shape(running) != shape(reread) {
+        return Err(HostError::Config(
+            "the services or their binds changed in the configuration; a reload keeps the \
+             listening sockets, so restart sockhost to apply that"
+                .to_string(),
+        ));
+    }
+    Ok(())
 }

@@ -1,4 +1,5 @@
-//! The accept loop of one listening socket.
+//! The accept loop of one listening socket: TCP or Unix-domain (both are streams served
+//! the same way; see [`Acceptor`] for what a consumer learns of a Unix peer).
 //!
 //! `--max-connections` is a semaphore shared by all of a worker's listeners: a permit is
 //! taken *before* `accept`, so at the limit the worker stops accepting and new connections
@@ -12,20 +13,81 @@ use std::time::Duration;
 
 use plugin_api::{ConnInfo, Transport};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, UnixListener};
 
 use crate::bind::canonical;
 use crate::proxy_protocol;
 use crate::tcp::connection::{Connection, Slot};
 use crate::worker::Shared;
 
+/// A listening stream socket: TCP or Unix.
+#[allow(async_fn_in_trait)] // used with concrete types on one thread only
+pub trait Acceptor: 'static {
+    type Stream: AsyncRead + AsyncWrite + Unpin + 'static;
+    /// The next connection and what its consumer is told about it.
+    async fn next(&self) -> io::Result<(Self::Stream, ConnInfo)>;
+}
+
+/// A TCP listener; for a wildcard bind each connection asks the kernel for its local address.
+pub struct Tcp {
+    listener: TcpListener,
+    fixed_local: Option<SocketAddr>,
+}
+
+impl Tcp {
+    pub fn new(listener: TcpListener) -> Tcp {
+        let fixed_local = listener
+            .local_addr()
+            .ok()
+            .filter(|a| !a.ip().is_unspecified());
+        Tcp {
+            listener,
+            fixed_local,
+        }
+    }
+}
+
+impl Acceptor for Tcp {
+    type Stream = tokio::net::TcpStream;
+
+    async fn next(&self) -> io::Result<(Self::Stream, ConnInfo)> {
+        let (stream, peer) = self.listener.accept().await?;
+        let _ = stream.set_nodelay(true);
+        let local = self
+            .fixed_local
+            .or_else(|| stream.local_addr().ok().map(canonical))
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+        Ok((stream, ConnInfo::new(Transport::Tcp, canonical(peer), local)))
+    }
+}
+
+/// A Unix-domain listener. `ConnInfo` (a frozen ABI) has IP addresses only, so a Unix
+/// peer is `transport: Tcp` (a stream) with `peer` and `local` both `0.0.0.0:0`
+/// ([`crate::bind::UNIX_ADDR`]); with `--proxy-protocol` the peer is the header's client,
+/// as over TCP. The peer's credentials (pid, uid, gid from `SO_PEERCRED`) go to the debug
+/// log only.
+pub struct Unix(pub UnixListener);
+
+impl Acceptor for Unix {
+    type Stream = tokio::net::UnixStream;
+
+    async fn next(&self) -> io::Result<(Self::Stream, ConnInfo)> {
+        let (stream, _) = self.0.accept().await?;
+        if let Ok(cred) = stream.peer_cred() {
+            tracing::debug!(
+                pid = cred.pid().unwrap_or(0),
+                uid = cred.uid(),
+                gid = cred.gid(),
+                "unix connection accepted"
+            );
+        }
+        let unix = crate::bind::UNIX_ADDR;
+        Ok((stream, ConnInfo::new(Transport::Tcp, unix, unix)))
+    }
+}
+
 /// Accept connections until cancelled (the worker aborts this task to stop accepting).
-pub async fn accept_loop(listener: TcpListener, shared: Rc<Shared>) {
-    // For a wildcard bind each connection asks the kernel for its local address.
-    let fixed_local = listener
-        .local_addr()
-        .ok()
-        .filter(|a| !a.ip().is_unspecified());
+pub async fn accept_loop<A: Acceptor>(acceptor: A, shared: Rc<Shared>) {
     loop {
         let permit = shared
             .limit
@@ -33,7 +95,7 @@ pub async fn accept_loop(listener: TcpListener, shared: Rc<Shared>) {
             .acquire_owned()
             .await
             .expect("the limit is never closed");
-        let (stream, peer) = match listener.accept().await {
+        let (stream, info) = match acceptor.next().await {
             Ok(accepted) => accepted,
             Err(e) => {
                 drop(permit);
@@ -49,12 +111,7 @@ pub async fn accept_loop(listener: TcpListener, shared: Rc<Shared>) {
             shared.connections.register()
         };
         let key = registration.key();
-        let _ = stream.set_nodelay(true);
-        let local = fixed_local
-            .or_else(|| stream.local_addr().ok().map(canonical))
-            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-        let info = ConnInfo::new(Transport::Tcp, canonical(peer), local);
-        tracing::trace!(peer = %info.peer, "connection accepted");
+        tracing::trace!(service = %shared.name, peer = %info.peer, "connection accepted");
         let slot = Slot {
             registration,
             _permit: Some(permit),
@@ -76,7 +133,10 @@ pub async fn accept_loop(listener: TcpListener, shared: Rc<Shared>) {
 /// A connection with a PROXY header and/or TLS in front of the protocol. One deadline,
 /// `--handshake-timeout`, covers both: a peer that sends nothing or stalls must not hold a
 /// slot. Failures are logged at debug level and cost only this connection.
-async fn serve_wrapped(slot: Slot, stream: TcpStream, mut info: ConnInfo, shared: Rc<Shared>) {
+async fn serve_wrapped<S>(slot: Slot, stream: S, mut info: ConnInfo, shared: Rc<Shared>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let deadline = tokio::time::Instant::now() + shared.handshake_timeout;
     if !shared.proxy_protocol {
         return serve_tls_or_plain(slot, stream, info, deadline, &shared).await;

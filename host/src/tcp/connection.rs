@@ -23,7 +23,7 @@
 //! Lifecycle: open (`connection_made`) → serving (reads and writes) → closing (the consumer
 //! asked to close: flush, half-close, linger) → closed (`connection_lost`, on drop).
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -63,15 +63,6 @@ impl Default for Limits {
     }
 }
 
-thread_local! {
-    /// This worker's limits (one worker per thread).
-    static MAX_PENDING: Cell<usize> = const { Cell::new(4 * 1024 * 1024) };
-}
-
-/// Set this thread's (worker's) limits.
-pub fn set_limits(limits: Limits) {
-    MAX_PENDING.set(limits.max_pending);
-}
 /// Size of the worker's shared read buffer.
 const READ_BUFFER: usize = 64 * 1024;
 /// Reads handled in one poll before yielding to other connections (fairness).
@@ -190,6 +181,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     #[allow(clippy::manual_async_fn)] // deliberate, see above
     pub fn run(mut self) -> impl std::future::Future<Output = ()> {
         async move {
+            crate::services::enter(self.slot.registration.service());
             let ending = match self.call(Input::Made) {
                 Err(reason) => Ending::Now(reason),
                 Ok(()) => std::future::poll_fn(|cx| self.poll_serve(cx)).await,
@@ -221,6 +213,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// wakers, so an idle connection's future holds no readiness future and no timer (the
     /// keep-alive sweeper cancels this task if it stays idle).
     fn poll_serve(&mut self, cx: &mut Context<'_>) -> Poll<Ending> {
+        crate::services::enter(self.slot.registration.service());
         let mut reads = 0;
         loop {
             let paused = match self.poll_services(cx) {
@@ -368,7 +361,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             tracing::debug!(peer = %self.peer, "consumer wrote after shutting down its side; dropped");
             return Ok(());
         }
-        if self.pending.len() + data.len() > MAX_PENDING.get() {
+        if self.pending.len() + data.len() > self.slot.registration.max_pending() {
             return Err(self.over_limit("output"));
         }
         let was_empty = self.pending.is_empty();
@@ -384,7 +377,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// The connection's unsent output passed `--max-pending`: it ends now.
     fn over_limit(&self, what: &str) -> LostReason {
         metrics::bump(&self.slot.registration.metrics().output_limit_closes, 1);
-        tracing::debug!(peer = %self.peer, "unsent {what} above --max-pending ({} bytes); closed", MAX_PENDING.get());
+        tracing::debug!(peer = %self.peer, "unsent {what} above --max-pending ({} bytes); closed", self.slot.registration.max_pending());
         LostReason::Error
     }
 
