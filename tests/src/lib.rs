@@ -98,6 +98,8 @@ pub struct Server {
     child: Child,
     /// `(transport, address)` from each `listening on` line, in order.
     pub listening: Vec<(String, SocketAddr)>,
+    /// The path of each `listening on unix:PATH` line, in order.
+    pub unix: Vec<PathBuf>,
     /// Every stdout line (the `listening on` lines and anything after).
     pub stdout: LogLines,
     /// Every stderr line.
@@ -123,6 +125,17 @@ impl Server {
             cmd.env(k, v);
         }
         Self::spawn(cmd, expected_binds(args))
+    }
+
+    /// As [`Server::start_with_env`], waiting for `want` `listening on` lines (a
+    /// configuration file says how many binds there are, not the arguments).
+    pub fn start_expecting(args: &[&str], env: &[(&str, &str)], want: usize) -> Server {
+        let mut cmd = Command::new(sockhost_bin());
+        cmd.args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Self::spawn(cmd, want)
     }
 
     /// As systemd socket activation does: `sockets` become descriptors 3, 4, … of the child,
@@ -183,7 +196,7 @@ impl Server {
             }
         });
         let deadline = Instant::now() + Duration::from_secs(10);
-        let listening = loop {
+        let (listening, unix) = loop {
             let lines: Vec<(String, SocketAddr)> = stdout
                 .text()
                 .lines()
@@ -193,8 +206,14 @@ impl Server {
                     Some((transport.to_string(), addr.parse().ok()?))
                 })
                 .collect();
-            if lines.len() >= want {
-                break lines;
+            let unix: Vec<PathBuf> = stdout
+                .text()
+                .lines()
+                .filter_map(|l| l.strip_prefix("listening on unix:"))
+                .map(PathBuf::from)
+                .collect();
+            if lines.len() + unix.len() >= want {
+                break (lines, unix);
             }
             if let Ok(Some(status)) = child.try_wait() {
                 panic!(
@@ -212,6 +231,7 @@ impl Server {
         Server {
             child,
             listening,
+            unix,
             stdout,
             stderr,
         }
