@@ -26,7 +26,8 @@ use crate::tls::TlsFiles;
 )]
 #[command(
     after_help = "Signals to the arbiter: TERM/INT graceful stop, QUIT immediate stop, \
-HUP reload the plugin from disk, TTIN/TTOU one worker more/fewer.\n\
+HUP reload (re-read --config, plugins and certificates from disk), TTIN/TTOU one worker \
+more/fewer.\n\
 Example: sockhost --plugin target/release/libecho.so --bind :8070"
 )]
 pub struct Cli {
@@ -82,7 +83,8 @@ pub enum LogLevel {
 #[derive(Args, Clone, Debug)]
 pub struct ServeArgs {
     /// Read settings from this TOML file: a key per flag, `[[service]]` blocks for several
-    /// services (docs/configuration.md). Flags, then SOCKHOST_* variables, override it.
+    /// services (docs/configuration.md). Every flag can also be set by a SOCKHOST_<FLAG>
+    /// variable; precedence: defaults < file < variables < flags.
     #[arg(long, value_name = "F")]
     pub config: Option<PathBuf>,
 

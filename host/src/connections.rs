@@ -34,6 +34,8 @@ pub struct Connections {
     service: u32,
     /// `--max-pending` of this service.
     max_pending: Cell<usize>,
+    /// The service's name, for log lines.
+    name: std::rc::Rc<str>,
     /// The coarse clock the sweeper advances.
     epoch: Cell<u32>,
     /// Generations for [`ConnId`]s: never reused within the worker.
@@ -93,10 +95,11 @@ const KEY_BITS: u32 = 24;
 impl Connections {
     /// The set of service `service` (its index in the worker, below 256), whose
     /// connections may hold `max_pending` unsent bytes.
-    pub fn for_service(service: usize, max_pending: usize) -> Connections {
+    pub fn for_service(service: usize, name: &str, max_pending: usize) -> Connections {
         Connections {
             service: u32::try_from(service).expect("few services") & 0xff,
             max_pending: Cell::new(max_pending),
+            name: name.into(),
             ..Connections::default()
         }
     }
@@ -327,6 +330,11 @@ impl Registration {
         self.set.service as usize
     }
 
+    /// Its service's name (for log lines).
+    pub fn service_name(&self) -> &str {
+        &self.set.name
+    }
+
     /// Whether the sweeper cancelled it, and why.
     pub fn expired(&self) -> Option<Expiry> {
         match self.set.entries.borrow().slots.get(self.key)?.state {
@@ -358,12 +366,12 @@ impl Registration {
 mod tests {
     #[test]
     fn ids_carry_their_service() {
-        let set = std::rc::Rc::new(super::Connections::for_service(3, 1024));
+        let set = std::rc::Rc::new(super::Connections::for_service(3, "a", 1024));
         let r = set.register_with(Some(super::Endpoint::stream(false)), true);
         let id = r.id();
         assert_eq!(super::Connections::service_of(id), 3);
         assert!(set.with_endpoint(id, |_| ()).is_some());
-        let other = super::Connections::for_service(2, 1024);
+        let other = super::Connections::for_service(2, "b", 1024);
         assert!(other.with_endpoint(id, |_| ()).is_none());
     }
 

@@ -99,7 +99,7 @@ impl UdpServer {
             tokio::select! {
                 ready = self.socket.readable() => {
                     if let Err(e) = ready {
-                        tracing::warn!(local = %self.local, "udp socket: {e}");
+                        tracing::warn!(service = %self.shared.name, local = %self.local, "udp socket: {e}");
                         return;
                     }
                     self.receive_batch();
@@ -116,8 +116,7 @@ impl UdpServer {
                 _ = sweep.tick() => {
                     self.expire_idle();
                     if self.evicted > 0 {
-                        tracing::warn!(
-                            local = %self.local,
+                        tracing::warn!(service = %self.shared.name, local = %self.local,
                             evicted = self.evicted,
                             "udp: evicted the least recently used sessions (--max-sessions {} reached)",
                             self.max_sessions
@@ -143,7 +142,7 @@ impl UdpServer {
                     self.deliver(peer, data, &shared.factory);
                 }
                 Received::Truncated(peer, len) => {
-                    tracing::warn!(%peer, len, "udp: datagram larger than the {}-byte buffer dropped (truncated)", buf.len());
+                    tracing::warn!(service = %self.shared.name, %peer, len, "udp: datagram larger than the {}-byte buffer dropped (truncated)", buf.len());
                 }
                 Received::Error(e) => {
                     // ICMP errors for earlier sends surface here; they concern one peer.
@@ -251,7 +250,7 @@ impl UdpServer {
             Ok(c) => c,
             Err(message) => {
                 bump(&self.shared.connections.metrics.plugin_panics, 1);
-                tracing::warn!(%peer, "plugin panicked making a consumer: {message}; datagram dropped");
+                tracing::warn!(service = %self.shared.name, %peer, "plugin panicked making a consumer: {message}; datagram dropped");
                 return false;
             }
         };
@@ -283,7 +282,7 @@ impl UdpServer {
         let ending = match result {
             Delivered::Panicked(message) => {
                 bump(&self.shared.connections.metrics.plugin_panics, 1);
-                tracing::warn!(%peer, "plugin panicked: {message}; ending this peer's session");
+                tracing::warn!(service = %self.shared.name, %peer, "plugin panicked: {message}; ending this peer's session");
                 Some(LostReason::Error)
             }
             Delivered::Ran(requests) if requests.close => Some(LostReason::Closed),
@@ -325,7 +324,7 @@ impl UdpServer {
             .set(metrics.udp_sessions_open.get().saturating_sub(1));
         if let Err(message) = session.session.lose(reason) {
             bump(&metrics.plugin_panics, 1);
-            tracing::warn!(%peer, "plugin panicked in connection_lost: {message}");
+            tracing::warn!(service = %self.shared.name, %peer, "plugin panicked in connection_lost: {message}");
         }
     }
 }

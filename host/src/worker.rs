@@ -166,6 +166,7 @@ async fn serve(
     let mut listeners = Vec::new();
     for (i, service) in services.into_iter().enumerate() {
         let s = service.settings;
+        let connections = Connections::for_service(i, &service.name, s.limits.max_pending);
         shareds.push(Rc::new(Shared {
             service: i,
             name: service.name.into(),
@@ -173,7 +174,7 @@ async fn serve(
             tls: s.tls.clone(),
             proxy_protocol: s.proxy_protocol,
             handshake_timeout: s.handshake_timeout,
-            connections: Rc::new(Connections::for_service(i, s.limits.max_pending)),
+            connections: Rc::new(connections),
             limit: Arc::new(Semaphore::new(s.max_connections)),
             recycling: recycling.clone(),
         }));

@@ -148,11 +148,11 @@ where
     let (proxied, stream) = match header.await {
         Ok(Ok(read)) => read,
         Ok(Err(why)) => {
-            tracing::debug!(peer = %info.peer, "PROXY protocol: {why}; closed");
+            tracing::debug!(service = %shared.name, peer = %info.peer, "PROXY protocol: {why}; closed");
             return;
         }
         Err(_) => {
-            tracing::debug!(peer = %info.peer, "no PROXY header within {:?}; closed", shared.handshake_timeout);
+            tracing::debug!(service = %shared.name, peer = %info.peer, "no PROXY header within {:?}; closed", shared.handshake_timeout);
             return;
         }
     };
@@ -184,12 +184,12 @@ async fn serve_tls_or_plain<S>(
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {
             crate::metrics::bump(&shared.connections.metrics.tls_handshake_failures, 1);
-            tracing::debug!(peer = %info.peer, "TLS handshake failed: {e}");
+            tracing::debug!(service = %shared.name, peer = %info.peer, "TLS handshake failed: {e}");
             return;
         }
         Err(_) => {
             crate::metrics::bump(&shared.connections.metrics.tls_handshake_failures, 1);
-            tracing::debug!(peer = %info.peer, "TLS handshake not finished within {:?}; closed", shared.handshake_timeout);
+            tracing::debug!(service = %shared.name, peer = %info.peer, "TLS handshake not finished within {:?}; closed", shared.handshake_timeout);
             return;
         }
     };

@@ -148,7 +148,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             )),
             Err(message) => {
                 metrics::bump(&slot.registration.metrics().plugin_panics, 1);
-                tracing::warn!(peer = %info.peer, "plugin panicked making a consumer: {message}; connection closed");
+                tracing::warn!(service = %slot.registration.service_name(), peer = %info.peer, "plugin panicked making a consumer: {message}; connection closed");
                 None
             }
         }
@@ -383,7 +383,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 
     fn panicked(&self, message: &str) -> LostReason {
         metrics::bump(&self.slot.registration.metrics().plugin_panics, 1);
-        tracing::warn!(peer = %self.peer, "plugin panicked: {message}; closing this connection");
+        tracing::warn!(service = %self.slot.registration.service_name(), peer = %self.peer, "plugin panicked: {message}; closing this connection");
         LostReason::Error
     }
 
@@ -511,7 +511,7 @@ impl<S> Drop for Connection<S> {
         metrics.closed(self.session.lost_reason().unwrap_or(self.reason));
         if let Err(message) = self.session.lose(self.reason) {
             metrics::bump(&metrics.plugin_panics, 1);
-            tracing::warn!(peer = %self.peer, "plugin panicked in connection_lost: {message}");
+            tracing::warn!(service = %self.slot.registration.service_name(), peer = %self.peer, "plugin panicked in connection_lost: {message}");
         }
     }
 }
