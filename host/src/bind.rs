@@ -75,7 +75,9 @@ impl UnixBind {
             return Err(format!("{s:?}: expected unix:/PATH"));
         }
         if path.len() >= 108 {
-            return Err(format!("{s:?}: a Unix socket path must be shorter than 108 bytes"));
+            return Err(format!(
+                "{s:?}: a Unix socket path must be shorter than 108 bytes"
+            ));
         }
         let mut bind = UnixBind {
             path: path.into(),
@@ -117,7 +119,10 @@ pub struct BindSpec {
 impl BindSpec {
     /// Parse one `--bind` value (clap's value parser).
     pub fn parse(s: &str) -> Result<BindSpec, String> {
-        if let Some(rest) = s.strip_prefix("unix://").or_else(|| s.strip_prefix("unix:")) {
+        if let Some(rest) = s
+            .strip_prefix("unix://")
+            .or_else(|| s.strip_prefix("unix:"))
+        {
             return Ok(BindSpec {
                 transport: Transport::Unix,
                 host: Host::Unix(UnixBind::parse(s, rest)?),
@@ -129,7 +134,9 @@ impl BindSpec {
         } else if let Some(r) = s.strip_prefix("tcp://") {
             (Transport::Tcp, r)
         } else if s.contains("://") {
-            return Err(format!("{s:?}: unknown scheme (use tcp://, udp:// or unix:)"));
+            return Err(format!(
+                "{s:?}: unknown scheme (use tcp://, udp:// or unix:)"
+            ));
         } else {
             (Transport::Tcp, s)
         };
@@ -280,7 +287,8 @@ impl Bound {
 
 /// The placeholder address of a Unix socket's ends (what a plugin sees as `peer` and
 /// `local`; `ConnInfo` has no room for a path).
-pub const UNIX_ADDR: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
+pub const UNIX_ADDR: SocketAddr =
+    SocketAddr::V4(std::net::SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
 
 /// Bind and listen on a Unix socket, after clearing a stale file; mode and owner are set
 /// before `listen`.
@@ -489,7 +497,10 @@ mod tests {
         let spec = BindSpec::parse(&format!("unix:{}?mode=600", path.display())).unwrap();
         let live = Bound::bind(&spec, 4, false).unwrap();
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         let in_use = Bound::bind(&spec, 4, false).unwrap_err().to_string();
         assert!(in_use.contains("another process listens"), "{in_use}");
         drop(live); // the file stays: a stale socket

@@ -61,7 +61,9 @@ fn check(config: &Config, origins: &[Origin]) -> Vec<Problem> {
         key: Some(key.to_string()),
         message,
     };
-    if let Err(e) = crate::privileges::Identity::resolve(config.user.as_deref(), config.group.as_deref()) {
+    if let Err(e) =
+        crate::privileges::Identity::resolve(config.user.as_deref(), config.group.as_deref())
+    {
         problems.push(global("user", e.to_string()));
     }
     for (service, origin) in config.services.iter().zip(origins) {
@@ -69,7 +71,9 @@ fn check(config: &Config, origins: &[Origin]) -> Vec<Problem> {
             if let Err(e) = files.load() {
                 let key = if e.to_string().contains("--ca-file") {
                     "ca-file"
-                } else if e.to_string().contains("--key-file") && !e.to_string().contains("--cert-file") {
+                } else if e.to_string().contains("--key-file")
+                    && !e.to_string().contains("--cert-file")
+                {
                     "key-file"
                 } else {
                     "cert-file"
@@ -109,15 +113,17 @@ fn bind_problem(bind: &crate::bind::BindSpec) -> Option<String> {
             let dir = unix.path.parent().filter(|d| !d.as_os_str().is_empty());
             if let Some(dir) = dir {
                 if !dir.is_dir() {
-                    return Some(format!("{bind}: the directory {} does not exist", dir.display()));
+                    return Some(format!(
+                        "{bind}: the directory {} does not exist",
+                        dir.display()
+                    ));
                 }
             }
             match std::fs::symlink_metadata(&unix.path) {
                 Ok(meta) => {
                     use std::os::unix::fs::FileTypeExt;
-                    (!meta.file_type().is_socket()).then(|| {
-                        format!("{bind}: a file that is not a socket is at this path")
-                    })
+                    (!meta.file_type().is_socket())
+                        .then(|| format!("{bind}: a file that is not a socket is at this path"))
                 }
                 Err(_) => None,
             }
@@ -128,7 +134,11 @@ fn bind_problem(bind: &crate::bind::BindSpec) -> Option<String> {
 
 /// Load the plugin of services `users` in a child process and build their factories;
 /// problems as `(service, key, message)`.
-fn load_in_child(config: &Config, users: &[usize], timeout: Duration) -> Vec<(usize, &'static str, String)> {
+fn load_in_child(
+    config: &Config,
+    users: &[usize],
+    timeout: Duration,
+) -> Vec<(usize, &'static str, String)> {
     let first = users[0];
     let plugin_path = &config.services[first].plugin;
     let (read, write) = match nix::unistd::pipe() {
@@ -170,14 +180,29 @@ fn load_in_child(config: &Config, users: &[usize], timeout: Duration) -> Vec<(us
                 .collect();
             let done = text.lines().any(|l| l == "done");
             if !finished {
-                problems.push((first, "plugin", format!("plugin {}: did not finish loading within --timeout {}s", plugin_path.display(), timeout.as_secs())));
+                problems.push((
+                    first,
+                    "plugin",
+                    format!(
+                        "plugin {}: did not finish loading within --timeout {}s",
+                        plugin_path.display(),
+                        timeout.as_secs()
+                    ),
+                ));
             } else if !done {
                 let how = match status {
                     Ok(WaitStatus::Signaled(_, sig, _)) => format!("killed by {}", sig.as_str()),
                     Ok(WaitStatus::Exited(_, code)) => format!("exit status {code}"),
                     _ => "ended".to_string(),
                 };
-                problems.push((first, "plugin", format!("plugin {}: the process loading it crashed ({how})", plugin_path.display())));
+                problems.push((
+                    first,
+                    "plugin",
+                    format!(
+                        "plugin {}: the process loading it crashed ({how})",
+                        plugin_path.display()
+                    ),
+                ));
             }
             problems
         }
@@ -188,7 +213,10 @@ fn load_in_child(config: &Config, users: &[usize], timeout: Duration) -> Vec<(us
 fn load_here(config: &Config, users: &[usize]) -> String {
     let mut out = String::new();
     let mut line = |i: usize, key: &str, message: String| {
-        out.push_str(&format!("{i}\t{key}\t{}\n", message.replace(['\n', '\t'], " ")));
+        out.push_str(&format!(
+            "{i}\t{key}\t{}\n",
+            message.replace(['\n', '\t'], " ")
+        ));
     };
     let first = users[0];
     match Plugin::load(&config.services[first].plugin) {
@@ -201,7 +229,11 @@ fn load_here(config: &Config, users: &[usize]) -> String {
                     continue;
                 }
                 if let Err(e) = plugin.factory(&service.plugin_opts, config.log_level) {
-                    let key = if service.plugin_opts.is_empty() { "plugin" } else { "plugin-opt" };
+                    let key = if service.plugin_opts.is_empty() {
+                        "plugin"
+                    } else {
+                        "plugin-opt"
+                    };
                     line(i, key, e.to_string());
                 }
             }
@@ -221,8 +253,12 @@ fn read_until(read: OwnedFd, deadline: Instant) -> (String, bool) {
         if left.is_zero() {
             return (String::from_utf8_lossy(&text).into_owned(), false);
         }
-        let mut fds = [PollFd::new(std::os::fd::AsFd::as_fd(&file), PollFlags::POLLIN)];
-        let ms = PollTimeout::try_from(left.min(Duration::from_millis(500))).unwrap_or(PollTimeout::NONE);
+        let mut fds = [PollFd::new(
+            std::os::fd::AsFd::as_fd(&file),
+            PollFlags::POLLIN,
+        )];
+        let ms = PollTimeout::try_from(left.min(Duration::from_millis(500)))
+            .unwrap_or(PollTimeout::NONE);
         if poll(&mut fds, ms).unwrap_or(0) == 0 {
             continue;
         }

@@ -305,7 +305,13 @@ pub fn service_name_for(plugin: &std::path::Path) -> String {
     let name = stem.strip_prefix("lib").unwrap_or(&stem);
     let name: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     if name.is_empty() {
         "service".to_string()
@@ -422,6 +428,9 @@ mod tests {
     #[test]
     fn keep_alive_zero_means_never() {
         let cli = Cli::try_parse_from(["sockhost", "--plugin", "x", "--keep-alive", "0"]).unwrap();
-        assert_eq!(cli.serve.into_config().unwrap().services[0].keep_alive, None);
+        assert_eq!(
+            cli.serve.into_config().unwrap().services[0].keep_alive,
+            None
+        );
     }
 }

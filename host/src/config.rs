@@ -192,6 +192,9 @@ struct Entry<'a> {
     value: &'a Spanned<DeValue<'a>>,
 }
 
+/// A key of the file with the argument tokens it stands for.
+type Keyed<'e, 'a> = (&'e Entry<'a>, Vec<OsString>);
+
 /// The file, parsed and sorted into top-level keys and `[[service]]` blocks.
 struct File<'a> {
     path: PathBuf,
@@ -312,19 +315,30 @@ impl<'a> File<'a> {
                 return match entry.value.get_ref() {
                     DeValue::String(s) if valid_name(s) => Some(Vec::new()),
                     DeValue::String(_) => {
-                        problems.push(self.problem(entry.line, &path, "a service name is letters, digits, '-' and '_'"));
+                        problems.push(self.problem(
+                            entry.line,
+                            &path,
+                            "a service name is letters, digits, '-' and '_'",
+                        ));
                         None
                     }
                     other => {
-                        problems.push(self.problem(entry.line, &path, format!("expected a string, found {}", other.type_str())));
+                        problems.push(self.problem(
+                            entry.line,
+                            &path,
+                            format!("expected a string, found {}", other.type_str()),
+                        ));
                         None
                     }
                 };
             }
             let Some(arg) = args.get(&entry.key) else {
-                let hint = suggest(&entry.key, args.keys().map(String::as_str).chain(["name", "service"]))
-                    .map(|s| format!(" (did you mean `{s}`?)"))
-                    .unwrap_or_default();
+                let hint = suggest(
+                    &entry.key,
+                    args.keys().map(String::as_str).chain(["name", "service"]),
+                )
+                .map(|s| format!(" (did you mean `{s}`?)"))
+                .unwrap_or_default();
                 problems.push(self.problem(entry.line, &path, format!("unknown key{hint}")));
                 return None;
             };
@@ -337,7 +351,10 @@ impl<'a> File<'a> {
                 ));
                 return None;
             }
-            if !in_service && blocks && (IDENTIFYING.contains(&entry.key.as_str()) || entry.key == "name") {
+            if !in_service
+                && blocks
+                && (IDENTIFYING.contains(&entry.key.as_str()) || entry.key == "name")
+            {
                 problems.push(self.problem(
                     entry.line,
                     &path,
@@ -355,9 +372,11 @@ impl<'a> File<'a> {
         };
 
         let mut global = Vec::new();
-        let mut defaults: Vec<(&Entry<'_>, Vec<OsString>)> = Vec::new();
+        let mut defaults: Vec<Keyed<'_, '_>> = Vec::new();
         for entry in &self.top {
-            let Some(t) = tokens_of(entry, "", false) else { continue };
+            let Some(t) = tokens_of(entry, "", false) else {
+                continue;
+            };
             if SERVICE_KEYS.contains(&entry.key.as_str()) || entry.key == "name" {
                 defaults.push((entry, t));
             } else if explicit(&entry.key).is_none() {
@@ -377,7 +396,11 @@ impl<'a> File<'a> {
         }
         if self.services.len() > MAX_SERVICES {
             let (line, _) = self.services[MAX_SERVICES];
-            problems.push(self.problem(line, "service", format!("more than {MAX_SERVICES} services")));
+            problems.push(self.problem(
+                line,
+                "service",
+                format!("more than {MAX_SERVICES} services"),
+            ));
         }
         if blocks {
             for long in IDENTIFYING {
@@ -400,11 +423,11 @@ impl<'a> File<'a> {
         }
 
         // One service per block (or the top level): defaults, then the block's own keys.
-        let units: Vec<(Option<usize>, String, Vec<(&Entry<'_>, Vec<OsString>)>)> = if blocks {
+        let units: Vec<(Option<usize>, String, Vec<Keyed<'_, '_>>)> = if blocks {
             blocks_tokens
                 .into_iter()
                 .map(|(line, prefix, own)| {
-                    let mut merged: Vec<(&Entry<'_>, Vec<OsString>)> = defaults
+                    let mut merged: Vec<Keyed<'_, '_>> = defaults
                         .iter()
                         .filter(|(d, _)| !own.iter().any(|(o, _)| o.key == d.key))
                         .map(|(d, t)| (*d, t.clone()))
@@ -423,16 +446,25 @@ impl<'a> File<'a> {
                 file: Some(self.path.clone()),
                 line,
                 prefix: prefix.clone(),
-                keys: entries.iter().map(|(e, _)| (e.key.clone(), e.line)).collect(),
+                keys: entries
+                    .iter()
+                    .map(|(e, _)| (e.key.clone(), e.line))
+                    .collect(),
             };
-            let name = entries.iter().find(|(e, _)| e.key == "name").and_then(|(e, _)| match e.value.get_ref() {
-                DeValue::String(s) => Some(s.to_string()),
-                _ => None,
-            });
+            let name = entries
+                .iter()
+                .find(|(e, _)| e.key == "name")
+                .and_then(|(e, _)| match e.value.get_ref() {
+                    DeValue::String(s) => Some(s.to_string()),
+                    _ => None,
+                });
             if blocks {
                 for required in ["plugin", "bind"] {
                     if !entries.iter().any(|(e, _)| e.key == required) {
-                        problems.push(origin.problem(required, format!("this [[service]] block has no `{required}`")));
+                        problems.push(origin.problem(
+                            required,
+                            format!("this [[service]] block has no `{required}`"),
+                        ));
                     }
                 }
             }
@@ -489,7 +521,11 @@ fn conflicts(config: &Config, origins: &[Origin]) -> Vec<Problem> {
     let mut problems = Vec::new();
     for (i, s) in config.services.iter().enumerate() {
         if let Some(first) = config.services[..i].iter().position(|o| o.name == s.name) {
-            let key = if origins[i].keys.contains_key("name") { "name" } else { "plugin" };
+            let key = if origins[i].keys.contains_key("name") {
+                "name"
+            } else {
+                "plugin"
+            };
             problems.push(origins[i].problem(
                 key,
                 format!("a second service named {:?} (the first is service[{}]); give each a distinct `name`", s.name, first + 1),
@@ -532,7 +568,10 @@ fn tokens(
             return match value.get_ref() {
                 DeValue::Boolean(true) => Ok(vec![flag.into()]),
                 DeValue::Boolean(false) => Ok(Vec::new()),
-                other => Err(format!("expected true or false, found {}", other.type_str())),
+                other => Err(format!(
+                    "expected true or false, found {}",
+                    other.type_str()
+                )),
             };
         }
         ArgAction::Set | ArgAction::Append => {}
@@ -595,7 +634,10 @@ fn scalar(value: &DeValue<'_>) -> Result<String, String> {
         DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix())
             .map(|n| n.to_string())
             .map_err(|e| format!("integer out of range: {e}")),
-        other => Err(format!("expected a string or an integer, found {}", other.type_str())),
+        other => Err(format!(
+            "expected a string or an integer, found {}",
+            other.type_str()
+        )),
     }
 }
 
@@ -603,7 +645,8 @@ fn scalar(value: &DeValue<'_>) -> Result<String, String> {
 fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 /// The first line of a clap error, without its `error: ` prefix.
@@ -630,7 +673,9 @@ fn distance(a: &str, b: &str) -> usize {
         row[0] = i + 1;
         for j in 0..b.len() {
             let cur = row[j + 1];
-            row[j + 1] = (prev + usize::from(ca != b[j])).min(row[j] + 1).min(cur + 1);
+            row[j + 1] = (prev + usize::from(ca != b[j]))
+                .min(row[j] + 1)
+                .min(cur + 1);
             prev = cur;
         }
     }
@@ -646,11 +691,16 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join(format!("{}.toml", text.len()));
         std::fs::write(&path, text).unwrap();
-        let mut argv: Vec<OsString> = vec!["sockhost".into(), "--config".into(), path.clone().into()];
+        let mut argv: Vec<OsString> =
+            vec!["sockhost".into(), "--config".into(), path.clone().into()];
         argv.extend(flags.iter().map(OsString::from));
         let matches = cli::serve_command().try_get_matches_from(&argv).unwrap();
         let args = ServeArgs::from_arg_matches(&matches).unwrap();
-        let given = Given { args: &args, matches: &matches, tokens: argv[1..].to_vec() };
+        let given = Given {
+            args: &args,
+            matches: &matches,
+            tokens: argv[1..].to_vec(),
+        };
         let result = load(&given).map(|(c, _)| c);
         let _ = std::fs::remove_file(path);
         result
@@ -670,10 +720,19 @@ mod tests {
             if NOT_KEYS.contains(&long) {
                 continue;
             }
-            assert!(matches!(arg.get_action(), ArgAction::Set | ArgAction::Append | ArgAction::SetTrue), "--{long}");
+            assert!(
+                matches!(
+                    arg.get_action(),
+                    ArgAction::Set | ArgAction::Append | ArgAction::SetTrue
+                ),
+                "--{long}"
+            );
         }
         for key in SERVICE_KEYS {
-            assert!(cmd.get_arguments().any(|a| a.get_long() == Some(key)), "{key} is a flag");
+            assert!(
+                cmd.get_arguments().any(|a| a.get_long() == Some(key)),
+                "{key} is a flag"
+            );
         }
     }
 
@@ -686,13 +745,23 @@ mod tests {
         assert_eq!(s.name, "echo");
         assert_eq!(s.binds.len(), 2);
         assert_eq!(s.keep_alive, Some(std::time::Duration::from_secs(3)));
-        assert_eq!(s.plugin_opts, vec![("a".into(), "b".into()), ("n".into(), "5".into())]);
+        assert_eq!(
+            s.plugin_opts,
+            vec![("a".into(), "b".into()), ("n".into(), "5".into())]
+        );
     }
 
     #[test]
     fn flags_override_the_file() {
-        let c = load_text("plugin = \"/p/libecho.so\"\nkeep-alive = 3\nworkers = 2\n", &["--keep-alive", "9"]).unwrap();
-        assert_eq!(c.services[0].keep_alive, Some(std::time::Duration::from_secs(9)));
+        let c = load_text(
+            "plugin = \"/p/libecho.so\"\nkeep-alive = 3\nworkers = 2\n",
+            &["--keep-alive", "9"],
+        )
+        .unwrap();
+        assert_eq!(
+            c.services[0].keep_alive,
+            Some(std::time::Duration::from_secs(9))
+        );
         assert_eq!(c.workers, 2);
     }
 
@@ -704,7 +773,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.services.len(), 2);
-        assert_eq!(c.services[0].keep_alive, Some(std::time::Duration::from_secs(7)));
+        assert_eq!(
+            c.services[0].keep_alive,
+            Some(std::time::Duration::from_secs(7))
+        );
         assert_eq!(c.services[1].keep_alive, None);
         assert_eq!(c.services[1].name, "kv2");
         assert!(c.services[1].plugin.is_absolute(), "relative to the file");
@@ -714,32 +786,68 @@ mod tests {
     #[test]
     fn problems_name_file_line_and_key() {
         let p = one_problem("plugin = \"/p/libecho.so\"\n\nkep-alive = 3\n");
-        assert!(p.contains(".toml:3: kep-alive: unknown key (did you mean `keep-alive`?)"), "{p}");
+        assert!(
+            p.contains(".toml:3: kep-alive: unknown key (did you mean `keep-alive`?)"),
+            "{p}"
+        );
         let p = one_problem("plugin = \"/p/libecho.so\"\nkeep-alive = \"soon\"\n");
-        assert!(p.contains(".toml:2: keep-alive: invalid value 'soon'"), "{p}");
+        assert!(
+            p.contains(".toml:2: keep-alive: invalid value 'soon'"),
+            "{p}"
+        );
         let p = one_problem("plugin = \"/p/libecho.so\"\nproxy-protocol = 1\n");
-        assert!(p.contains(":2: proxy-protocol: expected true or false, found integer"), "{p}");
-        let p = one_problem("bind = \"127.0.0.1:1\"\n[[service]]\nplugin = \"/p/a.so\"\nbind = \"127.0.0.1:2\"\n");
-        assert!(p.contains(":1: bind: conflicts with the [[service]] blocks"), "{p}");
-        let p = one_problem("[[service]]\nplugin = \"/p/a.so\"\nbind = \"127.0.0.1:2\"\nworkers = 3\n");
-        assert!(p.contains(":4: service[1].workers: a process-wide setting"), "{p}");
+        assert!(
+            p.contains(":2: proxy-protocol: expected true or false, found integer"),
+            "{p}"
+        );
+        let p = one_problem(
+            "bind = \"127.0.0.1:1\"\n[[service]]\nplugin = \"/p/a.so\"\nbind = \"127.0.0.1:2\"\n",
+        );
+        assert!(
+            p.contains(":1: bind: conflicts with the [[service]] blocks"),
+            "{p}"
+        );
+        let p =
+            one_problem("[[service]]\nplugin = \"/p/a.so\"\nbind = \"127.0.0.1:2\"\nworkers = 3\n");
+        assert!(
+            p.contains(":4: service[1].workers: a process-wide setting"),
+            "{p}"
+        );
         let p = one_problem("[[service]]\nplugin = \"/p/a.so\"\nbind = \"127.0.0.1:2\"\n[[service]]\nplugin = \"/q/a.so\"\nbind = \"127.0.0.1:3\"\n");
-        assert!(p.contains(":5: service[2].plugin: a second service named \"a\""), "{p}");
+        assert!(
+            p.contains(":5: service[2].plugin: a second service named \"a\""),
+            "{p}"
+        );
         let p = one_problem("[[service]]\nplugin = \"/p/a.so\"\nbind = \"127.0.0.1:2\"\n[[service]]\nname = \"b\"\nplugin = \"/p/a.so\"\nbind = \"127.0.0.1:2\"\n");
-        assert!(p.contains(":7: service[2].bind: tcp://127.0.0.1:2 is bound twice"), "{p}");
+        assert!(
+            p.contains(":7: service[2].bind: tcp://127.0.0.1:2 is bound twice"),
+            "{p}"
+        );
         let p = one_problem("plugin = \"/p/a.so\"\nkeep-alive = [\n");
         assert!(p.contains(".toml:2: not valid TOML"), "{p}");
     }
 
     #[test]
     fn identifying_flags_do_not_mix_with_blocks() {
-        let problems = load_text("[[service]]\nplugin = \"/p/a.so\"\nbind = \"127.0.0.1:2\"\n", &["--bind", "127.0.0.1:5"]).unwrap_err();
-        assert!(problems[0].to_string().contains("--bind cannot be combined with the [[service]] blocks"), "{problems:?}");
+        let problems = load_text(
+            "[[service]]\nplugin = \"/p/a.so\"\nbind = \"127.0.0.1:2\"\n",
+            &["--bind", "127.0.0.1:5"],
+        )
+        .unwrap_err();
+        assert!(
+            problems[0]
+                .to_string()
+                .contains("--bind cannot be combined with the [[service]] blocks"),
+            "{problems:?}"
+        );
     }
 
     #[test]
     fn typos_get_a_suggestion() {
-        assert_eq!(suggest("kep-alive", ["keep-alive", "bind"].into_iter()), Some("keep-alive"));
+        assert_eq!(
+            suggest("kep-alive", ["keep-alive", "bind"].into_iter()),
+            Some("keep-alive")
+        );
         assert_eq!(suggest("zzz", ["keep-alive", "bind"].into_iter()), None);
     }
 }

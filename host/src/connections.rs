@@ -256,9 +256,7 @@ fn split(id: ConnId) -> (usize, u32) {
 
 fn join(service: u32, key: usize, generation: u32) -> ConnId {
     debug_assert!(key < 1 << KEY_BITS);
-    ConnId::from_raw(
-        (u64::from(generation) << 32) | u64::from(service) << KEY_BITS | key as u64,
-    )
+    ConnId::from_raw((u64::from(generation) << 32) | u64::from(service) << KEY_BITS | key as u64)
 }
 
 /// A connection's entry in [`Connections`], released when the connection ends.

@@ -57,7 +57,9 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<(), HostError> {
         }
         Some(Command::Check(mut args)) => {
             args.check = true;
-            let sub = matches.subcommand_matches("check").expect("parsed as check");
+            let sub = matches
+                .subcommand_matches("check")
+                .expect("parsed as check");
             (*args, sub, argv[1..].to_vec())
         }
         None => (cli.serve, matches, argv),

@@ -182,20 +182,25 @@ pub fn render(services: &[&str], per_service: &[Counters], s: &Supervision) -> S
         }
     };
     // One sample per service and extra label set: `{service="echo",reason="closed"}`.
-    let labelled = |extra: &[&str], value: &dyn Fn(&Counters, usize) -> u64| -> Vec<(String, u64)> {
-        let mut samples = Vec::new();
-        for (name, c) in services.iter().zip(per_service) {
-            let service = format!("service=\"{}\"", escape(name));
-            if extra.is_empty() {
-                samples.push((format!("{{{service}}}"), value(c, 0)));
+    let labelled =
+        |extra: &[&str], value: &dyn Fn(&Counters, usize) -> u64| -> Vec<(String, u64)> {
+            let mut samples = Vec::new();
+            for (name, c) in services.iter().zip(per_service) {
+                let service = format!("service=\"{}\"", escape(name));
+                if extra.is_empty() {
+                    samples.push((format!("{{{service}}}"), value(c, 0)));
+                }
+                for (i, e) in extra.iter().enumerate() {
+                    samples.push((format!("{{{service},{e}}}"), value(c, i)));
+                }
             }
-            for (i, e) in extra.iter().enumerate() {
-                samples.push((format!("{{{service},{e}}}"), value(c, i)));
-            }
-        }
-        samples
-    };
-    let mut per = |name: &str, kind: &str, help: &str, extra: &[&str], value: &dyn Fn(&Counters, usize) -> u64| {
+            samples
+        };
+    let mut per = |name: &str,
+                   kind: &str,
+                   help: &str,
+                   extra: &[&str],
+                   value: &dyn Fn(&Counters, usize) -> u64| {
         let samples = labelled(extra, value);
         let samples: Vec<(&str, u64)> = samples.iter().map(|(l, v)| (l.as_str(), *v)).collect();
         metric(name, kind, help, &samples);
@@ -510,7 +515,10 @@ mod tests {
         };
         let s = Supervision {
             workers: 2,
-            plugins: vec![("echo".into(), "0.1.0".into()), ("kv".into(), "0.2.0".into())],
+            plugins: vec![
+                ("echo".into(), "0.1.0".into()),
+                ("kv".into(), "0.2.0".into()),
+            ],
             ..Default::default()
         };
         let other = Counters {
@@ -519,9 +527,14 @@ mod tests {
         };
         let text = render(&["echo", "store"], &[c, other], &s);
         assert!(text.contains("# TYPE sockhost_connections_accepted_total counter\nsockhost_connections_accepted_total{service=\"echo\"} 5\nsockhost_connections_accepted_total{service=\"store\"} 7\n"), "{text}");
-        assert!(text.contains("sockhost_connections_closed_total{service=\"echo\",reason=\"idle_timeout\"} 2\n"));
-        assert!(text.contains("sockhost_plugin_info{service=\"echo\",name=\"echo\",version=\"0.1.0\"} 1\n"));
-        assert!(text.contains("sockhost_plugin_info{service=\"store\",name=\"kv\",version=\"0.2.0\"} 1\n"));
+        assert!(text.contains(
+            "sockhost_connections_closed_total{service=\"echo\",reason=\"idle_timeout\"} 2\n"
+        ));
+        assert!(text.contains(
+            "sockhost_plugin_info{service=\"echo\",name=\"echo\",version=\"0.1.0\"} 1\n"
+        ));
+        assert!(text
+            .contains("sockhost_plugin_info{service=\"store\",name=\"kv\",version=\"0.2.0\"} 1\n"));
         assert!(text.contains("sockhost_workers 2\n"));
     }
 

@@ -57,7 +57,10 @@ pub fn run(config: &Config) -> Result<(), HostError> {
     } = generation;
     let mut plugins = Vec::new();
     for snapshot in snapshots {
-        plugins.push(Plugin::load_snapshot(&snapshot.path, &snapshot.load_path())?);
+        plugins.push(Plugin::load_snapshot(
+            &snapshot.path,
+            &snapshot.load_path(),
+        )?);
         // Mapped: the descriptor is no longer needed.
     }
     let many = config.services.len() > 1;
@@ -91,7 +94,12 @@ pub fn run(config: &Config) -> Result<(), HostError> {
     let metrics = metrics_listener.map(|listener| {
         let plugins = plugin_of
             .iter()
-            .map(|&p| (plugins[p].meta.name.clone(), plugins[p].meta.version.clone()))
+            .map(|&p| {
+                (
+                    plugins[p].meta.name.clone(),
+                    plugins[p].meta.version.clone(),
+                )
+            })
             .collect();
         (listener, plugins)
     });

@@ -61,7 +61,7 @@ pub struct ServiceSettings {
 pub struct Hooks {
     /// Called from inside the event loop twice a second: proof of life, with each
     /// service's figures.
-    pub heartbeat: Option<Box<dyn FnMut(&[Counters])>>,
+    pub heartbeat: Option<Heartbeat>,
     /// Thread mode with `--metrics-bind`: serve the metrics endpoint from this event loop,
     /// with each service's plugin name and version.
     pub metrics: Option<(std::net::TcpListener, Vec<(String, String)>)>,
@@ -80,6 +80,9 @@ pub struct Hooks {
     /// default action). `Err` stops the worker before it serves.
     pub serving: Option<Box<dyn FnOnce() -> Result<(), HostError>>>,
 }
+
+/// The heartbeat hook: called with each service's counters.
+pub type Heartbeat = Box<dyn FnMut(&[Counters])>;
 
 /// A successor starting up, as returned by [`Hooks::reload`].
 pub type Successor = std::pin::Pin<Box<dyn std::future::Future<Output = Result<u32, String>>>>;
@@ -198,23 +201,19 @@ async fn serve(
                     let std_listener: std::net::TcpListener = bound.socket.into();
                     let listener = TcpListener::from_std(std_listener)
                         .map_err(|e| HostError::io("registering a listening socket", e))?;
-                    accept_tasks.push(tokio::task::spawn_local(
-                        crate::tcp::accept::accept_loop(
-                            crate::tcp::accept::Tcp::new(listener),
-                            shared.clone(),
-                        ),
-                    ));
+                    accept_tasks.push(tokio::task::spawn_local(crate::tcp::accept::accept_loop(
+                        crate::tcp::accept::Tcp::new(listener),
+                        shared.clone(),
+                    )));
                 }
                 Transport::Unix => {
                     let std_listener: std::os::unix::net::UnixListener = bound.socket.into();
                     let listener = tokio::net::UnixListener::from_std(std_listener)
                         .map_err(|e| HostError::io("registering a listening socket", e))?;
-                    accept_tasks.push(tokio::task::spawn_local(
-                        crate::tcp::accept::accept_loop(
-                            crate::tcp::accept::Unix(listener),
-                            shared.clone(),
-                        ),
-                    ));
+                    accept_tasks.push(tokio::task::spawn_local(crate::tcp::accept::accept_loop(
+                        crate::tcp::accept::Unix(listener),
+                        shared.clone(),
+                    )));
                 }
                 Transport::Udp => {
                     let std_socket: std::net::UdpSocket = bound.socket.into();
@@ -234,7 +233,9 @@ async fn serve(
         if let Some(ka) =
             crate::keep_alive::KeepAlive::with_send_timeout(s.keep_alive, s.limits.send_timeout)
         {
-            sweepers.push(tokio::task::spawn_local(ka.sweep(shared.connections.clone())));
+            sweepers.push(tokio::task::spawn_local(
+                ka.sweep(shared.connections.clone()),
+            ));
         }
     }
 

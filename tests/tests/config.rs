@@ -12,8 +12,8 @@ use std::time::Duration;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use rustls::pki_types::{CertificateDer, ServerName};
 use sockhost_tests::{
-    alive, ask, children_of, connect, plugin, round_trip, run_to_exit, run_to_exit_with_env, wait_until,
-    Server,
+    alive, ask, children_of, connect, plugin, round_trip, run_to_exit, run_to_exit_with_env,
+    wait_until, Server,
 };
 
 /// A temporary directory, removed at the end of the test.
@@ -21,7 +21,8 @@ struct Dir(PathBuf);
 
 impl Dir {
     fn new(tag: &str) -> Dir {
-        let dir = std::env::temp_dir().join(format!("sockhost-config-{tag}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("sockhost-config-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         Dir(dir)
@@ -50,7 +51,9 @@ fn make_certificates(dir: &Dir) -> CertificateDer<'static> {
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(DnType::CommonName, "config test CA");
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "config test CA");
     let ca = ca_params.clone().self_signed(&ca_key).unwrap();
     let issuer = Issuer::new(ca_params, ca_key);
     let key = KeyPair::generate().unwrap();
@@ -73,9 +76,12 @@ fn hello_over_tls_on_unix(path: &Path, ca: &CertificateDer<'static>) -> String {
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let sock = UnixStream::connect(path).unwrap_or_else(|e| panic!("connect {}: {e}", path.display()));
-    sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    sock.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+    let sock =
+        UnixStream::connect(path).unwrap_or_else(|e| panic!("connect {}: {e}", path.display()));
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    sock.set_write_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let conn =
         rustls::ClientConnection::new(Arc::new(config), ServerName::try_from("localhost").unwrap())
             .unwrap();
@@ -153,7 +159,9 @@ fn assert_three_services_serve(server: &Server, ca: &CertificateDer<'static>, ma
     let mut echo = connect(tcp[0]);
     assert_eq!(round_trip(&mut echo, b"over tcp"), b"over tcp");
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
-    client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     client.send_to(b"over udp", udp).unwrap();
     let mut buf = [0u8; 64];
     let (n, _) = client.recv_from(&mut buf).expect("the UDP echo");
@@ -175,14 +183,14 @@ fn three_services_serve_and_reload(concurrency: &str, reloaded: &str) {
     let dir = Dir::new(concurrency);
     let ca = make_certificates(&dir);
     let config = three_services(&dir, 1);
-    let mut server = Server::start_expecting(
-        &["--config", &config, "--concurrency", concurrency],
-        &[],
-        4,
-    );
+    let mut server =
+        Server::start_expecting(&["--config", &config, "--concurrency", concurrency], &[], 4);
     assert_eq!(server.unix, vec![dir.path("hello.sock")]);
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(dir.path("hello.sock")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(dir.path("hello.sock"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600, "mode=600 from the bind");
     assert_three_services_serve(&server, &ca, 1);
 
@@ -190,7 +198,9 @@ fn three_services_serve_and_reload(concurrency: &str, reloaded: &str) {
     let metrics = scrape(&server.stdout.text());
     for service in ["echo", "hello", "kv"] {
         assert!(
-            metrics.contains(&format!("sockhost_plugin_info{{service=\"{service}\",name=\"{service}\"")),
+            metrics.contains(&format!(
+                "sockhost_plugin_info{{service=\"{service}\",name=\"{service}\""
+            )),
             "{metrics}"
         );
     }
@@ -338,14 +348,22 @@ fn check_rejects_five_kinds_of_broken_config_each_with_file_line_and_key() {
     );
     let (ok, stdout, stderr) = check(&dir, &good);
     assert!(ok, "stderr:\n{stderr}");
-    assert!(stdout.starts_with("configuration ok: 2 service(s): echo ("), "{stdout}");
+    assert!(
+        stdout.starts_with("configuration ok: 2 service(s): echo ("),
+        "{stdout}"
+    );
     let path = dir.write("good.toml", &format!("plugin = \"{}\"\n", kv.display()));
     let out = run_to_exit(
         &["-t", "--config", &path, "--plugin-opt", "max-keys=2"],
         Duration::from_secs(30),
     );
     assert!(out.status.success(), "{}", out.stderr);
-    assert!(out.stdout.starts_with("configuration ok: 1 service(s): kv ("), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .starts_with("configuration ok: 1 service(s): kv ("),
+        "{}",
+        out.stdout
+    );
 }
 
 #[test]
@@ -385,11 +403,9 @@ fn environment_variables_override_the_file_and_flags_override_both() {
         let mut args = vec!["--config", config.as_str()];
         args.extend(flags);
         let server = Server::start_expecting(&args, env, 1);
-        wait_until(
-            &format!("{want} workers"),
-            Duration::from_secs(10),
-            || children_of(server.pid()).len() == want,
-        );
+        wait_until(&format!("{want} workers"), Duration::from_secs(10), || {
+            children_of(server.pid()).len() == want
+        });
         assert_eq!(round_trip(&mut connect(server.addr()), b"hi"), b"hi");
     };
     workers_of(&[], &[], 1);
@@ -441,12 +457,18 @@ fn a_unix_bind_replaces_a_stale_socket_refuses_a_live_one_and_is_removed_at_exit
         );
         // A second instance must not take the live socket away.
         let second = run_to_exit(
-            &["--plugin", plugin("echo").to_str().unwrap(), "--bind", &bind],
+            &[
+                "--plugin",
+                plugin("echo").to_str().unwrap(),
+                "--bind",
+                &bind,
+            ],
             Duration::from_secs(10),
         );
         assert!(!second.status.success());
         assert!(
-            second.stderr.trim() == format!("error: --bind {bind}: another process listens on this socket"),
+            second.stderr.trim()
+                == format!("error: --bind {bind}: another process listens on this socket"),
             "{}",
             second.stderr
         );
@@ -461,9 +483,63 @@ fn a_unix_bind_replaces_a_stale_socket_refuses_a_live_one_and_is_removed_at_exit
     std::fs::remove_file(&path).unwrap();
     std::fs::write(&path, b"keep me").unwrap();
     let out = run_to_exit(
-        &["--plugin", plugin("echo").to_str().unwrap(), "--bind", &bind],
+        &[
+            "--plugin",
+            plugin("echo").to_str().unwrap(),
+            "--bind",
+            &bind,
+        ],
         Duration::from_secs(10),
     );
-    assert!(out.stderr.contains("a file that is not a socket is at this path; not removing it"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("a file that is not a socket is at this path; not removing it"),
+        "{}",
+        out.stderr
+    );
     assert_eq!(std::fs::read(&path).unwrap(), b"keep me");
+}
+
+#[test]
+fn host_services_reach_connections_of_every_service_of_a_worker() {
+    let dir = Dir::new("services");
+    let kit = plugin("servicekit");
+    for concurrency in ["process", "thread"] {
+        let config = dir.write(
+            "kits.toml",
+            &format!(
+                "workers = 1\nconcurrency = \"{concurrency}\"\n\
+                 [[service]]\nplugin = \"{echo}\"\nbind = \"127.0.0.1:0\"\n\
+                 [[service]]\nname = \"kit1\"\nplugin = \"{kit}\"\nbind = \"127.0.0.1:0\"\n\
+                 [[service]]\nname = \"kit2\"\nplugin = \"{kit}\"\nbind = \"127.0.0.1:0\"\n",
+                echo = plugin("echo").display(),
+                kit = kit.display()
+            ),
+        );
+        let server = Server::start_expecting(&["--config", &config], &[], 3);
+        let (kit1, kit2) = (server.listening[1].1, server.listening[2].1);
+        // A timer of a connection of the third service.
+        let mut b = connect(kit2);
+        b.write_all(b"timer 50 1\n").unwrap();
+        assert_eq!(ask(&mut b, ""), "timer 1", "{concurrency}");
+        // A post from a connection of one service to one of another (ids are worker-wide).
+        let b_id = ask(&mut b, "id\n");
+        let mut a = connect(kit1);
+        assert_eq!(
+            ask(&mut a, &format!("post {b_id} across services\n")),
+            "post Queued",
+            "{concurrency}"
+        );
+        assert_eq!(ask(&mut b, ""), "across services", "{concurrency}");
+        // An outbound connection opened by the third service's plugin.
+        let upstream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        b.write_all(format!("connect {} 2000\n", upstream.local_addr().unwrap()).as_bytes())
+            .unwrap();
+        let (mut up, _) = upstream.accept().unwrap();
+        assert_eq!(ask(&mut b, ""), "outbound connected", "{concurrency}");
+        up.write_all(b"hello kit2\n").unwrap();
+        assert_eq!(ask(&mut b, ""), "outbound data hello kit2", "{concurrency}");
+        // The first service still echoes.
+        assert_eq!(round_trip(&mut connect(server.listening[0].1), b"e"), b"e");
+    }
 }

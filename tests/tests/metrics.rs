@@ -70,14 +70,24 @@ fn process_mode_counters_move_with_traffic_and_a_worker_kill() {
         "{first}"
     );
     assert_eq!(value(&first, "sockhost_workers"), 2);
-    assert_eq!(value(&first, "sockhost_connections_accepted_total{service=\"echo\"}"), 0);
+    assert_eq!(
+        value(
+            &first,
+            "sockhost_connections_accepted_total{service=\"echo\"}"
+        ),
+        0
+    );
 
     for i in 0..10 {
         let mut s = connect(server.addr());
         let data = vec![i as u8; 1000];
         assert_eq!(round_trip(&mut s, &data), data);
     }
-    let after = wait_for_metric(m, "sockhost_connections_accepted_total{service=\"echo\"}", 10);
+    let after = wait_for_metric(
+        m,
+        "sockhost_connections_accepted_total{service=\"echo\"}",
+        10,
+    );
     wait_for_metric(m, "sockhost_received_bytes_total{service=\"echo\"}", 10_000);
     let after = if value(&after, "sockhost_sent_bytes_total{service=\"echo\"}") >= 10_000 {
         after
@@ -101,7 +111,10 @@ fn process_mode_counters_move_with_traffic_and_a_worker_kill() {
     assert!(value(&later, "sockhost_worker_starts_total") >= 2);
     wait_for_metric(m, "sockhost_worker_starts_total", 3);
     assert!(
-        value(&later, "sockhost_connections_accepted_total{service=\"echo\"}") >= 10,
+        value(
+            &later,
+            "sockhost_connections_accepted_total{service=\"echo\"}"
+        ) >= 10,
         "a dead worker's counts are kept"
     );
 
@@ -125,10 +138,17 @@ fn thread_mode_serves_metrics_too() {
     let m = metrics_addr(&server);
     let mut s = connect(server.addr());
     assert_eq!(round_trip(&mut s, b"count me"), b"count me");
-    let text = wait_for_metric(m, "sockhost_connections_accepted_total{service=\"echo\"}", 1);
+    let text = wait_for_metric(
+        m,
+        "sockhost_connections_accepted_total{service=\"echo\"}",
+        1,
+    );
     assert!(
         text.contains("# TYPE sockhost_connections_open gauge"),
         "{text}"
     );
-    assert_eq!(value(&text, "sockhost_connections_open{service=\"echo\"}"), 1);
+    assert_eq!(
+        value(&text, "sockhost_connections_open{service=\"echo\"}"),
+        1
+    );
 }

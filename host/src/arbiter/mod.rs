@@ -319,7 +319,12 @@ impl Arbiter<'_> {
             .collect();
         let mut supervision = self.supervision.clone();
         supervision.workers = self.workers.len() as u64;
-        let names: Vec<&str> = self.config.services.iter().map(|s| s.name.as_str()).collect();
+        let names: Vec<&str> = self
+            .config
+            .services
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect();
         endpoint.serve(|| metrics::render(&names, &counters, &supervision));
     }
 
@@ -824,7 +829,12 @@ fn same_sockets(running: &Config, reread: &Config) -> Result<(), HostError> {
     let shape = |c: &Config| -> Vec<(String, Vec<String>)> {
         c.services
             .iter()
-            .map(|s| (s.name.clone(), s.binds.iter().map(ToString::to_string).collect()))
+            .map(|s| {
+                (
+                    s.name.clone(),
+                    s.binds.iter().map(ToString::to_string).collect(),
+                )
+            })
             .collect()
     };
     if shape(running) != shape(reread) {

@@ -45,7 +45,12 @@ impl Report {
                 let words: Vec<&str> = line.split(' ').skip(1).collect();
                 let plugins = words
                     .chunks(2)
-                    .map(|p| (p[0].to_string(), p.get(1).copied().unwrap_or_default().to_string()))
+                    .map(|p| {
+                        (
+                            p[0].to_string(),
+                            p.get(1).copied().unwrap_or_default().to_string(),
+                        )
+                    })
                     .collect();
                 Some(Report::Ready(plugins))
             }

@@ -69,9 +69,7 @@ impl Hub {
         });
         let h = hub.clone();
         tokio::task::spawn_local(async move {
-            h.timers
-                .run(|id, kind| fire(&h, &h.timers, id, kind))
-                .await
+            h.timers.run(|id, kind| fire(&h, &h.timers, id, kind)).await
         });
         hub
     }
@@ -115,23 +113,23 @@ impl Backend for Hub {
         };
         let max = set.max_pending();
         set.with_endpoint(to, |ep| {
-                if ep.closing {
-                    return PostStatus::Gone;
-                }
-                let queued = ep.pending + ep.posted_len() + data.len();
-                if queued > max {
-                    ep.closing = true;
-                    ep.event(Event::Overflow, to);
-                    return PostStatus::Overflow;
-                }
-                ep.post(data, to);
-                if queued > HIGH_WATER {
-                    PostStatus::Backlogged
-                } else {
-                    PostStatus::Queued
-                }
-            })
-            .unwrap_or(PostStatus::Gone)
+            if ep.closing {
+                return PostStatus::Gone;
+            }
+            let queued = ep.pending + ep.posted_len() + data.len();
+            if queued > max {
+                ep.closing = true;
+                ep.event(Event::Overflow, to);
+                return PostStatus::Overflow;
+            }
+            ep.post(data, to);
+            if queued > HIGH_WATER {
+                PostStatus::Backlogged
+            } else {
+                PostStatus::Queued
+            }
+        })
+        .unwrap_or(PostStatus::Gone)
     }
 
     fn close(&self, id: ConnId) {

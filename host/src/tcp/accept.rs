@@ -57,7 +57,10 @@ impl Acceptor for Tcp {
             .fixed_local
             .or_else(|| stream.local_addr().ok().map(canonical))
             .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-        Ok((stream, ConnInfo::new(Transport::Tcp, canonical(peer), local)))
+        Ok((
+            stream,
+            ConnInfo::new(Transport::Tcp, canonical(peer), local),
+        ))
     }
 }
 
