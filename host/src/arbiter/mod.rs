@@ -33,6 +33,7 @@ mod signals;
 mod snapshot;
 mod spawn;
 mod status;
+mod steering;
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
