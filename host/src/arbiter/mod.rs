@@ -28,6 +28,7 @@
 //! beside the old ones. When all report ready, the old generation is told to stop
 //! gracefully. If any fails, the new generation is killed and the old one keeps serving.
 
+mod backoff;
 mod board;
 mod signals;
 mod snapshot;
@@ -43,35 +44,38 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-use crate::bind::Bound;
+use crate::bind::{Bound, Transport};
 use crate::cli::Config;
 use crate::error::HostError;
 use crate::metrics;
 use crate::pid_file::PidFile;
 use crate::privileges::Identity;
 use crate::tls::Tls;
+use backoff::Backoff;
 use board::{now_ms, Board};
 use signals::Signals;
 use snapshot::Snapshot;
 use spawn::{spawn, WorkerSpec};
 use status::{Report, StatusReader};
+use steering::Steering;
 
 /// Room on the board for live and retiring workers together.
 const BOARD_CELLS: usize = 4096;
 /// How often the loop wakes with nothing to do (heartbeat checks, deadlines).
 const TICK: Duration = Duration::from_millis(100);
-/// A worker that exits sooner than this after starting counts towards back-off.
-const YOUNG: Duration = Duration::from_secs(5);
-/// Longest pause between two attempts to replace a crashing worker.
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// How late a serving worker's heartbeat (sent every 500 ms) may be before new connections
+/// are steered away from its slot. Well under `--timeout`: it only decides where new
+/// connections go; killing a stuck worker is still `--timeout`'s call.
+const HEARTBEAT_GRACE: Duration = Duration::from_millis(1500);
 /// After `--graceful-timeout`, how long a stopping worker has before it is killed.
 const KILL_GRACE: Duration = Duration::from_secs(5);
 
 /// One worker position: its sockets (one per `--bind`) and its restart back-off.
 struct Slot {
     sockets: Vec<Bound>,
-    failures: u32,
-    not_before: Instant,
+    backoff: Backoff,
+    /// Its sockets are ours to replace (not inherited from systemd, which holds them too).
+    replaceable: bool,
 }
 
 /// One set of workers running the same plugin snapshot (and the same TLS configuration,
@@ -117,6 +121,15 @@ struct Worker {
     drained: bool,
     /// Killed for missing its heartbeat or a deadline.
     timed_out: bool,
+    /// Serving, but its heartbeat is later than [`HEARTBEAT_GRACE`].
+    late: bool,
+}
+
+impl Worker {
+    /// Whether it takes new connections from its slot's sockets.
+    fn accepting(&self) -> bool {
+        self.phase == Phase::Serving && !self.drained && !self.late
+    }
 }
 
 /// The end of a reload: the new generation serves; the old one is still being told to stop.
@@ -164,12 +177,18 @@ struct Arbiter<'c> {
     metrics: Option<metrics::Endpoint>,
     retired: metrics::Counters,
     supervision: metrics::Supervision,
+    /// Which slots new connections may reach.
+    steering: Steering,
+    /// The slots that took new connections at the last look.
+    live: Vec<bool>,
 }
 
 /// Run process mode to the end.
 pub fn run(config: &Config) -> Result<(), HostError> {
     let identity = Identity::resolve(config.user.as_deref(), config.group.as_deref())?;
     let generation = Generation::prepare(1, config)?;
+    // Socket activation: slot 0's sockets may be systemd's, which must never be shut down.
+    let activated = std::env::var_os("LISTEN_FDS").is_some();
     let first = crate::bind_all(&config.binds, config.backlog, true)?;
     let metrics = config
         .metrics_bind
@@ -190,6 +209,8 @@ pub fn run(config: &Config) -> Result<(), HostError> {
         signals,
         board,
         free_cells: (0..board.len()).rev().collect(),
+        steering: Steering::new(&first),
+        live: Vec::new(),
         slots: Vec::new(),
         workers: Vec::new(),
         current: generation,
@@ -202,10 +223,9 @@ pub fn run(config: &Config) -> Result<(), HostError> {
         retired: metrics::Counters::default(),
         supervision: metrics::Supervision::default(),
     };
-    arbiter.add_slot(first)?;
+    arbiter.add_slot(first, !activated);
     for _ in 1..config.workers {
-        let sockets = arbiter.sibling_sockets()?;
-        arbiter.add_slot(sockets)?;
+        arbiter.add_sibling_slot()?;
     }
     let _pid_file = config.pid_file.as_deref().map(PidFile::write).transpose()?;
     let result = arbiter.supervise();
@@ -216,31 +236,47 @@ pub fn run(config: &Config) -> Result<(), HostError> {
 }
 
 impl Arbiter<'_> {
-    fn add_slot(&mut self, sockets: Vec<Bound>) -> Result<(), HostError> {
+    fn add_slot(&mut self, sockets: Vec<Bound>, replaceable: bool) {
         self.slots.push(Slot {
             sockets,
-            failures: 0,
-            not_before: Instant::now(),
+            backoff: Backoff::new(Instant::now()),
+            replaceable,
         });
-        Ok(())
     }
 
-    /// New sockets for one more slot, in the same SO_REUSEPORT groups as slot 0's. A socket
+    /// One more slot, with new sockets in the same SO_REUSEPORT groups as slot 0's. A socket
     /// that cannot have siblings (inherited from systemd without `ReusePort=yes`) is shared
     /// by every slot instead: it works, but its accept queue is one for all workers.
-    fn sibling_sockets(&self) -> Result<Vec<Bound>, HostError> {
-        self.slots[0]
-            .sockets
-            .iter()
-            .map(|b| match b.sibling(self.config.backlog) {
-                Ok(sibling) => Ok(sibling),
+    fn add_sibling_slot(&mut self) -> Result<(), HostError> {
+        let mut sockets = Vec::with_capacity(self.slots[0].sockets.len());
+        let mut own = Vec::with_capacity(sockets.capacity());
+        for b in &self.slots[0].sockets {
+            match b.sibling(self.config.backlog) {
+                Ok(sibling) => {
+                    sockets.push(sibling);
+                    own.push(true);
+                }
                 Err(e) => {
                     tracing::warn!(local = %b.local, "cannot add a SO_REUSEPORT socket ({e}); workers share this one (for systemd sockets, set ReusePort=yes)");
-                    let shared = b.socket.try_clone().map_err(|e| HostError::io(format!("sharing the socket for {}", b.local), e))?;
-                    Ok(Bound { transport: b.transport, socket: shared, local: b.local })
+                    let shared = b.socket.try_clone().map_err(|e| {
+                        HostError::io(format!("sharing the socket for {}", b.local), e)
+                    })?;
+                    sockets.push(Bound {
+                        transport: b.transport,
+                        socket: shared,
+                        local: b.local,
+                    });
+                    own.push(false);
                 }
-            })
-            .collect()
+            }
+        }
+        // Only now that every socket exists (an error above closes them all again).
+        let slot = self.slots.len();
+        for (bind, own) in own.into_iter().enumerate() {
+            self.steering.join(slot, bind, own);
+        }
+        self.add_slot(sockets, true);
+        Ok(())
     }
 
     /// The supervision loop; returns when the last worker has exited after a stop.
@@ -256,6 +292,7 @@ impl Arbiter<'_> {
             self.check_deadlines();
             self.advance_reload();
             self.finish_handover();
+            self.steer();
             self.serve_metrics();
             if matches!(self.state, State::Stopping { .. }) && self.workers.is_empty() {
                 tracing::info!("all workers exited; arbiter stopping");
@@ -304,6 +341,8 @@ impl Arbiter<'_> {
     }
 
     /// Give every slot a worker of the current generation (and of the reloading one).
+    /// A worker that cannot be started (no process or memory to fork one) is fatal only
+    /// at startup; later it aborts a reload, or backs off that slot while the others serve.
     fn spawn_missing(&mut self) -> Result<(), HostError> {
         if matches!(self.state, State::Stopping { .. }) {
             return Ok(());
@@ -320,10 +359,25 @@ impl Arbiter<'_> {
                         && w.generation == generation
                         && !matches!(w.phase, Phase::Retiring { .. })
                 });
-                if has || self.slots[slot].not_before > now {
+                if has || !self.slots[slot].backoff.ready(now) {
                     continue;
                 }
-                self.spawn_worker(slot, generation)?;
+                match self.spawn_worker(slot, generation) {
+                    Ok(()) => {}
+                    Err(e) if self.state == State::Starting => return Err(e),
+                    Err(e)
+                        if self
+                            .reload
+                            .as_ref()
+                            .is_some_and(|r| r.generation.id == generation) =>
+                    {
+                        self.abort_reload(&format!("cannot start a new worker: {e}"));
+                    }
+                    Err(e) => {
+                        let delay = self.slots[slot].backoff.failed(now);
+                        tracing::warn!(slot, "cannot start a worker: {e}; next attempt in {delay:?}, the other workers keep serving");
+                    }
+                }
             }
         }
         Ok(())
@@ -384,6 +438,7 @@ impl Arbiter<'_> {
             started: Instant::now(),
             drained: false,
             timed_out: false,
+            late: false,
         });
         Ok(())
     }
@@ -394,15 +449,22 @@ impl Arbiter<'_> {
             Signal::SIGTERM | Signal::SIGINT => self.stop(false, sig),
             Signal::SIGQUIT => self.stop(true, sig),
             Signal::SIGHUP => self.begin_reload(),
-            Signal::SIGTTIN if self.state == State::Running => {
-                let sockets = self.sibling_sockets()?;
-                self.add_slot(sockets)?;
-                tracing::info!(workers = self.slots.len(), "SIGTTIN: one worker more");
-            }
+            Signal::SIGTTIN if self.state == State::Running => match self.add_sibling_slot() {
+                Ok(()) => tracing::info!(workers = self.slots.len(), "SIGTTIN: one worker more"),
+                Err(e) => tracing::warn!("SIGTTIN: cannot add a worker: {e}"),
+            },
             Signal::SIGTTOU if self.state == State::Running && self.slots.len() > 1 => {
                 let slot = self.slots.len() - 1;
                 self.retire_where(|w| w.slot == slot);
                 self.slots.pop();
+                // Its sockets leave their groups once the workers still holding them are gone.
+                let holders: Vec<Pid> = self
+                    .workers
+                    .iter()
+                    .filter(|w| w.slot == slot)
+                    .map(|w| w.pid)
+                    .collect();
+                self.steering.release(slot, &holders);
                 tracing::info!(workers = self.slots.len(), "SIGTTOU: one worker fewer");
             }
             _ => {}
@@ -578,7 +640,10 @@ impl Arbiter<'_> {
                     }
                     Report::Failed(message) => failures.push((w.generation, message)),
                     Report::Retiring => retiring.push(w.pid),
-                    Report::Draining => w.drained = true,
+                    Report::Draining => {
+                        w.drained = true;
+                        self.steering.closed_by(w.pid);
+                    }
                 }
             }
         }
@@ -648,6 +713,7 @@ impl Arbiter<'_> {
                 continue;
             };
             let w = self.workers.swap_remove(i);
+            self.steering.closed_by(pid);
             // Drain a `failed` report written just before exiting.
             let mut status_reader = w.status;
             let last_words = status_reader.read().into_iter().find_map(|r| match r {
@@ -689,21 +755,130 @@ impl Arbiter<'_> {
             }
             // Back off if it died young; reset once a worker has lived a while.
             if let Some(slot) = self.slots.get_mut(w.slot) {
-                if w.started.elapsed() < YOUNG {
-                    slot.failures += 1;
-                    let delay = (Duration::from_millis(50) * 2u32.pow(slot.failures.min(10)))
-                        .min(MAX_BACKOFF);
-                    slot.not_before = Instant::now() + delay;
-                    if slot.failures > 1 {
-                        tracing::warn!(
-                            slot = w.slot,
-                            "worker keeps dying; next start in {delay:?}"
-                        );
-                    }
-                } else {
-                    slot.failures = 0;
+                let delay = slot.backoff.exited(w.started.elapsed(), Instant::now());
+                if let Some(delay) = delay.filter(|_| slot.backoff.failures() > 1) {
+                    tracing::warn!(slot = w.slot, "worker keeps dying; next start in {delay:?}");
                 }
             }
+            self.move_queued(w.slot);
+        }
+    }
+
+    /// Slot `slot` may have lost its last worker: hand the connections waiting in its TCP
+    /// accept queues to the other slots, where the kernel can move them. Shutting a listening
+    /// socket down moves its queue to the group's other listeners when
+    /// `net.ipv4.tcp_migrate_req` is 1 (Linux ≥ 5.14), and resets it otherwise; so only then
+    /// is the slot given new sockets. Otherwise its queue waits for the slot's next worker.
+    fn move_queued(&mut self, slot: usize) {
+        let worker_left = self.workers.iter().any(|w| w.slot == slot);
+        let others_serve = self.workers.iter().any(|w| w.slot != slot && w.accepting());
+        if self.state != State::Running
+            || worker_left
+            || !others_serve
+            || !self.slots.get(slot).is_some_and(|s| s.replaceable)
+            || !kernel_migrates_queues()
+        {
+            return;
+        }
+        let mut moved = Vec::new();
+        for bind in 0..self.slots[slot].sockets.len() {
+            let old = &self.slots[slot].sockets[bind];
+            if old.transport != Transport::Tcp || !self.steering.steered(bind) {
+                continue;
+            }
+            // Bound, not yet listening: it joins the group (and could be picked as a target
+            // for the moved connections) only at `listen`, after the old one is shut down.
+            let new = match old.sibling_unlistened() {
+                Ok(new) => new,
+                Err(e) => {
+                    tracing::warn!(slot, local = %old.local, "cannot replace the socket of a slot without workers ({e}); its queued connections wait for its next worker");
+                    continue;
+                }
+            };
+            if let Err(e) = old.socket.shutdown(std::net::Shutdown::Read) {
+                tracing::warn!(slot, local = %old.local, "cannot shut down the socket of a slot without workers ({e}); its queued connections wait for its next worker");
+                continue;
+            }
+            if let Err(e) = new.socket.listen(self.config.backlog) {
+                tracing::error!(slot, local = %new.local, "cannot listen on the new socket of a slot ({e}); its next worker will not accept there");
+            }
+            self.steering.replaced(slot, bind);
+            moved.push(new.local.to_string());
+            self.slots[slot].sockets[bind] = new;
+        }
+        if !moved.is_empty() {
+            tracing::info!(
+                slot,
+                "slot has no worker: its queued connections on {} moved to the other workers (net.ipv4.tcp_migrate_req=1)",
+                moved.join(", ")
+            );
+        }
+    }
+
+    /// Find the slots that take new connections (a serving worker whose heartbeat is within
+    /// [`HEARTBEAT_GRACE`]) and steer new connections to them only.
+    fn steer(&mut self) {
+        if matches!(self.state, State::Stopping { .. }) || self.slots.is_empty() {
+            return;
+        }
+        let now_board = now_ms();
+        let running = self.state == State::Running;
+        for w in &mut self.workers {
+            if w.phase != Phase::Serving || w.drained {
+                continue;
+            }
+            let silent_ms = now_board
+                .saturating_sub(self.board.cell(w.cell).heartbeat_ms.load(Ordering::Relaxed));
+            let late = silent_ms > HEARTBEAT_GRACE.as_millis() as u64;
+            if late == w.late {
+                continue;
+            }
+            w.late = late;
+            if !running {
+                continue;
+            }
+            if late {
+                tracing::warn!(
+                    pid = w.pid.as_raw(),
+                    slot = w.slot,
+                    "worker missed its heartbeats for {silent_ms} ms: new connections go to the other workers (it is killed at --timeout {}s)",
+                    self.config.timeout.as_secs()
+                );
+            } else {
+                tracing::info!(
+                    pid = w.pid.as_raw(),
+                    slot = w.slot,
+                    "worker's heartbeat is back: it takes new connections again"
+                );
+            }
+        }
+        let live: Vec<bool> = (0..self.slots.len())
+            .map(|s| self.workers.iter().any(|w| w.slot == s && w.accepting()))
+            .collect();
+        self.steering.apply(&live, &self.slots[0].sockets);
+        if live == self.live {
+            return;
+        }
+        // Logged as the kernel now sees it: with no slot live, nothing is steered.
+        let down: Vec<String> = (0..live.len())
+            .filter(|&s| !live[s] && live.contains(&true))
+            .map(|s| s.to_string())
+            .collect();
+        let was_down = self.live.iter().any(|l| !l) && self.live.contains(&true);
+        self.live = live;
+        if !running {
+            return;
+        }
+        if !down.is_empty() {
+            tracing::info!(
+                "new connections steered away from slot {} (no serving worker)",
+                down.join(", ")
+            );
+        } else if was_down {
+            tracing::info!(
+                "every slot has a serving worker: new connections spread over all {}",
+                self.slots.len()
+            );
         }
     }
 
@@ -768,4 +943,10 @@ impl Arbiter<'_> {
             let _ = waitpid(w.pid, None);
         }
     }
+}
+
+/// Whether shutting a listening socket down moves its queued connections to the other
+/// sockets of its SO_REUSEPORT group (`net.ipv4.tcp_migrate_req`, per network namespace).
+fn kernel_migrates_queues() -> bool {
+    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_migrate_req").is_ok_and(|v| v.trim() == "1")
 }

@@ -33,16 +33,17 @@
 //! shared by every worker, as with a systemd socket without `ReusePort=yes`), behaves
 //! exactly like no program.
 
-use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 
 use nix::libc;
 use nix::libc::{
     BPF_A, BPF_ABS, BPF_ALU, BPF_B, BPF_DIV, BPF_H, BPF_IMM, BPF_IND, BPF_JA, BPF_JEQ, BPF_JMP,
-    BPF_K, BPF_LD, BPF_LDX, BPF_MEM, BPF_MISC, BPF_MOD, BPF_MSH, BPF_MUL, BPF_RET, BPF_RSH,
-    BPF_ST, BPF_TAX, BPF_W, BPF_X, BPF_XOR,
+    BPF_K, BPF_LD, BPF_LDX, BPF_MEM, BPF_MISC, BPF_MOD, BPF_MSH, BPF_MUL, BPF_RET, BPF_RSH, BPF_ST,
+    BPF_TAX, BPF_W, BPF_X, BPF_XOR,
 };
 use nix::unistd::Pid;
+
+use crate::bind::Bound;
 
 /// `SO_ATTACH_REUSEPORT_CBPF` (asm-generic/socket.h; the libc crate does not define it).
 const SO_ATTACH_REUSEPORT_CBPF: libc::c_int = 51;
@@ -97,29 +98,6 @@ fn mix(p: &mut Vec<Insn>) {
     p.push(insn(BPF_ST, 0));
 }
 
-/// The same finaliser in Rust.
-fn fmix(h: u32, word: u32) -> u32 {
-    let mut h = h ^ word;
-    h ^= h >> 16;
-    h = h.wrapping_mul(0x85eb_ca6b);
-    h ^= h >> 13;
-    h = h.wrapping_mul(0xc2b2_ae35);
-    h ^ (h >> 16)
-}
-
-/// The peer hash the program computes, for a packet from `peer` (an IPv4 peer of a
-/// dual-stack socket arrives as IPv4, so pass it as such).
-pub fn peer_hash(seed: u32, peer: SocketAddr) -> u32 {
-    let h = match peer.ip() {
-        IpAddr::V4(ip) => fmix(seed, u32::from(ip)),
-        IpAddr::V6(ip) => ip
-            .octets()
-            .chunks(4)
-            .fold(seed, |h, w| fmix(h, u32::from_be_bytes([w[0], w[1], w[2], w[3]]))),
-    };
-    fmix(h, u32::from(peer.port()))
-}
-
 /// Which slots serve, and where each slot's socket sits in one group.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Layout {
@@ -139,18 +117,6 @@ impl Layout {
             (0..self.live.len()).collect()
         } else {
             live
-        }
-    }
-
-    /// The slot a peer with hash `h` is given (what [`Layout::program`] computes).
-    pub fn slot_for(&self, h: u32) -> usize {
-        let slots = self.live.len() as u32;
-        let live = self.live_slots();
-        let home = (h % slots) as usize;
-        if live.contains(&home) {
-            home
-        } else {
-            live[((h / slots) % live.len() as u32) as usize]
         }
     }
 
@@ -183,7 +149,10 @@ impl Layout {
         p.push(insn(BPF_LD | BPF_IMM, self.seed));
         p.push(insn(BPF_ST, 0));
         for word in 0..4 {
-            p.push(insn(BPF_LD | BPF_W | BPF_ABS, NET.wrapping_add(8 + 4 * word)));
+            p.push(insn(
+                BPF_LD | BPF_W | BPF_ABS,
+                NET.wrapping_add(8 + 4 * word),
+            ));
             mix(&mut p);
         }
         p.push(insn(BPF_LD | BPF_H | BPF_ABS, NET.wrapping_add(40))); // source port
@@ -214,7 +183,9 @@ impl Layout {
             p.push(insn(BPF_ALU | BPF_MOD | BPF_K, live.len() as u32));
             table(
                 &mut p,
-                live.iter().enumerate().map(|(i, &s)| (i as u32, self.index[s])),
+                live.iter()
+                    .enumerate()
+                    .map(|(i, &s)| (i as u32, self.index[s])),
             );
         }
         (p.len() <= MAX_INSNS).then_some(p)
@@ -345,12 +316,148 @@ impl Group {
     }
 }
 
+/// Steering for every `--bind` of the arbiter: one [`Group`] per bind.
+pub struct Steering {
+    /// Keys the peer hash; fixed for the arbiter's life, so a peer's home slot is too.
+    seed: u32,
+    /// One per `--bind`; `None` where the sockets are not a group we can steer.
+    groups: Vec<Option<Group>>,
+}
+
+impl Steering {
+    /// Start with slot 0's sockets. A socket without `SO_REUSEPORT` (inherited from systemd
+    /// without `ReusePort=yes`) is shared by every worker: nothing to steer there.
+    pub fn new(first: &[Bound]) -> Steering {
+        use std::hash::BuildHasher;
+        let seed = std::collections::hash_map::RandomState::new().hash_one(std::process::id());
+        let groups = first
+            .iter()
+            .map(|b| {
+                b.socket.reuse_port().unwrap_or(false).then(|| {
+                    let mut g = Group::default();
+                    g.join(0);
+                    g
+                })
+            })
+            .collect();
+        Steering {
+            seed: seed as u32,
+            groups,
+        }
+    }
+
+    /// Slot `slot`'s socket for bind `bind` joined its group; `own: false` if it is slot
+    /// 0's socket shared (no sibling could be made), which ends steering for that bind.
+    pub fn join(&mut self, slot: usize, bind: usize, own: bool) {
+        if !own {
+            self.groups[bind] = None;
+        } else if let Some(g) = &mut self.groups[bind] {
+            g.join(slot);
+        }
+    }
+
+    /// Whether bind `bind`'s sockets are steered (a group of one socket per slot).
+    pub fn steered(&self, bind: usize) -> bool {
+        self.groups[bind].is_some()
+    }
+
+    /// Slot `slot` is removed: its sockets leave their groups once `holders` are gone.
+    pub fn release(&mut self, slot: usize, holders: &[Pid]) {
+        for g in self.groups.iter_mut().flatten() {
+            g.release(slot, holders.to_vec());
+        }
+    }
+
+    /// Slot `slot`'s socket for bind `bind` was shut down and a new one started listening.
+    pub fn replaced(&mut self, slot: usize, bind: usize) {
+        if let Some(g) = &mut self.groups[bind] {
+            g.release(slot, Vec::new());
+            g.join(slot);
+        }
+    }
+
+    /// Worker `pid` has closed its sockets.
+    pub fn closed_by(&mut self, pid: Pid) {
+        for g in self.groups.iter_mut().flatten() {
+            g.closed_by(pid);
+        }
+    }
+
+    /// Attach, where it changed, the program that sends new connections to the `live`
+    /// slots only. `anchors` are slot 0's sockets (any socket of a group reaches it). A
+    /// group that cannot be steered is left to the kernel's hash, with one warning.
+    pub fn apply(&mut self, live: &[bool], anchors: &[Bound]) {
+        for (group, anchor) in self.groups.iter_mut().zip(anchors) {
+            let Some(g) = group else { continue };
+            let program = g
+                .indices(live.len())
+                .map(|index| Layout {
+                    seed: self.seed,
+                    index,
+                    live: live.to_vec(),
+                })
+                .and_then(|layout| layout.program());
+            let Some(program) = program else {
+                tracing::warn!(local = %anchor.local, slots = live.len(), "cannot steer new connections for this many workers; the kernel spreads them over every worker");
+                let _ = attach(&anchor.socket, &kernel_choice());
+                *group = None;
+                continue;
+            };
+            if !g.needs(&program) {
+                continue;
+            }
+            match attach(&anchor.socket, &program) {
+                Ok(()) => g.attached(program),
+                Err(e) => {
+                    tracing::warn!(local = %anchor.local, "cannot attach the SO_REUSEPORT steering program ({e}); new connections are spread over every worker, including one that is down");
+                    *group = None;
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::HashMap;
-    use std::net::{Ipv4Addr, UdpSocket};
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
     use std::time::Duration;
+
+    /// The reference model of the program, in Rust: `mix` as a function.
+    fn fmix(h: u32, word: u32) -> u32 {
+        let mut h = h ^ word;
+        h ^= h >> 16;
+        h = h.wrapping_mul(0x85eb_ca6b);
+        h ^= h >> 13;
+        h = h.wrapping_mul(0xc2b2_ae35);
+        h ^ (h >> 16)
+    }
+
+    /// The peer hash the program computes for a packet from `peer` (an IPv4 peer of a
+    /// dual-stack socket arrives as IPv4, so pass it as such).
+    fn peer_hash(seed: u32, peer: SocketAddr) -> u32 {
+        let h = match peer.ip() {
+            IpAddr::V4(ip) => fmix(seed, u32::from(ip)),
+            IpAddr::V6(ip) => ip.octets().chunks(4).fold(seed, |h, w| {
+                fmix(h, u32::from_be_bytes([w[0], w[1], w[2], w[3]]))
+            }),
+        };
+        fmix(h, u32::from(peer.port()))
+    }
+
+    /// The reference model: the slot a peer with hash `h` is given (what
+    /// [`Layout::program`] computes).
+    fn slot_for(l: &Layout, h: u32) -> usize {
+        let slots = l.live.len() as u32;
+        let live = l.live_slots();
+        let home = (h % slots) as usize;
+        if live.contains(&home) {
+            home
+        } else {
+            live[((h / slots) % live.len() as u32) as usize]
+        }
+    }
 
     fn layout(live: &[bool]) -> Layout {
         Layout {
@@ -366,7 +473,7 @@ mod tests {
         let mut per_slot = [0u32; 4];
         for port in 1000..9000u16 {
             let h = peer_hash(l.seed, (Ipv4Addr::new(10, 0, 0, 1), port).into());
-            per_slot[l.slot_for(h)] += 1;
+            per_slot[slot_for(&l, h)] += 1;
         }
         for n in per_slot {
             assert!((1800..2200).contains(&n), "{per_slot:?}");
@@ -380,7 +487,7 @@ mod tests {
         let mut moved_to = [0u32; 4];
         for port in 1000..9000u16 {
             let h = peer_hash(all.seed, (Ipv4Addr::new(192, 0, 2, 7), port).into());
-            let (before, after) = (all.slot_for(h), one_down.slot_for(h));
+            let (before, after) = (slot_for(&all, h), slot_for(&one_down, h));
             if before == 1 {
                 assert_ne!(after, 1);
                 moved_to[after] += 1;
@@ -432,12 +539,9 @@ mod tests {
     }
 
     fn udp_group_on(bind: &str, n: usize) -> Vec<UdpSocket> {
-        let first = crate::bind::Bound::bind(
-            &crate::bind::BindSpec::parse(bind).unwrap(),
-            16,
-            true,
-        )
-        .unwrap();
+        let first =
+            crate::bind::Bound::bind(&crate::bind::BindSpec::parse(bind).unwrap(), 16, true)
+                .unwrap();
         let mut group = vec![first];
         for _ in 1..n {
             let sibling = group[0].sibling(16).unwrap();
@@ -456,7 +560,10 @@ mod tests {
     /// Which socket of `group` each peer's datagram reaches.
     fn receivers(group: &[UdpSocket], peers: &[UdpSocket]) -> HashMap<SocketAddr, usize> {
         let to = crate::bind::canonical(group[0].local_addr().unwrap());
-        let to = match (to.ip().is_unspecified(), peers[0].local_addr().unwrap().ip()) {
+        let to = match (
+            to.ip().is_unspecified(),
+            peers[0].local_addr().unwrap().ip(),
+        ) {
             (true, ip) => SocketAddr::new(ip, to.port()),
             _ => to,
         };
@@ -499,7 +606,7 @@ mod tests {
             let l = layout(&live);
             attach(&group[0], &l.program().unwrap()).unwrap();
             for (peer, socket) in receivers(&group, &peers) {
-                let expected = l.slot_for(peer_hash(l.seed, peer));
+                let expected = slot_for(&l, peer_hash(l.seed, peer));
                 assert_eq!(socket, expected, "peer {peer} with live slots {live:?}");
                 assert!(live[socket]);
             }
@@ -509,7 +616,7 @@ mod tests {
         l.index = vec![2, 0, 3, 1];
         attach(&group[1], &l.program().unwrap()).unwrap();
         for (peer, socket) in receivers(&group, &peers) {
-            let slot = l.slot_for(peer_hash(l.seed, peer));
+            let slot = slot_for(&l, peer_hash(l.seed, peer));
             assert_eq!(socket as u32, l.index[slot], "peer {peer}");
         }
         // "No choice" falls back to the kernel's own spread over every socket.
@@ -531,7 +638,7 @@ mod tests {
         for local in ["127.0.0.1:0", "[::1]:0"] {
             let peers: Vec<UdpSocket> = (0..100).map(|_| UdpSocket::bind(local).unwrap()).collect();
             for (peer, socket) in receivers(&group, &peers) {
-                assert_eq!(socket, l.slot_for(peer_hash(l.seed, peer)), "peer {peer}");
+                assert_eq!(socket, slot_for(&l, peer_hash(l.seed, peer)), "peer {peer}");
             }
         }
     }
@@ -570,7 +677,7 @@ mod tests {
         }
         for (peer, socket) in accepted {
             assert_ne!(socket, 1, "a connection reached the down slot");
-            assert_eq!(socket, l.slot_for(peer_hash(l.seed, peer)), "peer {peer}");
+            assert_eq!(socket, slot_for(&l, peer_hash(l.seed, peer)), "peer {peer}");
         }
     }
 }
