@@ -266,3 +266,197 @@ fn udp_peers_keep_their_worker_and_only_a_down_slots_peers_move() {
         }
     }
 }
+
+/// Runs in the forked child before exec: a private network namespace with loopback up and
+/// `net.ipv4.tcp_migrate_req=1` (the host's setting is never touched).
+fn private_network_with_migration() -> std::io::Result<()> {
+    let fail = || Err(std::io::Error::last_os_error());
+    // SAFETY: only system calls on stack data, between fork and exec (no allocation).
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWNET) != 0 {
+            return fail();
+        }
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+        if fd < 0 {
+            return fail();
+        }
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        ifr.ifr_name[0] = b'l' as libc::c_char;
+        ifr.ifr_name[1] = b'o' as libc::c_char;
+        if libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut ifr) != 0 {
+            return fail();
+        }
+        ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        if libc::ioctl(fd, libc::SIOCSIFFLAGS, &ifr) != 0 {
+            return fail();
+        }
+        libc::close(fd);
+        let sysctl = libc::open(
+            c"/proc/sys/net/ipv4/tcp_migrate_req".as_ptr(),
+            libc::O_WRONLY,
+        );
+        if sysctl < 0 || libc::write(sysctl, b"1".as_ptr().cast(), 1) != 1 {
+            return fail();
+        }
+        libc::close(sysctl);
+    }
+    Ok(())
+}
+
+/// Move the calling thread into process `pid`'s network namespace.
+fn enter_network_of(pid: u32) {
+    use std::os::fd::AsRawFd;
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net")).unwrap();
+    // SAFETY: setns on a descriptor we own; it changes only this thread's namespace.
+    let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+}
+
+/// `TcpExt: TCPMigrateReqSuccess` in the calling thread's network namespace.
+fn migrated_requests() -> u64 {
+    let netstat = std::fs::read_to_string("/proc/thread-self/net/netstat").unwrap();
+    let lines: Vec<&str> = netstat
+        .lines()
+        .filter(|l| l.starts_with("TcpExt:"))
+        .collect();
+    let names = lines[0].split_whitespace();
+    let values = lines[1].split_whitespace();
+    names
+        .zip(values)
+        .find(|(n, _)| *n == "TCPMigrateReqSuccess")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Read what has arrived on `s` without waiting; `Some(reply)` once a line is complete.
+fn reply_ready(s: &mut TcpStream, got: &mut Vec<u8>) -> Option<String> {
+    s.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 64];
+    while let Ok(n @ 1..) = s.read(&mut buf) {
+        got.extend_from_slice(&buf[..n]);
+    }
+    got.ends_with(b"\n")
+        .then(|| String::from_utf8_lossy(got).trim().to_string())
+}
+
+#[test]
+fn connections_queued_on_a_slot_left_without_workers_move_to_the_others() {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root for a private network namespace");
+        return;
+    }
+    let marker = temp_path("migrate-marker");
+    let _ = std::fs::remove_file(&marker);
+    let opt = format!("fail-if-exists={}", marker.display());
+    let kit = sockhost_tests::plugin("testkit");
+    let mut cmd = std::process::Command::new(sockhost_tests::sockhost_bin());
+    // SAFETY: the closure only makes system calls (see the function).
+    unsafe { cmd.pre_exec(private_network_with_migration) };
+    // Each worker takes one connection at a time: the rest wait in its accept queue.
+    let server = Server::start_command(
+        cmd,
+        &[
+            "--plugin",
+            kit.to_str().unwrap(),
+            "--bind",
+            "127.0.0.1:0",
+            "--workers",
+            "2",
+            "--max-connections",
+            "1",
+            "--plugin-opt",
+            &opt,
+        ],
+    );
+    wait_for_workers(&server, 2);
+    let (pid, addr) = (server.pid(), server.addr());
+    let body = std::thread::spawn(move || {
+        enter_network_of(pid);
+        // Hold one connection on each worker; connections that reach a busy worker queue.
+        let mut held: Vec<(u32, TcpStream)> = Vec::new();
+        let mut waiting: Vec<(TcpStream, Vec<u8>)> = Vec::new();
+        for _ in 0..200 {
+            let mut s = sockhost_tests::connect(addr);
+            s.write_all(b"pid").unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(300)))
+                .unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 16];
+            while let Ok(n @ 1..) = s.read(&mut buf) {
+                got.extend_from_slice(&buf[..n]);
+                if got.ends_with(b"\n") {
+                    break;
+                }
+            }
+            match String::from_utf8_lossy(&got).trim().parse::<u32>() {
+                Ok(p) if !held.iter().any(|(h, _)| *h == p) => held.push((p, s)),
+                _ => waiting.push((s, got)),
+            }
+            if held.len() == 2 {
+                break;
+            }
+        }
+        assert_eq!(held.len(), 2, "could not reach both workers");
+        for _ in 0..20 {
+            let mut s = sockhost_tests::connect(addr);
+            s.write_all(b"pid").unwrap();
+            waiting.push((s, Vec::new()));
+        }
+        let (survivor, survivor_conn) = held.pop().unwrap();
+        (held, survivor, survivor_conn, waiting)
+    });
+    // `victim_conn` stays open until the victim is gone, so it never takes a queued one.
+    let (mut victim_conn, survivor, survivor_conn, mut waiting) = body.join().unwrap();
+    let (victim, _victim_conn) = victim_conn.pop().unwrap();
+
+    // The victim dies and cannot be replaced: its queue moves to the survivor's socket.
+    std::fs::write(&marker, b"").unwrap();
+    kill(victim, "KILL");
+    let line = server
+        .stderr
+        .wait_for("queued connection(s) moved", Duration::from_secs(5));
+    eprintln!("{line}");
+    server
+        .stderr
+        .wait_for("worker failed to start", Duration::from_secs(10));
+
+    // The survivor serves them all, one at a time (each is closed once answered).
+    drop(survivor_conn);
+    let total = waiting.len();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !waiting.is_empty() && Instant::now() < deadline {
+        let mut fds: Vec<libc::pollfd> = waiting
+            .iter()
+            .map(|(s, _)| libc::pollfd {
+                fd: std::os::fd::AsRawFd::as_raw_fd(s),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        // SAFETY: `fds` is a valid array of pollfd for the call.
+        unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 200) };
+        waiting.retain_mut(|(s, got)| match reply_ready(s, got) {
+            Some(reply) => {
+                assert_eq!(reply, survivor.to_string(), "answered by the survivor");
+                false
+            }
+            None => true,
+        });
+    }
+    assert!(
+        waiting.is_empty(),
+        "{} of {total} queued connections were never answered",
+        waiting.len()
+    );
+    let migrated = std::thread::spawn(move || {
+        enter_network_of(pid);
+        migrated_requests()
+    })
+    .join()
+    .unwrap();
+    assert!(migrated > 0, "the kernel moved no connection");
+    eprintln!("{total} queued connections answered; the kernel moved {migrated}");
+    let _ = std::fs::remove_file(&marker);
+}

@@ -776,11 +776,11 @@ impl Arbiter<'_> {
             || worker_left
             || !others_serve
             || !self.slots.get(slot).is_some_and(|s| s.replaceable)
-            || !kernel_migrates_queues()
+            || !steering::kernel_migrates_queues()
         {
             return;
         }
-        let mut moved = Vec::new();
+        let mut moved = 0;
         for bind in 0..self.slots[slot].sockets.len() {
             let old = &self.slots[slot].sockets[bind];
             if old.transport != Transport::Tcp || !self.steering.steered(bind) {
@@ -795,6 +795,7 @@ impl Arbiter<'_> {
                     continue;
                 }
             };
+            let queued = steering::queued(&old.socket);
             if let Err(e) = old.socket.shutdown(std::net::Shutdown::Read) {
                 tracing::warn!(slot, local = %old.local, "cannot shut down the socket of a slot without workers ({e}); its queued connections wait for its next worker");
                 continue;
@@ -803,14 +804,13 @@ impl Arbiter<'_> {
                 tracing::error!(slot, local = %new.local, "cannot listen on the new socket of a slot ({e}); its next worker will not accept there");
             }
             self.steering.replaced(slot, bind);
-            moved.push(new.local.to_string());
             self.slots[slot].sockets[bind] = new;
+            moved += queued;
         }
-        if !moved.is_empty() {
+        if moved > 0 {
             tracing::info!(
                 slot,
-                "slot has no worker: its queued connections on {} moved to the other workers (net.ipv4.tcp_migrate_req=1)",
-                moved.join(", ")
+                "slot has no worker: its {moved} queued connection(s) moved to the other workers (net.ipv4.tcp_migrate_req=1)"
             );
         }
     }
@@ -943,10 +943,4 @@ impl Arbiter<'_> {
             let _ = waitpid(w.pid, None);
         }
     }
-}
-
-/// Whether shutting a listening socket down moves its queued connections to the other
-/// sockets of its SO_REUSEPORT group (`net.ipv4.tcp_migrate_req`, per network namespace).
-fn kernel_migrates_queues() -> bool {
-    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_migrate_req").is_ok_and(|v| v.trim() == "1")
 }

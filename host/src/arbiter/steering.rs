@@ -240,6 +240,35 @@ pub fn attach(socket: &impl AsRawFd, program: &[Insn]) -> std::io::Result<()> {
     }
 }
 
+/// Whether shutting a listening socket down moves its queued connections to the other
+/// listeners of its SO_REUSEPORT group (`net.ipv4.tcp_migrate_req`, per network namespace,
+/// Linux ≥ 5.14) rather than resetting them.
+pub fn kernel_migrates_queues() -> bool {
+    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_migrate_req").is_ok_and(|v| v.trim() == "1")
+}
+
+/// How many established connections wait in a TCP listener's accept queue (0 if unknown).
+pub fn queued(listener: &impl AsRawFd) -> u32 {
+    // SAFETY: `tcp_info` is plain data, valid zeroed; the kernel writes at most `len` bytes.
+    unsafe {
+        let mut info: libc::tcp_info = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        let rc = libc::getsockopt(
+            listener.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        );
+        // For a listener the kernel reports its accept queue's length as `unacked`.
+        if rc == 0 {
+            info.tcpi_unacked
+        } else {
+            0
+        }
+    }
+}
+
 /// A socket in a group, as the kernel's array holds it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Member {
@@ -641,6 +670,24 @@ mod tests {
                 assert_eq!(socket, slot_for(&l, peer_hash(l.seed, peer)), "peer {peer}");
             }
         }
+    }
+
+    #[test]
+    fn queued_counts_the_connections_waiting_to_be_accepted() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        assert_eq!(queued(&listener), 0);
+        let addr = listener.local_addr().unwrap();
+        let _clients: Vec<_> = (0..3)
+            .map(|_| std::net::TcpStream::connect(addr).unwrap())
+            .collect();
+        // The handshake's last ACK may still be on its way through loopback: wait (bounded).
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while queued(&listener) < 3 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(queued(&listener), 3);
+        drop(listener.accept().unwrap());
+        assert_eq!(queued(&listener), 2);
     }
 
     #[test]
