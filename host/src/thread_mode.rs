@@ -39,17 +39,18 @@ pub fn run(config: &Config) -> Result<(), HostError> {
             ))
         }
     };
-    let _pid_file = config.pid_file.as_deref().map(PidFile::write).transpose()?;
+    let pid_file = config.pid_file.as_deref().map(PidFile::write).transpose()?;
     handoff::notify_ready();
     notify::ready();
     let listeners: Vec<RawFd> = bound.iter().map(|b| b.socket.as_raw_fd()).collect();
+    let pid_file_fd = pid_file.as_ref().map(PidFile::raw_fd);
     let ready_timeout = config.timeout;
     let hooks = worker::Hooks {
         reload: Some(Box::new(move || {
             let listeners = listeners.clone();
             notify::reloading();
             Box::pin(async move {
-                let successor = match handoff::start_successor(&listeners) {
+                let successor = match handoff::start_successor(&listeners, pid_file_fd) {
                     Ok(s) => s.ready(ready_timeout).await,
                     Err(e) => Err(e),
                 };

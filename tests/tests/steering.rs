@@ -133,7 +133,12 @@ fn while_a_killed_workers_replacement_cannot_start_every_new_connection_is_answe
             break;
         }
     }
-    assert_eq!(seen.len(), 2, "both slots serve again: {seen:?}");
+    assert_eq!(
+        seen.len(),
+        2,
+        "both slots serve again: {seen:?}\n{}",
+        server.stderr.text()
+    );
 }
 
 #[test]

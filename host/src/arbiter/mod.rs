@@ -123,6 +123,8 @@ struct Worker {
     timed_out: bool,
     /// Serving, but its heartbeat is later than [`HEARTBEAT_GRACE`].
     late: bool,
+    /// Sent `failed` (its exit while starting is then not reported a second time).
+    reported_failure: bool,
 }
 
 impl Worker {
@@ -179,8 +181,8 @@ struct Arbiter<'c> {
     supervision: metrics::Supervision,
     /// Which slots new connections may reach.
     steering: Steering,
-    /// The slots that took new connections at the last look.
-    live: Vec<bool>,
+    /// The slots new connections were last announced (logged) to avoid.
+    announced_down: Vec<usize>,
 }
 
 /// Run process mode to the end.
@@ -210,7 +212,7 @@ pub fn run(config: &Config) -> Result<(), HostError> {
         board,
         free_cells: (0..board.len()).rev().collect(),
         steering: Steering::new(&first),
-        live: Vec::new(),
+        announced_down: Vec::new(),
         slots: Vec::new(),
         workers: Vec::new(),
         current: generation,
@@ -439,6 +441,7 @@ impl Arbiter<'_> {
             drained: false,
             timed_out: false,
             late: false,
+            reported_failure: false,
         });
         Ok(())
     }
@@ -633,12 +636,19 @@ impl Arbiter<'_> {
                     Report::Ready(plugin) => {
                         if w.phase == Phase::Starting {
                             w.phase = Phase::Serving;
+                            // Its event loop beats from now on; loading the plugin may have
+                            // taken longer than the heartbeat grace.
+                            let cell = self.board.cell(w.cell);
+                            cell.heartbeat_ms.store(now_ms(), Ordering::Relaxed);
                         }
                         if plugin.is_some() && w.generation >= self.current.id {
                             self.supervision.plugin = plugin;
                         }
                     }
-                    Report::Failed(message) => failures.push((w.generation, message)),
+                    Report::Failed(message) => {
+                        w.reported_failure = true;
+                        failures.push((w.generation, message));
+                    }
                     Report::Retiring => retiring.push(w.pid),
                     Report::Draining => {
                         w.drained = true;
@@ -739,6 +749,8 @@ impl Arbiter<'_> {
                     accepted,
                     "worker exited ({how})"
                 );
+                // Killed for missing its heartbeat: connections may wait in its queue.
+                self.move_queued(w.slot);
                 continue;
             }
             tracing::warn!(
@@ -748,7 +760,7 @@ impl Arbiter<'_> {
                 accepted,
                 "worker exited unexpectedly ({how})"
             );
-            if w.phase == Phase::Starting {
+            if w.phase == Phase::Starting && !w.reported_failure {
                 let message =
                     last_words.unwrap_or_else(|| format!("a worker exited while starting ({how})"));
                 self.worker_failed(w.generation, message)?;
@@ -856,30 +868,26 @@ impl Arbiter<'_> {
             .map(|s| self.workers.iter().any(|w| w.slot == s && w.accepting()))
             .collect();
         self.steering.apply(&live, &self.slots[0].sockets);
-        if live == self.live {
-            return;
-        }
-        // Logged as the kernel now sees it: with no slot live, nothing is steered.
-        let down: Vec<String> = (0..live.len())
+        // As the kernel now sees it: with no slot live, nothing is steered.
+        let down: Vec<usize> = (0..live.len())
             .filter(|&s| !live[s] && live.contains(&true))
-            .map(|s| s.to_string())
             .collect();
-        let was_down = self.live.iter().any(|l| !l) && self.live.contains(&true);
-        self.live = live;
-        if !running {
+        if !running || down == self.announced_down {
             return;
         }
-        if !down.is_empty() {
-            tracing::info!(
-                "new connections steered away from slot {} (no serving worker)",
-                down.join(", ")
-            );
-        } else if was_down {
+        if down.is_empty() {
             tracing::info!(
                 "every slot has a serving worker: new connections spread over all {}",
                 self.slots.len()
             );
+        } else {
+            let list: Vec<String> = down.iter().map(|s| s.to_string()).collect();
+            tracing::info!(
+                "new connections steered away from slot {} (no serving worker)",
+                list.join(", ")
+            );
         }
+        self.announced_down = down;
     }
 
     /// Kill workers that stopped sending heartbeats, took too long to start, or overstayed
