@@ -14,14 +14,23 @@
 //!   no connection attempt is refused or reset;
 //! - TTOU removes the last slot; its socket closes once its worker has drained (a connection
 //!   that reached that socket's queue in the last instant may be reset, unless the kernel's
-//!   `net.ipv4.tcp_migrate_req` is on).
+//!   `net.ipv4.tcp_migrate_req` is on; new connections are steered away from it at once).
+//!
+//! # Steering
+//! The kernel would spread new connections over every slot's socket, including a slot whose
+//! worker is dead, restarting or hung. [`steering`] attaches a classic-BPF program to each
+//! group that sends them to the *live* slots only (a serving worker whose heartbeat is within
+//! [`HEARTBEAT_GRACE`]), and [`Arbiter::steer`] replaces it whenever that set changes. A slot
+//! left with no worker at all hands its queued TCP connections to the others where the kernel
+//! can ([`Arbiter::move_queued`]). See docs/supervision.md.
 //!
 //! # Supervision
 //! Workers post a heartbeat to shared memory ([`board`]) from inside their event loop; one
 //! silent for `--timeout` is killed and replaced. Workers report `ready` / `failed` /
-//! `retiring` over a pipe ([`status`]). A worker that dies young is replaced with
-//! exponential back-off. If the first generation cannot start, the arbiter exits with the
-//! worker's own `error:` line.
+//! `retiring` over a pipe ([`status`]). A worker that dies young, fails to start or cannot
+//! be forked is replaced with exponential back-off per slot ([`backoff`]) while the other
+//! slots serve. If the first generation cannot start, the arbiter exits with the worker's
+//! own `error:` line (or the fork's).
 //!
 //! # Reload (HUP)
 //! A new generation snapshots the plugin file ([`snapshot`]) and starts one worker per slot
