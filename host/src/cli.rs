@@ -132,13 +132,24 @@ pub struct ServeArgs {
     pub plugin_opts: Vec<(String, String)>,
 
     /// A worker whose event loop has not reported alive for this long is killed and replaced
-    /// (new connections avoid it after 1.5 s already).
+    /// (new connections avoid it after 1.5 s already; thread mode: the process logs it and
+    /// exits with status 70, for a service manager to restart it).
     #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,
 
     /// On stop or reload, how long old workers may finish their connections.
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     pub graceful_timeout: u64,
+
+    /// Close a connection whose unsent output (its consumer's writes and bytes other
+    /// consumers posted to it) would exceed this many bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = 4 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024..))]
+    pub max_pending: u64,
+
+    /// Close a connection that holds more than 64 KiB of unsent output for this long (a
+    /// peer that stops reading or reads a trickle); 0 = never.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub send_timeout: u64,
 
     /// A worker that has accepted N connections is recycled; 0 = off.
     #[arg(long, value_name = "N", default_value_t = 0)]
@@ -157,11 +168,12 @@ pub struct ServeArgs {
     #[arg(long, value_name = "F")]
     pub pid_file: Option<PathBuf>,
 
-    /// Workers drop to this user after the sockets are bound.
+    /// Drop to this user after the sockets are bound, before loading the plugin (process
+    /// mode: the workers; thread mode: the process).
     #[arg(long, value_name = "U")]
     pub user: Option<String>,
 
-    /// Workers drop to this group after the sockets are bound.
+    /// Drop to this group after the sockets are bound (as --user does).
     #[arg(long, value_name = "G")]
     pub group: Option<String>,
 
@@ -206,6 +218,8 @@ pub struct Config {
     pub plugin_opts: Vec<(String, String)>,
     pub timeout: Duration,
     pub graceful_timeout: Duration,
+    /// Output bounds of every connection.
+    pub limits: crate::tcp::connection::Limits,
     pub max_requests: u64,
     pub max_connections: usize,
     pub max_sessions: usize,
@@ -239,6 +253,10 @@ impl ServeArgs {
             plugin_opts: self.plugin_opts,
             timeout: secs(self.timeout),
             graceful_timeout: secs(self.graceful_timeout),
+            limits: crate::tcp::connection::Limits {
+                max_pending: usize::try_from(self.max_pending).unwrap_or(usize::MAX),
+                send_timeout: (self.send_timeout > 0).then(|| secs(self.send_timeout)),
+            },
             max_requests: self.max_requests,
             max_connections: self.max_connections as usize,
             max_sessions: self.max_sessions as usize,

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use plugin_api::LostReason;
 
 /// Number of values in a [`Counters`] snapshot.
-pub const COUNTERS: usize = 14;
+pub const COUNTERS: usize = 17;
 
 /// One worker's figures (counters, plus the `open` gauges).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -33,6 +33,9 @@ pub struct Counters {
     pub udp_sessions_open: u64,
     pub udp_sessions: u64,
     pub udp_evicted: u64,
+    pub output_limit_closes: u64,
+    pub outbound_connects: u64,
+    pub outbound_failures: u64,
 }
 
 impl Counters {
@@ -54,6 +57,9 @@ impl Counters {
             self.udp_sessions_open,
             self.udp_sessions,
             self.udp_evicted,
+            self.output_limit_closes,
+            self.outbound_connects,
+            self.outbound_failures,
         ]
     }
 
@@ -70,6 +76,9 @@ impl Counters {
             udp_sessions_open: a[11],
             udp_sessions: a[12],
             udp_evicted: a[13],
+            output_limit_closes: a[14],
+            outbound_connects: a[15],
+            outbound_failures: a[16],
         }
     }
 
@@ -99,6 +108,9 @@ pub struct WorkerMetrics {
     pub udp_sessions_open: Cell<u64>,
     pub udp_sessions: Cell<u64>,
     pub udp_evicted: Cell<u64>,
+    pub output_limit_closes: Cell<u64>,
+    pub outbound_connects: Cell<u64>,
+    pub outbound_failures: Cell<u64>,
 }
 
 /// Add `n` to a counter cell.
@@ -126,6 +138,9 @@ impl WorkerMetrics {
             udp_sessions_open: self.udp_sessions_open.get(),
             udp_sessions: self.udp_sessions.get(),
             udp_evicted: self.udp_evicted.get(),
+            output_limit_closes: self.output_limit_closes.get(),
+            outbound_connects: self.outbound_connects.get(),
+            outbound_failures: self.outbound_failures.get(),
         }
     }
 }
@@ -226,6 +241,21 @@ pub fn render(c: &Counters, s: &Supervision) -> String {
         &[("", c.tls_handshake_failures)],
     );
     metric(
+        "sockhost_output_limit_closes_total",
+        "counter",
+        "Connections closed for unsent output above --max-pending or past --send-timeout.",
+        &[("", c.output_limit_closes)],
+    );
+    metric(
+        "sockhost_outbound_connections_total",
+        "counter",
+        "Outbound connections plugins opened, by result.",
+        &[
+            ("{result=\"attempted\"}", c.outbound_connects),
+            ("{result=\"failed\"}", c.outbound_failures),
+        ],
+    );
+    metric(
         "sockhost_plugin_panics_total",
         "counter",
         "Panics caught at the plugin boundary.",
@@ -307,6 +337,8 @@ pub struct Endpoint {
 
 const MAX_CLIENTS: usize = 16;
 const CLIENT_DEADLINE: Duration = Duration::from_secs(5);
+/// How long the thread-mode endpoint stops accepting after `accept` failed.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
 impl Endpoint {
     pub fn bind(addr: SocketAddr) -> std::io::Result<Endpoint> {
@@ -365,31 +397,48 @@ impl Endpoint {
     }
 }
 
-/// Thread mode: serve the endpoint on the worker's event loop until cancelled.
+/// Thread mode: serve the endpoint on the worker's event loop until cancelled. Bounded as
+/// [`Endpoint`] is: at most [`MAX_CLIENTS`] at once (a new client evicts the oldest, so idle
+/// connections cannot lock a scraper out), each given [`CLIENT_DEADLINE`] for the whole
+/// exchange. A failed `accept` (out of descriptors: EMFILE/ENFILE) pauses accepting for
+/// [`ACCEPT_PAUSE`]: the waiting connection keeps the listener readable, and retrying at
+/// once would spin.
 pub async fn serve_async(listener: tokio::net::TcpListener, body: std::rc::Rc<dyn Fn() -> String>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut clients: std::collections::VecDeque<tokio::task::JoinHandle<()>> =
+        std::collections::VecDeque::with_capacity(MAX_CLIENTS);
     loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
-            continue;
+        let mut stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(_) => {
+                tokio::time::sleep(ACCEPT_PAUSE).await;
+                continue;
+            }
         };
+        clients.retain(|c| !c.is_finished());
+        if clients.len() == MAX_CLIENTS {
+            if let Some(oldest) = clients.pop_front() {
+                oldest.abort();
+            }
+        }
         let body = body.clone();
-        tokio::task::spawn_local(async move {
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 1024];
-            let read = tokio::time::timeout(CLIENT_DEADLINE, async {
-                while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() <= 8192 {
+        clients.push_back(tokio::task::spawn_local(async move {
+            let _ = tokio::time::timeout(CLIENT_DEADLINE, async {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
                     match stream.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return false,
+                        Ok(0) | Err(_) => return,
                         Ok(n) => buf.extend_from_slice(&chunk[..n]),
                     }
+                    if buf.len() > 8192 {
+                        return;
+                    }
                 }
-                true
+                let _ = stream.write_all(&respond(&buf, || body())).await;
             })
             .await;
-            if read == Ok(true) {
-                let _ = stream.write_all(&respond(&buf, || body())).await;
-            }
-        });
+        }));
     }
 }
 
@@ -410,6 +459,9 @@ mod tests {
             udp_sessions_open: 12,
             udp_sessions: 13,
             udp_evicted: 14,
+            output_limit_closes: 15,
+            outbound_connects: 16,
+            outbound_failures: 17,
         };
         assert_eq!(Counters::from_array(c.to_array()), c);
         assert_eq!(c.add(c).accepted, 2);

@@ -26,6 +26,8 @@ use crate::metrics::Counters;
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub keep_alive: Option<Duration>,
+    /// Output bounds of every connection.
+    pub limits: crate::tcp::connection::Limits,
     pub max_connections: usize,
     pub graceful_timeout: Duration,
     /// 0 = never recycle.
@@ -58,6 +60,10 @@ pub struct Hooks {
     /// On SIGHUP (thread mode): start a successor and resolve with its pid once it serves;
     /// then this worker drains. `Err` aborts the reload and this worker keeps serving.
     pub reload: Option<Box<dyn FnMut() -> Successor>>,
+    /// Called once the event loop serves and its signal handlers are in place (thread mode
+    /// announces itself here: a TERM or HUP sent on `READY=1` must not meet the signal's
+    /// default action). `Err` stops the worker before it serves.
+    pub serving: Option<Box<dyn FnOnce() -> Result<(), HostError>>>,
 }
 
 /// A successor starting up, as returned by [`Hooks::reload`].
@@ -105,12 +111,25 @@ pub fn run(
     settings: Settings,
     hooks: Hooks,
 ) -> Result<(), HostError> {
+    keep_sigpipe_ignored()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| HostError::io("starting the event loop", e))?;
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, serve(listeners, factory, settings, hooks))
+}
+
+/// SIGPIPE must stay ignored in every serving process (both modes): a write to a socket
+/// that the peer reset, or that we shut down ourselves, then fails with EPIPE and ends that
+/// connection only. Rust's runtime ignores it at startup and forked workers keep that
+/// (`arbiter::signals::reset_in_child`), but the plugin just loaded may have changed it.
+fn keep_sigpipe_ignored() -> Result<(), HostError> {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: SIG_IGN installs no handler code, so no async-signal-safety requirement.
+    unsafe { signal(Signal::SIGPIPE, SigHandler::SigIgn) }
+        .map(drop)
+        .map_err(|e| HostError::io("ignoring SIGPIPE", e.into()))
 }
 
 async fn serve(
@@ -128,6 +147,13 @@ async fn serve(
         limit: Arc::new(Semaphore::new(settings.max_connections)),
         max_requests: settings.max_requests,
         recycle: Notify::new(),
+    });
+
+    crate::tcp::connection::set_limits(settings.limits);
+    let hub = shared.factory.uses_services().then(|| {
+        let hub = crate::services::Hub::start(shared.connections.clone(), settings.limits);
+        plugin_api::host::install_backend(Some(hub.clone()));
+        hub
     });
 
     let mut accept_tasks = Vec::new();
@@ -182,8 +208,26 @@ async fn serve(
         .heartbeat
         .take()
         .map(|b| Rc::new(std::cell::RefCell::new(b)));
-    let sweeper = crate::keep_alive::KeepAlive::new(settings.keep_alive)
-        .map(|ka| tokio::task::spawn_local(ka.sweep(shared.connections.clone())));
+    let sweeper = crate::keep_alive::KeepAlive::with_send_timeout(
+        settings.keep_alive,
+        settings.limits.send_timeout,
+    )
+    .map(|ka| tokio::task::spawn_local(ka.sweep(shared.connections.clone())));
+    if hub.is_some() {
+        plugin_call("serving", shared.factory.serving(), &shared);
+    }
+    let ticker = shared.factory.tick_interval().map(|period| {
+        let shared = shared.clone();
+        tokio::task::spawn_local(async move {
+            let mut tick = tokio::time::interval(period.max(Duration::from_millis(1)));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                plugin_call("tick", shared.factory.tick(), &shared);
+            }
+        })
+    });
     let heartbeat = beat.clone().map(|beat| {
         let shared = shared.clone();
         tokio::task::spawn_local(async move {
@@ -215,6 +259,10 @@ async fn serve(
     if let Some(draining) = hooks.draining.take() {
         draining();
     }
+    if hub.is_some() {
+        // The plugin flushes and closes its outbound connections; they drain below.
+        plugin_call("stopping", shared.factory.stopping(), &shared);
+    }
     let connections = &shared.connections;
     match stop {
         Stop::Immediate => {
@@ -245,8 +293,14 @@ async fn serve(
         }
     }
     connections.wait_empty().await;
-    for task in [heartbeat, sweeper, metrics_task].into_iter().flatten() {
+    for task in [heartbeat, sweeper, metrics_task, ticker]
+        .into_iter()
+        .flatten()
+    {
         task.abort();
+    }
+    if hub.is_some() {
+        plugin_api::host::install_backend(None);
     }
     if let Some(beat) = beat {
         (beat.borrow_mut())(stats(&shared));
@@ -257,6 +311,14 @@ async fn serve(
         "worker stopped"
     );
     Ok(())
+}
+
+/// Log a panic in a protocol-level callback (the protocol itself lives on).
+fn plugin_call(what: &str, result: Result<(), String>, shared: &Shared) {
+    if let Err(message) = result {
+        crate::metrics::bump(&shared.connections.metrics.plugin_panics, 1);
+        tracing::warn!("plugin panicked in {what}: {message}");
+    }
 }
 
 async fn wait_for_stop(shared: &Shared, hooks: &mut Hooks) -> Result<Stop, HostError> {
@@ -270,6 +332,9 @@ async fn wait_for_stop(shared: &Shared, hooks: &mut Hooks) -> Result<Stop, HostE
     let mut hup = listen(SignalKind::hangup())?;
     let mut ttin = listen(SignalKind::from_raw(nix::libc::SIGTTIN))?;
     let mut ttou = listen(SignalKind::from_raw(nix::libc::SIGTTOU))?;
+    if let Some(serving) = hooks.serving.take() {
+        serving()?;
+    }
     let mut successor: Option<Successor> = None;
     loop {
         tokio::select! {

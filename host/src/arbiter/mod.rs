@@ -40,7 +40,7 @@
 mod backoff;
 mod board;
 mod signals;
-mod snapshot;
+pub mod snapshot;
 mod spawn;
 mod status;
 mod steering;
