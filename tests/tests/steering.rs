@@ -191,6 +191,56 @@ fn while_a_worker_hangs_every_new_connection_is_answered() {
     );
 }
 
+#[test]
+fn steering_follows_a_removed_and_an_added_slot() {
+    let marker = temp_path("ttou-marker");
+    let _ = std::fs::remove_file(&marker);
+    let opt = format!("fail-if-exists={}", marker.display());
+    let server = serve(
+        "testkit",
+        &[
+            "--bind",
+            "127.0.0.1:0",
+            "--workers",
+            "3",
+            "--plugin-opt",
+            &opt,
+        ],
+    );
+    let before = wait_for_workers(&server, 3);
+    // Slot 2's socket leaves the kernel's array while a new slot 2 joins it: the arbiter's
+    // picture of the array must follow, or connections go to the wrong sockets.
+    server.signal("TTOU");
+    server.signal("TTIN");
+    server
+        .stderr
+        .wait_for("SIGTTIN: one worker more", Duration::from_secs(5));
+    let mut after = Vec::new();
+    wait_until("the new slot's worker", Duration::from_secs(10), || {
+        after = children_of(server.pid());
+        after.len() == 3 && after.iter().any(|p| !before.contains(p))
+    });
+    server
+        .stderr
+        .wait_for("every slot has a serving worker", Duration::from_secs(5));
+    // Slot 0 goes down for good.
+    std::fs::write(&marker, b"").unwrap();
+    let slot0 = before[0];
+    kill(slot0, "KILL");
+    server
+        .stderr
+        .wait_for("worker failed to start", Duration::from_secs(10));
+    let pids = hundred_connections_answered_within_a_second(server.addr());
+    let reached: std::collections::BTreeSet<u32> = pids.into_iter().collect();
+    assert_eq!(
+        reached.len(),
+        2,
+        "both live slots take connections: {reached:?}"
+    );
+    assert!(!reached.contains(&slot0));
+    let _ = std::fs::remove_file(&marker);
+}
+
 /// One UDP peer: asks its worker's pid.
 struct Peer(UdpSocket);
 

@@ -469,11 +469,12 @@ impl Arbiter<'_> {
                 let slot = self.slots.len() - 1;
                 self.retire_where(|w| w.slot == slot);
                 self.slots.pop();
-                // Its sockets leave their groups once the workers still holding them are gone.
+                // Its sockets leave their groups once the workers still holding them are gone
+                // (a drained worker has closed them already).
                 let holders: Vec<Pid> = self
                     .workers
                     .iter()
-                    .filter(|w| w.slot == slot)
+                    .filter(|w| w.slot == slot && !w.drained)
                     .map(|w| w.pid)
                     .collect();
                 self.steering.release(slot, &holders);
@@ -821,10 +822,11 @@ impl Arbiter<'_> {
                 tracing::warn!(slot, local = %old.local, "cannot shut down the socket of a slot without workers ({e}); its queued connections wait for its next worker");
                 continue;
             }
-            if let Err(e) = new.socket.listen(self.config.backlog) {
+            let listening = new.socket.listen(self.config.backlog);
+            if let Err(e) = &listening {
                 tracing::error!(slot, local = %new.local, "cannot listen on the new socket of a slot ({e}); its next worker will not accept there");
             }
-            self.steering.replaced(slot, bind);
+            self.steering.replaced(slot, bind, listening.is_ok());
             self.slots[slot].sockets[bind] = new;
             moved += queued;
         }

@@ -403,11 +403,14 @@ impl Steering {
         }
     }
 
-    /// Slot `slot`'s socket for bind `bind` was shut down and a new one started listening.
-    pub fn replaced(&mut self, slot: usize, bind: usize) {
+    /// Slot `slot`'s socket for bind `bind` was shut down and a new one made, which joined
+    /// the group if it is `listening`.
+    pub fn replaced(&mut self, slot: usize, bind: usize, listening: bool) {
         if let Some(g) = &mut self.groups[bind] {
             g.release(slot, Vec::new());
-            g.join(slot);
+            if listening {
+                g.join(slot);
+            }
         }
     }
 
@@ -437,7 +440,7 @@ impl Steering {
                 })
                 .and_then(|layout| layout.program());
             let Some(program) = program else {
-                tracing::warn!(local = %anchor.local, slots = live.len(), "cannot steer new connections for this many workers; the kernel spreads them over every worker");
+                tracing::warn!(local = %anchor.local, slots = live.len(), "cannot steer new connections (too many workers, or a slot without a listening socket); the kernel spreads them over every worker");
                 let _ = attach(&anchor.socket, &kernel_choice());
                 *group = None;
                 continue;
