@@ -402,6 +402,13 @@ fn connections_queued_on_a_slot_left_without_workers_move_to_the_others() {
         eprintln!("skipped: needs root for a private network namespace");
         return;
     }
+    let mut probe = std::process::Command::new("true");
+    // SAFETY: the closure only makes system calls (see the function).
+    unsafe { probe.pre_exec(private_network_with_migration) };
+    if let Err(e) = probe.status() {
+        eprintln!("skipped: cannot make a network namespace with tcp_migrate_req here: {e}");
+        return;
+    }
     let marker = temp_path("migrate-marker");
     let _ = std::fs::remove_file(&marker);
     let opt = format!("fail-if-exists={}", marker.display());
