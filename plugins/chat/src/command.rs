@@ -109,9 +109,18 @@ mod tests {
 
     #[test]
     fn commands() {
-        assert_eq!(parse(b"SUBSCRIBE news"), Ok(Some(Command::Subscribe(b"news"))));
-        assert_eq!(parse(b"subscribe  news "), Ok(Some(Command::Subscribe(b"news"))));
-        assert_eq!(parse(b"Unsubscribe news"), Ok(Some(Command::Unsubscribe(b"news"))));
+        assert_eq!(
+            parse(b"SUBSCRIBE news"),
+            Ok(Some(Command::Subscribe(b"news")))
+        );
+        assert_eq!(
+            parse(b"subscribe  news "),
+            Ok(Some(Command::Subscribe(b"news")))
+        );
+        assert_eq!(
+            parse(b"Unsubscribe news"),
+            Ok(Some(Command::Unsubscribe(b"news")))
+        );
         assert_eq!(
             parse(b"PUBLISH news hello  world "),
             Ok(Some(Command::Publish {
