@@ -630,6 +630,14 @@ impl Output {
     pub fn reset(&mut self) {
         self.clear()
     }
+
+    /// Give back the memory of a large callback: if the buffer grew past `keep` bytes, start
+    /// again at the default size (call after [`reset`](Output::reset)).
+    pub fn shrink(&mut self, keep: usize) {
+        if self.capacity() > keep {
+            *self = Output::new(self.is_datagram());
+        }
+    }
 }
 
 #[cfg(test)]

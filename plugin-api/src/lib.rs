@@ -427,6 +427,10 @@ impl Output {
         }
     }
 
+    pub(crate) fn capacity(&self) -> usize {
+        self.buf.capacity() + self.bounds.capacity() * 4
+    }
+
     pub(crate) fn is_datagram(&self) -> bool {
         self.flags & OUT_DATAGRAM != 0
     }

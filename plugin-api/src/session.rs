@@ -120,6 +120,12 @@ impl Session {
         self.consumer.connection_lost(reason)
     }
 
+    /// Close as if the consumer had called [`Output::close`] (a
+    /// [`services::close`](crate::services::close) from elsewhere): nothing more is delivered.
+    pub fn close(&mut self) {
+        self.closing = true;
+    }
+
     /// Why it ended, once it has.
     pub fn lost_reason(&self) -> Option<LostReason> {
         self.lost
