@@ -155,17 +155,29 @@ impl Shipper {
         }
     }
 
-    /// An attempt started.
-    pub fn connecting(&mut self, id: ConnId) {
-        self.link = Link::Connecting(id);
+    /// An attempt is about to start (its id is not known yet).
+    pub fn attempt(&mut self) {
+        self.link = Link::Connecting(ConnId::NONE);
     }
 
-    /// The attempt failed (or could not start); returns how many flushes until the next.
-    pub fn failed(&mut self) -> u64 {
+    /// The attempt started, as connection `id`.
+    pub fn connecting(&mut self, id: ConnId) {
+        if matches!(self.link, Link::Connecting(_)) {
+            self.link = Link::Connecting(id);
+        }
+    }
+
+    /// The attempt failed (or could not start); returns how many flushes until the next
+    /// (0 when stopping: no next). `None` if no attempt was under way: a failure reported
+    /// twice (by the consumer and by `connect`'s error) counts once.
+    pub fn failed(&mut self) -> Option<u64> {
+        if !matches!(self.link, Link::Connecting(_)) {
+            return None;
+        }
         self.failures += 1;
         if self.stopping {
             self.link = Link::Done;
-            return 0;
+            return Some(0);
         }
         let wait = 1u64
             .checked_shl(self.failures - 1)
@@ -174,7 +186,7 @@ impl Shipper {
         self.link = Link::Down {
             retry_at: self.flushes + wait,
         };
-        wait
+        Some(wait)
     }
 
     /// The attempt succeeded: everything queued is to be written now (returned, oldest
@@ -328,6 +340,7 @@ impl Backend {
         let consumer = BackendConnection {
             backend: self.clone(),
         };
+        self.shipper.borrow_mut().attempt();
         match services::connect(&self.target, CONNECT_TIMEOUT, consumer) {
             Ok(id) => self.shipper.borrow_mut().connecting(id),
             Err(e) => {
@@ -339,7 +352,9 @@ impl Backend {
 
     fn failed(&self) {
         let mut s = self.shipper.borrow_mut();
-        let wait = s.failed();
+        let Some(wait) = s.failed() else {
+            return;
+        };
         if s.link() == Link::Done {
             log::error!(
                 "backend {}: unreachable at stop: {} flushes (the final one included) not delivered",
@@ -427,6 +442,7 @@ mod tests {
     fn connects_at_start_then_posts_each_flush() {
         let mut s = Shipper::new(3, 8);
         assert_eq!(s.next(), Action::Connect);
+        s.attempt();
         s.connecting(A);
         assert_eq!(s.next(), Action::Wait);
         s.push(flush(1));
@@ -451,8 +467,9 @@ mod tests {
             }
             if s.next() == Action::Connect {
                 attempts_at.push(t);
+                s.attempt();
                 s.connecting(A);
-                waits.push(s.failed());
+                waits.push(s.failed().unwrap());
             }
         }
         assert_eq!(attempts_at, [0, 1, 3, 7, 11, 15, 19, 23, 27, 31, 35, 39]);
@@ -462,6 +479,7 @@ mod tests {
         while s.next() != Action::Connect {
             s.push(flush(0));
         }
+        s.attempt();
         s.connecting(B);
         let (queued, _) = s.connected();
         assert_eq!(stamps(&queued[..3]), [1, 2, 3]);
@@ -469,13 +487,19 @@ mod tests {
         assert_eq!(s.next(), Action::Wait, "retried at the next flush");
         s.push(flush(100));
         assert_eq!(s.next(), Action::Connect);
-        s.connecting(A);
-        assert_eq!(s.failed(), 1, "back-off starts over after a connection");
+        s.attempt();
+        assert_eq!(
+            s.failed(),
+            Some(1),
+            "back-off starts over after a connection"
+        );
+        assert_eq!(s.failed(), None, "one failure reported twice counts once");
     }
 
     #[test]
     fn a_full_queue_drops_the_oldest() {
         let mut s = Shipper::new(2, 8);
+        s.attempt();
         s.connecting(A);
         assert_eq!(s.push(flush(1)), None);
         assert_eq!(s.push(flush(2)), None);
@@ -489,6 +513,7 @@ mod tests {
     #[test]
     fn a_refused_post_is_kept_for_the_next_connection() {
         let mut s = Shipper::new(4, 8);
+        s.attempt();
         s.connecting(A);
         s.connected();
         s.push(flush(1));
@@ -498,6 +523,7 @@ mod tests {
         s.lost();
         s.push(flush(3));
         assert_eq!(s.next(), Action::Connect);
+        s.attempt();
         s.connecting(B);
         let (queued, _) = s.connected();
         assert_eq!(stamps(&queued), [1, 2, 3]);
@@ -506,6 +532,7 @@ mod tests {
     #[test]
     fn stop_while_up_posts_then_closes() {
         let mut s = Shipper::new(4, 8);
+        s.attempt();
         s.connecting(A);
         s.connected();
         s.push_final(flush(9));
@@ -520,13 +547,16 @@ mod tests {
     #[test]
     fn stop_while_down_tries_once_whatever_the_back_off() {
         let mut s = Shipper::new(4, 8);
+        s.attempt();
         s.connecting(A);
         s.failed();
+        s.attempt();
         s.connecting(A);
         s.failed();
         assert_eq!(s.next(), Action::Wait, "backing off");
         s.push_final(flush(9));
         assert_eq!(s.next(), Action::Connect);
+        s.attempt();
         s.connecting(B);
         let (queued, close) = s.connected();
         assert_eq!((stamps(&queued), close), (vec![9], true));
@@ -535,6 +565,7 @@ mod tests {
         // The same, unreachable: given up, not retried.
         let mut s = Shipper::new(4, 8);
         s.push_final(flush(9));
+        s.attempt();
         s.connecting(A);
         s.failed();
         assert_eq!(s.link(), Link::Done);
