@@ -210,7 +210,7 @@ fn a_subscriber_that_never_reads_is_cut_off_and_memory_stays_bounded() {
     eprintln!(
         "slow subscriber cut off at message {cut_at} of {messages} ({} MiB published); \
          server RSS {} MiB -> peak {} MiB (growth {} KiB, bound {} MiB)",
-        cut_at * FLOOD_TEXT >> 20,
+        (cut_at * FLOOD_TEXT) >> 20,
         baseline >> 20,
         peak >> 20,
         growth >> 10,
@@ -225,7 +225,7 @@ fn a_subscriber_that_never_reads_is_cut_off_and_memory_stays_bounded() {
     assert!(
         cut_at * FLOOD_TEXT < FLOOD_BYTES / 2,
         "cut off only after {} MiB",
-        cut_at * FLOOD_TEXT >> 20
+        (cut_at * FLOOD_TEXT) >> 20
     );
     server
         .stderr
