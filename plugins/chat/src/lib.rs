@@ -59,9 +59,11 @@
 //! bytes waits for it) or [`PostStatus::Overflow`] (the host refused the bytes at its
 //! `--max-pending` bound and closes it), chat unsubscribes it from every channel, asks the
 //! host to close it ([`services::close`]: what is queued is still sent, then the connection
-//! ends), ignores its further commands, and logs one warning naming its address and the
-//! number cut off so far in the worker. So a subscriber that never reads holds at most the
-//! host's bound of memory, and the other subscribers are not held back. The host has no
+//! ends — or, if it never reads again, the host's `--send-timeout` ends it), ignores its
+//! further commands, and logs one warning naming its address and the number cut off so far
+//! in the worker. So a subscriber that never reads holds about the high-water mark of
+//! memory (256 KiB) plus one line, not the flood, and the other subscribers are not held
+//! back. The host has no
 //! metrics API for plugins yet: the count is kept by the plugin and appears in those log
 //! lines (and in one line when the worker stops).
 //!
