@@ -697,7 +697,12 @@ static HOST_SERVICES: HostServices = HostServices {
     set_idle_timeout: host_set_idle_timeout,
     waker: host_waker,
     connect: host_connect,
+    shutdown_write: host_shutdown_write,
 };
+
+extern "C" fn host_shutdown_write(id: u64) {
+    with_backend((), |b| b.shutdown_write(ConnId::from_raw(id)))
+}
 
 extern "C" fn host_post(to: u64, data: RSlice<'_, u8>) -> u8 {
     with_backend(PostStatus::Gone, |b| {

@@ -21,6 +21,8 @@ pub enum Event {
     Woken(u64),
     /// `services::close`: close once everything queued is sent.
     Close,
+    /// `services::shutdown_write`: half-close once everything queued is sent.
+    ShutdownWrite,
     /// A post would have exceeded `--max-pending`: end the connection now.
     Overflow,
     /// The protocol's own idle timeout ran out.

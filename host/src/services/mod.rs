@@ -124,6 +124,14 @@ impl Backend for Hub {
         });
     }
 
+    fn shutdown_write(&self, id: ConnId) {
+        self.connections.with_endpoint(id, |ep| {
+            if !ep.closing {
+                ep.event(Event::ShutdownWrite, id);
+            }
+        });
+    }
+
     fn set_timer(&self, id: ConnId, after: Duration, token: u64) -> Option<TimerId> {
         self.connections.with_endpoint(id, |_| ())?;
         Some(self.timers.set(id, after, TimerKind::User(token)))

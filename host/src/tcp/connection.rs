@@ -351,6 +351,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 Event::Woken(token) => self.call(Input::Woken(token))?,
                 // As if the consumer had called `Output::close`.
                 Event::Close => self.session.close(),
+                Event::ShutdownWrite => self.take_requests(true),
                 Event::Overflow => return Err(self.over_limit("posts")),
                 Event::IdleTimeout => return Err(LostReason::IdleTimeout),
             }
