@@ -473,6 +473,7 @@ fn a_unix_bind_replaces_a_stale_socket_refuses_a_live_one_and_is_removed_at_exit
             second.stderr
         );
         assert!(path.exists(), "the live socket is left alone");
+        drop(c);
         server.signal("TERM");
         assert!(server.wait_exit(Duration::from_secs(30)).success());
         assert!(!path.exists(), "{concurrency}: removed at exit");
