@@ -544,3 +544,46 @@ fn host_services_reach_connections_of_every_service_of_a_worker() {
         assert_eq!(round_trip(&mut connect(server.listening[0].1), b"e"), b"e");
     }
 }
+
+/// A shared library that is no plugin and misbehaves when loaded (`abort()` or an endless
+/// sleep in its constructor), built with the C compiler CI has.
+fn misbehaving_library(dir: &Dir, name: &str, body: &str) -> String {
+    let source = dir.write(
+        &format!("{name}.c"),
+        &format!("__attribute__((constructor)) static void init(void) {{ {body} }}\n"),
+    );
+    let lib = dir.path(&format!("lib{name}.so"));
+    let status = std::process::Command::new("cc")
+        .args(["-shared", "-fPIC", "-o", lib.to_str().unwrap(), &source])
+        .status()
+        .expect("a C compiler (cc) is installed");
+    assert!(status.success());
+    lib.to_str().unwrap().to_string()
+}
+
+#[test]
+fn check_survives_a_plugin_that_crashes_or_hangs_while_loading() {
+    let dir = Dir::new("crash");
+    let crash = misbehaving_library(&dir, "crash", "extern void abort(void); abort();");
+    let hang = misbehaving_library(
+        &dir,
+        "hang",
+        "extern unsigned sleep(unsigned); for (;;) sleep(60);",
+    );
+    let out = run_to_exit(&["check", "--plugin", &crash], Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    assert_eq!(
+        out.stderr.trim(),
+        format!("error: plugin {crash}: the process loading it crashed (killed by SIGABRT)"),
+    );
+    let out = run_to_exit(
+        &["check", "--plugin", &hang, "--timeout", "2"],
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    assert_eq!(
+        out.stderr.trim(),
+        format!("error: plugin {hang}: did not finish loading within --timeout 2s"),
+    );
+    assert!(out.elapsed < Duration::from_secs(20), "{:?}", out.elapsed);
+}

@@ -1036,6 +1036,27 @@ fn same_sockets(running: &Config, reread: &Config) -> Result<(), HostError> {
             })
             .collect()
     };
+    let process_wide = |c: &Config| {
+        format!(
+            "{:?}",
+            (
+                c.backlog,
+                c.concurrency,
+                c.workers,
+                c.timeout,
+                c.graceful_timeout,
+                c.max_requests,
+                &c.pid_file,
+                &c.user,
+                &c.group,
+                c.log_level,
+                c.metrics_bind,
+            )
+        )
+    };
+    if process_wide(running) != process_wide(reread) {
+        tracing::warn!("reload: process-wide settings changed in the configuration (workers, user, pid-file, ...); they take effect at the next start");
+    }
     if shape(running) != shape(reread) {
         return Err(HostError::Config(
             "the services or their binds changed in the configuration; a reload keeps the \
