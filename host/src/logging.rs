@@ -1,8 +1,6 @@
 //! Logs go to stderr through tracing, filtered by `--log-level`. Plugin log records arrive
 //! through the ABI and are printed here too, tagged with the plugin's name.
 
-use std::sync::OnceLock;
-
 use plugin_api::host::{LogLevel as PluginLevel, LogSink};
 use tracing::Level;
 
@@ -31,11 +29,9 @@ pub fn init(log_level: LogLevel) {
         .try_init();
 }
 
-static PLUGIN_NAME: OnceLock<String> = OnceLock::new();
-
-/// The sink handed to the plugin: its records become tracing events with `plugin=<name>`.
-pub fn plugin_sink(plugin_name: &str, log_level: LogLevel) -> LogSink {
-    let _ = PLUGIN_NAME.set(plugin_name.to_string());
+/// The sink handed to a plugin: its records become tracing events with `plugin=<name>`
+/// (each library's own name, also when a worker serves several).
+pub fn plugin_sink(log_level: LogLevel) -> LogSink {
     let max_level = match log_level {
         LogLevel::Error => PluginLevel::Error,
         LogLevel::Warn => PluginLevel::Warn,
@@ -49,8 +45,7 @@ pub fn plugin_sink(plugin_name: &str, log_level: LogLevel) -> LogSink {
     }
 }
 
-fn plugin_record(level: PluginLevel, target: &str, message: &str) {
-    let plugin = PLUGIN_NAME.get().map(String::as_str).unwrap_or("?");
+fn plugin_record(plugin: &str, level: PluginLevel, target: &str, message: &str) {
     match level {
         PluginLevel::Off => {}
         PluginLevel::Error => tracing::error!(plugin = %plugin, module = %target, "{message}"),

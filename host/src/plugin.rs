@@ -86,7 +86,7 @@ impl Plugin {
         log_level: LogLevel,
     ) -> Result<Factory, HostError> {
         self.check_options(options)?;
-        let sink = crate::logging::plugin_sink(&self.meta.name, log_level);
+        let sink = crate::logging::plugin_sink(log_level);
         self.library
             .factory(options, sink)
             .map_err(|m| self.rejected(m))

@@ -587,3 +587,25 @@ fn check_survives_a_plugin_that_crashes_or_hangs_while_loading() {
     );
     assert!(out.elapsed < Duration::from_secs(20), "{:?}", out.elapsed);
 }
+
+#[test]
+fn each_plugins_log_records_carry_its_own_name() {
+    let dir = Dir::new("plugin-logs");
+    let config = dir.write(
+        "logs.toml",
+        &format!(
+            "concurrency = \"thread\"\n[[service]]\nplugin = \"{}\"\nbind = \"127.0.0.1:0\"\n[[service]]\nplugin = \"{}\"\nbind = \"127.0.0.1:0\"\n",
+            plugin("testkit").display(),
+            plugin("kv").display()
+        ),
+    );
+    let server = Server::start_expecting(&["--config", &config], &[], 2);
+    let kit = server
+        .stderr
+        .wait_for("testkit factory ready", Duration::from_secs(5));
+    let kv = server
+        .stderr
+        .wait_for("store ready", Duration::from_secs(5));
+    assert!(kit.contains("plugin=testkit"), "{kit}");
+    assert!(kv.contains("plugin=kv"), "{kv}");
+}
