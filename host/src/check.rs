@@ -69,16 +69,13 @@ fn check(config: &Config, origins: &[Origin]) -> Vec<Problem> {
     for (service, origin) in config.services.iter().zip(origins) {
         if let Some(files) = &service.tls {
             if let Err(e) = files.load() {
-                let key = if e.to_string().contains("--ca-file") {
-                    "ca-file"
-                } else if e.to_string().contains("--key-file")
-                    && !e.to_string().contains("--cert-file")
-                {
-                    "key-file"
-                } else {
-                    "cert-file"
-                };
-                problems.push(origin.problem(key, e.to_string()));
+                // The message starts with the flag of the file it is about.
+                let message = e.to_string();
+                let key = ["ca-file", "key-file"]
+                    .into_iter()
+                    .find(|k| message.starts_with(&format!("--{k} ")))
+                    .unwrap_or("cert-file");
+                problems.push(origin.problem(key, message));
             }
         }
         for bind in &service.binds {
