@@ -9,13 +9,18 @@
 //! once per test process, serve each frozen plugin with the current binary in both modes,
 //! `inspect` each, and run the old loader on frozen and current plugins.
 //!
-//! The frozen workspace is built into the main target directory, next to the binaries under
-//! test, so cargo reuses the main build's compiled dependencies wherever their versions,
-//! features and profile match (its libraries are named `lib*_v0_1_0.so` so that nothing
-//! overwrites the main build's). Measured on two busy cores after `cargo build --release
-//! --workspace`: 13 s cold (abi_stable is compiled again: the main workspace enables more
-//! features of libc, log and syn), 0.1 s warm; into a target directory of its own it takes
-//! 20 s cold.
+//! The frozen workspace is built into `<target>/template`, where tests/tests/template.rs
+//! builds the stand-alone template: both are small plugin workspaces with the same
+//! dependency versions, features and (default) release profile, so whichever test builds
+//! first compiles abi_stable and its dependencies and the other reuses them. The main target
+//! directory shares less: the main workspace enables more features of libc, log and syn, so
+//! abi_stable would be compiled again there. Measured on two cores shared with other builds
+//! (`cargo build --release --manifest-path tests/frozen/Cargo.toml --target-dir …`): cold,
+//! 20–60 s (30–35 s of CPU) for whichever of the two builds first, then 3 s of CPU for the
+//! other; warm, 0.1 s. Built into the main target directory after a full main build it took
+//! 20 s of CPU, and the template still compiled its own copy of abi_stable. (Should the
+//! template's Cargo.lock move on, the two stop sharing; both still build.) The frozen
+//! libraries are named `lib*_v0_1_0.so`, so they are never taken for the current ones.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -73,21 +78,23 @@ fn run_bounded(command: &mut Command, timeout: Duration) -> Output {
     }
 }
 
-/// The profile directory of the frozen workspace's build (`<main target>/release`), built
-/// once per test process; every test fails with cargo's output if the build fails.
+/// The profile directory of the frozen workspace's build (`<target>/template/release`),
+/// built once per test process; every test fails with cargo's output if the build fails.
 fn frozen_profile_dir() -> &'static Path {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     let built = BUILT.get_or_init(|| {
         let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("frozen");
-        let profile = profile_dir();
-        let target = profile.parent().expect("target/<profile>");
+        let target = profile_dir()
+            .parent()
+            .expect("target/<profile>")
+            .join("template");
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let out = run_bounded(
             Command::new(cargo)
                 .args(["build", "--release", "--manifest-path"])
                 .arg(workspace.join("Cargo.toml"))
                 .arg("--target-dir")
-                .arg(target),
+                .arg(&target),
             BUILD_TIMEOUT,
         );
         if out.status.success() {
