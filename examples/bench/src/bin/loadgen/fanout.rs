@@ -10,6 +10,7 @@
 //!   `PUBLISH ch text` → `+OK N`, delivered as `MESSAGE ch text\n`;
 //! - `redis` (redis-server's pub/sub, RESP): `SUBSCRIBE ch` → the subscribe confirmation,
 //!   `PUBLISH ch text` → `:N`, delivered as `*3 $7 message $2 ch $64 text` (RESP framing).
+//!   The default for a `redis://HOST:PORT` address.
 //!
 //! A delivery has a fixed size per protocol, and every subscriber receives the same byte
 //! stream, so the expected stream is built once and each subscriber compares what it reads
@@ -157,9 +158,14 @@ pub struct Config {
 impl Config {
     /// Take this mode's flags.
     pub fn from_flags(mut f: Flags) -> Result<Config, String> {
-        let proto = match f.take("protocol", "chat".to_string())?.as_str() {
-            "chat" => Proto::Chat,
+        // A redis:// address means the redis protocol, so that one command line (with the
+        // address substituted) drives both a chat server and redis.
+        let redis_url = f.peek("addr").is_some_and(|a| a.starts_with("redis://"));
+        let default = if redis_url { "redis" } else { "chat" };
+        let proto = match f.take("protocol", default.to_string())?.as_str() {
             "redis" => Proto::Redis,
+            "chat" if !redis_url => Proto::Chat,
+            "chat" => return Err("--protocol chat with a redis:// address".into()),
             other => return Err(format!("--protocol {other}: expected chat or redis")),
         };
         let c = Config {

@@ -55,7 +55,8 @@ usage: loadgen MODE --addr HOST:PORT [flags]     (loopback addresses only)
            --duration SECS (5)  --warmup SECS (1)  [--json]
            Each socket keeps K datagrams in flight and verifies every echoed datagram;
            datagrams lost (or back too late) are counted, not failed.
-  fanout   --subscribers N (1000)  --protocol chat|redis (chat)  --messages M (2000)
+  fanout   --subscribers N (1000)  --protocol chat|redis (chat; redis for --addr redis://)
+           --messages M (2000)
            --size BYTES (64)  --window K (64)  --deadline SECS (30)  [--json]
            N connections subscribe to one channel; one publisher sends M messages of
            BYTES payload, at most K ahead of its replies and of the slowest subscriber;
