@@ -171,7 +171,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub max_requests: u64,
 
-    /// Open connections per worker; past it, new ones wait in the backlog.
+    /// Open connections per worker (of each service); past it, new ones wait in the backlog.
     #[arg(long, value_name = "N", default_value_t = 10000, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
 
