@@ -293,216 +293,84 @@ impl<'a> File<'a> {
     /// Merge with the command line: one [`Config`] with every service, or every problem.
     fn merge(&self, given: &Given<'_>) -> Result<(Config, Vec<Origin>), Vec<Problem>> {
         let cmd = cli::serve_command();
-        let args: BTreeMap<String, &Arg> = cmd
-            .get_arguments()
-            .filter_map(|a| Some((a.get_long()?.to_string(), a)))
-            .filter(|(long, _)| !NOT_KEYS.contains(&long.as_str()))
-            .collect();
-        let explicit = |long: &str| -> Option<ValueSource> {
-            let arg = args.get(long)?;
-            match given.matches.value_source(arg.get_id().as_str()) {
-                Some(s @ (ValueSource::CommandLine | ValueSource::EnvVariable)) => Some(s),
-                _ => None,
-            }
-        };
-        let mut problems = Vec::new();
+        let flags = Flags::new(&cmd, given.matches);
         let blocks = !self.services.is_empty();
+        let mut problems = Vec::new();
 
-        // Check every key and turn it into argument tokens.
-        let mut tokens_of = |entry: &Entry<'_>, prefix: &str, in_service: bool| {
-            let path = format!("{prefix}{}", entry.key);
-            if entry.key == "name" && (in_service || !blocks) {
-                return match entry.value.get_ref() {
-                    DeValue::String(s) if valid_name(s) => Some(Vec::new()),
-                    DeValue::String(_) => {
-                        problems.push(self.problem(
-                            entry.line,
-                            &path,
-                            "a service name is letters, digits, '-' and '_'",
-                        ));
-                        None
-                    }
-                    other => {
-                        problems.push(self.problem(
-                            entry.line,
-                            &path,
-                            format!("expected a string, found {}", other.type_str()),
-                        ));
-                        None
-                    }
-                };
-            }
-            let Some(arg) = args.get(&entry.key) else {
-                let hint = suggest(
-                    &entry.key,
-                    args.keys().map(String::as_str).chain(["name", "service"]),
-                )
-                .map(|s| format!(" (did you mean `{s}`?)"))
-                .unwrap_or_default();
-                problems.push(self.problem(entry.line, &path, format!("unknown key{hint}")));
-                return None;
-            };
-            let service_key = SERVICE_KEYS.contains(&entry.key.as_str());
-            if in_service && !service_key {
-                problems.push(self.problem(
-                    entry.line,
-                    &path,
-                    "a process-wide setting: put it at the top level, not in a [[service]] block",
-                ));
-                return None;
-            }
-            if !in_service
-                && blocks
-                && (IDENTIFYING.contains(&entry.key.as_str()) || entry.key == "name")
-            {
-                problems.push(self.problem(
-                    entry.line,
-                    &path,
-                    "conflicts with the [[service]] blocks: with blocks, each service sets its own (move it into a block)",
-                ));
-                return None;
-            }
-            match tokens(arg, &entry.key, entry.value, &self.dir) {
-                Ok(t) => Some(t),
-                Err(message) => {
-                    problems.push(self.problem(entry.line, &path, message));
-                    None
-                }
-            }
-        };
-
+        // The top level: process-wide keys (as tokens, unless a flag or variable sets
+        // them) and service keys (the one service, or defaults for every block).
         let mut global = Vec::new();
         let mut defaults: Vec<Keyed<'_, '_>> = Vec::new();
         for entry in &self.top {
-            let Some(t) = tokens_of(entry, "", false) else {
-                continue;
-            };
-            if SERVICE_KEYS.contains(&entry.key.as_str()) || entry.key == "name" {
-                defaults.push((entry, t));
-            } else if explicit(&entry.key).is_none() {
-                global.extend(t);
+            match self.key_tokens(&flags, entry, "", false, blocks) {
+                Err(p) => problems.push(p),
+                Ok(t) if SERVICE_KEYS.contains(&entry.key.as_str()) || entry.key == "name" => {
+                    defaults.push((entry, t))
+                }
+                Ok(t) if flags.explicit(&entry.key).is_none() => global.extend(t),
+                Ok(_) => {}
             }
         }
-        let mut blocks_tokens = Vec::new();
+        let mut units = Vec::new();
         for (i, (line, entries)) in self.services.iter().enumerate() {
             let prefix = format!("service[{}].", i + 1);
-            let mut own = Vec::new();
+            let mut own: Vec<Keyed<'_, '_>> = Vec::new();
             for entry in entries {
-                if let Some(t) = tokens_of(entry, &prefix, true) {
-                    own.push((entry, t));
+                match self.key_tokens(&flags, entry, &prefix, true, blocks) {
+                    Ok(t) => own.push((entry, t)),
+                    Err(p) => problems.push(p),
                 }
             }
-            blocks_tokens.push((*line, prefix, own));
+            // The block's own keys, then the defaults it does not set.
+            let missing: Vec<Keyed<'_, '_>> = defaults
+                .iter()
+                .filter(|(d, _)| !own.iter().any(|(o, _)| o.key == d.key))
+                .cloned()
+                .collect();
+            own.extend(missing);
+            units.push(Unit {
+                line: Some(*line),
+                prefix,
+                entries: own,
+            });
         }
-        if self.services.len() > MAX_SERVICES {
-            let (line, _) = self.services[MAX_SERVICES];
-            problems.push(self.problem(
-                line,
-                "service",
-                format!("more than {MAX_SERVICES} services"),
-            ));
+        if !blocks {
+            units.push(Unit {
+                line: None,
+                prefix: String::new(),
+                entries: defaults,
+            });
+        }
+        if let Some((line, _)) = self.services.get(MAX_SERVICES) {
+            let message = format!("more than {MAX_SERVICES} services");
+            problems.push(self.problem(*line, "service", message));
         }
         if blocks {
-            for long in IDENTIFYING {
-                if let Some(source) = explicit(long) {
-                    let what = match source {
-                        ValueSource::EnvVariable => format!("the variable {}", cli::env_name(long)),
-                        _ => format!("--{long}"),
-                    };
-                    problems.push(Problem {
-                        file: Some(self.path.clone()),
-                        line: None,
-                        key: None,
-                        message: format!("{what} cannot be combined with the [[service]] blocks of this file: say in a block which service it is for"),
-                    });
-                }
-            }
+            problems.extend(self.identifying_flags(&flags));
         }
         if !problems.is_empty() {
             return Err(problems);
         }
 
-        // One service per block (or the top level): defaults, then the block's own keys.
-        let units: Vec<(Option<usize>, String, Vec<Keyed<'_, '_>>)> = if blocks {
-            blocks_tokens
-                .into_iter()
-                .map(|(line, prefix, own)| {
-                    let mut merged: Vec<Keyed<'_, '_>> = defaults
-                        .iter()
-                        .filter(|(d, _)| !own.iter().any(|(o, _)| o.key == d.key))
-                        .map(|(d, t)| (*d, t.clone()))
-                        .collect();
-                    merged.extend(own);
-                    (Some(line), prefix, merged)
-                })
-                .collect()
-        } else {
-            vec![(None, String::new(), defaults)]
-        };
         let mut config: Option<Config> = None;
         let mut origins = Vec::new();
-        for (line, prefix, entries) in units {
+        for unit in units {
             let origin = Origin {
                 file: Some(self.path.clone()),
-                line,
-                prefix: prefix.clone(),
-                keys: entries
+                line: unit.line,
+                prefix: unit.prefix.clone(),
+                keys: unit
+                    .entries
                     .iter()
                     .map(|(e, _)| (e.key.clone(), e.line))
                     .collect(),
             };
-            let name = entries
-                .iter()
-                .find(|(e, _)| e.key == "name")
-                .and_then(|(e, _)| match e.value.get_ref() {
-                    DeValue::String(s) => Some(s.to_string()),
-                    _ => None,
-                });
-            if blocks {
-                for required in ["plugin", "bind"] {
-                    if !entries.iter().any(|(e, _)| e.key == required) {
-                        problems.push(origin.problem(
-                            required,
-                            format!("this [[service]] block has no `{required}`"),
-                        ));
-                    }
-                }
-            }
-            let mut argv: Vec<OsString> = vec!["sockhost".into()];
-            argv.extend(global.iter().cloned());
-            for (entry, t) in &entries {
-                if explicit(&entry.key).is_none() {
-                    argv.extend(t.iter().cloned());
-                }
-            }
-            argv.extend(given.tokens.iter().cloned());
-            let parsed = cli::serve_command()
-                .try_get_matches_from(&argv)
-                .and_then(|m| ServeArgs::from_arg_matches(&m));
-            let one = match parsed {
-                Ok(args) => args.into_config(),
-                Err(e) => {
-                    problems.push(origin.problem("", first_line(&e.to_string())));
-                    continue;
-                }
-            };
-            let mut one = match one {
-                Ok(c) => c,
-                Err(e) => {
-                    problems.push(origin.problem("plugin", e.to_string()));
-                    continue;
-                }
-            };
-            let mut service = one.services.remove(0);
-            if let Some(name) = name {
-                service.name = name;
-            }
-            match &mut config {
-                None => {
-                    one.services = vec![service];
-                    config = Some(one);
-                }
-                Some(c) => c.services.push(service),
+            match self.service(&flags, &global, &unit, blocks, given, &origin) {
+                Ok(one) => match &mut config {
+                    None => config = Some(one),
+                    Some(c) => c.services.extend(one.services),
+                },
+                Err(p) => problems.extend(p),
             }
             origins.push(origin);
         }
@@ -514,6 +382,153 @@ impl<'a> File<'a> {
             _ => Err(problems),
         }
     }
+
+    /// Check one key (where it may be, its value) and turn it into argument tokens.
+    fn key_tokens(
+        &self,
+        flags: &Flags<'_>,
+        entry: &Entry<'_>,
+        prefix: &str,
+        in_service: bool,
+        blocks: bool,
+    ) -> Result<Vec<OsString>, Problem> {
+        let path = format!("{prefix}{}", entry.key);
+        let fail = |message: String| Err(self.problem(entry.line, &path, message));
+        if entry.key == "name" && (in_service || !blocks) {
+            return match entry.value.get_ref() {
+                DeValue::String(s) if valid_name(s) => Ok(Vec::new()),
+                DeValue::String(_) => fail("a service name is letters, digits, '-' and '_'".into()),
+                other => fail(format!("expected a string, found {}", other.type_str())),
+            };
+        }
+        let Some(arg) = flags.args.get(&entry.key) else {
+            let known = flags
+                .args
+                .keys()
+                .map(String::as_str)
+                .chain(["name", "service"]);
+            let hint = suggest(&entry.key, known)
+                .map(|s| format!(" (did you mean `{s}`?)"))
+                .unwrap_or_default();
+            return fail(format!("unknown key{hint}"));
+        };
+        if in_service && !SERVICE_KEYS.contains(&entry.key.as_str()) {
+            return fail(
+                "a process-wide setting: put it at the top level, not in a [[service]] block"
+                    .into(),
+            );
+        }
+        if !in_service
+            && blocks
+            && (IDENTIFYING.contains(&entry.key.as_str()) || entry.key == "name")
+        {
+            return fail("conflicts with the [[service]] blocks: with blocks, each service sets its own (move it into a block)".into());
+        }
+        tokens(arg, &entry.key, entry.value, &self.dir).or_else(fail)
+    }
+
+    /// Flags (or variables) that say which service they are for cannot go with blocks.
+    fn identifying_flags(&self, flags: &Flags<'_>) -> Vec<Problem> {
+        IDENTIFYING
+            .iter()
+            .filter_map(|long| {
+                let what = match flags.explicit(long)? {
+                    ValueSource::EnvVariable => format!("the variable {}", cli::env_name(long)),
+                    _ => format!("--{long}"),
+                };
+                Some(Problem {
+                    file: Some(self.path.clone()),
+                    line: None,
+                    key: None,
+                    message: format!("{what} cannot be combined with the [[service]] blocks of this file: say in a block which service it is for"),
+                })
+            })
+            .collect()
+    }
+
+    /// One service: the process-wide tokens, the unit's, then the real arguments, parsed
+    /// by clap as if they had all been given as flags.
+    fn service(
+        &self,
+        flags: &Flags<'_>,
+        global: &[OsString],
+        unit: &Unit<'_, '_>,
+        blocks: bool,
+        given: &Given<'_>,
+        origin: &Origin,
+    ) -> Result<Config, Vec<Problem>> {
+        let has = |key: &str| unit.entries.iter().any(|(e, _)| e.key == key);
+        if blocks {
+            let missing: Vec<Problem> = ["plugin", "bind"]
+                .into_iter()
+                .filter(|k| !has(k))
+                .map(|k| origin.problem(k, format!("this [[service]] block has no `{k}`")))
+                .collect();
+            if !missing.is_empty() {
+                return Err(missing);
+            }
+        }
+        let mut argv: Vec<OsString> = vec!["sockhost".into()];
+        argv.extend(global.iter().cloned());
+        for (entry, t) in &unit.entries {
+            if flags.explicit(&entry.key).is_none() {
+                argv.extend(t.iter().cloned());
+            }
+        }
+        argv.extend(given.tokens.iter().cloned());
+        let args = cli::serve_command()
+            .try_get_matches_from(&argv)
+            .and_then(|m| ServeArgs::from_arg_matches(&m))
+            .map_err(|e| vec![origin.problem("", first_line(&e.to_string()))])?;
+        let mut config = args
+            .into_config()
+            .map_err(|e| vec![origin.problem("plugin", e.to_string())])?;
+        let name = unit
+            .entries
+            .iter()
+            .find_map(|(e, _)| match e.value.get_ref() {
+                DeValue::String(s) if e.key == "name" => Some(s.to_string()),
+                _ => None,
+            });
+        if let Some(name) = name {
+            config.services[0].name = name;
+        }
+        Ok(config)
+    }
+}
+
+/// The serving flags as file keys (by long name), and whether a flag or a variable set one.
+struct Flags<'c> {
+    args: BTreeMap<String, &'c Arg>,
+    matches: &'c ArgMatches,
+}
+
+impl<'c> Flags<'c> {
+    fn new(cmd: &'c clap::Command, matches: &'c ArgMatches) -> Flags<'c> {
+        let args = cmd
+            .get_arguments()
+            .filter_map(|a| Some((a.get_long()?.to_string(), a)))
+            .filter(|(long, _)| !NOT_KEYS.contains(&long.as_str()))
+            .collect();
+        Flags { args, matches }
+    }
+
+    /// Where `--long` came from, if a flag or a variable set it.
+    fn explicit(&self, long: &str) -> Option<ValueSource> {
+        let arg = self.args.get(long)?;
+        match self.matches.value_source(arg.get_id().as_str()) {
+            Some(s @ (ValueSource::CommandLine | ValueSource::EnvVariable)) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+/// The keys of one service: a `[[service]]` block with the defaults it does not override,
+/// or the top level.
+struct Unit<'e, 'a> {
+    line: Option<usize>,
+    prefix: String,
+    entries: Vec<Keyed<'e, 'a>>,
 }
 
 /// Settings that cannot hold together: two services of one name, or one address bound twice.

@@ -739,8 +739,12 @@ impl Arbiter<'_> {
                 crate::announce_metrics(endpoint.local_addr())?;
             }
             crate::notify::ready();
-            let services: Vec<&str> =
-                self.config.services.iter().map(|s| s.name.as_str()).collect();
+            let services: Vec<&str> = self
+                .config
+                .services
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect();
             tracing::info!(
                 workers = self.workers.len(),
                 pid = std::process::id(),
