@@ -131,6 +131,7 @@ impl UdpServer {
     /// Handle up to [`BATCH`] waiting datagrams.
     fn receive_batch(&mut self) {
         let shared = self.shared.clone();
+        crate::services::enter(shared.service);
         // Out of `self` for the batch, so a datagram can be lent to `deliver` without a copy.
         let mut buf = std::mem::take(&mut self.buf);
         for _ in 0..BATCH {
@@ -172,6 +173,7 @@ impl UdpServer {
     /// Do what host services queued for session `id`: send posted datagrams, run timer and
     /// wake callbacks, close.
     fn serve_work(&mut self, id: ConnId) {
+        crate::services::enter(self.shared.service);
         let connections = &self.shared.connections;
         let Some((Some(peer), work)) =
             connections.with_endpoint(id, |ep| (ep.peer, ep.take_work()))
@@ -314,6 +316,7 @@ impl UdpServer {
 impl UdpServer {
     /// End a session (already removed from the table) and tell its consumer why.
     fn end(&self, peer: SocketAddr, mut session: Peer, reason: LostReason) {
+        crate::services::enter(self.shared.service);
         tracing::trace!(%peer, ?reason, "udp session ended");
         if let Some(r) = &session.registration {
             r.with_endpoint(|ep| ep.closing = true);
