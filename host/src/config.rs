@@ -468,6 +468,18 @@ impl<'a> File<'a> {
                 return Err(missing);
             }
         }
+        // TLS files come together (a clear line where clap would say "required argument").
+        let set = |key: &str| has(key) || flags.explicit(key).is_some();
+        for (key, needs) in [
+            ("cert-file", "key-file"),
+            ("key-file", "cert-file"),
+            ("ca-file", "cert-file"),
+            ("alpn", "cert-file"),
+        ] {
+            if has(key) && !set(needs) {
+                return Err(vec![origin.problem(key, format!("needs `{needs}` too"))]);
+            }
+        }
         let mut argv: Vec<OsString> = vec!["sockhost".into()];
         argv.extend(global.iter().cloned());
         for (entry, t) in &unit.entries {
@@ -838,6 +850,8 @@ mod tests {
             p.contains(":7: service[2].bind: tcp://127.0.0.1:2 is bound twice"),
             "{p}"
         );
+        let p = one_problem("plugin = \"/p/a.so\"\nkey-file = \"k.pem\"\n");
+        assert!(p.contains(":2: key-file: needs `cert-file` too"), "{p}");
         let p = one_problem("plugin = \"/p/a.so\"\nkeep-alive = [\n");
         assert!(p.contains(".toml:2: not valid TOML"), "{p}");
     }

@@ -340,6 +340,17 @@ fn check_rejects_five_kinds_of_broken_config_each_with_file_line_and_key() {
             lines[0]
         );
     }
+    // Serving meets the same problems: the first is its one `error:` line.
+    let path = dir.write(
+        "start.toml",
+        &format!("plugin = \"{}\"\nkep-alive = 5\n", echo.display()),
+    );
+    let out = run_to_exit(&["--config", &path], Duration::from_secs(10));
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        out.stderr.trim(),
+        format!("error: {path}:2: kep-alive: unknown key (did you mean `keep-alive`?)")
+    );
     // A good file passes (two services of one plugin file), and so does -t; nothing is
     // served.
     let good = format!(
