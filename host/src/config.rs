@@ -189,7 +189,8 @@ pub fn reload() -> Result<Config, HostError> {
 struct Entry<'a> {
     key: String,
     line: usize,
-    value: &'a Spanned<DeValue<'a>>,
+    /// A copy of the parsed value (its strings still borrow the file's text).
+    value: Spanned<DeValue<'a>>,
 }
 
 /// A key of the file with the argument tokens it stands for.
@@ -216,9 +217,6 @@ impl<'a> File<'a> {
                 message: format!("not valid TOML: {}", e.message().trim()),
             }]
         })?;
-        // The parsed table borrows `text`; leak it so the entries can borrow it for 'a
-        // (a configuration is read a handful of times in a process's life).
-        let table: &'a Spanned<DeTable<'a>> = Box::leak(Box::new(table));
         let mut top = Vec::new();
         let mut services = Vec::new();
         let mut problems = Vec::new();
@@ -235,7 +233,7 @@ impl<'a> File<'a> {
                                         .map(|(k, v)| Entry {
                                             key: k.get_ref().to_string(),
                                             line: at(k.span().start),
-                                            value: v,
+                                            value: v.clone(),
                                         })
                                         .collect(),
                                 )),
@@ -262,7 +260,7 @@ impl<'a> File<'a> {
             top.push(Entry {
                 key: key.get_ref().to_string(),
                 line,
-                value,
+                value: value.clone(),
             });
         }
         if !problems.is_empty() {
@@ -424,7 +422,7 @@ impl<'a> File<'a> {
         {
             return fail("conflicts with the [[service]] blocks: with blocks, each service sets its own (move it into a block)".into());
         }
-        tokens(arg, &entry.key, entry.value, &self.dir).or_else(fail)
+        tokens(arg, &entry.key, &entry.value, &self.dir).or_else(fail)
     }
 
     /// Flags (or variables) that say which service they are for cannot go with blocks.
