@@ -383,11 +383,11 @@ pub struct UnixFiles {
 }
 
 impl UnixFiles {
-    /// The Unix sockets among `bound` (bound here or inherited).
-    pub fn of(bound: &[Bound]) -> UnixFiles {
+    /// The Unix sockets among `bound`.
+    pub fn of<'b>(bound: impl IntoIterator<Item = &'b Bound>) -> UnixFiles {
         use std::os::unix::fs::MetadataExt;
         let files = bound
-            .iter()
+            .into_iter()
             .filter_map(|b| {
                 let path = b.path.clone()?;
                 let meta = std::fs::metadata(&path).ok()?;
@@ -514,7 +514,7 @@ mod tests {
         drop(live); // the file stays: a stale socket
         assert!(path.exists());
         let again = Bound::bind(&spec, 4, false).unwrap();
-        let files = UnixFiles::of(std::slice::from_ref(&again));
+        let files = UnixFiles::of([&again]);
         drop(files);
         assert!(!path.exists(), "removed at exit");
         std::fs::write(&path, b"data").unwrap();

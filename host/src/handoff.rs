@@ -130,6 +130,12 @@ fn adopt(socket: Socket, name: &str) -> Result<Bound, HostError> {
     })
 }
 
+/// Whether the sockets handed to this process come from a thread-mode predecessor (which
+/// waits for our `ready`), not from systemd.
+pub fn from_predecessor() -> bool {
+    std::env::var_os(READY_FD_VAR).is_some()
+}
+
 /// Tell the process that started us (if any) that we are ready to serve.
 pub fn notify_ready() {
     let Some(fd) = std::env::var(READY_FD_VAR)

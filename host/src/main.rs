@@ -84,22 +84,34 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<(), HostError> {
 }
 
 /// Every `--bind`'s socket: inherited (systemd socket activation, or a thread-mode
-/// predecessor) where one was handed over, else bound here.
+/// predecessor) where one was handed over, else bound here; and the Unix socket files this
+/// process is to remove at exit: those it bound and those a predecessor handed over, never
+/// systemd's (its socket unit owns the file).
 fn bind_all(
     binds: &[bind::BindSpec],
     backlog: i32,
     reuseport: bool,
-) -> Result<Vec<Bound>, HostError> {
+) -> Result<(Vec<Bound>, bind::UnixFiles), HostError> {
+    let from_predecessor = handoff::from_predecessor();
     let inherited =
         handoff::inherited(binds)?.unwrap_or_else(|| binds.iter().map(|_| None).collect());
-    binds
+    let mut ours = Vec::new();
+    let bound = binds
         .iter()
         .zip(inherited)
         .map(|(spec, inherited)| match inherited {
-            Some(bound) => Ok(bound),
-            None => Bound::bind(spec, backlog, reuseport),
+            Some(bound) => {
+                ours.push(from_predecessor);
+                Ok(bound)
+            }
+            None => {
+                ours.push(true);
+                Bound::bind(spec, backlog, reuseport)
+            }
         })
-        .collect()
+        .collect::<Result<Vec<Bound>, HostError>>()?;
+    let files = bind::UnixFiles::of(bound.iter().zip(ours).filter(|(_, o)| *o).map(|(b, _)| b));
+    Ok((bound, files))
 }
 
 /// Print the `listening on` lines (SPEC.md) and flush them, once every socket is bound.

@@ -38,9 +38,9 @@ pub fn run(config: &Config) -> Result<(), HostError> {
     // Plugins and certificates of every service, as process mode prepares a generation.
     let generation = crate::arbiter::Generation::prepare(1, config.clone())?;
     let binds: Vec<_> = config.binds().cloned().collect();
-    let bound = crate::bind_all(&binds, config.backlog, false)?;
+    let (bound, unix_files) = crate::bind_all(&binds, config.backlog, false)?;
     // Removed at exit, unless handed over to a successor.
-    let unix_files = std::rc::Rc::new(std::cell::RefCell::new(crate::bind::UnixFiles::of(&bound)));
+    let unix_files = std::rc::Rc::new(std::cell::RefCell::new(unix_files));
     let _unix_files = unix_files.clone();
     let metrics_listener = config.metrics_bind.map(bind_metrics).transpose()?;
     let pid_file = config.pid_file.as_deref().map(PidFile::write).transpose()?;

@@ -620,3 +620,42 @@ fn each_plugins_log_records_carry_its_own_name() {
     assert!(kit.contains("plugin=testkit"), "{kit}");
     assert!(kv.contains("plugin=kv"), "{kv}");
 }
+
+#[test]
+fn a_unix_socket_from_systemd_is_served_and_its_file_left_to_systemd() {
+    use std::os::fd::AsRawFd;
+    let dir = Dir::new("activated");
+    let path = dir.path("activated.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let bind = format!("unix:{}", path.display());
+    for concurrency in ["process", "thread"] {
+        let mut server = Server::start_activated(
+            &[
+                "--plugin",
+                plugin("echo").to_str().unwrap(),
+                "--bind",
+                &bind,
+                "--concurrency",
+                concurrency,
+                "--workers",
+                "2",
+            ],
+            &[listener.as_raw_fd()],
+            &["app"],
+        );
+        assert_eq!(server.unix, vec![path.clone()], "{concurrency}");
+        server
+            .stderr
+            .wait_for("on an inherited socket", Duration::from_secs(5));
+        let mut c = UnixStream::connect(&path).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c.write_all(b"activated").unwrap();
+        let mut back = [0u8; 9];
+        c.read_exact(&mut back).unwrap();
+        assert_eq!(&back, b"activated", "{concurrency}");
+        drop(c);
+        server.signal("TERM");
+        assert!(server.wait_exit(Duration::from_secs(30)).success());
+        assert!(path.exists(), "{concurrency}: systemd's socket file stays");
+    }
+}

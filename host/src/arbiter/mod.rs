@@ -235,9 +235,8 @@ pub fn run(config: &Config) -> Result<(), HostError> {
     // Socket activation: slot 0's sockets may be systemd's, which must never be shut down.
     let activated = std::env::var_os("LISTEN_FDS").is_some();
     let binds: Vec<_> = config.binds().cloned().collect();
-    let first = crate::bind_all(&binds, config.backlog, true)?;
-    // Removed at exit (workers leave by `_exit` and never remove them).
-    let _unix_files = crate::bind::UnixFiles::of(&first);
+    // Unix socket files are removed at exit (workers leave by `_exit`, never removing them).
+    let (first, _unix_files) = crate::bind_all(&binds, config.backlog, true)?;
     let metrics = config
         .metrics_bind
         .map(|addr| {
