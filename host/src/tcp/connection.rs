@@ -341,6 +341,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 tracing::debug!(peer = %self.peer, "bytes posted after the sending side shut down; dropped");
             } else if self.pending.is_empty() {
                 self.pending = work.posted;
+                self.slot
+                    .registration
+                    .pending(self.pending.len(), LOW_WATER);
             } else {
                 self.queue(&work.posted)?;
             }
@@ -370,13 +373,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         if self.pending.len() + data.len() > MAX_PENDING.get() {
             return Err(self.over_limit("output"));
         }
-        let was_empty = self.pending.is_empty();
         self.pending.extend_from_slice(data);
-        if was_empty {
-            self.slot
-                .registration
-                .pending(self.pending.len(), LOW_WATER);
-        }
+        // Published on every growth, not only the first: `post` answers Backlogged and
+        // Overflow from this figure, and while the socket takes nothing no send updates it
+        // (a proxy then never saw its slow client backlogged, and buffered up to
+        // --max-pending).
+        self.slot
+            .registration
+            .pending(self.pending.len(), LOW_WATER);
         Ok(())
     }
 
