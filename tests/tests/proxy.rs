@@ -268,7 +268,12 @@ fn read_pattern(s: &mut TcpStream, at: &mut u64, total: u64, limit: usize) {
         let n = s.read(&mut buf[..want]).expect("reading the stream");
         assert!(n > 0, "the stream ended after {at} of {total} bytes");
         for (k, b) in buf[..n].iter().enumerate() {
-            assert_eq!(*b, pattern(*at + k as u64), "byte {} is wrong", *at + k as u64);
+            assert_eq!(
+                *b,
+                pattern(*at + k as u64),
+                "byte {} is wrong",
+                *at + k as u64
+            );
         }
         *at += n as u64;
     }
@@ -369,8 +374,13 @@ fn send_proxy_v1_and_v2_tell_nginx_the_real_client() {
         let server = proxy(&[nginx.addr], &[&format!("send-proxy={version}")], &[]);
         let url = format!("http://{}/", server.addr());
         let out = curl(&["--write-out", "%{local_ip}:%{local_port}", &url]);
-        let (seen, client) = out.split_once('\n').expect("a body line, then curl's own line");
-        assert_eq!(seen, client, "send-proxy={version}: nginx saw {seen}, curl was {client}");
+        let (seen, client) = out
+            .split_once('\n')
+            .expect("a body line, then curl's own line");
+        assert_eq!(
+            seen, client,
+            "send-proxy={version}: nginx saw {seen}, curl was {client}"
+        );
     }
 }
 
@@ -427,9 +437,10 @@ fn a_refused_upstream_is_passed_over_marked_down_and_logged_back_up() {
         let mut c = connect(server.addr());
         assert_eq!(line(&mut c), "live ready");
     }
-    server
-        .stderr
-        .wait_for(&format!("upstream {dead} down: 2 connects in a row failed"), Duration::from_secs(5));
+    server.stderr.wait_for(
+        &format!("upstream {dead} down: 2 connects in a row failed"),
+        Duration::from_secs(5),
+    );
     // It comes back: after the cool-down one client tries it, and it answers.
     let revived = TcpListener::bind(dead).expect("rebinding the dead port");
     std::thread::spawn(move || {
@@ -443,12 +454,19 @@ fn a_refused_upstream_is_passed_over_marked_down_and_logged_back_up() {
         if line(&mut c) == "revived ready" {
             break;
         }
-        assert!(Instant::now() < deadline, "the revived upstream was never used again");
+        assert!(
+            Instant::now() < deadline,
+            "the revived upstream was never used again"
+        );
     }
     server
         .stderr
         .wait_for(&format!("upstream {dead} back up"), Duration::from_secs(5));
-    assert_eq!(server.stderr.count(&format!("upstream {dead} down")), 1, "one line per outage");
+    assert_eq!(
+        server.stderr.count(&format!("upstream {dead} down")),
+        1,
+        "one line per outage"
+    );
 }
 
 #[test]
@@ -487,14 +505,26 @@ fn with_every_upstream_down_the_client_is_closed_promptly_with_a_log_line() {
         closed_within(&mut c, Duration::from_secs(2)),
         "the client was not closed"
     );
-    assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
-    let first = server
-        .stderr
-        .wait_for("closed: no upstream could be reached", Duration::from_secs(5));
-    assert!(first.contains(&a.to_string()) && first.contains(&b.to_string()), "{first}");
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+    let first = server.stderr.wait_for(
+        "closed: no upstream could be reached",
+        Duration::from_secs(5),
+    );
+    assert!(
+        first.contains(&a.to_string()) && first.contains(&b.to_string()),
+        "{first}"
+    );
     // Both are down now: the next client is closed without a connect attempt.
-    server.stderr.wait_for(&format!("upstream {a} down"), Duration::from_secs(5));
-    server.stderr.wait_for(&format!("upstream {b} down"), Duration::from_secs(5));
+    server
+        .stderr
+        .wait_for(&format!("upstream {a} down"), Duration::from_secs(5));
+    server
+        .stderr
+        .wait_for(&format!("upstream {b} down"), Duration::from_secs(5));
     // (A second client within the second would only be counted: the line is rate-limited.)
     std::thread::sleep(Duration::from_millis(1100)); // the rate limit's period is the subject
     let mut c = connect(server.addr());
@@ -543,7 +573,10 @@ fn an_upstream_half_close_reaches_the_client_which_can_still_send() {
         .recv_timeout(Duration::from_secs(10))
         .expect("the upstream's reader finished");
     assert_eq!(got, "and still from the client");
-    assert!(closed_within(&mut c, Duration::from_secs(5)), "closed at the end");
+    assert!(
+        closed_within(&mut c, Duration::from_secs(5)),
+        "closed at the end"
+    );
 }
 
 // ------------------------------------------------------------------------------------------
@@ -590,7 +623,8 @@ fn a_slow_client_does_not_make_the_proxy_buffer_a_fast_upstream() {
 
     let mut c = connect(server.addr());
     let next = |rx: &mpsc::Receiver<Arc<AtomicU64>>| {
-        rx.recv_timeout(Duration::from_secs(10)).expect("an upstream connection")
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("an upstream connection")
     };
     let _warm = next(&rx);
     let written = next(&rx);
@@ -621,7 +655,9 @@ fn a_slow_upstream_does_not_make_the_proxy_buffer_a_fast_client() {
     let written = Arc::new(AtomicU64::new(0));
     let w = written.clone();
     let writer = std::thread::spawn(move || write_pattern(&mut c, STREAM, &w).map(|_| c));
-    let mut u = rx.recv_timeout(Duration::from_secs(10)).expect("the upstream connection");
+    let mut u = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the upstream connection");
     let mut at = 0;
     let grown = read_slowly(&mut u, &mut at, server.pid()).saturating_sub(before);
     let sent = written.load(Ordering::Relaxed);

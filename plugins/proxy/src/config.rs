@@ -237,8 +237,14 @@ mod tests {
     fn refusals_name_the_option() {
         let cases: &[(&[(&str, &str)], &str)] = &[
             (&[], "option upstream: at least one is needed"),
-            (&[("upstream", "10.0.0.1")], "option upstream: \"10.0.0.1\": expected HOST:PORT"),
-            (&[("upstream", "a:b")], "option upstream: \"a:b\": expected HOST:PORT"),
+            (
+                &[("upstream", "10.0.0.1")],
+                "option upstream: \"10.0.0.1\": expected HOST:PORT",
+            ),
+            (
+                &[("upstream", "a:b")],
+                "option upstream: \"a:b\": expected HOST:PORT",
+            ),
             (
                 &[("upstream", "no-such-host.invalid:80")],
                 "option upstream: \"no-such-host.invalid:80\": cannot resolve",
@@ -285,8 +291,18 @@ mod tests {
 
     #[test]
     fn durations() {
-        for (text, ms) in [("0", 0), ("15", 15), ("15ms", 15), ("2s", 2000), ("1m", 60_000)] {
-            assert_eq!(parse_duration(text), Some(Duration::from_millis(ms)), "{text}");
+        for (text, ms) in [
+            ("0", 0),
+            ("15", 15),
+            ("15ms", 15),
+            ("2s", 2000),
+            ("1m", 60_000),
+        ] {
+            assert_eq!(
+                parse_duration(text),
+                Some(Duration::from_millis(ms)),
+                "{text}"
+            );
         }
         for bad in ["", "s", "1h", "-1s", "1.5s", "2 days"] {
             assert_eq!(parse_duration(bad), None, "{bad}");

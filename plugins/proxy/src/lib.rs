@@ -86,7 +86,7 @@ impl Protocol for Proxy {
             })
             .collect();
         log::info!(
-            "proxying to {} ({:?}; connect timeout {:?}, {} retries; down after {} failed connects for {:?}; PROXY header: {})",
+            "proxying to {} ({}; connect timeout {:?}, {} retries; down after {} failed connects in a row, for {:?}; PROXY header: {})",
             upstreams.join(", "),
             config.balance,
             config.connect_timeout,
@@ -108,7 +108,11 @@ impl Protocol for Proxy {
         Ok(Proxy {
             shared: Rc::new(Shared {
                 pool: RefCell::new(pool),
-                targets: config.upstreams.iter().map(|u| u.addr.to_string()).collect(),
+                targets: config
+                    .upstreams
+                    .iter()
+                    .map(|u| u.addr.to_string())
+                    .collect(),
                 connect_timeout: config.connect_timeout,
                 retries: config.retries,
                 send_proxy: config.send_proxy,

@@ -21,6 +21,15 @@ pub enum Balance {
     LeastConn,
 }
 
+impl std::fmt::Display for Balance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Balance::RoundRobin => "round-robin",
+            Balance::LeastConn => "least-conn",
+        })
+    }
+}
+
 /// An upstream's passive health, learned from this worker's connects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Health {
@@ -99,8 +108,12 @@ impl Pool {
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.upstreams.len()
+    /// The names of the upstreams in `set` (a bit per index), in order.
+    pub fn names(&self, set: u64) -> Vec<&str> {
+        (0..self.upstreams.len())
+            .filter(|i| set & (1 << i) != 0)
+            .map(|i| self.name(i))
+            .collect()
     }
 
     /// The upstream a client should try next, none of `tried` (a bit per index); `None` when

@@ -149,8 +149,7 @@ impl Tunnel {
                 index: i,
             };
             self.in_connect.set(true);
-            let started =
-                services::connect(&shared.targets[i], shared.connect_timeout, upstream);
+            let started = services::connect(&shared.targets[i], shared.connect_timeout, upstream);
             self.in_connect.set(false);
             match started {
                 Ok(id) => {
@@ -189,10 +188,7 @@ impl Tunnel {
                 self.peer
             );
         } else {
-            let names: Vec<&str> = (0..pool.len())
-                .filter(|i| tried & (1 << i) != 0)
-                .map(|i| pool.name(i))
-                .collect();
+            let names = pool.names(tried);
             log::warn!(
                 "client {} closed: no upstream could be reached (tried {}){also}",
                 self.peer,
@@ -211,7 +207,14 @@ impl Tunnel {
     }
 
     /// Post what `from` read to `to`; pause `from` if `to` is backlogged.
-    fn forward(&self, dir: &Cell<Direction>, from: ConnId, to: ConnId, data: &[u8], out: &mut Output) {
+    fn forward(
+        &self,
+        dir: &Cell<Direction>,
+        from: ConnId,
+        to: ConnId,
+        data: &[u8],
+        out: &mut Output,
+    ) {
         match services::post(to, data) {
             PostStatus::Queued => {}
             // (Already paused: a read that was under way when the pause came; its probe
@@ -262,7 +265,9 @@ impl Tunnel {
     /// The client's connection is gone: so is the upstream's (after what it was sent).
     fn client_lost(&self, reason: LostReason) {
         match self.phase.replace(Phase::Closed) {
-            Phase::Connecting { attempts, .. } if attempts > 0 => services::close(self.upstream.get()),
+            Phase::Connecting { attempts, .. } if attempts > 0 => {
+                services::close(self.upstream.get())
+            }
             Phase::Open => services::close(self.upstream.get()),
             _ => {}
         }
@@ -331,7 +336,10 @@ impl Consumer for ClientSide {
             return;
         }
         t.bytes_up.set(t.bytes_up.get() + data.len() as u64);
-        t.shared.pool.borrow_mut().relayed(t.index.get(), data.len(), 0);
+        t.shared
+            .pool
+            .borrow_mut()
+            .relayed(t.index.get(), data.len(), 0);
         t.forward(&t.up, t.client, t.upstream.get(), data, out);
     }
 
@@ -370,7 +378,11 @@ impl UpstreamSide {
 impl Consumer for UpstreamSide {
     fn connection_made(&mut self, out: &mut Output) {
         let t = &*self.tunnel;
-        let change = t.shared.pool.borrow_mut().connected(self.index, Instant::now());
+        let change = t
+            .shared
+            .pool
+            .borrow_mut()
+            .connected(self.index, Instant::now());
         t.shared.log_change(self.index, change);
         if t.phase.get() == Phase::Closed {
             // The client left while this connect was under way.
@@ -386,7 +398,10 @@ impl Consumer for UpstreamSide {
             return;
         }
         t.bytes_down.set(t.bytes_down.get() + data.len() as u64);
-        t.shared.pool.borrow_mut().relayed(self.index, 0, data.len());
+        t.shared
+            .pool
+            .borrow_mut()
+            .relayed(self.index, 0, data.len());
         t.forward(&t.down, self.id(), t.client, data, out);
     }
 
