@@ -146,14 +146,16 @@ impl Daemon {
     /// until the port accepts connections; another port is tried if that one was taken
     /// meanwhile.
     fn start(program: &str, args: impl Fn(&TempDir, u16) -> Vec<String>) -> Daemon {
+        let mut last_words = String::new();
         for _ in 0..3 {
             let dir = TempDir::new(program);
             let addr = dead_port();
+            let output = std::fs::File::create(dir.path("output")).unwrap();
             let mut child = Command::new(program)
                 .args(args(&dir, addr.port()))
                 .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
+                .stdout(output.try_clone().unwrap())
+                .stderr(output)
                 .spawn()
                 .unwrap_or_else(|e| panic!("starting {program} (.ci/run installs it): {e}"));
             let deadline = Instant::now() + Duration::from_secs(10);
@@ -168,12 +170,13 @@ impl Daemon {
                 if child.try_wait().unwrap().is_some() || Instant::now() > deadline {
                     let _ = child.kill();
                     let _ = child.wait();
+                    last_words = std::fs::read_to_string(dir.path("output")).unwrap_or_default();
                     break; // the port was taken, most likely: another one
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
-        panic!("{program} did not start listening (3 attempts)");
+        panic!("{program} did not start listening (3 attempts); it said:\n{last_words}");
     }
 
     /// nginx answering every request with `location` (a `return` directive), single
