@@ -240,10 +240,10 @@ start_nginx_once() {
         # Same protocols as sockhost (TLS 1.3 and 1.2); nginx 1.22's default lacks 1.3.
         tls_conf="ssl_certificate $cert; ssl_certificate_key $key; ssl_protocols TLSv1.2 TLSv1.3;"
     fi
-    if [[ -n ${NGINX_STREAM_TO:-} ]]; then
-        # A layer-4 proxy (start_nginx_stream): the stream module, as Debian ships it.
-        cat >"$ngx/nginx.conf" <<NGINX
-load_module $NGINX_STREAM_MODULE;
+    {
+        # A layer-4 proxy (start_nginx_stream) needs the stream module, as Debian ships it.
+        [[ -z ${NGINX_STREAM_TO:-} ]] || echo "load_module $NGINX_STREAM_MODULE;"
+        cat <<NGINX
 daemon off;
 master_process on;
 worker_processes $workers;
@@ -251,6 +251,9 @@ worker_rlimit_nofile 20000;
 pid $ngx/nginx.pid;
 error_log $ngx/logs/error.log warn;
 events { worker_connections 20000; }
+NGINX
+        if [[ -n ${NGINX_STREAM_TO:-} ]]; then
+            cat <<NGINX
 stream {
     server {
         listen 127.0.0.1:$NGINX_PORT backlog=4096;
@@ -258,15 +261,8 @@ stream {
     }
 }
 NGINX
-    else
-        cat >"$ngx/nginx.conf" <<NGINX
-daemon off;
-master_process on;
-worker_processes $workers;
-worker_rlimit_nofile 20000;
-pid $ngx/nginx.pid;
-error_log $ngx/logs/error.log warn;
-events { worker_connections 20000; }
+        else
+            cat <<NGINX
 http {
     access_log off;
     keepalive_timeout 3600;
@@ -284,7 +280,8 @@ http {
     }
 }
 NGINX
-    fi
+        fi
+    } >"$ngx/nginx.conf"
     "${PRIO[@]}" taskset -c "$cpus" nginx -p "$ngx" -e "$ngx/logs/error.log" -c "$ngx/nginx.conf" \
         >"$ngx/stdout" 2>&1 &
     NGINX_PID=$!

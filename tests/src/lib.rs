@@ -432,6 +432,52 @@ pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> 
     }
 }
 
+/// VmRSS of a process in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS in /proc/PID/status")
+}
+
+/// A loopback listener with a backlog of one, filled, that never accepts: the kernel drops
+/// further SYNs, so a connect to [`addr`](Unaccepting::addr) neither succeeds nor fails by
+/// itself (what a connect timeout is for). Lives until dropped.
+pub struct Unaccepting {
+    pub addr: SocketAddr,
+    _socket: socket2::Socket,
+    _fillers: Vec<TcpStream>,
+}
+
+impl Unaccepting {
+    pub fn new() -> Unaccepting {
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket
+            .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+            .unwrap();
+        socket.listen(0).unwrap();
+        let addr: SocketAddr = socket.local_addr().unwrap().as_socket().unwrap();
+        let fillers = (0..8)
+            .filter_map(|_| TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok())
+            .collect();
+        Unaccepting {
+            addr,
+            _socket: socket,
+            _fillers: fillers,
+        }
+    }
+}
+
+impl Default for Unaccepting {
+    fn default() -> Self {
+        Unaccepting::new()
+    }
+}
+
 /// A deterministic pseudo-random payload (so misordered bytes are detected).
 pub fn payload(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use sockhost_tests::{closed_within, connect, serve, serve_thread, Server};
+use sockhost_tests::{closed_within, connect, rss_kib, serve, serve_thread, Server, Unaccepting};
 
 // ------------------------------------------------------------------------------------------
 // Helpers
@@ -228,17 +228,6 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// VmRSS of a process in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS in /proc/PID/status")
 }
 
 /// The byte at offset `i` of the test streams (a pattern that detects loss and reordering).
@@ -474,19 +463,10 @@ fn a_refused_upstream_is_passed_over_marked_down_and_logged_back_up() {
 
 #[test]
 fn a_connect_timeout_moves_on_to_the_next_upstream() {
-    // A listener with a full backlog that never accepts: connects to it neither succeed nor
-    // fail by themselves.
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket
-        .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
-        .unwrap();
-    socket.listen(0).unwrap();
-    let stuck: SocketAddr = socket.local_addr().unwrap().as_socket().unwrap();
-    let fillers: Vec<_> = (0..8)
-        .filter_map(|_| TcpStream::connect_timeout(&stuck, Duration::from_millis(200)).ok())
-        .collect();
+    // A listener that never accepts: connects to it neither succeed nor fail by themselves.
+    let stuck = Unaccepting::new();
     let live = greeter("live");
-    let server = proxy(&[stuck, live], &["connect-timeout=300ms"], &[]);
+    let server = proxy(&[stuck.addr, live], &["connect-timeout=300ms"], &[]);
     let start = Instant::now();
     let mut c = connect(server.addr());
     assert_eq!(line(&mut c), "live ready");
@@ -495,7 +475,6 @@ fn a_connect_timeout_moves_on_to_the_next_upstream() {
         took >= Duration::from_millis(250) && took < Duration::from_secs(3),
         "the stuck upstream should cost one connect timeout (300 ms), took {took:?}"
     );
-    drop(fillers);
 }
 
 #[test]
@@ -594,18 +573,37 @@ const SLOW_FOR: Duration = Duration::from_secs(4);
 /// 64 MiB for these tests, so it is not what holds memory down.
 const RSS_BOUND_KIB: u64 = 8 * 1024;
 
-/// Read 1 KiB a second from `s` for [`SLOW_FOR`]; returns the highest RSS of process `pid`
-/// seen meanwhile (sampled before each read), in KiB.
-fn read_slowly(s: &mut TcpStream, at: &mut u64, pid: u32) -> u64 {
+/// The slow side's part: read 1 KiB a second from `slow` for [`SLOW_FOR`] (checking the
+/// pattern from `*at`), then check that the proxy (process `pid`, `before` KiB resident at the
+/// start) stayed within [`RSS_BOUND_KIB`] meanwhile, and that the fast side (which has
+/// written `written` bytes) was held back.
+fn read_slowly_within_bounds(
+    what: &str,
+    slow: &mut TcpStream,
+    at: &mut u64,
+    pid: u32,
+    before: u64,
+    written: &AtomicU64,
+) {
     let start = Instant::now();
     let mut peak = 0;
     while start.elapsed() < SLOW_FOR {
         peak = peak.max(rss_kib(pid));
         let next = *at + 1024;
-        read_pattern(s, at, next, 1024);
+        read_pattern(slow, at, next, 1024);
         std::thread::sleep(Duration::from_secs(1)); // reading at 1 KiB/s is the subject
     }
-    peak.max(rss_kib(pid))
+    let grown = peak.max(rss_kib(pid)).saturating_sub(before);
+    let sent = written.load(Ordering::Relaxed);
+    eprintln!("{what}: proxy RSS +{grown} KiB at most; the fast side wrote {sent} bytes");
+    assert!(
+        grown < RSS_BOUND_KIB,
+        "{what}: the proxy's RSS grew by {grown} KiB (the fast side wrote {sent} bytes)"
+    );
+    assert!(
+        sent < STREAM / 2,
+        "{what}: the fast side was not slowed down: it wrote {sent} of {STREAM} bytes"
+    );
 }
 
 #[test]
@@ -632,16 +630,13 @@ fn a_slow_client_does_not_make_the_proxy_buffer_a_fast_upstream() {
     let _warm = next(&rx);
     let written = next(&rx);
     let mut at = 0;
-    let grown = read_slowly(&mut c, &mut at, server.pid()).saturating_sub(before);
-    let sent = written.load(Ordering::Relaxed);
-    eprintln!("slow client: proxy RSS +{grown} KiB at most; the upstream wrote {sent} bytes");
-    assert!(
-        grown < RSS_BOUND_KIB,
-        "the proxy's RSS grew by {grown} KiB for one slow client (upstream wrote {sent} bytes)"
-    );
-    assert!(
-        sent < STREAM / 2,
-        "the upstream was not slowed down: it wrote {sent} of {STREAM} bytes"
+    read_slowly_within_bounds(
+        "slow client",
+        &mut c,
+        &mut at,
+        server.pid(),
+        before,
+        &written,
     );
     // The client catches up: every byte arrives, in order, and the tunnel was never cut.
     read_pattern(&mut c, &mut at, STREAM, 256 * 1024);
@@ -662,16 +657,13 @@ fn a_slow_upstream_does_not_make_the_proxy_buffer_a_fast_client() {
         .recv_timeout(Duration::from_secs(10))
         .expect("the upstream connection");
     let mut at = 0;
-    let grown = read_slowly(&mut u, &mut at, server.pid()).saturating_sub(before);
-    let sent = written.load(Ordering::Relaxed);
-    eprintln!("slow upstream: proxy RSS +{grown} KiB at most; the client wrote {sent} bytes");
-    assert!(
-        grown < RSS_BOUND_KIB,
-        "the proxy's RSS grew by {grown} KiB for one slow upstream (client wrote {sent} bytes)"
-    );
-    assert!(
-        sent < STREAM / 2,
-        "the client was not slowed down: it wrote {sent} of {STREAM} bytes"
+    read_slowly_within_bounds(
+        "slow upstream",
+        &mut u,
+        &mut at,
+        server.pid(),
+        before,
+        &written,
     );
     read_pattern(&mut u, &mut at, STREAM, 256 * 1024);
     writer.join().unwrap().expect("the client wrote everything");

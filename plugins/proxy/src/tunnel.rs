@@ -101,6 +101,13 @@ enum Direction {
     Ended,
 }
 
+/// The two ends of a tunnel. Each reads one direction and writes the other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum End {
+    Client,
+    Upstream,
+}
+
 /// The state both consumers of a tunnel share.
 pub struct Tunnel {
     shared: Rc<Shared>,
@@ -206,15 +213,43 @@ impl Tunnel {
         services::resume_reading(self.client);
     }
 
-    /// Post what `from` read to `to`; pause `from` if `to` is backlogged.
-    fn forward(
-        &self,
-        dir: &Cell<Direction>,
-        from: ConnId,
-        to: ConnId,
-        data: &[u8],
-        out: &mut Output,
-    ) {
+    /// `end`'s connection and the other end's.
+    fn ids(&self, end: End) -> (ConnId, ConnId) {
+        match end {
+            End::Client => (self.client, self.upstream.get()),
+            End::Upstream => (self.upstream.get(), self.client),
+        }
+    }
+
+    /// The direction `end` reads, and the other one.
+    fn directions(&self, end: End) -> (&Cell<Direction>, &Cell<Direction>) {
+        match end {
+            End::Client => (&self.up, &self.down),
+            End::Upstream => (&self.down, &self.up),
+        }
+    }
+
+    /// `end` read `data`: count it and post it to the other end; pause `end` if the other
+    /// end is backlogged.
+    fn received(&self, end: End, data: &[u8], out: &mut Output) {
+        if self.phase.get() != Phase::Open {
+            // Reading is paused until the upstream connects and stops when the tunnel
+            // closes, so this is a read that was already under way: nowhere to send it.
+            return;
+        }
+        let n = data.len();
+        let (up, down) = match end {
+            End::Client => (n, 0),
+            End::Upstream => (0, n),
+        };
+        self.bytes_up.set(self.bytes_up.get() + up as u64);
+        self.bytes_down.set(self.bytes_down.get() + down as u64);
+        self.shared
+            .pool
+            .borrow_mut()
+            .relayed(self.index.get(), up, down);
+        let (from, to) = self.ids(end);
+        let (dir, _) = self.directions(end);
         match services::post(to, data) {
             PostStatus::Queued => {}
             // (Already paused: a read that was under way when the pause came; its probe
@@ -225,13 +260,25 @@ impl Tunnel {
                 services::set_timer(from, FIRST_PROBE, PROBE);
             }
             PostStatus::Backlogged => {}
-            // The other side is gone (or was closed for exceeding --max-pending): so is this one.
+            // The other end is gone (or was closed for exceeding --max-pending): so is this one.
             _ => out.close(),
         }
     }
 
-    /// A paused direction's probe: resume `from` if `to` has drained below the mark.
-    fn probe(&self, dir: &Cell<Direction>, from: ConnId, to: ConnId, out: &mut Output) {
+    /// A timer of `end` fired.
+    fn timer(&self, end: End, token: u64, out: &mut Output) {
+        match token {
+            PROBE => self.probe(end, out),
+            RELAY_EOF => out.shutdown_write(),
+            _ => {}
+        }
+    }
+
+    /// `end` is paused: resume it if the other end has drained below the mark, else probe
+    /// again later.
+    fn probe(&self, end: End, out: &mut Output) {
+        let (from, to) = self.ids(end);
+        let (dir, _) = self.directions(end);
         let Direction::Paused { probe } = dir.get() else {
             return;
         };
@@ -249,9 +296,11 @@ impl Tunnel {
         }
     }
 
-    /// `dir`'s reading side ended its stream: half-close the other side (`to`), or, if the
-    /// other direction has ended too, close both.
-    fn ended(&self, dir: &Cell<Direction>, other: &Cell<Direction>, to: ConnId, out: &mut Output) {
+    /// `end` ended its stream: half-close the other end, or, if the other direction has
+    /// ended too, close both.
+    fn ended(&self, end: End, out: &mut Output) {
+        let (_, to) = self.ids(end);
+        let (dir, other) = self.directions(end);
         dir.set(Direction::Ended);
         if other.get() == Direction::Ended || self.phase.get() != Phase::Open {
             self.phase.set(Phase::Closed);
@@ -329,32 +378,15 @@ impl Consumer for ClientSide {
     }
 
     fn data_received(&mut self, data: &[u8], out: &mut Output) {
-        let t = &*self.tunnel;
-        if t.phase.get() != Phase::Open {
-            // Reading is paused until the upstream connects and stops when the tunnel
-            // closes, so this is a read that was already under way: nowhere to send it.
-            return;
-        }
-        t.bytes_up.set(t.bytes_up.get() + data.len() as u64);
-        t.shared
-            .pool
-            .borrow_mut()
-            .relayed(t.index.get(), data.len(), 0);
-        t.forward(&t.up, t.client, t.upstream.get(), data, out);
+        self.tunnel.received(End::Client, data, out);
     }
 
     fn eof_received(&mut self, out: &mut Output) {
-        let t = &*self.tunnel;
-        t.ended(&t.up, &t.down, t.upstream.get(), out);
+        self.tunnel.ended(End::Client, out);
     }
 
     fn timer_fired(&mut self, token: u64, out: &mut Output) {
-        let t = &*self.tunnel;
-        match token {
-            PROBE => t.probe(&t.up, t.client, t.upstream.get(), out),
-            RELAY_EOF => out.shutdown_write(),
-            _ => {}
-        }
+        self.tunnel.timer(End::Client, token, out);
     }
 
     fn connection_lost(&mut self, reason: LostReason) {
@@ -367,12 +399,6 @@ pub struct UpstreamSide {
     tunnel: Rc<Tunnel>,
     /// Its upstream's index in the pool.
     index: usize,
-}
-
-impl UpstreamSide {
-    fn id(&self) -> ConnId {
-        self.tunnel.upstream.get()
-    }
 }
 
 impl Consumer for UpstreamSide {
@@ -393,30 +419,15 @@ impl Consumer for UpstreamSide {
     }
 
     fn data_received(&mut self, data: &[u8], out: &mut Output) {
-        let t = &*self.tunnel;
-        if t.phase.get() != Phase::Open {
-            return;
-        }
-        t.bytes_down.set(t.bytes_down.get() + data.len() as u64);
-        t.shared
-            .pool
-            .borrow_mut()
-            .relayed(self.index, 0, data.len());
-        t.forward(&t.down, self.id(), t.client, data, out);
+        self.tunnel.received(End::Upstream, data, out);
     }
 
     fn eof_received(&mut self, out: &mut Output) {
-        let t = &*self.tunnel;
-        t.ended(&t.down, &t.up, t.client, out);
+        self.tunnel.ended(End::Upstream, out);
     }
 
     fn timer_fired(&mut self, token: u64, out: &mut Output) {
-        let t = &*self.tunnel;
-        match token {
-            PROBE => t.probe(&t.down, self.id(), t.client, out),
-            RELAY_EOF => out.shutdown_write(),
-            _ => {}
-        }
+        self.tunnel.timer(End::Upstream, token, out);
     }
 
     fn connection_lost(&mut self, reason: LostReason) {
