@@ -202,6 +202,15 @@ impl Daemon {
         })
     }
 
+    /// nginx reading a PROXY header (v1 or v2: `listen … proxy_protocol`) first on every
+    /// connection and answering with the client address it carried.
+    fn nginx_showing_proxy_protocol() -> Daemon {
+        Daemon::nginx(
+            "proxy_protocol",
+            r#"return 200 "$proxy_protocol_addr:$proxy_protocol_port\n";"#,
+        )
+    }
+
     fn redis() -> Daemon {
         Daemon::start("redis-server", |dir, port| {
             [
@@ -357,11 +366,7 @@ fn tls_in_front_plain_to_the_upstream() {
 
 #[test]
 fn send_proxy_v1_and_v2_tell_nginx_the_real_client() {
-    // nginx reads the header (v1 or v2) and answers with the address it carried.
-    let nginx = Daemon::nginx(
-        "proxy_protocol",
-        r#"return 200 "$proxy_protocol_addr:$proxy_protocol_port\n";"#,
-    );
+    let nginx = Daemon::nginx_showing_proxy_protocol();
     for version in ["v1", "v2"] {
         let server = proxy(&[nginx.addr], &[&format!("send-proxy={version}")], &[]);
         let url = format!("http://{}/", server.addr());
@@ -378,10 +383,7 @@ fn send_proxy_v1_and_v2_tell_nginx_the_real_client() {
 
 #[test]
 fn the_client_address_from_the_hosts_proxy_protocol_passes_through() {
-    let nginx = Daemon::nginx(
-        "proxy_protocol",
-        r#"return 200 "$proxy_protocol_addr:$proxy_protocol_port\n";"#,
-    );
+    let nginx = Daemon::nginx_showing_proxy_protocol();
     let server = proxy(&[nginx.addr], &["send-proxy=v2"], &["--proxy-protocol"]);
     let mut s = connect(server.addr());
     s.write_all(b"PROXY TCP4 203.0.113.7 198.51.100.1 40000 443\r\nGET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")

@@ -95,6 +95,16 @@ mod tests {
         assert_eq!(h, b"PROXY TCP6 2001:db8::7 ::1 1 2\r\n");
     }
 
+    /// The (source, destination) of a parsed header's addresses (v1 and v2 name them alike).
+    macro_rules! source_destination {
+        ($a:expr) => {
+            (
+                SocketAddr::from(($a.source_address, $a.source_port)),
+                SocketAddr::from(($a.destination_address, $a.destination_port)),
+            )
+        };
+    }
+
     /// Whatever we write, the parser the host uses (`ppp`) reads back as the same addresses.
     #[test]
     fn both_versions_parse_back() {
@@ -105,46 +115,32 @@ mod tests {
             ("[::ffff:192.0.2.7]:1000", "[::ffff:10.0.0.1]:80"),
         ];
         for (src, dst) in cases {
-            let (want_src, want_dst) = same_family(addr(src), addr(dst));
+            let want = same_family(addr(src), addr(dst));
             let h1 = encode(Version::V1, addr(src), addr(dst));
-            match HeaderResult::parse(&h1) {
-                HeaderResult::V1(Ok(h)) => {
-                    let (s, d) = match h.addresses {
-                        v1::Addresses::Tcp4(a) => (
-                            SocketAddr::from((a.source_address, a.source_port)),
-                            SocketAddr::from((a.destination_address, a.destination_port)),
-                        ),
-                        v1::Addresses::Tcp6(a) => (
-                            SocketAddr::from((a.source_address, a.source_port)),
-                            SocketAddr::from((a.destination_address, a.destination_port)),
-                        ),
-                        other => panic!("{other:?}"),
-                    };
-                    assert_eq!((s, d), (want_src, want_dst));
-                }
+            let got = match HeaderResult::parse(&h1) {
+                HeaderResult::V1(Ok(h)) => match h.addresses {
+                    v1::Addresses::Tcp4(a) => source_destination!(a),
+                    v1::Addresses::Tcp6(a) => source_destination!(a),
+                    other => panic!("{other:?}"),
+                },
                 other => panic!("v1 {src}: {other:?}"),
-            }
+            };
+            assert_eq!(got, want, "v1");
             let h2 = encode(Version::V2, addr(src), addr(dst));
-            match HeaderResult::parse(&h2) {
+            let got = match HeaderResult::parse(&h2) {
                 HeaderResult::V2(Ok(h)) => {
                     assert_eq!(h.command, v2::Command::Proxy);
                     assert_eq!(h.protocol, v2::Protocol::Stream);
                     assert_eq!(h.len(), h2.len());
-                    let (s, d) = match h.addresses {
-                        v2::Addresses::IPv4(a) => (
-                            SocketAddr::from((a.source_address, a.source_port)),
-                            SocketAddr::from((a.destination_address, a.destination_port)),
-                        ),
-                        v2::Addresses::IPv6(a) => (
-                            SocketAddr::from((a.source_address, a.source_port)),
-                            SocketAddr::from((a.destination_address, a.destination_port)),
-                        ),
+                    match h.addresses {
+                        v2::Addresses::IPv4(a) => source_destination!(a),
+                        v2::Addresses::IPv6(a) => source_destination!(a),
                         other => panic!("{other:?}"),
-                    };
-                    assert_eq!((s, d), (want_src, want_dst));
+                    }
                 }
                 other => panic!("v2 {src}: {other:?}"),
-            }
+            };
+            assert_eq!(got, want, "v2");
         }
     }
 
