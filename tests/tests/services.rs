@@ -105,6 +105,14 @@ fn outbound_connections_carry_data_both_ways() {
     let mut buf = [0u8; 4];
     up.read_exact(&mut buf).unwrap();
     assert_eq!(&buf, b"ping");
+    // A half-close from the plugin reaches the upstream as end of stream, after what was
+    // queued; the upstream can still answer.
+    c.write_all(b"send last\nshut\n").unwrap();
+    let mut rest = String::new();
+    up.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest, "last");
+    up.write_all(b"after eof\n").unwrap();
+    assert_eq!(next_line(&mut c), "outbound data after eof");
     drop(up);
     assert_eq!(next_line(&mut c), "outbound lost Closed");
 }

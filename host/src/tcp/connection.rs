@@ -341,12 +341,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 tracing::debug!(peer = %self.peer, "bytes posted after the sending side shut down; dropped");
             } else if self.pending.is_empty() {
                 self.pending = work.posted;
-                self.slot
-                    .registration
-                    .pending(self.pending.len(), LOW_WATER);
             } else {
                 self.queue(&work.posted)?;
             }
+            // Publish what is now unsent, so that the next post compares with it.
+            self.slot
+                .registration
+                .pending(self.pending.len(), LOW_WATER);
         }
         for event in work.events {
             match event {
@@ -354,6 +355,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 Event::Woken(token) => self.call(Input::Woken(token))?,
                 // As if the consumer had called `Output::close`.
                 Event::Close => self.session.close(),
+                Event::ShutdownWrite => self.take_requests(true),
                 Event::Overflow => return Err(self.over_limit("posts")),
                 Event::IdleTimeout => return Err(LostReason::IdleTimeout),
             }
@@ -374,10 +376,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             return Err(self.over_limit("output"));
         }
         self.pending.extend_from_slice(data);
-        // Published on every growth, not only the first: `post` answers Backlogged and
-        // Overflow from this figure, and while the socket takes nothing no send updates it
-        // (a proxy then never saw its slow client backlogged, and buffered up to
-        // --max-pending).
+        // Published at each change, so a post to this connection sees its real backlog.
         self.slot
             .registration
             .pending(self.pending.len(), LOW_WATER);
