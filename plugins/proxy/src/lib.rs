@@ -51,6 +51,9 @@ pub mod pool;
 pub mod proxy_header;
 pub mod tunnel;
 
+#[cfg(test)]
+mod tests;
+
 use config::Config;
 use pool::Pool;
 use tunnel::{ClientSide, Shared, Throttle};

@@ -41,8 +41,6 @@ use crate::proxy_header::{self, Version};
 
 /// Timer token: probe whether the other side has drained.
 const PROBE: u64 = 1;
-/// Timer token: the other side ended its stream; shut down this side's sending.
-const RELAY_EOF: u64 = 2;
 /// The first probe of a paused direction.
 const FIRST_PROBE: Duration = Duration::from_millis(1);
 /// Probes back off (doubling) to this: a peer that reads 1 KiB/s costs 10 probes a second.
@@ -118,9 +116,10 @@ pub struct Tunnel {
     /// The current upstream connection and its pool index (from the first connect on).
     upstream: Cell<ConnId>,
     index: Cell<usize>,
-    /// Set while `services::connect` runs: a consumer that the host fails inside that call
-    /// leaves the failure to the caller.
-    in_connect: Cell<bool>,
+    /// The connect attempt whose consumer speaks for the tunnel (1, 2, …; 0: none). A
+    /// connect that `services::connect` refused at once is handled by its caller; its
+    /// consumer's later `connection_lost(ConnectFailed)` is then ignored.
+    attempt: Cell<u32>,
     /// Client → upstream.
     up: Cell<Direction>,
     /// Upstream → client.
@@ -154,13 +153,13 @@ impl Tunnel {
             let upstream = UpstreamSide {
                 tunnel: self.clone(),
                 index: i,
+                attempt: attempts,
             };
-            self.in_connect.set(true);
             let started = services::connect(&shared.targets[i], shared.connect_timeout, upstream);
-            self.in_connect.set(false);
             match started {
                 Ok(id) => {
                     self.upstream.set(id);
+                    self.attempt.set(attempts);
                     return;
                 }
                 Err(e) => {
@@ -267,10 +266,8 @@ impl Tunnel {
 
     /// A timer of `end` fired.
     fn timer(&self, end: End, token: u64, out: &mut Output) {
-        match token {
-            PROBE => self.probe(end, out),
-            RELAY_EOF => out.shutdown_write(),
-            _ => {}
+        if token == PROBE {
+            self.probe(end, out);
         }
     }
 
@@ -307,7 +304,8 @@ impl Tunnel {
             out.close();
             services::close(to);
         } else {
-            relay_eof(to);
+            // After what was already posted to it: the rest of this end's stream.
+            services::shutdown_write(to);
         }
     }
 
@@ -331,16 +329,6 @@ impl Tunnel {
     }
 }
 
-/// Half-close `to` once everything posted to it so far has been sent.
-///
-/// plugin-api 0.1.1 has no service to shut down *another* connection's sending side, so
-/// `to`'s own consumer does it: a timer without delay runs its `timer_fired(RELAY_EOF)`,
-/// which calls `out.shutdown_write()`. The host queues a connection's posted bytes before it
-/// runs its timer callbacks, so the half-close comes after them.
-fn relay_eof(to: ConnId) {
-    services::set_timer(to, Duration::ZERO, RELAY_EOF);
-}
-
 /// The consumer of a client's connection.
 pub struct ClientSide {
     tunnel: Rc<Tunnel>,
@@ -360,7 +348,7 @@ impl ClientSide {
                 }),
                 upstream: Cell::new(ConnId::NONE),
                 index: Cell::new(0),
-                in_connect: Cell::new(false),
+                attempt: Cell::new(0),
                 up: Cell::new(Direction::Flowing),
                 down: Cell::new(Direction::Flowing),
                 bytes_up: Cell::new(0),
@@ -399,6 +387,8 @@ pub struct UpstreamSide {
     tunnel: Rc<Tunnel>,
     /// Its upstream's index in the pool.
     index: usize,
+    /// Which connect attempt of the tunnel it is (see [`Tunnel::attempt`]).
+    attempt: u32,
 }
 
 impl Consumer for UpstreamSide {
@@ -442,8 +432,8 @@ impl Consumer for UpstreamSide {
             }
             return;
         }
-        if t.in_connect.get() {
-            return; // failed inside `services::connect`: `connect_next` handles it
+        if t.attempt.get() != self.attempt {
+            return; // refused by `services::connect` itself: `connect_next` handled it
         }
         let change = shared
             .pool
