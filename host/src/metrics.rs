@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use plugin_api::LostReason;
 
 /// Number of values in a [`Counters`] snapshot.
-pub const COUNTERS: usize = 14;
+pub const COUNTERS: usize = 15;
 
 /// One worker's figures (counters, plus the `open` gauges).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -33,6 +33,7 @@ pub struct Counters {
     pub udp_sessions_open: u64,
     pub udp_sessions: u64,
     pub udp_evicted: u64,
+    pub proxy_refused: u64,
 }
 
 impl Counters {
@@ -54,6 +55,7 @@ impl Counters {
             self.udp_sessions_open,
             self.udp_sessions,
             self.udp_evicted,
+            self.proxy_refused,
         ]
     }
 
@@ -70,6 +72,7 @@ impl Counters {
             udp_sessions_open: a[11],
             udp_sessions: a[12],
             udp_evicted: a[13],
+            proxy_refused: a[14],
         }
     }
 
@@ -99,6 +102,7 @@ pub struct WorkerMetrics {
     pub udp_sessions_open: Cell<u64>,
     pub udp_sessions: Cell<u64>,
     pub udp_evicted: Cell<u64>,
+    pub proxy_refused: Cell<u64>,
 }
 
 /// Add `n` to a counter cell.
@@ -126,6 +130,7 @@ impl WorkerMetrics {
             udp_sessions_open: self.udp_sessions_open.get(),
             udp_sessions: self.udp_sessions.get(),
             udp_evicted: self.udp_evicted.get(),
+            proxy_refused: self.proxy_refused.get(),
         }
     }
 }
@@ -224,6 +229,12 @@ pub fn render(c: &Counters, s: &Supervision) -> String {
         "counter",
         "TLS handshakes that failed or timed out.",
         &[("", c.tls_handshake_failures)],
+    );
+    metric(
+        "sockhost_proxy_protocol_refused_total",
+        "counter",
+        "Connections closed because they came from outside --proxy-protocol-from.",
+        &[("", c.proxy_refused)],
     );
     metric(
         "sockhost_plugin_panics_total",
@@ -410,6 +421,7 @@ mod tests {
             udp_sessions_open: 12,
             udp_sessions: 13,
             udp_evicted: 14,
+            proxy_refused: 15,
         };
         assert_eq!(Counters::from_array(c.to_array()), c);
         assert_eq!(c.add(c).accepted, 2);

@@ -31,6 +31,7 @@ use tokio::time::Instant;
 use std::rc::Rc;
 
 use crate::bind::canonical;
+use crate::logging;
 use crate::metrics::bump;
 use crate::worker::Shared;
 
@@ -165,8 +166,14 @@ impl UdpServer {
         let mut consumer = match factory.consumer(&info) {
             Ok(c) => c,
             Err(message) => {
-                bump(&self.shared.connections.metrics.plugin_panics, 1);
-                tracing::warn!(%peer, "plugin panicked making a consumer: {message}; datagram dropped");
+                let panics = &self.shared.connections.metrics.plugin_panics;
+                logging::plugin_panic(
+                    panics,
+                    peer,
+                    "plugin panicked making a consumer",
+                    &message,
+                    "datagram dropped",
+                );
                 return false;
             }
         };
@@ -209,8 +216,14 @@ impl UdpServer {
         self.out.reset();
         let ending = match result {
             Err(message) => {
-                bump(&self.shared.connections.metrics.plugin_panics, 1);
-                tracing::warn!(%peer, "plugin panicked: {message}; ending this peer's session");
+                let panics = &self.shared.connections.metrics.plugin_panics;
+                logging::plugin_panic(
+                    panics,
+                    peer,
+                    "plugin panicked",
+                    &message,
+                    "ending this peer's session",
+                );
                 Some(LostReason::Error)
             }
             Ok(()) if close => Some(LostReason::Closed),
@@ -248,8 +261,13 @@ impl UdpServer {
             .udp_sessions_open
             .set(metrics.udp_sessions_open.get().saturating_sub(1));
         if let Err(message) = session.consumer.connection_lost(reason) {
-            bump(&metrics.plugin_panics, 1);
-            tracing::warn!(%peer, "plugin panicked in connection_lost: {message}");
+            logging::plugin_panic(
+                &metrics.plugin_panics,
+                peer,
+                "plugin panicked in connection_lost",
+                &message,
+                "ended",
+            );
         }
     }
 }

@@ -62,6 +62,7 @@ pub mod abi;
 #[cfg(feature = "host")]
 pub mod host;
 mod logging;
+mod panic_hook;
 #[cfg(feature = "testing")]
 pub mod testing;
 

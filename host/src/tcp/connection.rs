@@ -23,7 +23,7 @@ use plugin_api::{ConnInfo, LostReason, Output};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::connections::Registration;
-use crate::metrics;
+use crate::{logging, metrics};
 
 /// Stop reading while more than this many bytes wait to be sent.
 pub const HIGH_WATER: usize = 256 * 1024;
@@ -118,8 +118,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 reason: LostReason::Shutdown,
             }),
             Err(message) => {
-                metrics::bump(&slot.registration.metrics().plugin_panics, 1);
-                tracing::warn!(peer = %info.peer, "plugin panicked making a consumer: {message}; connection closed");
+                let panics = &slot.registration.metrics().plugin_panics;
+                logging::plugin_panic(
+                    panics,
+                    info.peer,
+                    "plugin panicked making a consumer",
+                    &message,
+                    "connection closed",
+                );
                 None
             }
         }
@@ -261,8 +267,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 
     fn panicked(&self, message: &str) -> LostReason {
-        metrics::bump(&self.slot.registration.metrics().plugin_panics, 1);
-        tracing::warn!(peer = %self.peer, "plugin panicked: {message}; closing this connection");
+        let panics = &self.slot.registration.metrics().plugin_panics;
+        logging::plugin_panic(
+            panics,
+            self.peer,
+            "plugin panicked",
+            message,
+            "closing this connection",
+        );
         LostReason::Error
     }
 
@@ -372,7 +384,14 @@ impl<S> Drop for Connection<S> {
         }
         self.slot.registration.metrics().closed(self.reason);
         if let Err(message) = self.consumer.connection_lost(self.reason) {
-            tracing::warn!(peer = %self.peer, "plugin panicked in connection_lost: {message}");
+            let panics = &self.slot.registration.metrics().plugin_panics;
+            logging::plugin_panic(
+                panics,
+                self.peer,
+                "plugin panicked in connection_lost",
+                &message,
+                "closed",
+            );
         }
     }
 }
