@@ -536,3 +536,51 @@ impl LoadLoop {
         (ok, failures)
     }
 }
+
+/// The metrics endpoint a server announced (`metrics on http://ADDR/metrics`, with
+/// `--metrics-bind`).
+pub fn metrics_addr(server: &Server) -> SocketAddr {
+    let text = server.stdout.text();
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("metrics on http://"))
+        .expect("a `metrics on` line");
+    line.trim_end_matches("/metrics").parse().unwrap()
+}
+
+/// One `GET /metrics`: the whole HTTP reply.
+pub fn scrape(addr: SocketAddr) -> String {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
+        .unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200 OK"), "{reply}");
+    reply
+}
+
+/// The value of the sample `name` (with its labels) in a scrape; 0 if absent.
+pub fn metric_value(text: &str, sample: &str) -> u64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(sample)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or(0)
+}
+
+/// Scrape until `sample` reaches `at_least` (bounded); returns that scrape.
+pub fn wait_for_metric(addr: SocketAddr, sample: &str, at_least: u64) -> String {
+    let mut last = String::new();
+    wait_until(
+        &format!("{sample} >= {at_least}"),
+        Duration::from_secs(5),
+        || {
+            last = scrape(addr);
+            metric_value(&last, sample) >= at_least
+        },
+    );
+    last
+}
