@@ -39,8 +39,27 @@ pub enum Parsed {
     Invalid(String),
 }
 
+/// The longest v1 header, CRLF included (the specification's bound).
+const V1_MAX: usize = 107;
+
 /// Parse the start of a connection's input.
 pub fn parse(input: &[u8]) -> Parsed {
+    // A v1 header is one line, complete only with its CRLF. Until then ppp's verdict on the
+    // part so far is not to be trusted: ppp 2.3 reads a line cut right after the source port
+    // ("PROXY TCP4 … 40000 ") as an invalid destination port, so a header split across
+    // reads there was refused (found by tests/fuzz's proxy_protocol target).
+    if input.starts_with(b"PROXY ") {
+        let line = &input[..input.len().min(V1_MAX)];
+        if !line.windows(2).any(|w| w == b"\r\n") {
+            return if input.len() >= V1_MAX {
+                Parsed::Invalid(format!(
+                    "no end of line in the first {V1_MAX} bytes of a v1 header"
+                ))
+            } else {
+                Parsed::Incomplete
+            };
+        }
+    }
     let result = HeaderResult::parse(input);
     if result.is_incomplete() {
         return if input.len() >= MAX_HEADER {
@@ -285,6 +304,34 @@ mod tests {
             assert_eq!(parse(&h[..cut]), Parsed::Incomplete, "v2 cut at {cut}");
         }
         assert_eq!(parse(b"PROXY TCP4 192.0.2.1 198.5"), Parsed::Incomplete);
+    }
+
+    #[test]
+    fn v1_headers_cut_anywhere_are_incomplete() {
+        for h in [
+            &b"PROXY TCP4 203.0.113.7 198.51.100.1 40000 443\r\n"[..],
+            b"PROXY TCP6 2001:db8::1 2001:db8::2 1000 2000\r\n",
+            b"PROXY UNKNOWN\r\n",
+        ] {
+            for cut in 1..h.len() {
+                assert_eq!(
+                    parse(&h[..cut]),
+                    Parsed::Incomplete,
+                    "{:?}",
+                    String::from_utf8_lossy(&h[..cut])
+                );
+            }
+            assert!(matches!(parse(h), Parsed::Header { len, .. } if len == h.len()));
+        }
+    }
+
+    #[test]
+    fn a_v1_line_without_its_end_is_invalid_past_the_bound() {
+        let mut h = b"PROXY TCP4 ".to_vec();
+        h.resize(V1_MAX - 1, b'1');
+        assert_eq!(parse(&h), Parsed::Incomplete);
+        h.push(b'1');
+        assert!(matches!(parse(&h), Parsed::Invalid(_)));
     }
 
     #[test]
