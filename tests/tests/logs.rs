@@ -284,10 +284,11 @@ fn ten_thousand_panics_in_a_second_print_a_bounded_number_of_lines() {
 
 /// The lowest descriptor number `pid` does not have open: the next one it gets.
 fn lowest_free_fd(pid: u32) -> libc::rlim_t {
-    let open: std::collections::HashSet<libc::rlim_t> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
+    let open: std::collections::HashSet<libc::rlim_t> =
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect();
     (0..).find(|fd| !open.contains(fd)).unwrap()
 }
 
