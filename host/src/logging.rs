@@ -12,7 +12,6 @@
 
 use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
-use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -150,7 +149,7 @@ thread_local! {
 /// plugin-api's glue silences the plugin's own panic hook, so this is the only line.
 pub fn plugin_panic(
     panics: &Cell<u64>,
-    peer: SocketAddr,
+    peer: impl std::fmt::Display,
     what: &str,
     message: &str,
     outcome: &str,
@@ -158,6 +157,15 @@ pub fn plugin_panic(
     crate::metrics::bump(panics, 1);
     PANIC_LINES.with_borrow_mut(|limit| {
         limit.log(|| tracing::error!(%peer, "{what}: {}; {outcome}", escape(message)))
+    });
+}
+
+/// As [`plugin_panic`], for a protocol-level callback (no connection): `plugin panicked in
+/// {callback}: {message}`. The protocol itself lives on.
+pub fn protocol_panic(panics: &Cell<u64>, callback: &str, message: &str) {
+    crate::metrics::bump(panics, 1);
+    PANIC_LINES.with_borrow_mut(|limit| {
+        limit.log(|| tracing::error!("plugin panicked in {callback}: {}", escape(message)))
     });
 }
 

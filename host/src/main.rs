@@ -16,6 +16,7 @@ mod plugin;
 mod privileges;
 mod proxy_protocol;
 mod rate_limit;
+mod services;
 mod tcp;
 mod thread_mode;
 mod tls;
@@ -108,6 +109,7 @@ impl Config {
             keep_alive: self.keep_alive,
             max_connections: self.max_connections,
             graceful_timeout: self.graceful_timeout,
+            limits: self.limits,
             max_requests: self.max_requests,
         }
     }

@@ -46,7 +46,12 @@ pub async fn accept_loop(listener: TcpListener, shared: Rc<Shared>) {
             }
         };
         shared.accepted();
-        let registration = shared.connections.register();
+        let registration = if shared.factory.uses_services() {
+            let endpoint = crate::services::endpoint::Endpoint::stream(false);
+            shared.connections.register_with(Some(endpoint), true)
+        } else {
+            shared.connections.register()
+        };
         let key = registration.key();
         let _ = stream.set_nodelay(true);
         let local = fixed_local
@@ -56,7 +61,7 @@ pub async fn accept_loop(listener: TcpListener, shared: Rc<Shared>) {
         tracing::trace!(peer = %info.peer, "connection accepted");
         let slot = Slot {
             registration,
-            _permit: permit,
+            _permit: Some(permit),
         };
         let task = if shared.tls.is_none() && !shared.proxy_protocol {
             let Some(conn) = Connection::open(slot, stream, &info, &shared.factory) else {

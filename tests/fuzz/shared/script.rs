@@ -75,7 +75,8 @@ pub fn describe(info: &plugin_api::ConnInfo) -> Vec<u8> {
         std::net::SocketAddr::V4(_) => 0,
     };
     let mut d = format!(
-        "{} {} (flow {}) {} (flow {}) sni={:?} subject={:?} alpn=",
+        "{:?} {} {} (flow {}) {} (flow {}) sni={:?} subject={:?} alpn=",
+        info.id,
         info.transport,
         info.peer,
         flow(&info.peer),

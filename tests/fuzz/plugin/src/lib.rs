@@ -17,8 +17,11 @@ pub struct BoundaryConsumer {
 
 impl Protocol for Boundary {
     type Consumer = BoundaryConsumer;
+    // With services: consumers are made, and timer and wake callbacks delivered, through
+    // the services tables too.
     const INFO: PluginInfo = PluginInfo::new("fuzz-boundary", "0.0.0", "runs Output scripts")
-        .transports(Transports::TCP_AND_UDP);
+        .transports(Transports::TCP_AND_UDP)
+        .services();
 
     fn new(_options: &Options) -> Result<Self, String> {
         Ok(Boundary)
@@ -38,9 +41,35 @@ impl Consumer for BoundaryConsumer {
     }
 
     fn data_received(&mut self, data: &[u8], out: &mut Output) {
+        self.run(data, out);
+    }
+
+    fn eof_received(&mut self, out: &mut Output) {
+        out.write(b"eof");
+        out.close();
+    }
+
+    /// The token's bytes are the program.
+    fn timer_fired(&mut self, token: u64, out: &mut Output) {
+        self.run(&token.to_le_bytes(), out);
+    }
+
+    fn woken(&mut self, token: u64, out: &mut Output) {
+        self.run(&token.to_be_bytes(), out);
+    }
+
+    fn connection_lost(&mut self, _reason: LostReason) {
+        if self.panic_when_lost {
+            panic!("fuzz plugin: panicked in connection_lost");
+        }
+    }
+}
+
+impl BoundaryConsumer {
+    fn run(&mut self, program: &[u8], out: &mut Output) {
         let (start_len, start_closing) = (out.len(), out.is_closing());
         let (mut wrote, mut closed) = (0, false);
-        for op in parse(data) {
+        for op in parse(program) {
             match op {
                 Op::Write(bytes) => {
                     out.write(&bytes);
@@ -78,17 +107,6 @@ impl Consumer for BoundaryConsumer {
                 }
                 Op::PanicWhenLost => self.panic_when_lost = true,
             }
-        }
-    }
-
-    fn eof_received(&mut self, out: &mut Output) {
-        out.write(b"eof");
-        out.close();
-    }
-
-    fn connection_lost(&mut self, _reason: LostReason) {
-        if self.panic_when_lost {
-            panic!("fuzz plugin: panicked in connection_lost");
         }
     }
 }
