@@ -47,17 +47,32 @@ pub fn parse(input: &[u8]) -> Parsed {
     // A v1 header is one line, complete only with its CRLF. Until then ppp's verdict on the
     // part so far is not to be trusted: ppp 2.3 reads a line cut right after the source port
     // ("PROXY TCP4 … 40000 ") as an invalid destination port, so a header split across
-    // reads there was refused (found by tests/fuzz's proxy_protocol target).
+    // reads there was refused. And ppp ends the line at its first CR, whatever follows it:
+    // "PROXY UNKNOWN x\ry\r\n" was a header of 17 bytes, and the rest of the line went to
+    // the plugin. So the line must end at its first CR, with an LF. (Both found by
+    // tests/fuzz's proxy_protocol target.)
     if input.starts_with(b"PROXY ") {
         let line = &input[..input.len().min(V1_MAX)];
-        if !line.windows(2).any(|w| w == b"\r\n") {
-            return if input.len() >= V1_MAX {
+        let wait = || {
+            if input.len() >= V1_MAX {
                 Parsed::Invalid(format!(
                     "no end of line in the first {V1_MAX} bytes of a v1 header"
                 ))
             } else {
                 Parsed::Incomplete
-            };
+            }
+        };
+        match line.iter().position(|&b| b == b'\r') {
+            None => return wait(),
+            Some(cr) => match line.get(cr + 1) {
+                None => return wait(),
+                Some(b'\n') => {}
+                Some(_) => {
+                    return Parsed::Invalid(
+                        "invalid PROXY header: a CR not followed by LF".to_string(),
+                    )
+                }
+            },
         }
     }
     let result = HeaderResult::parse(input);
@@ -323,6 +338,19 @@ mod tests {
             }
             assert!(matches!(parse(h), Parsed::Header { len, .. } if len == h.len()));
         }
+    }
+
+    #[test]
+    fn a_v1_line_ends_at_its_first_cr_lf() {
+        assert!(matches!(
+            parse(b"PROXY UNKNOWN x\ry\r\nrest"),
+            Parsed::Invalid(_)
+        ));
+        assert_eq!(parse(b"PROXY UNKNOWN x\r"), Parsed::Incomplete);
+        assert!(matches!(
+            parse(b"PROXY UNKNOWN x\nstill the line\r\nrest"),
+            Parsed::Header { len: 32, .. }
+        ));
     }
 
     #[test]
