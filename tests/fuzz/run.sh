@@ -34,7 +34,7 @@ for t in "${targets[@]}"; do
     -max_total_time="$seconds" -print_final_stats=1 >"logs/$t.log" 2>&1
   status=$?
   took=$(($(date +%s) - start))
-  runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "logs/$t.log" | grep -o '[0-9]*$')
+  runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "logs/$t.log" | grep -o '[0-9]*$' | tail -1)
   cov=$(grep -o 'cov: [0-9]*' "logs/$t.log" | tail -1)
   if [ $status -eq 0 ]; then
     verdict="no failure"
