@@ -257,6 +257,9 @@ pub fn connect<C: Consumer>(
     consumer: C,
 ) -> Result<ConnId, ConnectError> {
     let raw = sabi::service_consumer(consumer);
+    // The harness reads outbound consumers back as their concrete type: tell it which.
+    #[cfg(feature = "testing")]
+    crate::testing::note_outbound_type::<C>();
     backend::with(|b| b.connect(target, timeout, raw))
 }
 

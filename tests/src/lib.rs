@@ -125,6 +125,13 @@ impl Server {
         Self::spawn(cmd, expected_binds(args))
     }
 
+    /// As [`Server::start`], from a prepared command (a test that sets up the child itself,
+    /// e.g. in a private network namespace); `args` are added to it.
+    pub fn start_command(mut cmd: Command, args: &[&str]) -> Server {
+        cmd.args(args);
+        Self::spawn(cmd, expected_binds(args))
+    }
+
     /// As systemd socket activation does: `sockets` become descriptors 3, 4, … of the child,
     /// with `LISTEN_FDS`, `LISTEN_PID` (the child's own pid) and `LISTEN_FDNAMES` set.
     pub fn start_activated(
@@ -294,6 +301,32 @@ pub fn serve_thread(plugin_name: &str, extra: &[&str]) -> Server {
     let mut args = vec!["--bind", "127.0.0.1:0", "--concurrency", "thread"];
     args.extend(extra);
     serve(plugin_name, &args)
+}
+
+/// Start sockhost without [`Server`]'s harness, for tests that need the bare process (its
+/// stderr left unread or closed, a signal sent the instant `listening on` is read): `stderr`
+/// as given, stdout read straight up to the first `listening on` line (whose address is
+/// returned; `args` must put a TCP bind first) and drained from then on.
+pub fn start_bare(args: &[&str], stderr: Stdio) -> (Child, SocketAddr) {
+    let mut child = Command::new(sockhost_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .expect("spawn sockhost");
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout
+        .read_line(&mut line)
+        .expect("reading sockhost's stdout");
+    let addr = line
+        .trim()
+        .strip_prefix("listening on tcp://")
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("not a `listening on tcp://` line: {line:?}"));
+    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+    (child, addr)
 }
 
 /// A wildcard address made reachable: `0.0.0.0` → `127.0.0.1`, `::` → `::1`.
@@ -546,12 +579,14 @@ impl LoadLoop {
 /// The metrics endpoint a server announced (`metrics on http://ADDR/metrics`, with
 /// `--metrics-bind`).
 pub fn metrics_addr(server: &Server) -> SocketAddr {
-    let text = server.stdout.text();
-    let line = text
-        .lines()
-        .find_map(|l| l.strip_prefix("metrics on http://"))
-        .expect("a `metrics on` line");
-    line.trim_end_matches("/metrics").parse().unwrap()
+    // Printed with (not necessarily before) the `listening on` lines.
+    let line = server
+        .stdout
+        .wait_for("metrics on http://", Duration::from_secs(10));
+    line.trim_start_matches("metrics on http://")
+        .trim_end_matches("/metrics")
+        .parse()
+        .unwrap()
 }
 
 /// One `GET /metrics`: the whole HTTP reply.

@@ -350,6 +350,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             } else {
                 self.queue(&work.posted)?;
             }
+            // Publish what is now unsent, so that the next post compares with it.
+            self.slot
+                .registration
+                .pending(self.pending.len(), LOW_WATER);
         }
         for event in work.events {
             match event {

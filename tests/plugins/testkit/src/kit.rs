@@ -4,6 +4,8 @@
 //   panic   panic inside data_received (the host must close only this connection); the
 //           message is "testkit was asked to panic" followed by the rest of the chunk
 //   spin    loop forever (the worker's heartbeat stops; --timeout must replace it)
+//   hang    block forever in a system call (sleep), as a plugin stuck on a lock or a
+//           blocking read would
 //   abort   abort the process (a crashing worker)
 //   tag     reply "<TAG>\n" (which build is serving)
 //   pid     reply "<process id>\n" (which worker is serving)
@@ -12,7 +14,9 @@
 //   log     log "testkit log line" at info and "testkit debug line" at debug, reply "logged\n"
 //   close   reply "bye\n" and close
 //
-// Options: greeting=TEXT (sent on connect), limit=N (a number; refused otherwise).
+// Options: greeting=TEXT (sent on connect), limit=N (a number; refused otherwise),
+// fail-if-exists=PATH (the factory fails while PATH exists: a replacement worker that cannot
+// start).
 
 use plugin_api::{ConnInfo, Consumer, LostReason, OptionSpec, Options, Output, PluginInfo, Protocol, Transports};
 
@@ -34,10 +38,16 @@ impl Protocol for Kit {
         .options(&[
             OptionSpec::new("greeting", "text sent when a connection opens"),
             OptionSpec::new("limit", "a number, to test value validation").default_value("10"),
+            OptionSpec::new("fail-if-exists", "the factory fails while this file exists"),
         ]);
 
     fn new(options: &Options) -> Result<Self, String> {
         let _limit: Option<u32> = options.parse("limit")?;
+        if let Some(marker) = options.get("fail-if-exists") {
+            if std::path::Path::new(marker).exists() {
+                return Err(format!("{marker} exists (fail-if-exists)"));
+            }
+        }
         log::info!("testkit factory ready (tag {TAG})");
         Ok(Kit { greeting: options.get("greeting").map(str::to_string) })
     }
@@ -62,6 +72,10 @@ impl Consumer for KitConsumer {
             #[allow(clippy::empty_loop)]
             loop {
                 std::hint::spin_loop();
+            }
+        } else if data.starts_with(b"hang") {
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
             }
         } else if data.starts_with(b"abort") {
             std::process::abort();
