@@ -1,9 +1,5 @@
 //! `--metrics-bind`: Prometheus text that moves with real traffic and worker events.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::time::Duration;
-
 use sockhost_tests::{
     children_of, connect, metric_value as value, metrics_addr, round_trip, scrape, wait_for_metric,
 };
