@@ -381,13 +381,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         if self.pending.len() + data.len() > MAX_PENDING.get() {
             return Err(self.over_limit("output"));
         }
-        let was_empty = self.pending.is_empty();
         self.pending.extend_from_slice(data);
-        if was_empty {
-            self.slot
-                .registration
-                .pending(self.pending.len(), LOW_WATER);
-        }
+        // Published at each change, so a post to this connection sees its real backlog.
+        self.slot
+            .registration
+            .pending(self.pending.len(), LOW_WATER);
         Ok(())
     }
 
