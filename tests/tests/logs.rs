@@ -7,8 +7,8 @@ use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 use sockhost_tests::{
-    closed_within, connect, metric_value, metrics_addr, plugin, round_trip, scrape,
-    wait_for_metric, wait_until, Server,
+    closed_within, connect, fd_limit, lowest_free_fd, metric_value, metrics_addr, plugin,
+    round_trip, scrape, set_fd_limit, wait_for_metric, wait_until, Server,
 };
 
 /// A self-signed certificate for localhost, written to a temp dir removed on drop.
@@ -282,56 +282,14 @@ fn ten_thousand_panics_in_a_second_print_a_bounded_number_of_lines() {
     );
 }
 
-/// The lowest descriptor number `pid` does not have open: the next one it gets.
-fn lowest_free_fd(pid: u32) -> libc::rlim_t {
-    let open: std::collections::HashSet<libc::rlim_t> =
-        std::fs::read_dir(format!("/proc/{pid}/fd"))
-            .unwrap()
-            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-            .collect();
-    (0..).find(|fd| !open.contains(fd)).unwrap()
-}
-
-/// Set the soft RLIMIT_NOFILE of process `pid`; returns the old soft limit.
-fn set_fd_limit(pid: u32, soft: libc::rlim_t) -> libc::rlim_t {
-    let mut old = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: FFI with valid pointers; reads the current limits of `pid` into `old`.
-    let got = unsafe {
-        libc::prlimit(
-            pid as libc::pid_t,
-            libc::RLIMIT_NOFILE,
-            std::ptr::null(),
-            &mut old,
-        )
-    };
-    assert_eq!(got, 0, "prlimit: {}", std::io::Error::last_os_error());
-    let new = libc::rlimit {
-        rlim_cur: soft,
-        rlim_max: old.rlim_max,
-    };
-    // SAFETY: FFI with valid pointers; sets the soft limit, keeps the hard one.
-    let set = unsafe {
-        libc::prlimit(
-            pid as libc::pid_t,
-            libc::RLIMIT_NOFILE,
-            &new,
-            std::ptr::null_mut(),
-        )
-    };
-    assert_eq!(set, 0, "prlimit: {}", std::io::Error::last_os_error());
-    old.rlim_cur
-}
-
 #[test]
 fn out_of_descriptors_is_reported_once_not_every_100_ms() {
     let server = sockhost_tests::serve_thread("echo", &[]);
     let pid = server.pid();
     // Room for two more descriptors (at most: descriptors are numbered from the lowest
     // free one, and must be below the limit).
-    let old = set_fd_limit(pid, lowest_free_fd(pid) + 2);
+    let (soft, hard) = fd_limit(pid);
+    set_fd_limit(pid, lowest_free_fd(pid) + 2, hard);
     let clients: Vec<TcpStream> = (0..30).map(|_| connect(server.addr())).collect();
     server
         .stderr
@@ -347,7 +305,7 @@ fn out_of_descriptors_is_reported_once_not_every_100_ms() {
     );
 
     // Descriptors back: the connections waiting in the backlog are served.
-    set_fd_limit(pid, old);
+    set_fd_limit(pid, soft, hard);
     for mut c in clients {
         assert_eq!(round_trip(&mut c, b"served"), b"served");
     }
