@@ -2,6 +2,7 @@
 
 mod arbiter;
 mod bind;
+mod cidr;
 mod cli;
 mod connections;
 mod error;
@@ -14,6 +15,7 @@ mod pid_file;
 mod plugin;
 mod privileges;
 mod proxy_protocol;
+mod rate_limit;
 mod services;
 mod tcp;
 mod thread_mode;
@@ -104,6 +106,7 @@ impl Config {
             tls,
             max_sessions: self.max_sessions,
             proxy_protocol: self.proxy_protocol,
+            proxy_protocol_from: self.proxy_protocol_from.clone(),
             handshake_timeout: self.handshake_timeout,
             keep_alive: self.keep_alive,
             max_connections: self.max_connections,

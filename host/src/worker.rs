@@ -38,6 +38,8 @@ pub struct Settings {
     pub max_sessions: usize,
     /// TCP connections start with a PROXY protocol header.
     pub proxy_protocol: bool,
+    /// The sources PROXY headers are accepted from (`--proxy-protocol-from`); empty = any.
+    pub proxy_protocol_from: Vec<crate::cidr::Cidr>,
     /// Deadline for the PROXY header and the TLS handshake.
     pub handshake_timeout: Duration,
 }
@@ -74,6 +76,7 @@ pub struct Shared {
     pub factory: Factory,
     pub tls: Option<crate::tls::Tls>,
     pub proxy_protocol: bool,
+    pub proxy_protocol_from: Vec<crate::cidr::Cidr>,
     pub handshake_timeout: Duration,
     pub connections: Rc<Connections>,
     pub limit: Arc<Semaphore>,
@@ -142,6 +145,7 @@ async fn serve(
         factory,
         tls: settings.tls.clone(),
         proxy_protocol: settings.proxy_protocol,
+        proxy_protocol_from: settings.proxy_protocol_from.clone(),
         handshake_timeout: settings.handshake_timeout,
         connections: Rc::new(Connections::default()),
         limit: Arc::new(Semaphore::new(settings.max_connections)),
@@ -316,8 +320,7 @@ async fn serve(
 /// Log a panic in a protocol-level callback (the protocol itself lives on).
 fn plugin_call(what: &str, result: Result<(), String>, shared: &Shared) {
     if let Err(message) = result {
-        crate::metrics::bump(&shared.connections.metrics.plugin_panics, 1);
-        tracing::warn!("plugin panicked in {what}: {message}");
+        crate::logging::protocol_panic(&shared.connections.metrics.plugin_panics, what, &message);
     }
 }
 
