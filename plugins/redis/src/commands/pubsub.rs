@@ -1,0 +1,37 @@
+//! Pub/sub commands: `SUBSCRIBE`, `UNSUBSCRIBE`, `PSUBSCRIBE`, `PUNSUBSCRIBE`, `PUBLISH`.
+
+use super::Ctx;
+use crate::pubsub::Kind;
+use crate::resp::Args;
+
+/// `SUBSCRIBE channel [channel ...]` and `PSUBSCRIBE pattern [pattern ...]`.
+pub fn subscribe(ctx: &mut Ctx<'_>, args: Args<'_>) {
+    let kind = kind(args);
+    ctx.store
+        .pubsub
+        .subscribe(ctx.session.id, kind, args.iter_from(1), ctx.out);
+}
+
+/// `UNSUBSCRIBE [channel ...]` and `PUNSUBSCRIBE [pattern ...]`.
+pub fn unsubscribe(ctx: &mut Ctx<'_>, args: Args<'_>) {
+    let kind = kind(args);
+    let names: Vec<&[u8]> = args.iter_from(1).collect();
+    ctx.store
+        .pubsub
+        .unsubscribe(ctx.session.id, kind, &names, ctx.out);
+}
+
+fn kind(args: Args<'_>) -> Kind {
+    if args.get(0)[0].eq_ignore_ascii_case(&b'p') {
+        Kind::Pattern
+    } else {
+        Kind::Channel
+    }
+}
+
+/// `PUBLISH channel message`: how many subscribers received it.
+pub fn publish(ctx: &mut Ctx<'_>, args: Args<'_>) {
+    let limit = ctx.store.config.pubsub_limit;
+    let receivers = ctx.store.pubsub.publish(args.get(1), args.get(2), limit);
+    ctx.out.int(receivers as i64);
+}
