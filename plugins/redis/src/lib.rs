@@ -176,11 +176,7 @@ impl Protocol for Redis {
         let id = store.client_connected();
         RedisConsumer {
             parser: RequestParser::new(limits),
-            session: Session {
-                id,
-                name: None,
-                closing: false,
-            },
+            session: Session::new(id),
             store: self.store.clone(),
             reply: Reply::default(),
             peer: info.peer,

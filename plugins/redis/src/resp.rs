@@ -85,6 +85,11 @@ pub struct Args<'a> {
 }
 
 impl<'a> Args<'a> {
+    /// Arguments at `ranges` of `src`.
+    pub fn new(src: &'a [u8], ranges: &'a [Range<usize>]) -> Args<'a> {
+        Args { src, ranges }
+    }
+
     /// How many arguments, the command name included.
     pub fn len(&self) -> usize {
         self.ranges.len()

@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::commands::transaction::Watches;
 use crate::db::Db;
 use crate::pubsub::PubSub;
 use crate::resp::Limits;
@@ -77,6 +78,8 @@ pub struct Store {
     pub db: Db,
     /// Channels, patterns and their subscribers.
     pub pubsub: PubSub,
+    /// Keys watched by `WATCH`.
+    pub watches: Watches,
     /// Settings.
     pub config: Config,
     /// Counters.
@@ -98,6 +101,7 @@ impl Store {
         Store {
             db: Db::new(),
             pubsub: PubSub::default(),
+            watches: Watches::default(),
             config,
             stats: Stats::default(),
             started: now,
@@ -123,6 +127,7 @@ impl Store {
     pub fn client_disconnected(&mut self, id: u64) {
         self.stats.connected_clients = self.stats.connected_clients.saturating_sub(1);
         self.pubsub.forget(id);
+        self.watches.unwatch(id);
     }
 
     /// The periodic work: one bounded active-expiry cycle. Called from the host's tick;

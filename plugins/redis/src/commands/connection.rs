@@ -54,6 +54,8 @@ pub fn reset(ctx: &mut Ctx<'_>, _args: Args<'_>) {
     ctx.store.pubsub.unsubscribe(id, Kind::Channel, &[], &mut discard);
     ctx.store.pubsub.unsubscribe(id, Kind::Pattern, &[], &mut discard);
     ctx.session.name = None;
+    ctx.session.multi = None;
+    ctx.store.watches.unwatch(id);
     ctx.out.simple("RESET");
 }
 

@@ -14,6 +14,7 @@ mod server;
 mod sets;
 mod strings;
 pub mod table;
+pub mod transaction;
 mod zsets;
 
 use std::sync::OnceLock;
@@ -25,7 +26,8 @@ use crate::pubsub::ClientId;
 use crate::reply::Reply;
 use crate::resp::{parse_int, Args};
 use crate::store::Store;
-use table::{Command, DENYOOM, PUBSUB_OK};
+use table::{Command, DENYOOM, NO_QUEUE, PUBSUB_OK, WRITE};
+use transaction::Multi;
 
 /// The state of one connection that commands read and change.
 #[derive(Debug)]
@@ -36,6 +38,27 @@ pub struct Session {
     pub name: Option<Vec<u8>>,
     /// Set by `QUIT`: reply, then close.
     pub closing: bool,
+    /// Inside `MULTI`: the queued commands.
+    pub multi: Option<Multi>,
+}
+
+impl Session {
+    /// A new connection's session.
+    pub fn new(id: ClientId) -> Session {
+        Session {
+            id,
+            name: None,
+            closing: false,
+            multi: None,
+        }
+    }
+
+    /// A command was refused: inside `MULTI` that dooms the transaction.
+    fn refused(&mut self) {
+        if let Some(multi) = &mut self.multi {
+            multi.abort();
+        }
+    }
 }
 
 /// What a handler works with.
@@ -131,6 +154,7 @@ pub fn execute(ctx: &mut Ctx<'_>, args: Args<'_>) {
     ctx.store.stats.commands_processed += 1;
     let Some(mut command) = lookup(args.get(0)) else {
         unknown_command(ctx.out, args);
+        ctx.session.refused();
         return;
     };
     if !command.subcommands.is_empty() && args.len() >= 2 {
@@ -148,6 +172,7 @@ pub fn execute(ctx: &mut Ctx<'_>, args: Args<'_>) {
                     format!("'. Try {} HELP.", command.name.to_ascii_uppercase()).as_bytes(),
                 );
                 ctx.out.error_bytes(&text);
+                ctx.session.refused();
                 return;
             }
         }
@@ -158,10 +183,12 @@ pub fn execute(ctx: &mut Ctx<'_>, args: Args<'_>) {
             "ERR wrong number of arguments for '{}' command",
             command.name
         ));
+        ctx.session.refused();
         return;
     }
     if command.flags & DENYOOM != 0 && !ctx.store.make_room() {
         ctx.out.error(OOM);
+        ctx.session.refused();
         return;
     }
     if command.flags & PUBSUB_OK == 0 && ctx.store.pubsub.subscriptions(ctx.session.id) > 0 {
@@ -171,7 +198,39 @@ pub fn execute(ctx: &mut Ctx<'_>, args: Args<'_>) {
         ));
         return;
     }
+    if command.flags & NO_QUEUE == 0 {
+        if let Some(multi) = &mut ctx.session.multi {
+            if multi.queue(args, ctx.store.config.limits.max_query) {
+                ctx.out.simple("QUEUED");
+            } else {
+                log::info!("closing a client whose transaction passed max-query");
+                ctx.out
+                    .error("ERR transaction larger than max-query; closing the connection");
+                ctx.session.closing = true;
+            }
+            return;
+        }
+    }
     (command.run)(ctx, args);
+    if command.flags & WRITE != 0 && !ctx.store.watches.is_empty() {
+        touch_keys(ctx, command, args);
+    }
+}
+
+/// A write command ran: mark the connections watching its keys.
+fn touch_keys(ctx: &mut Ctx<'_>, command: &Command, args: Args<'_>) {
+    let (first, last, step) = command.keys;
+    if first == 0 {
+        // FLUSHDB / FLUSHALL: everything changed.
+        ctx.store.watches.touch_all();
+        return;
+    }
+    let last = if last < 0 { args.len() as i32 + last } else { last };
+    let mut i = first;
+    while i <= last && (i as usize) < args.len() {
+        ctx.store.watches.touch(args.get(i as usize));
+        i += step.max(1);
+    }
 }
 
 /// `-ERR unknown command 'name', with args beginning with: 'a' 'b' `, as Redis words it.

@@ -3,7 +3,9 @@
 //! positions, handler, and the documentation `COMMAND DOCS` serves (`redis-cli` builds its
 //! help and argument hints from it).
 
-use super::{connection, hashes, keys, lists, pubsub, server, sets, strings, zsets, Ctx};
+use super::{
+    connection, hashes, keys, lists, pubsub, server, sets, strings, transaction, zsets, Ctx,
+};
 use crate::resp::Args;
 
 /// A command's handler.
@@ -24,6 +26,9 @@ pub const PUBSUB: u32 = 1 << 4;
 pub const PUBSUB_OK: u32 = 1 << 5;
 /// Flag: an administrative command.
 pub const ADMIN: u32 = 1 << 6;
+/// Flag: runs at once inside `MULTI` instead of being queued (`EXEC`, `DISCARD`, ...). Not
+/// shown by `COMMAND`.
+pub const NO_QUEUE: u32 = 1 << 7;
 
 const FLAG_NAMES: [(u32, &str); 6] = [
     (WRITE, "write"),
@@ -95,6 +100,7 @@ impl Command {
             "sorted-set" => "@sortedset",
             "pubsub" => "@pubsub",
             "connection" => "@connection",
+            "transactions" => "@transaction",
             _ => "@admin",
         });
         cats.push(if self.flags & FAST != 0 { "@fast" } else { "@slow" });
@@ -318,7 +324,7 @@ pub static COMMANDS: &[Command] = &[
     c("echo", 2, FAST, NONE, connection::echo)
         .doc("connection", "1.0.0", "Returns the given string.")
         .args(&[s("message")]),
-    c("quit", -1, FAST | PUBSUB_OK, NONE, connection::quit)
+    c("quit", -1, FAST | PUBSUB_OK | NO_QUEUE, NONE, connection::quit)
         .doc("connection", "1.0.0", "Closes the connection."),
     c("select", 2, FAST, NONE, connection::select)
         .doc("connection", "1.0.0", "Changes the selected database (this server has only database 0).")
@@ -334,7 +340,7 @@ pub static COMMANDS: &[Command] = &[
             ]),
         )
         .opt()]),
-    c("reset", 1, FAST | PUBSUB_OK, NONE, connection::reset)
+    c("reset", 1, FAST | PUBSUB_OK | NO_QUEUE, NONE, connection::reset)
         .doc("connection", "6.2.0", "Resets the connection."),
     c("client", -2, 0, NONE, connection::client_help)
         .doc("connection", "2.4.0", "A container for client connection commands.")
@@ -620,6 +626,19 @@ pub static COMMANDS: &[Command] = &[
         .doc("sorted-set", "1.2.0", "Removes one or more members from a sorted set. Deletes the sorted set if all members were removed.")
         .cost("O(M*log(N)) with N being the number of elements in the sorted set and M the number of elements to be removed.")
         .args(&[key(), s("member").multiple()]),
+    // transactions
+    c("multi", 1, FAST | NO_QUEUE, NONE, transaction::multi)
+        .doc("transactions", "1.2.0", "Starts a transaction."),
+    c("exec", 1, NO_QUEUE, NONE, transaction::exec)
+        .doc("transactions", "1.2.0", "Executes all commands in a transaction.")
+        .cost("Depends on commands in the transaction"),
+    c("discard", 1, FAST | NO_QUEUE, NONE, transaction::discard)
+        .doc("transactions", "2.0.0", "Discards a transaction."),
+    c("watch", -2, FAST | NO_QUEUE, KALL, transaction::watch)
+        .doc("transactions", "2.2.0", "Monitors changes to keys to determine the execution of a transaction.")
+        .args(&[keys_()]),
+    c("unwatch", 1, FAST | NO_QUEUE, NONE, transaction::unwatch)
+        .doc("transactions", "2.2.0", "Forgets about watched keys of a transaction."),
     // pub/sub
     c("subscribe", -2, PUBSUB | PUBSUB_OK, NONE, pubsub::subscribe)
         .doc("pubsub", "2.0.0", "Listens for messages published to channels.")
