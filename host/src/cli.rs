@@ -139,6 +139,16 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     pub graceful_timeout: u64,
 
+    /// Close a connection whose unsent output (its consumer's writes and bytes other
+    /// consumers posted to it) would exceed this many bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = 4 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024..))]
+    pub max_pending: u64,
+
+    /// Close a connection that holds more than 64 KiB of unsent output for this long (a
+    /// peer that stops reading or reads a trickle); 0 = never.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub send_timeout: u64,
+
     /// A worker that has accepted N connections is recycled; 0 = off.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub max_requests: u64,
@@ -204,6 +214,8 @@ pub struct Config {
     pub plugin_opts: Vec<(String, String)>,
     pub timeout: Duration,
     pub graceful_timeout: Duration,
+    /// Output bounds of every connection.
+    pub limits: crate::tcp::connection::Limits,
     pub max_requests: u64,
     pub max_connections: usize,
     pub max_sessions: usize,
@@ -237,6 +249,10 @@ impl ServeArgs {
             plugin_opts: self.plugin_opts,
             timeout: secs(self.timeout),
             graceful_timeout: secs(self.graceful_timeout),
+            limits: crate::tcp::connection::Limits {
+                max_pending: usize::try_from(self.max_pending).unwrap_or(usize::MAX),
+                send_timeout: (self.send_timeout > 0).then(|| secs(self.send_timeout)),
+            },
             max_requests: self.max_requests,
             max_connections: self.max_connections as usize,
             max_sessions: self.max_sessions as usize,

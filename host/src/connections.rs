@@ -1,8 +1,12 @@
-//! The set of a worker's open connections: each one's cancel handle and last-activity
-//! stamp. It serves two purposes:
+//! The set of a worker's open connections: each one's cancel handle, last-activity stamp and,
+//! for plugins that use host services, its [`Endpoint`] (what other consumers, timers and
+//! threads have queued for it). It serves three purposes:
 //! - a graceful stop waits for the set to empty and, when `--graceful-timeout` runs out,
 //!   cancels what is left;
-//! - the keep-alive sweeper ([`crate::keep_alive`]) cancels the connections idle too long.
+//! - the sweeper ([`crate::keep_alive`]) cancels the connections idle too long, and those
+//!   that hold unsent output for longer than `--send-timeout`;
+//! - the services hub ([`crate::services`]) finds a connection by its [`ConnId`] — the
+//!   entry's key and generation — to queue posts and events on it and wake its task.
 //!
 //! Cancelling a connection task drops its driver, whose `Drop` tells the consumer
 //! `connection_lost` (with `IdleTimeout` when the sweeper did it, else `Shutdown`); so the
@@ -11,8 +15,11 @@
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
+use plugin_api::ConnId;
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
+
+pub use crate::services::endpoint::Endpoint;
 
 /// Open connection tasks of one worker (single-threaded).
 #[derive(Default)]
@@ -20,8 +27,10 @@ pub struct Connections {
     entries: RefCell<Entries>,
     /// The worker's counters (kept here so every connection can reach them).
     pub metrics: crate::metrics::WorkerMetrics,
-    /// The coarse clock the keep-alive sweeper advances.
+    /// The coarse clock the sweeper advances.
     epoch: Cell<u32>,
+    /// Generations for [`ConnId`]s: never reused within the worker.
+    generation: Cell<u32>,
     emptied: Notify,
 }
 
@@ -29,26 +38,57 @@ pub struct Connections {
 struct Entries {
     slots: Vec<Entry>,
     free: Vec<usize>,
+    /// Entries counted as open connections (UDP sessions are not).
     open: usize,
 }
 
 #[derive(Default)]
 struct Entry {
     occupied: bool,
-    handle: Option<AbortHandle>,
+    /// Counted in `open` (a TCP connection, inbound or outbound).
+    counted: bool,
+    expired: Option<Expiry>,
     last_active: u32,
-    expired: bool,
+    /// The epoch since which unsent output has waited (0: none waiting).
+    pending_since: u32,
+    handle: Option<AbortHandle>,
+    /// Services state, for plugins that use services.
+    ext: Option<Box<Endpoint>>,
+}
+
+/// What the sweeper closed in one tick.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Swept {
+    /// Idle for the keep-alive period.
+    pub idle: usize,
+    /// Unsent output held past `--send-timeout`.
+    pub stalled: usize,
 }
 
 impl Connections {
     /// Register a connection; its [`Registration`] frees the entry when dropped.
     pub fn register(self: &Rc<Self>) -> Registration {
+        self.register_with(None, true)
+    }
+
+    /// Register a connection (or, `counted == false`, a UDP session) with services state.
+    pub fn register_with(
+        self: &Rc<Self>,
+        endpoint: Option<Box<Endpoint>>,
+        counted: bool,
+    ) -> Registration {
         let mut e = self.entries.borrow_mut();
         let entry = Entry {
             occupied: true,
-            handle: None,
+            counted,
             last_active: self.epoch.get(),
-            expired: false,
+            ext: endpoint.map(|mut ep| {
+                let g = self.generation.get().wrapping_add(1).max(1);
+                self.generation.set(g);
+                ep.generation = g;
+                ep
+            }),
+            ..Entry::default()
         };
         let key = match e.free.pop() {
             Some(k) => {
@@ -60,7 +100,9 @@ impl Connections {
                 e.slots.len() - 1
             }
         };
-        e.open += 1;
+        if counted {
+            e.open += 1;
+        }
         Registration {
             set: self.clone(),
             key,
@@ -105,25 +147,58 @@ impl Connections {
         }
     }
 
-    /// Advance the clock one tick and cancel the connections idle for more than `ticks`
-    /// (a stamp may have been taken at the very end of its epoch, so `ticks` whole ticks
-    /// are only guaranteed once the difference exceeds it);
-    /// returns how many.
-    pub fn advance_and_expire(&self, ticks: u32) -> usize {
+    /// Advance the clock one tick; cancel the connections idle for more than `idle_ticks`
+    /// (unless their protocol set its own idle timeout) and those whose unsent output has
+    /// waited more than `send_ticks` (a stamp may have been taken at the very end of its
+    /// epoch, so whole ticks are only guaranteed once the difference exceeds them).
+    pub fn advance_and_expire(&self, idle_ticks: Option<u32>, send_ticks: Option<u32>) -> Swept {
         let now = self.epoch.get().wrapping_add(1);
         self.epoch.set(now);
-        let mut expired = 0;
+        let mut swept = Swept::default();
         for entry in self.entries.borrow_mut().slots.iter_mut() {
-            if !entry.expired && now.wrapping_sub(entry.last_active) > ticks && entry.occupied {
-                entry.expired = true;
-                expired += 1;
+            if !entry.occupied || entry.expired.is_some() {
+                continue;
+            }
+            let own_idle = entry.ext.as_ref().is_some_and(|ep| ep.owns_idle_timeout());
+            let idle =
+                !own_idle && idle_ticks.is_some_and(|t| now.wrapping_sub(entry.last_active) > t);
+            let stalled = entry.pending_since != 0
+                && send_ticks.is_some_and(|t| now.wrapping_sub(entry.pending_since) > t);
+            if idle || stalled {
+                if idle {
+                    swept.idle += 1;
+                    entry.expired = Some(Expiry::Idle);
+                } else {
+                    swept.stalled += 1;
+                    entry.expired = Some(Expiry::SendTimeout);
+                }
                 if let Some(h) = &entry.handle {
                     h.abort();
                 }
             }
         }
-        expired
+        swept
     }
+
+    /// Run `f` on the endpoint of connection `id`, if it is still there.
+    pub fn with_endpoint<R>(&self, id: ConnId, f: impl FnOnce(&mut Endpoint) -> R) -> Option<R> {
+        let (key, generation) = split(id);
+        let mut e = self.entries.borrow_mut();
+        let entry = e.slots.get_mut(key)?;
+        match entry.ext.as_deref_mut() {
+            Some(ep) if entry.occupied && ep.generation == generation => Some(f(ep)),
+            _ => None,
+        }
+    }
+}
+
+fn split(id: ConnId) -> (usize, u32) {
+    let raw = id.to_raw();
+    ((raw & 0xffff_ffff) as usize, (raw >> 32) as u32)
+}
+
+fn join(key: usize, generation: u32) -> ConnId {
+    ConnId::from_raw((u64::from(generation) << 32) | key as u64)
 }
 
 /// A connection's entry in [`Connections`], released when the connection ends.
@@ -138,12 +213,42 @@ impl Registration {
         self.key
     }
 
-    /// Something happened on the connection: push its idle deadline back.
+    /// Its services identity ([`ConnId::NONE`] without services).
+    pub fn id(&self) -> ConnId {
+        let e = self.set.entries.borrow();
+        match e.slots.get(self.key).and_then(|e| e.ext.as_ref()) {
+            Some(ep) => join(self.key, ep.generation),
+            None => ConnId::NONE,
+        }
+    }
+
+    /// Something was read: push its idle deadline back.
     #[inline]
     pub fn touch(&self) {
         let now = self.set.epoch.get();
         if let Some(e) = self.set.entries.borrow_mut().slots.get_mut(self.key) {
             e.last_active = now;
+            if let Some(ep) = e.ext.as_deref_mut() {
+                ep.touched();
+            }
+        }
+    }
+
+    /// The connection holds `pending` unsent bytes after a write: start the send deadline
+    /// when output starts waiting, and clear it once the peer has drained it below
+    /// `low_water`.
+    #[inline]
+    pub fn pending(&self, pending: usize, low_water: usize) {
+        let now = self.set.epoch.get().max(1);
+        if let Some(e) = self.set.entries.borrow_mut().slots.get_mut(self.key) {
+            if pending <= low_water {
+                e.pending_since = 0;
+            } else if e.pending_since == 0 {
+                e.pending_since = now;
+            }
+            if let Some(ep) = e.ext.as_deref_mut() {
+                ep.pending = pending;
+            }
         }
     }
 
@@ -153,25 +258,50 @@ impl Registration {
         &self.set.metrics
     }
 
-    /// Whether the keep-alive sweeper cancelled it.
-    pub fn expired(&self) -> bool {
+    /// Whether the sweeper cancelled it, and why.
+    pub fn expired(&self) -> Option<Expiry> {
+        self.set.entries.borrow().slots.get(self.key)?.expired
+    }
+
+    /// Run `f` on this connection's endpoint, if it has one.
+    #[inline]
+    pub fn with_endpoint<R>(&self, f: impl FnOnce(&mut Endpoint) -> R) -> Option<R> {
+        let mut e = self.set.entries.borrow_mut();
+        e.slots.get_mut(self.key)?.ext.as_deref_mut().map(f)
+    }
+
+    /// Whether it has services state.
+    #[inline]
+    pub fn has_endpoint(&self) -> bool {
         self.set
             .entries
             .borrow()
             .slots
             .get(self.key)
-            .is_some_and(|e| e.expired)
+            .is_some_and(|e| e.ext.is_some())
     }
+}
+
+/// Why the sweeper cancelled a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expiry {
+    /// Nothing read for the idle timeout.
+    Idle,
+    /// Unsent output waited past `--send-timeout`.
+    SendTimeout,
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
         let mut e = self.set.entries.borrow_mut();
+        let counted = e.slots[self.key].counted;
         e.slots[self.key] = Entry::default();
         e.free.push(self.key);
-        e.open -= 1;
-        if e.open == 0 {
-            self.set.emptied.notify_waiters();
+        if counted {
+            e.open -= 1;
+            if e.open == 0 {
+                self.set.emptied.notify_waiters();
+            }
         }
     }
 }

@@ -13,21 +13,40 @@ use std::time::Duration;
 
 use crate::connections::Connections;
 
-/// The sweeper's schedule for one `--keep-alive` value.
+/// The sweeper's schedule for one `--keep-alive` value (and `--send-timeout`, which rides
+/// on the same coarse clock).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KeepAlive {
     tick: Duration,
     /// Idle for this many whole ticks means expired.
-    ticks: u32,
+    ticks: Option<u32>,
+    /// Output waiting for this many whole ticks means stalled.
+    send_ticks: Option<u32>,
 }
 
 impl KeepAlive {
     /// The schedule for `timeout`; `None` when connections never expire.
+    #[cfg(test)]
     pub fn new(timeout: Option<Duration>) -> Option<KeepAlive> {
-        let timeout = timeout?;
-        let tick = tick_for(timeout);
-        let ticks = (timeout.as_millis().div_ceil(tick.as_millis()) as u32).max(1);
-        Some(KeepAlive { tick, ticks })
+        KeepAlive::with_send_timeout(timeout, None)
+    }
+
+    /// The schedule for an idle `timeout` and a `send_timeout`; `None` when neither is set.
+    pub fn with_send_timeout(
+        timeout: Option<Duration>,
+        send_timeout: Option<Duration>,
+    ) -> Option<KeepAlive> {
+        let tick = [timeout, send_timeout]
+            .into_iter()
+            .flatten()
+            .map(tick_for)
+            .min()?;
+        let ticks_of = |t: Duration| (t.as_millis().div_ceil(tick.as_millis()) as u32).max(1);
+        Some(KeepAlive {
+            tick,
+            ticks: timeout.map(ticks_of),
+            send_ticks: send_timeout.map(ticks_of),
+        })
     }
 
     /// Advance the clock and close idle connections, forever (the worker aborts it).
@@ -37,9 +56,13 @@ impl KeepAlive {
         interval.tick().await;
         loop {
             interval.tick().await;
-            let expired = connections.advance_and_expire(self.ticks);
-            if expired > 0 {
-                tracing::debug!(expired, "closed connections idle for the keep-alive period");
+            let swept = connections.advance_and_expire(self.ticks, self.send_ticks);
+            if swept.idle > 0 || swept.stalled > 0 {
+                tracing::debug!(
+                    idle = swept.idle,
+                    stalled = swept.stalled,
+                    "closed connections idle for the keep-alive period or stalled past --send-timeout"
+                );
             }
         }
     }
@@ -62,14 +85,16 @@ mod tests {
             ka(15),
             KeepAlive {
                 tick: Duration::from_secs(1),
-                ticks: 15
+                ticks: Some(15),
+                send_ticks: None,
             }
         );
         assert_eq!(
             ka(1),
             KeepAlive {
                 tick: Duration::from_millis(125),
-                ticks: 8
+                ticks: Some(8),
+                send_ticks: None,
             }
         );
         assert_eq!(
@@ -88,10 +113,10 @@ mod tests {
         let idle = set.register();
         for _ in 0..3 {
             busy.touch();
-            assert_eq!(set.advance_and_expire(3), 0);
+            assert_eq!(set.advance_and_expire(Some(3), None).idle, 0);
         }
         // `idle` was stamped at epoch 0; three ticks have passed.
-        assert_eq!(set.advance_and_expire(3), 1);
-        assert!(idle.expired() && !busy.expired());
+        assert_eq!(set.advance_and_expire(Some(3), None).idle, 1);
+        assert!(idle.expired().is_some() && busy.expired().is_none());
     }
 }

@@ -14,6 +14,7 @@ mod pid_file;
 mod plugin;
 mod privileges;
 mod proxy_protocol;
+mod services;
 mod tcp;
 mod thread_mode;
 mod tls;
@@ -105,6 +106,7 @@ impl Config {
             keep_alive: self.keep_alive,
             max_connections: self.max_connections,
             graceful_timeout: self.graceful_timeout,
+            limits: self.limits,
             max_requests: self.max_requests,
         }
     }

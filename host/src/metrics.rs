@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use plugin_api::LostReason;
 
 /// Number of values in a [`Counters`] snapshot.
-pub const COUNTERS: usize = 14;
+pub const COUNTERS: usize = 17;
 
 /// One worker's figures (counters, plus the `open` gauges).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -33,6 +33,9 @@ pub struct Counters {
     pub udp_sessions_open: u64,
     pub udp_sessions: u64,
     pub udp_evicted: u64,
+    pub output_limit_closes: u64,
+    pub outbound_connects: u64,
+    pub outbound_failures: u64,
 }
 
 impl Counters {
@@ -54,6 +57,9 @@ impl Counters {
             self.udp_sessions_open,
             self.udp_sessions,
             self.udp_evicted,
+            self.output_limit_closes,
+            self.outbound_connects,
+            self.outbound_failures,
         ]
     }
 
@@ -70,6 +76,9 @@ impl Counters {
             udp_sessions_open: a[11],
             udp_sessions: a[12],
             udp_evicted: a[13],
+            output_limit_closes: a[14],
+            outbound_connects: a[15],
+            outbound_failures: a[16],
         }
     }
 
@@ -99,6 +108,9 @@ pub struct WorkerMetrics {
     pub udp_sessions_open: Cell<u64>,
     pub udp_sessions: Cell<u64>,
     pub udp_evicted: Cell<u64>,
+    pub output_limit_closes: Cell<u64>,
+    pub outbound_connects: Cell<u64>,
+    pub outbound_failures: Cell<u64>,
 }
 
 /// Add `n` to a counter cell.
@@ -126,6 +138,9 @@ impl WorkerMetrics {
             udp_sessions_open: self.udp_sessions_open.get(),
             udp_sessions: self.udp_sessions.get(),
             udp_evicted: self.udp_evicted.get(),
+            output_limit_closes: self.output_limit_closes.get(),
+            outbound_connects: self.outbound_connects.get(),
+            outbound_failures: self.outbound_failures.get(),
         }
     }
 }
@@ -224,6 +239,21 @@ pub fn render(c: &Counters, s: &Supervision) -> String {
         "counter",
         "TLS handshakes that failed or timed out.",
         &[("", c.tls_handshake_failures)],
+    );
+    metric(
+        "sockhost_output_limit_closes_total",
+        "counter",
+        "Connections closed for unsent output above --max-pending or past --send-timeout.",
+        &[("", c.output_limit_closes)],
+    );
+    metric(
+        "sockhost_outbound_connections_total",
+        "counter",
+        "Outbound connections plugins opened, by result.",
+        &[
+            ("{result=\"attempted\"}", c.outbound_connects),
+            ("{result=\"failed\"}", c.outbound_failures),
+        ],
     );
     metric(
         "sockhost_plugin_panics_total",
@@ -410,6 +440,9 @@ mod tests {
             udp_sessions_open: 12,
             udp_sessions: 13,
             udp_evicted: 14,
+            output_limit_closes: 15,
+            outbound_connects: 16,
+            outbound_failures: 17,
         };
         assert_eq!(Counters::from_array(c.to_array()), c);
         assert_eq!(c.add(c).accepted, 2);

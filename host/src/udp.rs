@@ -22,8 +22,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use lru::LruCache;
-use plugin_api::host::{ConsumerHandle, Factory};
-use plugin_api::{ConnInfo, LostReason, Output, Transport};
+use plugin_api::host::Factory;
+use plugin_api::session::{Delivered, Input, Session};
+use plugin_api::{ConnId, ConnInfo, LostReason, Output, Transport};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
@@ -31,7 +32,9 @@ use tokio::time::Instant;
 use std::rc::Rc;
 
 use crate::bind::canonical;
+use crate::connections::Registration;
 use crate::metrics::bump;
+use crate::services::endpoint::{Endpoint, Event, Inbox, Work};
 use crate::worker::Shared;
 
 /// Receive buffer: larger than the largest UDP payload (65,507 bytes over IPv4, 65,527 over
@@ -41,9 +44,11 @@ const RECV_BUFFER: usize = 65_536;
 const BATCH: usize = 64;
 
 /// One peer's session.
-struct Session {
-    consumer: ConsumerHandle,
+struct Peer {
+    session: Session,
     last_active: Instant,
+    /// Its services identity, for plugins that use services.
+    registration: Option<Registration>,
 }
 
 /// The sessions of one UDP socket.
@@ -52,7 +57,9 @@ pub struct UdpServer {
     shared: Rc<Shared>,
     socket: UdpSocket,
     local: SocketAddr,
-    sessions: LruCache<SocketAddr, Session>,
+    sessions: LruCache<SocketAddr, Peer>,
+    /// Sessions with work queued by host services.
+    inbox: Rc<Inbox>,
     max_sessions: usize,
     keep_alive: Option<Duration>,
     evicted: u64,
@@ -73,6 +80,7 @@ impl UdpServer {
             socket,
             local,
             sessions: LruCache::unbounded(),
+            inbox: Rc::new(Inbox::default()),
             max_sessions: max_sessions.max(1),
             keep_alive,
             evicted: 0,
@@ -96,6 +104,14 @@ impl UdpServer {
                     }
                     self.receive_batch();
                     tokio::task::yield_now().await;
+                }
+                ready = std::future::poll_fn(|cx| {
+                    let ready = self.inbox.take_ready(cx.waker());
+                    if ready.is_empty() { std::task::Poll::Pending } else { std::task::Poll::Ready(ready) }
+                }) => {
+                    for id in ready {
+                        self.serve_work(id);
+                    }
                 }
                 _ = sweep.tick() => {
                     self.expire_idle();
@@ -147,8 +163,69 @@ impl UdpServer {
         }
         let session = self.sessions.get_mut(&peer).expect("present");
         session.last_active = now;
-        let result = session.consumer.data_received(data, &mut self.out);
+        if let Some(r) = &session.registration {
+            r.touch();
+        }
+        let result = session.session.deliver(Input::Data(data), &mut self.out);
         self.flush(peer, result);
+    }
+
+    /// Do what host services queued for session `id`: send posted datagrams, run timer and
+    /// wake callbacks, close.
+    fn serve_work(&mut self, id: ConnId) {
+        let connections = &self.shared.connections;
+        let Some((Some(peer), work)) =
+            connections.with_endpoint(id, |ep| (ep.peer, ep.take_work()))
+        else {
+            return;
+        };
+        let Work {
+            posted,
+            bounds,
+            events,
+        } = work;
+        let mut start = 0;
+        for end in bounds {
+            self.send(peer, &posted[start..end as usize]);
+            start = end as usize;
+        }
+        for event in events {
+            let Some(p) = self.sessions.peek_mut(&peer) else {
+                return;
+            };
+            let ending = match event {
+                Event::Timer(token) => {
+                    let result = p.session.deliver(Input::Timer(token), &mut self.out);
+                    self.flush(peer, result);
+                    None
+                }
+                Event::Woken(token) => {
+                    let result = p.session.deliver(Input::Woken(token), &mut self.out);
+                    self.flush(peer, result);
+                    None
+                }
+                Event::Close => Some(LostReason::Closed),
+                Event::Overflow => Some(LostReason::Error),
+                Event::IdleTimeout => Some(LostReason::IdleTimeout),
+            };
+            if let Some(reason) = ending {
+                if let Some(session) = self.sessions.pop(&peer) {
+                    self.end(peer, session, reason);
+                }
+                return;
+            }
+        }
+    }
+
+    /// Send one datagram to `peer`; a full send buffer drops it, as the network may.
+    fn send(&self, peer: SocketAddr, datagram: &[u8]) {
+        match self.socket.try_send_to(datagram, peer) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                tracing::debug!(%peer, "udp send buffer full; datagram dropped");
+            }
+            Err(e) => tracing::debug!(%peer, "udp send: {e}"),
+        }
     }
 
     /// Make the consumer for a new peer, evicting the least recently used session at the
@@ -162,7 +239,13 @@ impl UdpServer {
             }
         }
         let info = ConnInfo::new(Transport::Udp, peer, self.local);
-        let mut consumer = match factory.consumer(&info) {
+        let registration = factory.uses_services().then(|| {
+            self.shared
+                .connections
+                .register_with(Some(Endpoint::datagram(self.inbox.clone(), peer)), false)
+        });
+        let id = registration.as_ref().map_or(ConnId::NONE, Registration::id);
+        let consumer = match factory.consumer(&info, id) {
             Ok(c) => c,
             Err(message) => {
                 bump(&self.shared.connections.metrics.plugin_panics, 1);
@@ -172,12 +255,14 @@ impl UdpServer {
         };
         bump(&self.shared.connections.metrics.udp_sessions, 1);
         bump(&self.shared.connections.metrics.udp_sessions_open, 1);
-        let made = consumer.connection_made(&mut self.out);
+        let mut session = Session::new(consumer);
+        let made = session.deliver(Input::Made, &mut self.out);
         self.sessions.push(
             peer,
-            Session {
-                consumer,
+            Peer {
+                session,
                 last_active: now,
+                registration,
             },
         );
         self.flush(peer, made);
@@ -186,35 +271,21 @@ impl UdpServer {
 
     /// Send what the consumer wrote, one datagram per write, and act on its close request
     /// or panic.
-    fn flush(&mut self, peer: SocketAddr, result: Result<(), String>) {
-        // A callback that panicked may have written half a reply: send none of it (as the
-        // TCP driver does).
-        let datagrams = if result.is_ok() {
-            self.out.written_datagrams().count()
-        } else {
-            0
-        };
-        for datagram in self.out.written_datagrams().take(datagrams) {
-            match self.socket.try_send_to(datagram, peer) {
-                Ok(_) => {}
-                // A full send buffer drops the datagram, as the network itself may.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    tracing::debug!(%peer, "udp send buffer full; reply dropped");
-                }
-                Err(e) => tracing::debug!(%peer, "udp send: {e}"),
-            }
+    fn flush(&mut self, peer: SocketAddr, result: Delivered) {
+        // The session core discarded what a panicking callback wrote.
+        for datagram in self.out.written_datagrams() {
+            self.send(peer, datagram);
         }
-        let close = self.out.take_close_request();
-        let _ = self.out.take_shutdown_request();
         self.out.reset();
+        self.out.shrink(2 * RECV_BUFFER);
         let ending = match result {
-            Err(message) => {
+            Delivered::Panicked(message) => {
                 bump(&self.shared.connections.metrics.plugin_panics, 1);
                 tracing::warn!(%peer, "plugin panicked: {message}; ending this peer's session");
                 Some(LostReason::Error)
             }
-            Ok(()) if close => Some(LostReason::Closed),
-            Ok(()) => None,
+            Delivered::Ran(requests) if requests.close => Some(LostReason::Closed),
+            Delivered::Ran(_) | Delivered::Ignored => None,
         };
         if let Some(reason) = ending {
             if let Some(session) = self.sessions.pop(&peer) {
@@ -241,13 +312,16 @@ impl UdpServer {
 
 impl UdpServer {
     /// End a session (already removed from the table) and tell its consumer why.
-    fn end(&self, peer: SocketAddr, mut session: Session, reason: LostReason) {
+    fn end(&self, peer: SocketAddr, mut session: Peer, reason: LostReason) {
         tracing::trace!(%peer, ?reason, "udp session ended");
+        if let Some(r) = &session.registration {
+            r.with_endpoint(|ep| ep.closing = true);
+        }
         let metrics = &self.shared.connections.metrics;
         metrics
             .udp_sessions_open
             .set(metrics.udp_sessions_open.get().saturating_sub(1));
-        if let Err(message) = session.consumer.connection_lost(reason) {
+        if let Err(message) = session.session.lose(reason) {
             bump(&metrics.plugin_panics, 1);
             tracing::warn!(%peer, "plugin panicked in connection_lost: {message}");
         }

@@ -26,6 +26,8 @@ use crate::metrics::Counters;
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub keep_alive: Option<Duration>,
+    /// Output bounds of every connection.
+    pub limits: crate::tcp::connection::Limits,
     pub max_connections: usize,
     pub graceful_timeout: Duration,
     /// 0 = never recycle.
@@ -130,6 +132,13 @@ async fn serve(
         recycle: Notify::new(),
     });
 
+    crate::tcp::connection::set_limits(settings.limits);
+    let hub = shared.factory.uses_services().then(|| {
+        let hub = crate::services::Hub::start(shared.connections.clone(), settings.limits);
+        plugin_api::host::install_backend(Some(hub.clone()));
+        hub
+    });
+
     let mut accept_tasks = Vec::new();
     let mut udp_tasks = Vec::new();
     for bound in listeners {
@@ -182,8 +191,26 @@ async fn serve(
         .heartbeat
         .take()
         .map(|b| Rc::new(std::cell::RefCell::new(b)));
-    let sweeper = crate::keep_alive::KeepAlive::new(settings.keep_alive)
-        .map(|ka| tokio::task::spawn_local(ka.sweep(shared.connections.clone())));
+    let sweeper = crate::keep_alive::KeepAlive::with_send_timeout(
+        settings.keep_alive,
+        settings.limits.send_timeout,
+    )
+    .map(|ka| tokio::task::spawn_local(ka.sweep(shared.connections.clone())));
+    if hub.is_some() {
+        plugin_call("serving", shared.factory.serving(), &shared);
+    }
+    let ticker = shared.factory.tick_interval().map(|period| {
+        let shared = shared.clone();
+        tokio::task::spawn_local(async move {
+            let mut tick = tokio::time::interval(period.max(Duration::from_millis(1)));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                plugin_call("tick", shared.factory.tick(), &shared);
+            }
+        })
+    });
     let heartbeat = beat.clone().map(|beat| {
         let shared = shared.clone();
         tokio::task::spawn_local(async move {
@@ -215,6 +242,10 @@ async fn serve(
     if let Some(draining) = hooks.draining.take() {
         draining();
     }
+    if hub.is_some() {
+        // The plugin flushes and closes its outbound connections; they drain below.
+        plugin_call("stopping", shared.factory.stopping(), &shared);
+    }
     let connections = &shared.connections;
     match stop {
         Stop::Immediate => {
@@ -245,8 +276,14 @@ async fn serve(
         }
     }
     connections.wait_empty().await;
-    for task in [heartbeat, sweeper, metrics_task].into_iter().flatten() {
+    for task in [heartbeat, sweeper, metrics_task, ticker]
+        .into_iter()
+        .flatten()
+    {
         task.abort();
+    }
+    if hub.is_some() {
+        plugin_api::host::install_backend(None);
     }
     if let Some(beat) = beat {
         (beat.borrow_mut())(stats(&shared));
@@ -257,6 +294,14 @@ async fn serve(
         "worker stopped"
     );
     Ok(())
+}
+
+/// Log a panic in a protocol-level callback (the protocol itself lives on).
+fn plugin_call(what: &str, result: Result<(), String>, shared: &Shared) {
+    if let Err(message) = result {
+        crate::metrics::bump(&shared.connections.metrics.plugin_panics, 1);
+        tracing::warn!("plugin panicked in {what}: {message}");
+    }
 }
 
 async fn wait_for_stop(shared: &Shared, hooks: &mut Hooks) -> Result<Stop, HostError> {

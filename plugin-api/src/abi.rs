@@ -268,16 +268,6 @@ fn guarded(f: impl FnOnce()) -> CallResult {
 pub struct Glue<P>(PhantomData<P>);
 
 impl<P: Protocol> Glue<P> {
-    staticref!(const CONSUMER_VT: WithMetadata<ConsumerVTable> = WithMetadata::new(
-        ConsumerVTable {
-            connection_made: connection_made::<P::Consumer>,
-            data_received: data_received::<P::Consumer>,
-            eof_received: eof_received::<P::Consumer>,
-            connection_lost: connection_lost::<P::Consumer>,
-            drop: drop_box::<P::Consumer>,
-        }
-    ));
-
     staticref!(const FACTORY_VT: WithMetadata<FactoryVTable> = WithMetadata::new(
         FactoryVTable {
             make_consumer: make_consumer::<P>,
@@ -285,10 +275,14 @@ impl<P: Protocol> Glue<P> {
         }
     ));
 
-    /// Builds (once per process; abi_stable caches it) the root module of plugin `P`.
-    pub fn root_module() -> PluginModRef {
+    /// Builds (once per process; abi_stable caches it) the root module of plugin `P`, or
+    /// refuses to when `P` needs host services the host did not offer (see
+    /// [`crate::services_abi`]).
+    pub fn root_module() -> Result<PluginModRef, abi_stable::std_types::RBoxError> {
+        crate::services_abi::check_host::<P>()
+            .map_err(|m| abi_stable::std_types::RBoxError::from_fmt(&m))?;
         let info = P::INFO;
-        PluginMod {
+        Ok(PluginMod {
             name: RStr::from_str(info.name),
             version: RStr::from_str(info.version),
             description: RStr::from_str(info.description),
@@ -296,7 +290,7 @@ impl<P: Protocol> Glue<P> {
             options: RSlice::from_slice(crate::OptionSpec::as_raw_slice(info.options)),
             new_factory: new_factory::<P>,
         }
-        .leak_into_prefix()
+        .leak_into_prefix())
     }
 }
 
@@ -330,7 +324,9 @@ unsafe extern "C" fn make_consumer<P: Protocol>(
     })) {
         Ok(consumer) => RResult::ROk(ConsumerBox {
             this: Box::into_raw(Box::new(consumer)).cast(),
-            vtable: ConsumerVTableRef(Glue::<P>::CONSUMER_VT.as_prefix()),
+            vtable: ConsumerVTableRef(
+                crate::services_abi::ConsumerGlue::<P::Consumer>::VTABLE.as_prefix(),
+            ),
         }),
         Err(payload) => RResult::RErr(panic_message(payload)),
     }
@@ -345,7 +341,7 @@ unsafe fn consumer<'a, C>(this: *mut ErasedObject) -> &'a mut C {
     unsafe { &mut *this.cast::<C>() }
 }
 
-unsafe extern "C" fn connection_made<C: Consumer>(
+pub(crate) unsafe extern "C" fn connection_made<C: Consumer>(
     this: *mut ErasedObject,
     out: &mut Output,
 ) -> CallResult {
@@ -354,7 +350,7 @@ unsafe extern "C" fn connection_made<C: Consumer>(
     guarded(|| c.connection_made(out))
 }
 
-unsafe extern "C" fn data_received<C: Consumer>(
+pub(crate) unsafe extern "C" fn data_received<C: Consumer>(
     this: *mut ErasedObject,
     data: RSlice<'_, u8>,
     out: &mut Output,
@@ -364,7 +360,7 @@ unsafe extern "C" fn data_received<C: Consumer>(
     guarded(|| c.data_received(data.as_slice(), out))
 }
 
-unsafe extern "C" fn eof_received<C: Consumer>(
+pub(crate) unsafe extern "C" fn eof_received<C: Consumer>(
     this: *mut ErasedObject,
     out: &mut Output,
 ) -> CallResult {
@@ -373,7 +369,7 @@ unsafe extern "C" fn eof_received<C: Consumer>(
     guarded(|| c.eof_received(out))
 }
 
-unsafe extern "C" fn connection_lost<C: Consumer>(
+pub(crate) unsafe extern "C" fn connection_lost<C: Consumer>(
     this: *mut ErasedObject,
     reason: u8,
 ) -> CallResult {
@@ -382,7 +378,7 @@ unsafe extern "C" fn connection_lost<C: Consumer>(
     guarded(|| c.connection_lost(LostReason::from_code(reason)))
 }
 
-unsafe extern "C" fn drop_box<T>(this: *mut ErasedObject) {
+pub(crate) unsafe extern "C" fn drop_box<T>(this: *mut ErasedObject) {
     // A panicking destructor must not unwind into the host either; it is reported nowhere
     // because the object is gone, but the process survives.
     let _ = catch_unwind(AssertUnwindSafe(|| {
@@ -393,7 +389,7 @@ unsafe extern "C" fn drop_box<T>(this: *mut ErasedObject) {
 
 impl ConnInfo {
     /// Reads the FFI form; fields a host did not send stay `None`.
-    fn from_raw(raw: ConnInfoRef) -> ConnInfo {
+    pub(crate) fn from_raw(raw: ConnInfoRef) -> ConnInfo {
         let unknown = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
         ConnInfo {
             transport: Transport::from_code(raw.transport()),
@@ -405,11 +401,12 @@ impl ConnInfo {
                 .peer_cert_subject()
                 .into_option()
                 .map(|s| s.as_str().to_string()),
+            id: crate::services::ConnId::NONE,
         }
     }
 
     /// Builds the FFI form and lends it to `f`.
-    #[cfg(feature = "host")]
+    #[cfg(any(feature = "host", feature = "testing"))]
     pub(crate) fn with_raw<R>(&self, f: impl FnOnce(ConnInfoRef) -> R) -> R {
         /// Extends a borrow of `self` to the `'static` the prefix type's fields are declared with.
         fn lend(s: &str) -> RStr<'static> {

@@ -1,20 +1,42 @@
-//! The loading side of the ABI, for the `sockhost` binary (feature `host`).
+//! The loading side of the ABI, for the `sockhost` binary (feature `host`; the handles are
+//! also built for the test harness, feature `testing`).
 //!
 //! Everything abi_stable-specific about loading lives here, so the host crate works with
 //! plain Rust types: [`Library`] (a checked plugin file), [`Factory`] and [`ConsumerHandle`]
-//! (owned handles whose calls return `Err(message)` where the plugin panicked).
+//! (owned handles whose calls return `Err(message)` where the plugin panicked), and
+//! [`Backend`] (what a worker implements to serve the plugin's [services](crate::services)
+//! calls, installed per thread with [`install_backend`]).
 
-use std::fmt;
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::cell::RefCell;
+use std::rc::Rc;
+#[cfg(feature = "host")]
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+    sync::OnceLock,
+};
 
-use abi_stable::library::{lib_header_from_path, LibraryError};
+#[cfg(feature = "host")]
+use abi_stable::library::{lib_header_from_path, LibraryError, RawLibrary};
+#[cfg(feature = "host")]
 use abi_stable::prefix_type::PrefixTypeTrait;
-use abi_stable::std_types::{RResult, RSlice, RStr};
+use abi_stable::std_types::{RResult, RSlice, RStr, RString};
 
-use crate::abi::{self, ConsumerBox, FactoryBox, HostVTable, OptPair, PluginModRef};
-use crate::{ConnInfo, LostReason, Output, Transports};
+#[cfg(feature = "host")]
+use crate::abi::{self, HostVTable, OptPair, PluginModRef};
+use crate::abi::{ConsumerBox, FactoryBox};
+use crate::services::{ConnId, ConnectError, PostStatus, TimerId};
+use crate::services_abi::{
+    self as sabi, ConsumerExt, HostServices, PluginServices, ServiceConsumer,
+};
+#[cfg(feature = "host")]
+use crate::Transports;
+use crate::{ConnInfo, LostReason, Output};
 
+pub use crate::services::backend::Backend;
+pub use crate::services_abi::{Wake, SERVICES_LEVEL};
+
+#[cfg(feature = "host")]
 /// Why a plugin file could not be used. Every variant's text names the file and says what
 /// to do about it.
 #[derive(Debug)]
@@ -51,6 +73,15 @@ pub enum LoadError {
         /// The full layout report from abi_stable (long; log it at debug level).
         detail: String,
     },
+    /// The plugin needs a higher host services level than this host offers.
+    NeedsServices {
+        /// The path given.
+        path: PathBuf,
+        /// The level the plugin needs.
+        needs: u32,
+        /// The level this host offers.
+        offers: u32,
+    },
     /// The plugin's root module failed to initialise (it panicked).
     InitFailed {
         /// The path given.
@@ -60,6 +91,7 @@ pub enum LoadError {
     },
 }
 
+#[cfg(feature = "host")]
 impl fmt::Display for LoadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -87,6 +119,11 @@ impl fmt::Display for LoadError {
                 }
                 Ok(())
             }
+            LoadError::NeedsServices { path, needs, offers } => write!(
+                f,
+                "plugin {}: it needs sockhost host services level {needs} and this sockhost offers level {offers}; upgrade sockhost or rebuild the plugin against this sockhost's plugin-api",
+                path.display()
+            ),
             LoadError::InitFailed { path, reason } => {
                 write!(f, "plugin {}: failed to initialise: {reason}", path.display())
             }
@@ -94,8 +131,10 @@ impl fmt::Display for LoadError {
     }
 }
 
+#[cfg(feature = "host")]
 impl std::error::Error for LoadError {}
 
+#[cfg(feature = "host")]
 /// One declared plugin option, as `sockhost inspect` shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OptionMeta {
@@ -107,6 +146,7 @@ pub struct OptionMeta {
     pub default: Option<String>,
 }
 
+#[cfg(feature = "host")]
 /// A plugin's metadata.
 #[derive(Clone, Debug)]
 pub struct PluginMeta {
@@ -122,21 +162,29 @@ pub struct PluginMeta {
     pub options: Vec<OptionMeta>,
     /// The plugin-api version the plugin was built against.
     pub api_version: String,
+    /// The host services level the plugin needs (0: none); `None` if it predates services
+    /// (plugin-api 0.1.0).
+    pub services_level: Option<u32>,
 }
 
+#[cfg(feature = "host")]
 /// A loaded and ABI-checked plugin library. Libraries are never unloaded; a process that
 /// needs a new build of the same plugin must be a new process.
 #[derive(Clone, Copy)]
 pub struct Library {
     module: PluginModRef,
     api_version: &'static str,
+    /// The plugin's services table, if it was built with services (plugin-api ≥ 0.1.1).
+    services: Option<&'static PluginServices>,
 }
 
+#[cfg(feature = "host")]
 /// The plugin-api version this host was built with.
 pub fn host_api_version() -> &'static str {
     abi::API_VERSION
 }
 
+#[cfg(feature = "host")]
 impl Library {
     /// Load the plugin at `path` and check that its ABI matches this host's.
     ///
@@ -179,6 +227,16 @@ impl Library {
                 reason: other.to_string(),
             },
         })?;
+        let services = negotiate_services(file);
+        if let Some(s) = services {
+            if s.needs > sabi::SERVICES_LEVEL {
+                return Err(LoadError::NeedsServices {
+                    path: owned(),
+                    needs: s.needs,
+                    offers: sabi::SERVICES_LEVEL,
+                });
+            }
+        }
         let plugin_api = header.version_strings().version.as_str();
         let incompatible = |summary: String, detail: String| LoadError::Incompatible {
             path: owned(),
@@ -216,6 +274,7 @@ impl Library {
         Ok(Library {
             module,
             api_version: plugin_api,
+            services,
         })
     }
 
@@ -237,6 +296,7 @@ impl Library {
                 })
                 .collect(),
             api_version: self.api_version.to_string(),
+            services_level: self.services.map(|s| s.needs),
         }
     }
 
@@ -257,12 +317,35 @@ impl Library {
         }
         .leak_into_prefix();
         match (self.module.new_factory())(host, RSlice::from_slice(&pairs)) {
-            RResult::ROk(raw) => Ok(Factory { raw }),
+            RResult::ROk(raw) => Ok(Factory {
+                raw,
+                services: self.services,
+            }),
             RResult::RErr(message) => Err(message.into()),
         }
     }
 }
 
+/// Offer the plugin in `file` this host's services, before its root module is initialised
+/// (a plugin that needs services checks for them there). `None` if the plugin predates
+/// services.
+#[cfg(feature = "host")]
+fn negotiate_services(file: &Path) -> Option<&'static PluginServices> {
+    // The library is already open (dlopen returns the same handle) and is never unloaded.
+    let lib = RawLibrary::load_at(file).ok()?;
+    let lib: &'static RawLibrary = Box::leak(Box::new(lib));
+    // SAFETY: the symbol, when present, is the `sockhost_services_v1` function that
+    // `export_plugin!` writes, with exactly this signature.
+    let negotiate = unsafe { lib.get::<sabi::ServicesFn>(sabi::SERVICES_SYMBOL) }.ok()?;
+    // SAFETY: `HOST_SERVICES` is a static; the plugin returns a pointer to its own static.
+    let table = unsafe { (*negotiate)(&HOST_SERVICES) };
+    // SAFETY: a non-null result points to the plugin's `'static` table.
+    let table: &'static PluginServices = unsafe { table.as_ref()? };
+    // The fields this host reads must be there (a table only ever grows).
+    sabi::has::<u64>(table.size, std::mem::offset_of!(PluginServices, lifecycle)).then_some(table)
+}
+
+#[cfg(feature = "host")]
 /// Condenses abi_stable's long layout report to its first error, e.g.
 /// `mismatched field type (expected RStr<'static>, found u64)`.
 fn summarise_layout_report(report: &str) -> String {
@@ -286,6 +369,7 @@ fn summarise_layout_report(report: &str) -> String {
     }
 }
 
+#[cfg(feature = "host")]
 /// Plugin log records, forwarded to the host's logger.
 #[derive(Clone, Copy)]
 pub struct LogSink {
@@ -295,6 +379,7 @@ pub struct LogSink {
     pub max_level: LogLevel,
 }
 
+#[cfg(feature = "host")]
 /// A plugin log record's level.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 #[repr(u8)]
@@ -313,8 +398,10 @@ pub enum LogLevel {
     Trace = 5,
 }
 
+#[cfg(feature = "host")]
 static LOG_SINK: OnceLock<fn(LogLevel, &str, &str)> = OnceLock::new();
 
+#[cfg(feature = "host")]
 extern "C" fn host_log(level: u8, target: RStr<'_>, message: RStr<'_>) {
     let level = match level {
         1 => LogLevel::Error,
@@ -332,19 +419,87 @@ extern "C" fn host_log(level: u8, target: RStr<'_>, message: RStr<'_>) {
 /// The plugin's factory: makes one consumer per connection.
 pub struct Factory {
     raw: FactoryBox,
+    services: Option<&'static PluginServices>,
 }
 
 impl Factory {
+    /// A factory from its FFI parts (the harness builds one in-process).
+    #[cfg(feature = "testing")]
+    pub(crate) fn from_raw(raw: FactoryBox, services: &'static PluginServices) -> Factory {
+        Factory {
+            raw,
+            services: Some(services),
+        }
+    }
+
+    /// Whether the plugin declared that it uses host services: then every connection gets
+    /// an id the worker must serve service calls for.
+    pub fn uses_services(&self) -> bool {
+        self.services.is_some_and(|s| s.needs > 0)
+    }
+
     /// Make the consumer for a new connection; `Err` carries the plugin's panic message.
-    pub fn consumer(&self, info: &ConnInfo) -> Result<ConsumerHandle, String> {
+    /// `id` is the connection's services identity ([`ConnId::NONE`] for none).
+    pub fn consumer(&self, info: &ConnInfo, id: ConnId) -> Result<ConsumerHandle, String> {
+        if let Some(services) = self.services {
+            let made = info.with_raw(|raw_info| {
+                // SAFETY: the factory pointer with the plugin's own services table.
+                unsafe { (services.make_consumer)(self.raw.this, raw_info, id.to_raw()) }
+            });
+            return match made {
+                RResult::ROk(raw) => Ok(ConsumerHandle::from_service(raw)),
+                RResult::RErr(message) => Err(message.into()),
+            };
+        }
         let made = info.with_raw(|raw_info| {
             // SAFETY: `this` is the factory pointer with its own vtable, alive while `self` is.
             unsafe { (self.raw.vtable.make_consumer())(self.raw.this, raw_info) }
         });
         match made {
-            RResult::ROk(raw) => Ok(ConsumerHandle { raw }),
+            RResult::ROk(raw) => Ok(ConsumerHandle { raw, ext: None }),
             RResult::RErr(message) => Err(message.into()),
         }
+    }
+
+    /// The protocol's tick period, if it has one.
+    pub fn tick_interval(&self) -> Option<std::time::Duration> {
+        let s = self.services?;
+        // SAFETY: the factory pointer with the plugin's own services table.
+        sabi::from_micros(unsafe { (s.tick_interval)(self.raw.this) })
+    }
+
+    /// The periodic tick; `Err` carries a panic message.
+    pub fn tick(&self) -> Result<(), String> {
+        match self.services {
+            // SAFETY: as in `tick_interval`.
+            Some(s) => call_result(unsafe { (s.tick)(self.raw.this) }),
+            None => Ok(()),
+        }
+    }
+
+    /// The worker serves.
+    pub fn serving(&self) -> Result<(), String> {
+        self.lifecycle(sabi::LIFECYCLE_SERVING)
+    }
+
+    /// The worker stops accepting and drains.
+    pub fn stopping(&self) -> Result<(), String> {
+        self.lifecycle(sabi::LIFECYCLE_STOPPING)
+    }
+
+    fn lifecycle(&self, event: u8) -> Result<(), String> {
+        match self.services {
+            // SAFETY: as in `tick_interval`.
+            Some(s) => call_result(unsafe { (s.lifecycle)(self.raw.this, event) }),
+            None => Ok(()),
+        }
+    }
+}
+
+fn call_result(r: RResult<(), RString>) -> Result<(), String> {
+    match r {
+        RResult::ROk(()) => Ok(()),
+        RResult::RErr(message) => Err(message.into()),
     }
 }
 
@@ -359,6 +514,8 @@ impl Drop for Factory {
 /// the plugin panicked; the host then closes the connection.
 pub struct ConsumerHandle {
     raw: ConsumerBox,
+    /// Its services callbacks, if the plugin has them.
+    ext: Option<&'static ConsumerExt>,
 }
 
 macro_rules! consumer_call {
@@ -373,6 +530,41 @@ macro_rules! consumer_call {
 }
 
 impl ConsumerHandle {
+    /// From the form a services plugin hands over.
+    pub(crate) fn from_service(raw: ServiceConsumer) -> ConsumerHandle {
+        // SAFETY: the plugin's `ConsumerExt` is a `'static` of its glue (null: none).
+        let ext = unsafe { raw.ext.as_ref() };
+        ConsumerHandle {
+            raw: raw.consumer,
+            ext: ext.filter(|e| sabi::has::<u64>(e.size, std::mem::offset_of!(ConsumerExt, woken))),
+        }
+    }
+
+    /// The plugin-side object (the harness reads it back as its concrete type).
+    #[cfg(feature = "testing")]
+    pub(crate) fn object(&self) -> *mut abi_stable::marker_type::ErasedObject {
+        self.raw.this
+    }
+
+    /// See [`Consumer::timer_fired`](crate::Consumer::timer_fired); nothing for a consumer
+    /// without services callbacks.
+    pub fn timer_fired(&mut self, token: u64, out: &mut Output) -> Result<(), String> {
+        match self.ext {
+            // SAFETY: as for the 0.1.0 callbacks (see `consumer_call!`).
+            Some(ext) => call_result(unsafe { (ext.timer_fired)(self.raw.this, token, out) }),
+            None => Ok(()),
+        }
+    }
+
+    /// See [`Consumer::woken`](crate::Consumer::woken).
+    pub fn woken(&mut self, token: u64, out: &mut Output) -> Result<(), String> {
+        match self.ext {
+            // SAFETY: as for the 0.1.0 callbacks (see `consumer_call!`).
+            Some(ext) => call_result(unsafe { (ext.woken)(self.raw.this, token, out) }),
+            None => Ok(()),
+        }
+    }
+
     /// See [`Consumer::connection_made`](crate::Consumer::connection_made).
     pub fn connection_made(&mut self, out: &mut Output) -> Result<(), String> {
         consumer_call!(self, connection_made, out)
@@ -438,6 +630,14 @@ impl Output {
     pub fn reset(&mut self) {
         self.clear()
     }
+
+    /// Give back the memory of a large callback: if the buffer grew past `keep` bytes, start
+    /// again at the default size (call after [`reset`](Output::reset)).
+    pub fn shrink(&mut self, keep: usize) {
+        if self.capacity() > keep {
+            *self = Output::new(self.is_datagram());
+        }
+    }
 }
 
 #[cfg(test)]
@@ -455,5 +655,103 @@ mod tests {
             summarise_layout_report("nothing useful"),
             "their type layouts differ"
         );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Services: the host's table, forwarding each call to this thread's worker.
+
+thread_local! {
+    static BACKEND: RefCell<Option<Rc<dyn Backend>>> = const { RefCell::new(None) };
+}
+
+/// Serve the plugin's services calls made on this thread with `backend` (each worker installs
+/// itself on its thread; `None` removes it). Calls made on a thread with no backend fail
+/// softly: a post answers [`PostStatus::Gone`], a timer is not set.
+pub fn install_backend(backend: Option<Rc<dyn Backend>>) {
+    BACKEND.with(|b| *b.borrow_mut() = backend);
+}
+
+fn with_backend<R>(default: R, f: impl FnOnce(&dyn Backend) -> R) -> R {
+    let backend = BACKEND.with(|b| b.borrow().clone());
+    match backend {
+        // A panic must not unwind into the plugin.
+        Some(b) => {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&*b))).unwrap_or(default)
+        }
+        None => default,
+    }
+}
+
+/// The table handed to every services plugin.
+static HOST_SERVICES: HostServices = HostServices {
+    size: std::mem::size_of::<HostServices>() as u32,
+    level: sabi::SERVICES_LEVEL,
+    post: host_post,
+    close: host_close,
+    set_timer: host_set_timer,
+    cancel_timer: host_cancel_timer,
+    pause_reading: host_pause_reading,
+    set_idle_timeout: host_set_idle_timeout,
+    waker: host_waker,
+    connect: host_connect,
+};
+
+extern "C" fn host_post(to: u64, data: RSlice<'_, u8>) -> u8 {
+    with_backend(PostStatus::Gone, |b| {
+        b.post(ConnId::from_raw(to), data.as_slice())
+    })
+    .code()
+}
+
+extern "C" fn host_close(id: u64) {
+    with_backend((), |b| b.close(ConnId::from_raw(id)))
+}
+
+extern "C" fn host_set_timer(id: u64, after_us: u64, token: u64) -> u64 {
+    let after = sabi::from_micros(after_us).unwrap_or(std::time::Duration::MAX);
+    with_backend(None, |b| b.set_timer(ConnId::from_raw(id), after, token))
+        .map_or(0, TimerId::to_raw)
+}
+
+extern "C" fn host_cancel_timer(timer: u64) -> bool {
+    with_backend(false, |b| b.cancel_timer(TimerId::from_raw(timer)))
+}
+
+extern "C" fn host_pause_reading(id: u64, paused: bool) {
+    with_backend((), |b| b.pause_reading(ConnId::from_raw(id), paused))
+}
+
+extern "C" fn host_set_idle_timeout(id: u64, timeout_us: u64) {
+    with_backend((), |b| {
+        b.set_idle_timeout(ConnId::from_raw(id), sabi::from_micros(timeout_us))
+    })
+}
+
+extern "C" fn host_waker(id: u64, token: u64) -> sabi::RawWaker {
+    match with_backend(None, |b| b.waker(ConnId::from_raw(id), token)) {
+        Some(w) => w.into_raw(),
+        None => sabi::NO_WAKER,
+    }
+}
+
+extern "C" fn host_connect(
+    target: RStr<'_>,
+    timeout_us: u64,
+    consumer: ServiceConsumer,
+    error: &mut RString,
+) -> u64 {
+    let consumer = ConsumerHandle::from_service(consumer);
+    let timeout = sabi::from_micros(timeout_us).unwrap_or(std::time::Duration::MAX);
+    let result = with_backend(
+        Err(ConnectError("no worker on this thread".to_string())),
+        |b| b.connect(target.as_str(), timeout, consumer),
+    );
+    match result {
+        Ok(id) => id.to_raw(),
+        Err(e) => {
+            *error = RString::from(e.0);
+            0
+        }
     }
 }

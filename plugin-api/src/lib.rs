@@ -59,11 +59,18 @@ use abi_stable::StableAbi;
 
 #[doc(hidden)]
 pub mod abi;
-#[cfg(feature = "host")]
+#[cfg(any(feature = "host", feature = "testing"))]
 pub mod host;
 mod logging;
+pub mod services;
+#[doc(hidden)]
+pub mod services_abi;
+#[cfg(any(feature = "host", feature = "testing"))]
+pub mod session;
 #[cfg(feature = "testing")]
 pub mod testing;
+
+pub use services::ConnId;
 
 /// The plugin's per-worker object: built once from the options, then asked for one
 /// [`Consumer`] per connection (or UDP peer).
@@ -83,6 +90,26 @@ pub trait Protocol: Sized + 'static {
 
     /// Make the consumer for one new connection (or one new UDP peer).
     fn consumer(&self, info: &ConnInfo) -> Self::Consumer;
+
+    /// How often the host calls [`tick`](Protocol::tick); `None` (the default): never. Asked
+    /// once, when the worker starts. Needs [`PluginInfo::services`].
+    fn tick_interval(&self) -> Option<std::time::Duration> {
+        None
+    }
+
+    /// The periodic tick (a statsd flush, a cache sweep, key expiry): runs on the worker's
+    /// loop every [`tick_interval`](Protocol::tick_interval) even when no connection is
+    /// active, and may use every [`services`] call.
+    fn tick(&self) {}
+
+    /// The worker serves: its sockets are open. Services may be used from here on (open
+    /// outbound connections here, for example).
+    fn serving(&self) {}
+
+    /// The worker stops accepting and drains (a stop, a reload, `--max-requests`): flush what
+    /// must not be lost and close outbound connections once their last bytes are queued; the
+    /// host waits for them up to `--graceful-timeout`.
+    fn stopping(&self) {}
 }
 
 /// The callbacks of one connection (or UDP peer session), in this order:
@@ -115,6 +142,18 @@ pub trait Consumer: 'static {
     fn connection_lost(&mut self, reason: LostReason) {
         let _ = reason;
     }
+
+    /// A timer set with [`services::set_timer`] fired; `token` is the one given there.
+    fn timer_fired(&mut self, token: u64, out: &mut Output) {
+        let _ = (token, out);
+    }
+
+    /// A [`services::Waker`] made for this connection was woken (from any thread); `token` is
+    /// the one given to [`services::waker`]. Wakes made before this callback runs may be
+    /// merged into one call per token.
+    fn woken(&mut self, token: u64, out: &mut Output) {
+        let _ = (token, out);
+    }
 }
 
 /// Static facts about a plugin, declared in [`Protocol::INFO`].
@@ -130,6 +169,9 @@ pub struct PluginInfo {
     pub transports: Transports,
     /// The `--plugin-opt` keys it accepts.
     pub options: &'static [OptionSpec],
+    /// The host services level the plugin needs (0: none); set by
+    /// [`services`](PluginInfo::services).
+    pub services_level: u32,
 }
 
 impl PluginInfo {
@@ -141,7 +183,16 @@ impl PluginInfo {
             description,
             transports: Transports::TCP,
             options: &[],
+            services_level: 0,
         }
+    }
+
+    /// Declare that the plugin uses [`services`] (timers, posts, ticks, wake handles, outbound
+    /// connections): a host that cannot offer them refuses to load it, with one line saying
+    /// so, rather than running it without them.
+    pub const fn services(mut self) -> Self {
+        self.services_level = services_abi::SERVICES_LEVEL;
+        self
     }
 
     /// Set the transports served.
@@ -236,6 +287,10 @@ pub enum LostReason {
     Error,
     /// The server is stopping and the graceful period ran out, or a UDP session was evicted.
     Shutdown,
+    /// An outbound connection ([`services::connect`]) could not be made: refused,
+    /// unreachable, the name did not resolve, or the timeout ran out. Its consumer never saw
+    /// `connection_made`.
+    ConnectFailed,
 }
 
 impl LostReason {
@@ -247,6 +302,7 @@ impl LostReason {
             LostReason::IdleTimeout => 2,
             LostReason::Error => 3,
             LostReason::Shutdown => 4,
+            LostReason::ConnectFailed => 5,
         }
     }
 
@@ -257,6 +313,7 @@ impl LostReason {
             1 => LostReason::PeerClosed,
             2 => LostReason::IdleTimeout,
             4 => LostReason::Shutdown,
+            5 => LostReason::ConnectFailed,
             _ => LostReason::Error,
         }
     }
@@ -278,6 +335,9 @@ pub struct ConnInfo {
     pub alpn: Option<Vec<u8>>,
     /// TLS with `--ca-file`: the subject of the client's verified certificate.
     pub peer_cert_subject: Option<String>,
+    /// This connection's identity in its worker, for [`services`] calls
+    /// ([`ConnId::NONE`] when the host offers no services).
+    pub id: ConnId,
 }
 
 impl ConnInfo {
@@ -290,6 +350,7 @@ impl ConnInfo {
             sni: None,
             alpn: None,
             peer_cert_subject: None,
+            id: ConnId::NONE,
         }
     }
 }
@@ -364,6 +425,14 @@ impl Output {
             bounds: RVec::new(),
             flags: if datagram { OUT_DATAGRAM } else { 0 },
         }
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.buf.capacity() + self.bounds.capacity() * 4
+    }
+
+    pub(crate) fn is_datagram(&self) -> bool {
+        self.flags & OUT_DATAGRAM != 0
     }
 
     pub(crate) fn bytes(&self) -> &[u8] {
@@ -544,6 +613,16 @@ macro_rules! export_plugin {
                 )
             }
         };
+
+        /// The services handshake (see `plugin_api::services_abi`), looked up by name.
+        #[doc(hidden)]
+        #[no_mangle]
+        pub unsafe extern "C" fn sockhost_services_v1(
+            host: *const $crate::services_abi::HostServices,
+        ) -> *const $crate::services_abi::PluginServices {
+            // SAFETY: the host passes a table that lives as long as the process.
+            unsafe { $crate::services_abi::negotiate::<$protocol>(host) }
+        }
     };
 }
 

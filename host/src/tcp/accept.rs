@@ -52,7 +52,7 @@ pub async fn accept_loop(listener: TcpListener, shared: Rc<Shared>) {
         tracing::trace!(peer = %info.peer, "connection accepted");
         let slot = Slot {
             registration,
-            _permit: permit,
+            _permit: Some(permit),
         };
         let task = if shared.tls.is_none() && !shared.proxy_protocol {
             let Some(conn) = Connection::open(slot, stream, &info, &shared.factory) else {

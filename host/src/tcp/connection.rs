@@ -9,24 +9,69 @@
 //!
 //! Backpressure: while more than [`HIGH_WATER`] bytes are pending, the driver stops reading
 //! from the peer, so a client that does not read cannot make the worker buffer without bound.
+//! Bounds ([`Limits`]): a connection whose unsent output passes `--max-pending` (its own
+//! writes and what other consumers [posted](plugin_api::services::post) to it) is closed
+//! at once; one that keeps output waiting above [`LOW_WATER`] for `--send-timeout` is closed
+//! by the sweeper; the shared output buffer shrinks back after a large callback.
+//!
+//! The consumer contract (what to do with a callback's output, its requests, a panic,
+//! `connection_lost` exactly once) is [`plugin_api::session::Session`]'s; this file is the I/O
+//! around it. With host services, each poll also takes what was queued for the connection
+//! ([`Endpoint`](crate::services::endpoint::Endpoint)): posted bytes, timer and wake callbacks,
+//! close requests, and whether reading is paused.
 //!
 //! Lifecycle: open (`connection_made`) → serving (reads and writes) → closing (the consumer
 //! asked to close: flush, half-close, linger) → closed (`connection_lost`, on drop).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
-use plugin_api::host::{ConsumerHandle, Factory};
+use plugin_api::host::Factory;
+use plugin_api::session::{Delivered, Input, Session};
 use plugin_api::{ConnInfo, LostReason, Output};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::connections::Registration;
+use crate::connections::{Expiry, Registration};
 use crate::metrics;
+use crate::services::endpoint::{Event, Work};
 
 /// Stop reading while more than this many bytes wait to be sent.
 pub const HIGH_WATER: usize = 256 * 1024;
+/// Output waiting above this many bytes for `--send-timeout` closes the connection.
+pub const LOW_WATER: usize = 64 * 1024;
+/// The shared output buffer is given back after a callback that grew it past this.
+const SCRATCH_KEEP: usize = 64 * 1024;
+
+/// The worker's bounds on a connection's output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// `--max-pending`: unsent bytes above this close the connection.
+    pub max_pending: usize,
+    /// `--send-timeout`: how long output may wait above [`LOW_WATER`].
+    pub send_timeout: Option<Duration>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_pending: 4 * 1024 * 1024,
+            send_timeout: Some(Duration::from_secs(60)),
+        }
+    }
+}
+
+thread_local! {
+    /// This worker's limits (one worker per thread).
+    static MAX_PENDING: Cell<usize> = const { Cell::new(4 * 1024 * 1024) };
+}
+
+/// Set this thread's (worker's) limits.
+pub fn set_limits(limits: Limits) {
+    MAX_PENDING.set(limits.max_pending);
+}
 /// Size of the worker's shared read buffer.
 const READ_BUFFER: usize = 64 * 1024;
 /// Reads handled in one poll before yielding to other connections (fairness).
@@ -78,7 +123,7 @@ enum Ending {
 /// idle stamp) and its `--max-connections` permit, both released when it ends.
 pub struct Slot {
     pub registration: Registration,
-    pub _permit: tokio::sync::OwnedSemaphorePermit,
+    pub _permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// One connection's state. Dropping it (also when the task is cancelled by the keep-alive
@@ -87,12 +132,10 @@ pub struct Connection<S> {
     slot: Slot,
     stream: S,
     peer: std::net::SocketAddr,
-    consumer: ConsumerHandle,
+    session: Session,
     pending: Vec<u8>,
     read: ReadSide,
     write: WriteSide,
-    /// The consumer asked to close once `pending` is sent.
-    closing: bool,
     /// Told to the consumer on drop; `Shutdown` until the driver knows better.
     reason: LostReason,
 }
@@ -105,23 +148,37 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         info: &ConnInfo,
         factory: &Factory,
     ) -> Option<Connection<S>> {
-        match factory.consumer(info) {
-            Ok(consumer) => Some(Connection {
+        match factory.consumer(info, slot.registration.id()) {
+            Ok(consumer) => Some(Connection::with_session(
                 slot,
                 stream,
-                peer: info.peer,
-                consumer,
-                pending: Vec::new(),
-                read: ReadSide::Open,
-                write: WriteSide::Open,
-                closing: false,
-                reason: LostReason::Shutdown,
-            }),
+                info.peer,
+                Session::new(consumer),
+            )),
             Err(message) => {
                 metrics::bump(&slot.registration.metrics().plugin_panics, 1);
                 tracing::warn!(peer = %info.peer, "plugin panicked making a consumer: {message}; connection closed");
                 None
             }
+        }
+    }
+
+    /// A connection around a consumer that already exists (an outbound connection's).
+    pub fn with_session(
+        slot: Slot,
+        stream: S,
+        peer: std::net::SocketAddr,
+        session: Session,
+    ) -> Connection<S> {
+        Connection {
+            slot,
+            stream,
+            peer,
+            session,
+            pending: Vec::new(),
+            read: ReadSide::Open,
+            write: WriteSide::Open,
+            reason: LostReason::Shutdown,
         }
     }
 
@@ -133,7 +190,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     #[allow(clippy::manual_async_fn)] // deliberate, see above
     pub fn run(mut self) -> impl std::future::Future<Output = ()> {
         async move {
-            let ending = match self.call(|c, out| c.connection_made(out)) {
+            let ending = match self.call(Input::Made) {
                 Err(reason) => Ending::Now(reason),
                 Ok(()) => std::future::poll_fn(|cx| self.poll_serve(cx)).await,
             };
@@ -166,6 +223,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     fn poll_serve(&mut self, cx: &mut Context<'_>) -> Poll<Ending> {
         let mut reads = 0;
         loop {
+            let paused = match self.poll_services(cx) {
+                Ok(paused) => paused,
+                Err(reason) => return Poll::Ready(Ending::Now(reason)),
+            };
             if let Err(reason) = self.send_pending(cx) {
                 return Poll::Ready(Ending::Now(reason));
             }
@@ -176,7 +237,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 Poll::Pending => false,
             };
             if flushed {
-                if self.closing {
+                if self.session.is_closing() {
                     return Poll::Ready(Ending::Graceful);
                 }
                 if self.write == WriteSide::ShutdownRequested {
@@ -186,10 +247,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     }
                 }
             }
-            let want_read =
-                self.read == ReadSide::Open && !self.closing && self.pending.len() < HIGH_WATER;
-            if !want_read {
-                if flushed {
+            let want_read = self.read == ReadSide::Open
+                && !self.session.is_closing()
+                && self.pending.len() < HIGH_WATER;
+            if !want_read || paused {
+                if flushed && !paused && !self.slot.registration.has_endpoint() {
                     // Peer done sending and nothing left to send: no callback can ever
                     // produce more output, so the exchange is over.
                     return Poll::Ready(Ending::Now(LostReason::Closed));
@@ -219,7 +281,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(lost_on(e))),
                 Poll::Ready(Ok(())) if buf.filled().is_empty() => {
                     self.read = ReadSide::Eof;
-                    self.consumer.eof_received(out)
+                    self.session.deliver(Input::Eof, out)
                 }
                 Poll::Ready(Ok(())) => {
                     self.slot.registration.touch();
@@ -227,37 +289,102 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                         &self.slot.registration.metrics().bytes_in,
                         buf.filled().len() as u64,
                     );
-                    self.consumer.data_received(buf.filled(), out)
+                    self.session.deliver(Input::Data(buf.filled()), out)
                 }
             };
-            let absorbed = match result {
-                Ok(()) => self.absorb(out, cx),
-                Err(message) => Err(self.panicked(&message)),
-            };
+            let absorbed = self.absorb(result, out, cx);
             out.reset();
+            out.shrink(SCRATCH_KEEP);
             Poll::Ready(absorbed)
         })
     }
 
-    /// Run a consumer callback against the shared output and keep what it wrote (sent on
-    /// the first poll).
-    fn call(
-        &mut self,
-        f: impl FnOnce(&mut ConsumerHandle, &mut Output) -> Result<(), String>,
-    ) -> Result<(), LostReason> {
+    /// Run one callback outside a read (`connection_made`, a timer, a wake) and send what it
+    /// wrote (now, or from `pending` on the next poll).
+    fn call(&mut self, input: Input<'_>) -> Result<(), LostReason> {
         SCRATCH.with_borrow_mut(|scratch| {
             let out = &mut scratch.out;
-            let result = match f(&mut self.consumer, out) {
-                Ok(()) => {
-                    self.take_requests(out);
-                    self.pending.extend_from_slice(out.written());
-                    Ok(())
+            let result = self.session.deliver(input, out);
+            let absorbed = match result {
+                Delivered::Ran(requests) => {
+                    self.take_requests(requests.shutdown_write);
+                    self.queue(out.written())
                 }
-                Err(message) => Err(self.panicked(&message)),
+                Delivered::Ignored => Ok(()),
+                Delivered::Panicked(message) => Err(self.panicked(&message)),
             };
             out.reset();
-            result
+            out.shrink(SCRATCH_KEEP);
+            absorbed
         })
+    }
+
+    /// Take what was queued for the connection by host services: posted bytes go after what
+    /// is pending, timer and wake callbacks run now. Returns whether reading is paused.
+    fn poll_services(&mut self, cx: &mut Context<'_>) -> Result<bool, LostReason> {
+        let Some((work, paused)) = self
+            .slot
+            .registration
+            .with_endpoint(|ep| (ep.poll_work(cx.waker()), ep.paused))
+        else {
+            return Ok(false);
+        };
+        if !work.is_empty() {
+            self.take_work(work)?;
+        }
+        Ok(paused)
+    }
+
+    fn take_work(&mut self, work: Work) -> Result<(), LostReason> {
+        if !work.posted.is_empty() {
+            if self.write != WriteSide::Open {
+                tracing::debug!(peer = %self.peer, "bytes posted after the sending side shut down; dropped");
+            } else if self.pending.is_empty() {
+                self.pending = work.posted;
+            } else {
+                self.queue(&work.posted)?;
+            }
+        }
+        for event in work.events {
+            match event {
+                Event::Timer(token) => self.call(Input::Timer(token))?,
+                Event::Woken(token) => self.call(Input::Woken(token))?,
+                // As if the consumer had called `Output::close`.
+                Event::Close => self.session.close(),
+                Event::Overflow => return Err(self.over_limit("posts")),
+                Event::IdleTimeout => return Err(LostReason::IdleTimeout),
+            }
+        }
+        Ok(())
+    }
+
+    /// Append to `pending`, within `--max-pending`.
+    fn queue(&mut self, data: &[u8]) -> Result<(), LostReason> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        if self.write != WriteSide::Open {
+            tracing::debug!(peer = %self.peer, "consumer wrote after shutting down its side; dropped");
+            return Ok(());
+        }
+        if self.pending.len() + data.len() > MAX_PENDING.get() {
+            return Err(self.over_limit("output"));
+        }
+        let was_empty = self.pending.is_empty();
+        self.pending.extend_from_slice(data);
+        if was_empty {
+            self.slot
+                .registration
+                .pending(self.pending.len(), LOW_WATER);
+        }
+        Ok(())
+    }
+
+    /// The connection's unsent output passed `--max-pending`: it ends now.
+    fn over_limit(&self, what: &str) -> LostReason {
+        metrics::bump(&self.slot.registration.metrics().output_limit_closes, 1);
+        tracing::debug!(peer = %self.peer, "unsent {what} above --max-pending ({} bytes); closed", MAX_PENDING.get());
+        LostReason::Error
     }
 
     fn panicked(&self, message: &str) -> LostReason {
@@ -266,39 +393,40 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         LostReason::Error
     }
 
-    /// Take the consumer's output and requests: write what the stream accepts now, keep
+    /// Take a read callback's output and requests: write what the stream accepts now, keep
     /// the rest in `pending`.
-    fn absorb(&mut self, out: &mut Output, cx: &mut Context<'_>) -> Result<(), LostReason> {
+    fn absorb(
+        &mut self,
+        result: Delivered,
+        out: &mut Output,
+        cx: &mut Context<'_>,
+    ) -> Result<(), LostReason> {
+        let shutdown = match result {
+            Delivered::Ran(requests) => requests.shutdown_write,
+            Delivered::Ignored => return Ok(()),
+            Delivered::Panicked(message) => return Err(self.panicked(&message)),
+        };
         let mut data = out.written();
-        if !data.is_empty() {
-            if self.write != WriteSide::Open {
-                tracing::debug!(peer = %self.peer, "consumer wrote after shutting down its side; dropped");
-            } else if self.pending.is_empty() {
-                while !data.is_empty() {
-                    match Pin::new(&mut self.stream).poll_write(cx, data) {
-                        Poll::Ready(Ok(0)) => return Err(LostReason::PeerClosed),
-                        Poll::Ready(Ok(n)) => {
-                            metrics::bump(&self.slot.registration.metrics().bytes_out, n as u64);
-                            data = &data[n..];
-                        }
-                        Poll::Ready(Err(e)) => return Err(lost_on(e)),
-                        Poll::Pending => break,
+        if !data.is_empty() && self.write == WriteSide::Open && self.pending.is_empty() {
+            while !data.is_empty() {
+                match Pin::new(&mut self.stream).poll_write(cx, data) {
+                    Poll::Ready(Ok(0)) => return Err(LostReason::PeerClosed),
+                    Poll::Ready(Ok(n)) => {
+                        metrics::bump(&self.slot.registration.metrics().bytes_out, n as u64);
+                        data = &data[n..];
                     }
+                    Poll::Ready(Err(e)) => return Err(lost_on(e)),
+                    Poll::Pending => break,
                 }
-                self.pending.extend_from_slice(data);
-            } else {
-                self.pending.extend_from_slice(data);
             }
         }
-        self.take_requests(out);
+        self.queue(data)?;
+        self.take_requests(shutdown);
         Ok(())
     }
 
-    fn take_requests(&mut self, out: &mut Output) {
-        if out.take_close_request() {
-            self.closing = true;
-        }
-        if out.take_shutdown_request() && self.write == WriteSide::Open {
+    fn take_requests(&mut self, shutdown_write: bool) {
+        if shutdown_write && self.write == WriteSide::Open {
             self.write = WriteSide::ShutdownRequested;
         }
     }
@@ -326,6 +454,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             self.pending = Vec::new();
         } else {
             self.pending.drain(..sent);
+        }
+        if sent > 0 {
+            self.slot
+                .registration
+                .pending(self.pending.len(), LOW_WATER);
         }
         Ok(())
     }
@@ -366,12 +499,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 
 impl<S> Drop for Connection<S> {
     fn drop(&mut self) {
-        if self.slot.registration.expired() {
-            tracing::debug!(peer = %self.peer, "idle for the keep-alive period; closed");
-            self.reason = LostReason::IdleTimeout;
+        match self.slot.registration.expired() {
+            Some(Expiry::Idle) => {
+                tracing::debug!(peer = %self.peer, "idle for the keep-alive period; closed");
+                self.reason = LostReason::IdleTimeout;
+            }
+            Some(Expiry::SendTimeout) => {
+                metrics::bump(&self.slot.registration.metrics().output_limit_closes, 1);
+                tracing::debug!(peer = %self.peer, "output waited longer than --send-timeout; closed");
+                self.reason = LostReason::Error;
+            }
+            None => {}
         }
-        self.slot.registration.metrics().closed(self.reason);
-        if let Err(message) = self.consumer.connection_lost(self.reason) {
+        self.slot.registration.with_endpoint(|ep| ep.closing = true);
+        let metrics = self.slot.registration.metrics();
+        // A panicked session has already ended (with Error) and is counted as such.
+        metrics.closed(self.session.lost_reason().unwrap_or(self.reason));
+        if let Err(message) = self.session.lose(self.reason) {
+            metrics::bump(&metrics.plugin_panics, 1);
             tracing::warn!(peer = %self.peer, "plugin panicked in connection_lost: {message}");
         }
     }
@@ -387,5 +532,27 @@ fn lost_on(e: io::Error) -> LostReason {
             tracing::debug!("connection error: {e}");
             LostReason::Error
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Connection;
+    use tokio::net::TcpStream;
+
+    fn future_size<S, F: std::future::Future>(_run: fn(Connection<S>) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    #[test]
+    fn print_size() {
+        eprintln!(
+            "SIZE Connection<TcpStream> = {}",
+            std::mem::size_of::<Connection<TcpStream>>()
+        );
+        eprintln!(
+            "SIZE run future = {}",
+            future_size(Connection::<TcpStream>::run)
+        );
     }
 }

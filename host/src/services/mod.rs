@@ -1,0 +1,190 @@
+//! Host services for plugins ([`plugin_api::services`]): one [`Hub`] per worker serves the
+//! plugin's calls — posts, closes, timers, pause/resume, idle timeouts, wake handles and
+//! outbound connections.
+//!
+//! The rule that keeps it simple: **nothing a service call raises runs inside the calling
+//! callback.** A call only queues work on the target connection's [`Endpoint`] (in the
+//! worker's connection set) and wakes the task that drives it; that task runs the consumer's
+//! callbacks when it is next polled — in the same pass of the event loop. So no consumer is
+//! ever re-entered and no borrow is held across a plugin call.
+//!
+//! - [`timers`]: one heap of deadlines per worker, one task sleeping until the earliest.
+//! - wake handles: a channel from any thread into the worker, drained by one task.
+//! - [`outbound`]: resolve (off the loop), connect with a deadline, then the same driver as an
+//!   accepted connection.
+
+pub mod endpoint;
+pub mod outbound;
+pub mod timers;
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use plugin_api::host::{Backend, ConsumerHandle, Wake};
+use plugin_api::services::{ConnectError, PostStatus, TimerId, Waker};
+use plugin_api::ConnId;
+use tokio::sync::mpsc;
+
+use crate::connections::Connections;
+use crate::tcp::connection::{Limits, HIGH_WATER};
+use endpoint::Event;
+use timers::{TimerKind, Timers};
+
+/// One worker's services.
+pub struct Hub {
+    connections: Rc<Connections>,
+    timers: Rc<Timers>,
+    wake_tx: mpsc::UnboundedSender<(ConnId, u64)>,
+    limits: Limits,
+}
+
+impl Hub {
+    /// The hub of a worker, with its background tasks (timers, wakes) spawned on the current
+    /// `LocalSet`; they end when the worker's runtime does.
+    pub fn start(connections: Rc<Connections>, limits: Limits) -> Rc<Hub> {
+        let (wake_tx, mut wake_rx) = mpsc::unbounded_channel::<(ConnId, u64)>();
+        let hub = Rc::new(Hub {
+            connections,
+            timers: Rc::new(Timers::default()),
+            wake_tx,
+            limits,
+        });
+        let h = hub.clone();
+        tokio::task::spawn_local(async move {
+            while let Some((id, token)) = wake_rx.recv().await {
+                h.connections
+                    .with_endpoint(id, |ep| ep.event(Event::Woken(token), id));
+            }
+        });
+        let h = hub.clone();
+        tokio::task::spawn_local(async move {
+            let connections = h.connections.clone();
+            h.timers
+                .run(|id, kind| fire(&connections, &h.timers, id, kind))
+                .await
+        });
+        hub
+    }
+
+    /// The worker's connection set.
+    pub fn connections(&self) -> &Rc<Connections> {
+        &self.connections
+    }
+}
+
+/// A timer came due.
+fn fire(connections: &Connections, timers: &Timers, id: ConnId, kind: TimerKind) {
+    connections.with_endpoint(id, |ep| match kind {
+        TimerKind::User(token) => ep.event(Event::Timer(token), id),
+        TimerKind::Idle => {
+            let Some(Some(timeout)) = ep.idle_timeout else {
+                return;
+            };
+            let idle = ep.last_read.elapsed();
+            if idle >= timeout {
+                ep.event(Event::IdleTimeout, id);
+            } else {
+                timers.set(id, timeout - idle, TimerKind::Idle);
+            }
+        }
+    });
+}
+
+impl Backend for Hub {
+    fn post(&self, to: ConnId, data: &[u8]) -> PostStatus {
+        let max = self.limits.max_pending;
+        self.connections
+            .with_endpoint(to, |ep| {
+                if ep.closing {
+                    return PostStatus::Gone;
+                }
+                let queued = ep.pending + ep.posted_len() + data.len();
+                if queued > max {
+                    ep.closing = true;
+                    ep.event(Event::Overflow, to);
+                    return PostStatus::Overflow;
+                }
+                ep.post(data, to);
+                if queued > HIGH_WATER {
+                    PostStatus::Backlogged
+                } else {
+                    PostStatus::Queued
+                }
+            })
+            .unwrap_or(PostStatus::Gone)
+    }
+
+    fn close(&self, id: ConnId) {
+        self.connections.with_endpoint(id, |ep| {
+            if !ep.closing {
+                ep.closing = true;
+                ep.event(Event::Close, id);
+            }
+        });
+    }
+
+    fn set_timer(&self, id: ConnId, after: Duration, token: u64) -> Option<TimerId> {
+        self.connections.with_endpoint(id, |_| ())?;
+        Some(self.timers.set(id, after, TimerKind::User(token)))
+    }
+
+    fn cancel_timer(&self, timer: TimerId) -> bool {
+        self.timers.cancel(timer)
+    }
+
+    fn pause_reading(&self, id: ConnId, paused: bool) {
+        self.connections.with_endpoint(id, |ep| {
+            if ep.paused != paused {
+                ep.paused = paused;
+                if !paused {
+                    ep.wake(id);
+                }
+            }
+        });
+    }
+
+    fn set_idle_timeout(&self, id: ConnId, timeout: Option<Duration>) {
+        let arm = self.connections.with_endpoint(id, |ep| {
+            let first = ep.idle_timeout.is_none();
+            ep.idle_timeout = Some(timeout);
+            ep.last_read = tokio::time::Instant::now();
+            // One idle timer per connection at a time: it re-arms itself from the last read.
+            (first || timeout.is_some()).then_some(timeout).flatten()
+        });
+        if let Some(Some(timeout)) = arm {
+            self.timers.set(id, timeout, TimerKind::Idle);
+        }
+    }
+
+    fn waker(&self, id: ConnId, token: u64) -> Option<Waker> {
+        self.connections.with_endpoint(id, |_| ())?;
+        Some(Waker::new(Arc::new(WakeTarget {
+            tx: self.wake_tx.clone(),
+            id,
+            token,
+        })))
+    }
+
+    fn connect(
+        &self,
+        target: &str,
+        timeout: Duration,
+        consumer: ConsumerHandle,
+    ) -> Result<ConnId, ConnectError> {
+        outbound::start(self, target, timeout, consumer)
+    }
+}
+
+/// What a wake handle sends: the worker's channel, the connection and the token.
+struct WakeTarget {
+    tx: mpsc::UnboundedSender<(ConnId, u64)>,
+    id: ConnId,
+    token: u64,
+}
+
+impl Wake for WakeTarget {
+    fn wake(&self) -> bool {
+        self.tx.send((self.id, self.token)).is_ok()
+    }
+}
