@@ -43,10 +43,20 @@
 //!   The estimate counts every key, value, field and member with a fixed per-item overhead;
 //!   it does not see allocator rounding or connection buffers, so set `maxmemory` with
 //!   headroom below what the process may really use.
-//! * `pubsub-limit` (default 32mb, Redis's `client-output-buffer-limit pubsub`): messages
-//!   a subscriber may have waiting; past it the subscriber is disconnected.
+//! * A subscriber that stops reading is bounded by the host's `--max-pending` (default
+//!   4 MiB of unsent bytes; Redis's `client-output-buffer-limit pubsub` is 32 MB): past it
+//!   the host closes that connection.
 //!
 //! A framing error gets Redis's `-ERR Protocol error: ...` and the connection is closed.
+//!
+//! # Host services
+//!
+//! Keys with a TTL expire lazily (a command that finds an expired key deletes it) and
+//! actively: the host's periodic tick (every 100 ms, Redis's `hz 10`) samples keys with a
+//! TTL and deletes the expired ones, for at most 2 ms per tick — so `DBSIZE` and `SCAN`
+//! stop counting an expired key even if nobody touches it. `PUBLISH` hands each subscriber
+//! its message through the host's post service. The plugin declares services, so it needs a
+//! sockhost with plugin-api 0.1.1 or newer.
 //!
 //! # One store per worker
 //!
@@ -60,7 +70,7 @@ use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::rc::Rc;
 
-use plugin_api::{ConnInfo, Consumer, LostReason, OptionSpec, Options, Output, PluginInfo, Protocol};
+use plugin_api::{ConnId, ConnInfo, Consumer, LostReason, OptionSpec, Options, Output, PluginInfo, Protocol};
 
 pub mod commands;
 pub mod db;
@@ -118,12 +128,8 @@ impl Protocol for Redis {
         .default_value("0"),
         OptionSpec::new("maxmemory-policy", "past maxmemory: noeviction or allkeys-lru")
             .default_value("noeviction"),
-        OptionSpec::new(
-            "pubsub-limit",
-            "bytes of messages a subscriber may have waiting before it is disconnected",
-        )
-        .default_value("32mb"),
-    ]);
+    ])
+    .services();
 
     fn new(options: &Options) -> Result<Self, String> {
         let max_bulk = memory_option(options, "max-bulk", 512 << 20)?;
@@ -146,7 +152,6 @@ impl Protocol for Redis {
         let policy = EvictionPolicy::parse(policy_name).ok_or_else(|| {
             format!("option maxmemory-policy: invalid value {policy_name:?}: expected noeviction or allkeys-lru")
         })?;
-        let pubsub_limit = memory_option(options, "pubsub-limit", 32 << 20)?;
         let config = Config {
             maxmemory,
             policy,
@@ -155,7 +160,6 @@ impl Protocol for Redis {
                 max_multibulk,
                 max_query: max_query as usize,
             },
-            pubsub_limit: pubsub_limit as usize,
             port: 0,
         };
         log::info!(
@@ -173,14 +177,32 @@ impl Protocol for Redis {
             store.config.port = info.local.port();
         }
         let limits = store.config.limits;
-        let id = store.client_connected();
+        let client_id = store.client_connected();
+        // The host's connection id addresses posts; without services (the test harness)
+        // the client id stands in.
+        let id = match info.id {
+            ConnId::NONE => client_id,
+            id => id.to_raw(),
+        };
         RedisConsumer {
             parser: RequestParser::new(limits),
-            session: Session::new(id),
+            session: Session::new(id, client_id),
             store: self.store.clone(),
             reply: Reply::default(),
             peer: info.peer,
             done: false,
+        }
+    }
+
+    /// Active expiry runs on the host's tick, at Redis's default rate (`hz 10`).
+    fn tick_interval(&self) -> Option<std::time::Duration> {
+        Some(store::EXPIRE_PERIOD)
+    }
+
+    /// One bounded active-expiry cycle.
+    fn tick(&self) {
+        if let Ok(mut store) = self.store.try_borrow_mut() {
+            store.tick();
         }
     }
 }
@@ -205,8 +227,8 @@ pub struct RedisConsumer {
 
 impl RedisConsumer {
     /// This connection's `CLIENT ID`.
-    pub fn id(&self) -> u64 {
-        self.session.id
+    pub fn client_id(&self) -> u64 {
+        self.session.client_id
     }
 }
 
@@ -216,16 +238,8 @@ impl Consumer for RedisConsumer {
             return;
         }
         let mut store = self.store.borrow_mut();
-        store.tick_if_due();
         let now = unix_ms();
-        let id = self.session.id;
         let (session, reply) = (&mut self.session, &mut self.reply);
-        if store.pubsub.drain(id, reply).is_err() {
-            log::info!("{}: subscriber over pubsub-limit; closing", self.peer);
-            self.done = true;
-            out.close();
-            return;
-        }
         let result = self.parser.feed(data, |args| {
             let mut ctx = Ctx {
                 store: &mut store,

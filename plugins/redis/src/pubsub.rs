@@ -7,10 +7,11 @@
 //! Redis does, and hands each subscriber its frame through [`PubSub::deliver`] — the one
 //! place that knows how bytes reach another connection.
 //!
-//! Delivery goes through a per-subscriber outbox that the subscriber's own connection
-//! drains into its output whenever the host calls it. An outbox is bounded
-//! (`pubsub-limit`, Redis's `client-output-buffer-limit pubsub`): a subscriber that lets
-//! more pile up is disconnected, as Redis disconnects it.
+//! Delivery uses the host's post service (`plugin_api::services::post`): the frame is
+//! queued on the subscriber's connection, which sends it in the same pass of the event loop.
+//! A subscriber that stops reading is bounded by the host, as Redis bounds it with
+//! `client-output-buffer-limit pubsub`: past `--max-pending` unsent bytes (default 4 MiB)
+//! the host closes it, and the post reports it was not delivered.
 
 use foldhash::fast::RandomState;
 use hashbrown::HashMap;
@@ -22,14 +23,11 @@ use crate::reply::Reply;
 /// A connection's id within its worker (`CLIENT ID`).
 pub type ClientId = u64;
 
-/// One subscriber's subscriptions and undelivered messages.
+/// One subscriber's subscriptions.
 #[derive(Debug, Default)]
 struct Subscriber {
     channels: IndexSet<Vec<u8>, RandomState>,
     patterns: IndexSet<Vec<u8>, RandomState>,
-    outbox: Vec<u8>,
-    /// The outbox passed the limit: the connection is to be closed.
-    overflowed: bool,
 }
 
 /// The registry of one store.
@@ -163,7 +161,7 @@ impl PubSub {
         if self
             .subscribers
             .get(&id)
-            .is_some_and(|s| s.channels.is_empty() && s.patterns.is_empty() && s.outbox.is_empty())
+            .is_some_and(|s| s.channels.is_empty() && s.patterns.is_empty())
         {
             self.subscribers.remove(&id);
         }
@@ -187,8 +185,14 @@ impl PubSub {
         }
     }
 
-    /// Publish `message` on `channel`; returns how many subscribers it was handed to.
-    pub fn publish(&mut self, channel: &[u8], message: &[u8], limit: usize) -> usize {
+    /// Publish `message` on `channel`: `deliver(subscriber, frame)` moves each frame to a
+    /// subscriber's connection and says whether it was accepted. Returns how many accepted.
+    pub fn publish(
+        &self,
+        channel: &[u8],
+        message: &[u8],
+        mut deliver: impl FnMut(ClientId, &[u8]) -> bool,
+    ) -> usize {
         let mut receivers = 0;
         if let Some(ids) = self.channels.get(channel) {
             let mut frame = Reply::default();
@@ -196,74 +200,29 @@ impl PubSub {
             frame.bulk(b"message");
             frame.bulk(channel);
             frame.bulk(message);
-            let ids: Vec<ClientId> = ids.iter().copied().collect();
-            for id in ids {
-                if self.deliver(id, frame.bytes(), limit) {
+            for &id in ids {
+                if deliver(id, frame.bytes()) {
                     receivers += 1;
                 }
             }
         }
-        let matching: Vec<(Vec<u8>, Vec<ClientId>)> = self
-            .patterns
-            .iter()
-            .filter(|(pattern, _)| glob::matches(pattern, channel))
-            .map(|(pattern, ids)| (pattern.clone(), ids.iter().copied().collect()))
-            .collect();
-        for (pattern, ids) in matching {
+        for (pattern, ids) in &self.patterns {
+            if !glob::matches(pattern, channel) {
+                continue;
+            }
             let mut frame = Reply::default();
             frame.array(4);
             frame.bulk(b"pmessage");
-            frame.bulk(&pattern);
+            frame.bulk(pattern);
             frame.bulk(channel);
             frame.bulk(message);
-            for id in ids {
-                if self.deliver(id, frame.bytes(), limit) {
+            for &id in ids {
+                if deliver(id, frame.bytes()) {
                     receivers += 1;
                 }
             }
         }
         receivers
-    }
-
-    /// Hand one frame to subscriber `to`: the step that moves bytes to another connection.
-    /// Returns whether it was accepted.
-    fn deliver(&mut self, to: ClientId, frame: &[u8], limit: usize) -> bool {
-        let Some(sub) = self.subscribers.get_mut(&to) else {
-            return false;
-        };
-        if sub.overflowed {
-            return false;
-        }
-        if sub.outbox.len() + frame.len() > limit {
-            sub.overflowed = true;
-            sub.outbox = Vec::new();
-            return false;
-        }
-        sub.outbox.extend_from_slice(frame);
-        true
-    }
-
-    /// Move `id`'s undelivered messages into its output. `Err` if it overflowed its limit
-    /// (the connection is then closed).
-    pub fn drain(&mut self, id: ClientId, out: &mut Reply) -> Result<(), ()> {
-        let Some(sub) = self.subscribers.get_mut(&id) else {
-            return Ok(());
-        };
-        if sub.overflowed {
-            return Err(());
-        }
-        if !sub.outbox.is_empty() {
-            out.raw(&sub.outbox);
-            sub.outbox = Vec::new();
-        }
-        Ok(())
-    }
-
-    /// Whether `id` has messages waiting.
-    pub fn has_pending(&self, id: ClientId) -> bool {
-        self.subscribers
-            .get(&id)
-            .is_some_and(|s| !s.outbox.is_empty() || s.overflowed)
     }
 }
 
@@ -289,17 +248,24 @@ mod tests {
         ps.subscribe(1, Kind::Channel, [&b"news"[..], b"sport"].into_iter(), &mut out);
         ps.subscribe(2, Kind::Pattern, [&b"n*"[..]].into_iter(), &mut out);
         assert_eq!(ps.subscriptions(1), 2);
-        assert_eq!(ps.publish(b"news", b"hi", 1 << 20), 2);
-        assert_eq!(ps.publish(b"weather", b"hi", 1 << 20), 0);
-        let mut got = Reply::default();
-        ps.drain(1, &mut got).unwrap();
-        assert_eq!(got.bytes(), b"*3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$2\r\nhi\r\n");
-        let mut got = Reply::default();
-        ps.drain(2, &mut got).unwrap();
+        let mut got: Vec<(ClientId, Vec<u8>)> = Vec::new();
+        let n = ps.publish(b"news", b"hi", |id, frame| {
+            got.push((id, frame.to_vec()));
+            true
+        });
+        assert_eq!(n, 2);
         assert_eq!(
-            got.bytes(),
-            b"*4\r\n$8\r\npmessage\r\n$2\r\nn*\r\n$4\r\nnews\r\n$2\r\nhi\r\n"
+            got,
+            [
+                (1, b"*3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$2\r\nhi\r\n".to_vec()),
+                (
+                    2,
+                    b"*4\r\n$8\r\npmessage\r\n$2\r\nn*\r\n$4\r\nnews\r\n$2\r\nhi\r\n".to_vec()
+                )
+            ]
         );
+        assert_eq!(ps.publish(b"weather", b"hi", |_, _| true), 0);
+        assert_eq!(ps.publish(b"news", b"hi", |id, _| id == 2), 1, "refused deliveries are not counted");
         let mut out = Reply::default();
         ps.unsubscribe(1, Kind::Channel, &[], &mut out);
         assert_eq!(ps.subscriptions(1), 0);
@@ -309,14 +275,16 @@ mod tests {
     }
 
     #[test]
-    fn a_subscriber_that_does_not_read_is_cut_off() {
+    fn unsubscribe_replies_as_redis() {
         let mut ps = PubSub::default();
-        ps.subscribe(1, Kind::Channel, [&b"c"[..]].into_iter(), &mut Reply::default());
-        let mut delivered = 0;
-        for _ in 0..100 {
-            delivered += ps.publish(b"c", &[b'x'; 100], 1000);
-        }
-        assert!(delivered < 10);
-        assert!(ps.drain(1, &mut Reply::default()).is_err());
+        let mut out = Reply::default();
+        ps.unsubscribe(7, Kind::Channel, &[], &mut out);
+        assert_eq!(out.bytes(), b"*3\r\n$11\r\nunsubscribe\r\n$-1\r\n:0\r\n");
+        let mut out = Reply::default();
+        ps.subscribe(7, Kind::Pattern, [&b"a*"[..], b"a*"].into_iter(), &mut out);
+        assert_eq!(
+            out.bytes(),
+            &b"*3\r\n$10\r\npsubscribe\r\n$2\r\na*\r\n:1\r\n*3\r\n$10\r\npsubscribe\r\n$2\r\na*\r\n:1\r\n"[..]
+        );
     }
 }

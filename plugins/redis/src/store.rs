@@ -46,8 +46,6 @@ pub struct Config {
     pub policy: EvictionPolicy,
     /// Per-connection request bounds.
     pub limits: Limits,
-    /// Bytes a subscriber may have waiting before it is disconnected.
-    pub pubsub_limit: usize,
     /// The port of the first connection seen (for `INFO server`'s `tcp_port`).
     pub port: u16,
 }
@@ -88,10 +86,8 @@ pub struct Store {
     pub started: Instant,
     /// A random id for this store's lifetime (`INFO`'s `run_id`).
     pub run_id: String,
-    /// The id the next connection gets (`CLIENT ID`).
+    /// The last `CLIENT ID` given out.
     next_client_id: u64,
-    /// When active expiry last ran.
-    last_expire: Instant,
 }
 
 impl Store {
@@ -109,18 +105,16 @@ impl Store {
                 let mut rng = crate::db::Rng::new();
                 format!("{:016x}{:016x}{:08x}", rng.next(), rng.next(), rng.next() as u32)
             },
-            next_client_id: 1,
-            last_expire: now,
+            next_client_id: 0,
         }
     }
 
-    /// A new connection's id.
+    /// A new connection: its `CLIENT ID`.
     pub fn client_connected(&mut self) -> u64 {
-        let id = self.next_client_id;
         self.next_client_id += 1;
         self.stats.connections_received += 1;
         self.stats.connected_clients += 1;
-        id
+        self.next_client_id
     }
 
     /// A connection ended.
@@ -133,16 +127,7 @@ impl Store {
     /// The periodic work: one bounded active-expiry cycle. Called from the host's tick;
     /// returns how many keys expired.
     pub fn tick(&mut self) -> usize {
-        self.last_expire = Instant::now();
         self.db.active_expire(unix_ms(), EXPIRE_BUDGET)
-    }
-
-    /// Run [`tick`](Store::tick) if a period has passed since the last one. Called on
-    /// every read, so that expiry also proceeds while connections are busy.
-    pub fn tick_if_due(&mut self) {
-        if self.last_expire.elapsed() >= EXPIRE_PERIOD {
-            self.tick();
-        }
     }
 
     /// Make room under `maxmemory` before a command that may grow memory: evict (with

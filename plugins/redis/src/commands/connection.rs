@@ -111,7 +111,7 @@ pub fn hello(ctx: &mut Ctx<'_>, args: Args<'_>) {
     out.bulk(b"proto");
     out.int(2);
     out.bulk(b"id");
-    out.int(ctx.session.id as i64);
+    out.int(ctx.session.client_id as i64);
     out.bulk(b"mode");
     out.bulk(b"standalone");
     out.bulk(b"role");
@@ -148,7 +148,7 @@ pub fn client_getname(ctx: &mut Ctx<'_>, _args: Args<'_>) {
 
 /// `CLIENT ID`.
 pub fn client_id(ctx: &mut Ctx<'_>, _args: Args<'_>) {
-    ctx.out.int(ctx.session.id as i64);
+    ctx.out.int(ctx.session.client_id as i64);
 }
 
 /// `CLIENT SETINFO LIB-NAME|LIB-VER value`: accepted (clients send it on connect).
@@ -175,7 +175,7 @@ pub fn client_info(ctx: &mut Ctx<'_>, _args: Args<'_>) {
     let subs = ctx.store.pubsub.subscriptions(ctx.session.id);
     let line = format!(
         "id={} name={} db=0 sub={} psub=0 multi=-1 resp=2\n",
-        ctx.session.id, name, subs
+        ctx.session.client_id, name, subs
     );
     ctx.out.bulk(line.as_bytes());
 }

@@ -32,8 +32,10 @@ use transaction::Multi;
 /// The state of one connection that commands read and change.
 #[derive(Debug)]
 pub struct Session {
-    /// `CLIENT ID`.
+    /// The connection's identity for pub/sub delivery and `WATCH`: the host's connection id.
     pub id: ClientId,
+    /// `CLIENT ID`: a small number, counted from 1 per store, as Redis numbers clients.
+    pub client_id: u64,
     /// `CLIENT SETNAME`.
     pub name: Option<Vec<u8>>,
     /// Set by `QUIT`: reply, then close.
@@ -44,9 +46,10 @@ pub struct Session {
 
 impl Session {
     /// A new connection's session.
-    pub fn new(id: ClientId) -> Session {
+    pub fn new(id: ClientId, client_id: u64) -> Session {
         Session {
             id,
+            client_id,
             name: None,
             closing: false,
             multi: None,

@@ -1,7 +1,10 @@
 //! Pub/sub commands: `SUBSCRIBE`, `UNSUBSCRIBE`, `PSUBSCRIBE`, `PUNSUBSCRIBE`, `PUBLISH`.
 
+use plugin_api::services;
+use plugin_api::ConnId;
+
 use super::Ctx;
-use crate::pubsub::Kind;
+use crate::pubsub::{ClientId, Kind};
 use crate::resp::Args;
 
 /// `SUBSCRIBE channel [channel ...]` and `PSUBSCRIBE pattern [pattern ...]`.
@@ -29,9 +32,18 @@ fn kind(args: Args<'_>) -> Kind {
     }
 }
 
-/// `PUBLISH channel message`: how many subscribers received it.
+/// `PUBLISH channel message`: how many subscribers it was queued for.
 pub fn publish(ctx: &mut Ctx<'_>, args: Args<'_>) {
-    let limit = ctx.store.config.pubsub_limit;
-    let receivers = ctx.store.pubsub.publish(args.get(1), args.get(2), limit);
+    let receivers = ctx
+        .store
+        .pubsub
+        .publish(args.get(1), args.get(2), deliver);
     ctx.out.int(receivers as i64);
+}
+
+/// Move one frame to subscriber `to`'s connection: the host's post service queues it there.
+/// A subscriber over the host's `--max-pending` is closed by the host (`Overflow`); one that
+/// is closing is `Gone`; neither counts as a receiver.
+fn deliver(to: ClientId, frame: &[u8]) -> bool {
+    services::post(ConnId::from_raw(to), frame).is_queued()
 }
