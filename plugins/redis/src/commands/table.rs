@@ -612,6 +612,10 @@ pub static COMMANDS: &[Command] = &[
             arg("limit", ArgKind::Block(&[int("offset"), int("count")])).token("LIMIT").opt(),
             word("withscores", "WITHSCORES").opt(),
         ]),
+    c("zrevrange", -4, READONLY, K1, zsets::zrevrange)
+        .doc("sorted-set", "1.2.0", "Returns members in a sorted set within a range of indexes in reverse order.")
+        .cost("O(log(N)+M) with N being the number of elements in the sorted set and M the number of elements returned.")
+        .args(&[key(), int("start"), int("stop"), word("withscores", "WITHSCORES").opt()]),
     c("zpopmin", -2, WRITE | FAST, K1, zsets::zpopmin)
         .doc("sorted-set", "5.0.0", "Returns the lowest-scoring members from a sorted set after removing them. Deletes the sorted set if the last member was popped.")
         .cost("O(log(N)*M) with N being the number of elements in the sorted set, and M being the number of elements popped.")

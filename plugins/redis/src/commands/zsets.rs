@@ -145,6 +145,16 @@ fn score_bound(arg: &[u8]) -> Option<(f64, bool)> {
     }
 }
 
+/// `ZREVRANGE key start stop [WITHSCORES]`: `ZRANGE ... REV`.
+pub fn zrevrange(ctx: &mut Ctx<'_>, args: Args<'_>) {
+    let withscores = match args.len() {
+        4 => false,
+        5 if args.get(4).eq_ignore_ascii_case(b"WITHSCORES") => true,
+        _ => return ctx.out.error(SYNTAX),
+    };
+    zrange_generic(ctx, args, false, true, None, withscores);
+}
+
 /// `ZRANGE key start stop [BYSCORE] [REV] [LIMIT offset count] [WITHSCORES]`.
 pub fn zrange(ctx: &mut Ctx<'_>, args: Args<'_>) {
     let (mut byscore, mut rev, mut withscores) = (false, false, false);
@@ -179,6 +189,19 @@ pub fn zrange(ctx: &mut Ctx<'_>, args: Args<'_>) {
         );
         return;
     }
+    zrange_generic(ctx, args, byscore, rev, limit, withscores);
+}
+
+/// Reply with `args[1]`'s members from `args[2]` to `args[3]` (ranks, or scores with
+/// `byscore`), reversed with `rev`.
+fn zrange_generic(
+    ctx: &mut Ctx<'_>,
+    args: Args<'_>,
+    byscore: bool,
+    rev: bool,
+    limit: Option<(i64, i64)>,
+    withscores: bool,
+) {
     let items: Vec<(Vec<u8>, f64)> = if byscore {
         let (lo, hi) = if rev { (3, 2) } else { (2, 3) };
         let (Some(min), Some(max)) = (score_bound(args.get(lo)), score_bound(args.get(hi))) else {
