@@ -140,5 +140,16 @@ fn describe(meta: &PluginMeta) -> String {
         meta.api_version,
         plugin_api::host::host_api_version()
     ));
+    s.push_str(&match meta.services_level {
+        None => "services:    none (built before host services; root module ABI 0.1)\n".to_string(),
+        Some(0) => format!(
+            "services:    none needed (host offers level {})\n",
+            plugin_api::host::SERVICES_LEVEL
+        ),
+        Some(level) => format!(
+            "services:    level {level} needed (host offers level {})\n",
+            plugin_api::host::SERVICES_LEVEL
+        ),
+    });
     s
 }

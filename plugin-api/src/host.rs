@@ -425,6 +425,7 @@ pub struct Factory {
 impl Factory {
     /// A factory from its FFI parts (the harness builds one in-process).
     #[cfg(feature = "testing")]
+    #[allow(dead_code)] // for the harness
     pub(crate) fn from_raw(raw: FactoryBox, services: &'static PluginServices) -> Factory {
         Factory {
             raw,
@@ -542,6 +543,7 @@ impl ConsumerHandle {
 
     /// The plugin-side object (the harness reads it back as its concrete type).
     #[cfg(feature = "testing")]
+    #[allow(dead_code)] // for the harness
     pub(crate) fn object(&self) -> *mut abi_stable::marker_type::ErasedObject {
         self.raw.this
     }

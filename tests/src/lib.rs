@@ -319,9 +319,15 @@ pub struct Finished {
 
 /// Run sockhost to completion (bounded by `timeout`; killed and failed past it).
 pub fn run_to_exit(args: &[&str], timeout: Duration) -> Finished {
+    run_to_exit_with_env(args, &[], timeout)
+}
+
+/// [`run_to_exit`] with extra environment variables.
+pub fn run_to_exit_with_env(args: &[&str], env: &[(&str, &str)], timeout: Duration) -> Finished {
     let start = Instant::now();
     let mut child = Command::new(sockhost_bin())
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -43,7 +43,11 @@ impl Timers {
         let earliest = self.heap.borrow().peek().map(|Reverse((d, _))| *d);
         self.heap.borrow_mut().push(Reverse((deadline, n)));
         self.live.borrow_mut().insert(n, (id, kind));
-        if earliest.map_or(true, |e| deadline < e) {
+        let sooner = match earliest {
+            None => true,
+            Some(e) => deadline < e,
+        };
+        if sooner {
             self.changed.notify_one();
         }
         TimerId::from_raw(n)

@@ -42,7 +42,12 @@ pub async fn accept_loop(listener: TcpListener, shared: Rc<Shared>) {
             }
         };
         shared.accepted();
-        let registration = shared.connections.register();
+        let registration = if shared.factory.uses_services() {
+            let endpoint = crate::services::endpoint::Endpoint::stream(false);
+            shared.connections.register_with(Some(endpoint), true)
+        } else {
+            shared.connections.register()
+        };
         let key = registration.key();
         let _ = stream.set_nodelay(true);
         let local = fixed_local
