@@ -9,6 +9,9 @@
 #   UDP          sockhost + libecho over UDP              vs  udp-baseline (plain tokio)
 #   TLS          handshakes/s and HTTPS requests/s        vs  nginx, the same ECDSA P-256 cert;
 #                echo bulk over TLS                       vs  echo-baseline over tokio-rustls
+#   redis        sockhost + libredis (thread mode)        vs  redis-server (save "", appendonly
+#                no, one I/O thread): redis-benchmark -c 50 -t set,get,incr,lpush,lpop, -P 1
+#                and -P 16; requests/s over the five tests, and server CPU per request
 #
 # Method: single-worker servers run pinned to CPU $SERVER_CPU and the load generator
 # (loadgen, or wrk with one thread) to CPU $CLIENT_CPU, both at real-time priority when
@@ -23,9 +26,12 @@
 # Usage: bench/run.sh          (from anywhere; about 6 minutes on 2 cores)
 # Environment: REPS (3), DURATION seconds per loadgen run (2), WARMUP (0.5), WRK_DURATION
 #              (3), CONNS idle connections (10000), NO_BUILD=1 to skip the build,
-#              ONLY="echo connect http idle udp tls" to run some sections, QUIET_WAIT
+#              REDIS_N (100000) and REDIS_N_PIPELINED (1000000) requests per redis-benchmark
+#              test at -P 1 and -P 16,
+#              ONLY="echo connect http idle udp tls redis" to run some sections, QUIET_WAIT
 #              (30): seconds in all to wait for other processes (a build) to go quiet.
-# Installs nginx, wrk (and openssl, if missing) from Debian's packages.
+# Installs nginx, wrk, redis-server, redis-tools (and openssl, if missing) from Debian's
+# packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=bench/lib.sh
@@ -38,7 +44,9 @@ WRK_DURATION=${WRK_DURATION:-3}
 CONNS=${CONNS:-10000}
 HOLD=${HOLD:-4}
 SETTLE=${SETTLE:-1}
-ONLY=${ONLY:-"echo connect http idle udp tls"}
+REDIS_N=${REDIS_N:-100000}
+REDIS_N_PIPELINED=${REDIS_N_PIPELINED:-1000000}
+ONLY=${ONLY:-"echo connect http idle udp tls redis"}
 SERVER_CPU=0
 CLIENT_CPU=1
 STARTED=$(date +%s)
@@ -352,6 +360,112 @@ if section tls; then
         --duration "$DURATION" --warmup "$WARMUP" --json
     stop_server "$SH_PID"
     stop_server "$BL_PID"
+fi
+
+# --- redis: sockhost + libredis vs redis-server, redis-benchmark -------------------------
+# start_redis_server NAME: redis-server on a free loopback port, pinned to $SERVER_CPU, no
+# persistence, one I/O thread; sets REDIS_PID and REDIS_ADDR once it answers PING.
+start_redis_server() {
+    local name=$1 port i
+    port=$(free_port)
+    mkdir -p "$BENCH_TMP/$name"
+    "${PRIO[@]}" taskset -c $SERVER_CPU redis-server --bind 127.0.0.1 --port "$port" \
+        --save "" --appendonly no --io-threads 1 --dir "$BENCH_TMP/$name" --daemonize no \
+        --logfile "$BENCH_TMP/$name/log" &
+    REDIS_PID=$!
+    BENCH_PIDS+=("$REDIS_PID")
+    REDIS_ADDR="127.0.0.1:$port"
+    for ((i = 0; i < 100; i++)); do
+        [[ $(redis-cli -p "$port" PING 2>/dev/null) == PONG ]] && return 0
+        kill -0 "$REDIS_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    cat "$BENCH_TMP/$name/log" >&2 || true
+    die "$name (redis-server) did not answer PING"
+}
+
+# redis_pair FIGURE PIPELINE N: redis-benchmark -c 50 -P PIPELINE -n N over
+# set,get,incr,lpush,lpop against sockhost ($SH_PID at $SH_ADDR) and redis-server, back to
+# back, REPS times. The rate of a run is its requests (5 N) over the time the five tests
+# took (the sum of N / each test's requests/s); CPU per request is the server's CPU time
+# over 5 N. Adds a row with the medians, and a note with each test's median ratio.
+redis_pair() {
+    local figure=$1 pipeline=$2 n=$3
+    local names=(sockhost redis) pids=("$SH_PID" "$REDIS_PID") addrs=("$SH_ADDR" "$REDIS_ADDR")
+    local -a rate_a=() rate_b=() us_a=() us_b=() cl_a=() cl_b=() sv_a=() sv_b=() other=()
+    local rep side out rate us srv secs per_test
+    declare -A tests_a=() tests_b=()
+    wait_quiet
+    for ((rep = 1; rep <= REPS; rep++)); do
+        for side in 0 1; do
+            out="$BENCH_TMP/redis.out.$side"
+            measured_run "${pids[$side]}" $CLIENT_CPU "$out" redis-benchmark -h 127.0.0.1 \
+                -p "${addrs[$side]##*:}" -c 50 -n "$n" -P "$pipeline" \
+                -t set,get,incr,lpush,lpop --csv
+            # "SET","178571.42",... one line per test.
+            per_test=$(awk -F'"' 'NR > 1 && $4 > 0 { printf "%s=%s ", $2, $4 }' "$out")
+            secs=$(awk -F'"' -v n="$n" 'NR > 1 && $4 > 0 { t += n / $4; c++ }
+                END { if (c == 5) printf "%.6f", t; else print 0 }' "$out")
+            if ((!RUN_OK)) || [[ $secs == 0 ]]; then
+                echo "# $figure, ${names[$side]}: redis-benchmark failed:" >&2
+                cat "$out" >&2
+                tail -n 5 "$BENCH_TMP/client.err" >&2
+                FAILED=1
+                secs=0
+            fi
+            rate=$(awk -v n="$n" -v s="$secs" 'BEGIN { if (s > 0) printf "%.0f", 5 * n / s; else print 0 }')
+            us=$(awk -v t="$RUN_TICKS" -v hz="$HZ" -v n="$n" 'BEGIN { printf "%.3f", t / hz * 1e6 / (5 * n) }')
+            srv=$(awk -v t="$RUN_TICKS" -v hz="$HZ" -v s="$secs" 'BEGIN { if (s > 0) printf "%.0f", 100 * t / hz / s; else print 0 }')
+            echo "# $figure: ${names[$side]} $rate req/s ($per_test), server ${srv}% cpu" \
+                "${us} us/req, client ${RUN_CLIENT}%, others ${RUN_OTHER}%" >&2
+            other+=("$RUN_OTHER")
+            local t
+            for t in $per_test; do
+                if ((side == 0)); then
+                    tests_a[${t%%=*}]+="${t#*=} "
+                else
+                    tests_b[${t%%=*}]+="${t#*=} "
+                fi
+            done
+            if ((side == 0)); then
+                rate_a+=("$rate") us_a+=("$us") cl_a+=("$RUN_CLIENT") sv_a+=("$srv")
+            else
+                rate_b+=("$rate") us_b+=("$us") cl_b+=("$RUN_CLIENT") sv_b+=("$srv")
+            fi
+        done
+    done
+    local ma mb r ua ub detail name ratios=""
+    ma=$(median "${rate_a[@]}")
+    mb=$(median "${rate_b[@]}")
+    r=$(ratio "$ma" "$mb")
+    ua=$(median "${us_a[@]}")
+    ub=$(median "${us_b[@]}")
+    detail=$(printf 'srv us/req %s/%s  srv cpu %s/%s%%  client cpu %s/%s%%  others %s%%' \
+        "$ua" "$ub" "$(median "${sv_a[@]}")" "$(median "${sv_b[@]}")" \
+        "$(median "${cl_a[@]}")" "$(median "${cl_b[@]}")" "$(median "${other[@]}")")
+    local target=">=1.0"
+    ((pipeline > 1)) && target=">=0.8"
+    row "$figure" req/s "$(printf '%.0f' "$ma")" redis-server "$(printf '%.0f' "$mb")" \
+        "$r" "$target" "$(verdict "$r" "$target")" "$(ratio "$ub" "$ua")" "$detail"
+    for name in SET GET INCR LPUSH LPOP; do
+        # shellcheck disable=SC2086 # one number per word
+        ratios+="$name $(ratio "$(median ${tests_a[$name]:-0})" "$(median ${tests_b[$name]:-0})") "
+    done
+    NOTES+=("$figure, per test (sockhost/redis-server req/s): $ratios")
+}
+
+if section redis; then
+    ensure_packages redis-server=redis-server redis-benchmark=redis-tools
+    [[ -f $RELEASE/libredis.so ]] || die "$RELEASE/libredis.so is missing (cargo build --release -p redis)"
+    start_server sockhost-redis "${PRIO[@]}" taskset -c $SERVER_CPU "$SOCKHOST" --plugin "$RELEASE/libredis.so" \
+        --bind 127.0.0.1:0 --concurrency thread --keep-alive 0
+    SH_PID=$SERVER_PID SH_ADDR=$SERVER_ADDR
+    start_redis_server redis-server
+    redis_pair "redis -c50 -P1, 5 commands" 1 "$REDIS_N"
+    redis_pair "redis -c50 -P16, 5 commands" 16 "$REDIS_N_PIPELINED"
+    NOTES+=("redis: $(redis-server --version | awk '{ print $1, $2, $3 }'); req/s = 5 N / (sum over set,get,incr,lpush,lpop of N / that test's req/s); srv us/req = server CPU time / 5 N.")
+    stop_server "$SH_PID"
+    stop_server "$REDIS_PID"
 fi
 
 echo
