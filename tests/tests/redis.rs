@@ -105,10 +105,7 @@ fn keys_expire_without_being_touched() {
 
 #[test]
 fn maxmemory_noeviction_refuses_writes() {
-    redis_py(
-        &redis(&["--plugin-opt", "maxmemory=500kb"]),
-        "noeviction",
-    );
+    redis_py(&redis(&["--plugin-opt", "maxmemory=500kb"]), "noeviction");
 }
 
 #[test]
@@ -153,13 +150,21 @@ fn redis_cli(server: &Server, args: &[&str]) -> String {
 fn redis_cli_runs_without_errors_or_warnings() {
     let server = redis(&[]);
     assert_eq!(redis_cli(&server, &["PING"]), "PONG\n");
-    assert_eq!(redis_cli(&server, &["SET", "greeting", "hello world"]), "OK\n");
+    assert_eq!(
+        redis_cli(&server, &["SET", "greeting", "hello world"]),
+        "OK\n"
+    );
     assert_eq!(redis_cli(&server, &["GET", "greeting"]), "hello world\n");
     for i in 0..30 {
         redis_cli(&server, &["SET", &format!("key:{i}"), "v"]);
     }
     let info = redis_cli(&server, &["INFO"]);
-    for field in ["redis_version:", "connected_clients:", "used_memory:", "db0:keys=31"] {
+    for field in [
+        "redis_version:",
+        "connected_clients:",
+        "used_memory:",
+        "db0:keys=31",
+    ] {
         assert!(info.contains(field), "INFO lacks {field}:\n{info}");
     }
     let mut scanned: Vec<String> = redis_cli(&server, &["--scan", "--pattern", "key:*"])
@@ -205,7 +210,11 @@ fn redis_benchmark_completes_every_default_test_without_errors() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     // redis-benchmark (7.x) exits non-zero at the first error reply ("Error from server").
-    assert!(out.status.success(), "redis-benchmark: {}\n{stdout}\n{stderr}", out.status);
+    assert!(
+        out.status.success(),
+        "redis-benchmark: {}\n{stdout}\n{stderr}",
+        out.status
+    );
     // `-q` prints one line per test (after `\r`-separated progress lines).
     let finals: Vec<&str> = stdout
         .split(['\r', '\n'])
@@ -228,8 +237,10 @@ fn redis_benchmark_completes_every_default_test_without_errors() {
         "LRANGE_100",
     ] {
         assert!(
-            finals.iter().any(|l| l.trim_start().starts_with(&format!("{name}:"))
-                || l.trim_start().starts_with(&format!("{name} "))),
+            finals
+                .iter()
+                .any(|l| l.trim_start().starts_with(&format!("{name}:"))
+                    || l.trim_start().starts_with(&format!("{name} "))),
             "no result for {name}:\n{stdout}"
         );
     }
@@ -273,7 +284,8 @@ fn large_values_cross_many_reads_and_max_bulk_is_enforced() {
     assert_eq!(&back[..header.len()], header.as_bytes());
     assert!(back[header.len()..header.len() + value.len()] == value[..]);
     // Past max-bulk: refused as soon as the length is read, and the connection closes.
-    s.write_all(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5000000\r\n").unwrap();
+    s.write_all(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5000000\r\n")
+        .unwrap();
     let want = b"-ERR Protocol error: invalid bulk length\r\n";
     let mut got = vec![0; want.len()];
     s.read_exact(&mut got).unwrap();

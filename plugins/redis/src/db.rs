@@ -100,7 +100,7 @@ impl Rng {
     }
 
     /// The next number.
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -109,7 +109,7 @@ impl Rng {
 
     /// A number below `n` (`n > 0`).
     pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
+        (self.next_u64() % n as u64) as usize
     }
 }
 
@@ -520,7 +520,11 @@ impl Db {
         let Some((value, expires)) = self.take(from, now) else {
             return false;
         };
-        let ttl = if expires == 0 { Ttl::Clear } else { Ttl::At(expires) };
+        let ttl = if expires == 0 {
+            Ttl::Clear
+        } else {
+            Ttl::At(expires)
+        };
         self.set(to, value, ttl, now);
         true
     }
@@ -725,7 +729,10 @@ mod tests {
         let survivors_recent = (50..100)
             .filter(|i| db.contains(format!("k{i}").as_bytes(), 0))
             .count();
-        assert!(survivors_recent > 35, "{survivors_recent} of 50 recent keys left");
+        assert!(
+            survivors_recent > 35,
+            "{survivors_recent} of 50 recent keys left"
+        );
         assert_eq!(db.stats.evicted_keys, 40);
     }
 

@@ -70,7 +70,9 @@ use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::rc::Rc;
 
-use plugin_api::{ConnId, ConnInfo, Consumer, LostReason, OptionSpec, Options, Output, PluginInfo, Protocol};
+use plugin_api::{
+    ConnId, ConnInfo, Consumer, LostReason, OptionSpec, Options, Output, PluginInfo, Protocol,
+};
 
 pub mod commands;
 pub mod db;
@@ -113,8 +115,11 @@ impl Protocol for Redis {
         "a Redis-compatible in-memory data store (RESP2); one store per worker",
     )
     .options(&[
-        OptionSpec::new("max-bulk", "longest bulk string (Redis's proto-max-bulk-len)")
-            .default_value("512mb"),
+        OptionSpec::new(
+            "max-bulk",
+            "longest bulk string (Redis's proto-max-bulk-len)",
+        )
+        .default_value("512mb"),
         OptionSpec::new("max-multibulk", "most arguments in one command").default_value("1048576"),
         OptionSpec::new(
             "max-query",
@@ -126,8 +131,11 @@ impl Protocol for Redis {
             "estimated bytes of keys and values allowed; 0 = no limit",
         )
         .default_value("0"),
-        OptionSpec::new("maxmemory-policy", "past maxmemory: noeviction or allkeys-lru")
-            .default_value("noeviction"),
+        OptionSpec::new(
+            "maxmemory-policy",
+            "past maxmemory: noeviction or allkeys-lru",
+        )
+        .default_value("noeviction"),
     ])
     .services();
 

@@ -79,7 +79,10 @@ impl PubSub {
             .map_or(0, |s| s.channels.len() + s.patterns.len())
     }
 
-    fn map(&mut self, kind: Kind) -> &mut HashMap<Vec<u8>, IndexSet<ClientId, RandomState>, RandomState> {
+    fn map(
+        &mut self,
+        kind: Kind,
+    ) -> &mut HashMap<Vec<u8>, IndexSet<ClientId, RandomState>, RandomState> {
         match kind {
             Kind::Channel => &mut self.channels,
             Kind::Pattern => &mut self.patterns,
@@ -101,10 +104,7 @@ impl PubSub {
                 Kind::Pattern => &mut sub.patterns,
             };
             if mine.insert(name.to_vec()) {
-                self.map(kind)
-                    .entry(name.to_vec())
-                    .or_default()
-                    .insert(id);
+                self.map(kind).entry(name.to_vec()).or_default().insert(id);
             }
             let count = self.subscriptions(id);
             confirm(out, kind.verbs().0, Some(name), count);
@@ -245,7 +245,12 @@ mod tests {
     fn subscribe_publish_unsubscribe() {
         let mut ps = PubSub::default();
         let mut out = Reply::default();
-        ps.subscribe(1, Kind::Channel, [&b"news"[..], b"sport"].into_iter(), &mut out);
+        ps.subscribe(
+            1,
+            Kind::Channel,
+            [&b"news"[..], b"sport"].into_iter(),
+            &mut out,
+        );
         ps.subscribe(2, Kind::Pattern, [&b"n*"[..]].into_iter(), &mut out);
         assert_eq!(ps.subscriptions(1), 2);
         let mut got: Vec<(ClientId, Vec<u8>)> = Vec::new();
@@ -257,7 +262,10 @@ mod tests {
         assert_eq!(
             got,
             [
-                (1, b"*3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$2\r\nhi\r\n".to_vec()),
+                (
+                    1,
+                    b"*3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$2\r\nhi\r\n".to_vec()
+                ),
                 (
                     2,
                     b"*4\r\n$8\r\npmessage\r\n$2\r\nn*\r\n$4\r\nnews\r\n$2\r\nhi\r\n".to_vec()
@@ -265,7 +273,11 @@ mod tests {
             ]
         );
         assert_eq!(ps.publish(b"weather", b"hi", |_, _| true), 0);
-        assert_eq!(ps.publish(b"news", b"hi", |id, _| id == 2), 1, "refused deliveries are not counted");
+        assert_eq!(
+            ps.publish(b"news", b"hi", |id, _| id == 2),
+            1,
+            "refused deliveries are not counted"
+        );
         let mut out = Reply::default();
         ps.unsubscribe(1, Kind::Channel, &[], &mut out);
         assert_eq!(ps.subscriptions(1), 0);

@@ -66,8 +66,10 @@ impl Reply {
     /// An error reply from bytes (a client's argument may be part of it).
     pub fn error_bytes(&mut self, text: &[u8]) {
         self.buf.push(b'-');
-        self.buf
-            .extend(text.iter().map(|&b| if b == b'\r' || b == b'\n' { b' ' } else { b }));
+        self.buf.extend(
+            text.iter()
+                .map(|&b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
+        );
         self.buf.extend_from_slice(b"\r\n");
     }
 

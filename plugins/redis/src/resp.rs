@@ -67,7 +67,9 @@ impl ProtocolError {
             ProtocolError::InvalidMultibulkLength => {
                 "ERR Protocol error: invalid multibulk length".into()
             }
-            ProtocolError::TooBigBulkCount => "ERR Protocol error: too big bulk count string".into(),
+            ProtocolError::TooBigBulkCount => {
+                "ERR Protocol error: too big bulk count string".into()
+            }
             ProtocolError::ExpectedDollar(got) => {
                 format!("ERR Protocol error: expected '$', got '{}'", *got as char)
             }
@@ -347,7 +349,7 @@ impl RequestParser {
         self.inline.clear();
         self.progress.ranges.clear();
         split_args(line, &mut self.inline, &mut self.progress.ranges)
-            .map_err(|()| ProtocolError::UnbalancedQuotes)?;
+            .map_err(|UnbalancedQuotes| ProtocolError::UnbalancedQuotes)?;
         if self.progress.ranges.is_empty() {
             Ok(Frame::Empty(newline + 1))
         } else {
@@ -392,15 +394,19 @@ pub fn parse_int(s: &[u8]) -> Option<i64> {
     }
 }
 
+/// An inline command's quote is not closed, or not followed by a space.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnbalancedQuotes;
+
 /// Redis's `sdssplitargs`: split an inline command into arguments, with `"..."` (escapes
 /// `\n \r \t \b \a \\ \" \xHH`) and `'...'` (escape `\'`) quoting. A closing quote must be
 /// followed by a space or the end. The arguments are written one after another into `out`,
-/// their ranges into `ranges`.
+/// their ranges into `ranges`. `Err` for unbalanced quotes.
 pub fn split_args(
     line: &[u8],
     out: &mut Vec<u8>,
     ranges: &mut Vec<Range<usize>>,
-) -> Result<(), ()> {
+) -> Result<(), UnbalancedQuotes> {
     let is_space = |b: u8| matches!(b, b' ' | b'\n' | b'\r' | b'\t' | 0x0b | 0x0c);
     let mut i = 0;
     loop {
@@ -416,7 +422,7 @@ pub fn split_args(
             let c = line.get(i).copied();
             if in_dq {
                 match c {
-                    None => return Err(()),
+                    None => return Err(UnbalancedQuotes),
                     Some(b'\\')
                         if line.get(i + 1) == Some(&b'x')
                             && line.get(i + 2).is_some_and(u8::is_ascii_hexdigit)
@@ -439,7 +445,7 @@ pub fn split_args(
                     Some(b'"') => {
                         // The closing quote must be followed by a space or nothing.
                         if line.get(i + 1).is_some_and(|&n| !is_space(n)) {
-                            return Err(());
+                            return Err(UnbalancedQuotes);
                         }
                         i += 1;
                         break;
@@ -448,14 +454,14 @@ pub fn split_args(
                 }
             } else if in_sq {
                 match c {
-                    None => return Err(()),
+                    None => return Err(UnbalancedQuotes),
                     Some(b'\\') if line.get(i + 1) == Some(&b'\'') => {
                         i += 1;
                         out.push(b'\'');
                     }
                     Some(b'\'') => {
                         if line.get(i + 1).is_some_and(|&n| !is_space(n)) {
-                            return Err(());
+                            return Err(UnbalancedQuotes);
                         }
                         i += 1;
                         break;
@@ -543,7 +549,11 @@ mod tests {
         assert_eq!(r, Ok(()));
         assert_eq!(
             all,
-            [vec!["PING"], vec!["set", "k", "a bA\n", "it's"], vec!["GET", "k"]]
+            [
+                vec!["PING"],
+                vec!["set", "k", "a bA\n", "it's"],
+                vec!["GET", "k"]
+            ]
         );
         assert_eq!(
             parse(&[b"SET k \"open\n"]).1,
@@ -560,10 +570,19 @@ mod tests {
         let cases: [(&[u8], &str); 6] = [
             (b"*x\r\n", "ERR Protocol error: invalid multibulk length"),
             (b"*17\r\n", "ERR Protocol error: invalid multibulk length"),
-            (b"*1\r\n+PING\r\n", "ERR Protocol error: expected '$', got '+'"),
+            (
+                b"*1\r\n+PING\r\n",
+                "ERR Protocol error: expected '$', got '+'",
+            ),
             (b"*1\r\n$-1\r\n", "ERR Protocol error: invalid bulk length"),
-            (b"*1\r\n$1025\r\n", "ERR Protocol error: invalid bulk length"),
-            (b"*1\r\n$01\r\nx\r\n", "ERR Protocol error: invalid bulk length"),
+            (
+                b"*1\r\n$1025\r\n",
+                "ERR Protocol error: invalid bulk length",
+            ),
+            (
+                b"*1\r\n$01\r\nx\r\n",
+                "ERR Protocol error: invalid bulk length",
+            ),
         ];
         for (input, want) in cases {
             let (_, r) = parse(&[input]);
@@ -609,7 +628,16 @@ mod tests {
         assert_eq!(parse_int(b"-12"), Some(-12));
         assert_eq!(parse_int(b"9223372036854775807"), Some(i64::MAX));
         assert_eq!(parse_int(b"-9223372036854775808"), Some(i64::MIN));
-        for bad in [&b""[..], b"-", b"01", b"+1", b" 1", b"1 ", b"9223372036854775808", b"-0"] {
+        for bad in [
+            &b""[..],
+            b"-",
+            b"01",
+            b"+1",
+            b" 1",
+            b"1 ",
+            b"9223372036854775808",
+            b"-0",
+        ] {
             assert_eq!(parse_int(bad), None, "{bad:?}");
         }
     }

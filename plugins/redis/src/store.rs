@@ -103,7 +103,12 @@ impl Store {
             started: now,
             run_id: {
                 let mut rng = crate::db::Rng::new();
-                format!("{:016x}{:016x}{:08x}", rng.next(), rng.next(), rng.next() as u32)
+                format!(
+                    "{:016x}{:016x}{:08x}",
+                    rng.next_u64(),
+                    rng.next_u64(),
+                    rng.next_u64() as u32
+                )
             },
             next_client_id: 0,
         }

@@ -360,7 +360,9 @@ mod tests {
         l.push_front(b"x");
         let v = Value::List(l);
         assert_eq!(v.mem(), 32 + 3 + 1 + 2 * LIST_ITEM);
-        let Value::List(mut l) = v else { unreachable!() };
+        let Value::List(mut l) = v else {
+            unreachable!()
+        };
         l.pop_back();
         l.pop_front();
         assert_eq!(Value::List(l).mem(), 32);

@@ -14,7 +14,8 @@ pub fn ping(ctx: &mut Ctx<'_>, args: Args<'_>) {
     if ctx.store.pubsub.subscriptions(ctx.session.id) > 0 {
         ctx.out.array(2);
         ctx.out.bulk(b"pong");
-        ctx.out.bulk(if args.len() == 2 { args.get(1) } else { b"" });
+        ctx.out
+            .bulk(if args.len() == 2 { args.get(1) } else { b"" });
     } else if args.len() == 2 {
         ctx.out.bulk(args.get(1));
     } else {
@@ -51,8 +52,12 @@ pub fn select(ctx: &mut Ctx<'_>, args: Args<'_>) {
 pub fn reset(ctx: &mut Ctx<'_>, _args: Args<'_>) {
     let mut discard = crate::reply::Reply::default();
     let id = ctx.session.id;
-    ctx.store.pubsub.unsubscribe(id, Kind::Channel, &[], &mut discard);
-    ctx.store.pubsub.unsubscribe(id, Kind::Pattern, &[], &mut discard);
+    ctx.store
+        .pubsub
+        .unsubscribe(id, Kind::Channel, &[], &mut discard);
+    ctx.store
+        .pubsub
+        .unsubscribe(id, Kind::Pattern, &[], &mut discard);
     ctx.session.name = None;
     ctx.session.multi = None;
     ctx.store.watches.unwatch(id);

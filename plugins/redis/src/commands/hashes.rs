@@ -17,10 +17,11 @@ fn check_hash(ctx: &mut Ctx<'_>, key: &[u8]) -> bool {
 
 /// `HSET key field value [field value ...]` (fields added) and `HMSET` (`+OK`).
 pub fn hset(ctx: &mut Ctx<'_>, args: Args<'_>) {
-    if args.len() % 2 != 0 {
+    if !args.len().is_multiple_of(2) {
         let name = String::from_utf8_lossy(args.get(0)).to_ascii_lowercase();
-        ctx.out
-            .error(&format!("ERR wrong number of arguments for '{name}' command"));
+        ctx.out.error(&format!(
+            "ERR wrong number of arguments for '{name}' command"
+        ));
         return;
     }
     if !check_hash(ctx, args.get(1)) {
@@ -49,7 +50,11 @@ pub fn hset(ctx: &mut Ctx<'_>, args: Args<'_>) {
 }
 
 /// Run `f` on the hash at `key` (`None` if missing), or reply `-WRONGTYPE`.
-fn with_hash(ctx: &mut Ctx<'_>, key: &[u8], f: impl FnOnce(Option<&Hash>, &mut crate::reply::Reply)) {
+fn with_hash(
+    ctx: &mut Ctx<'_>,
+    key: &[u8],
+    f: impl FnOnce(Option<&Hash>, &mut crate::reply::Reply),
+) {
     match ctx.store.db.get(key, ctx.now) {
         None => f(None, ctx.out),
         Some(Value::Hash(h)) => f(Some(h), ctx.out),
@@ -106,7 +111,9 @@ pub fn hkeys(ctx: &mut Ctx<'_>, args: Args<'_>) {
 
 /// `HLEN key`.
 pub fn hlen(ctx: &mut Ctx<'_>, args: Args<'_>) {
-    with_hash(ctx, args.get(1), |h, out| out.int(h.map_or(0, Hash::len) as i64));
+    with_hash(ctx, args.get(1), |h, out| {
+        out.int(h.map_or(0, Hash::len) as i64)
+    });
 }
 
 /// `HEXISTS key field`.

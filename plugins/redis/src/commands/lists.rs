@@ -8,7 +8,10 @@ use crate::value::{List, Value};
 pub fn push(ctx: &mut Ctx<'_>, args: Args<'_>) {
     let front = args.get(0).eq_ignore_ascii_case(b"LPUSH");
     let now = ctx.now;
-    if !matches!(ctx.store.db.get(args.get(1), now), None | Some(Value::List(_))) {
+    if !matches!(
+        ctx.store.db.get(args.get(1), now),
+        None | Some(Value::List(_))
+    ) {
         ctx.wrong_type();
         return;
     }
@@ -69,14 +72,22 @@ pub fn pop(ctx: &mut Ctx<'_>, args: Args<'_>) {
     };
     match count {
         None => {
-            let item = if front { list.pop_front() } else { list.pop_back() };
+            let item = if front {
+                list.pop_front()
+            } else {
+                list.pop_back()
+            };
             ctx.out.bulk(&item.expect("stored lists are not empty"));
         }
         Some(n) => {
             let n = n.min(list.len());
             ctx.out.array(n);
             for _ in 0..n {
-                let item = if front { list.pop_front() } else { list.pop_back() };
+                let item = if front {
+                    list.pop_front()
+                } else {
+                    list.pop_back()
+                };
                 ctx.out.bulk(&item.expect("counted"));
             }
         }

@@ -130,8 +130,7 @@ pub fn parse_float(arg: &[u8]) -> Option<f64> {
 
 /// The command table by lower-case name (fixed hasher: the keys are ours, not a client's).
 fn index() -> &'static HashMap<&'static [u8], &'static Command, FixedState> {
-    static INDEX: OnceLock<HashMap<&'static [u8], &'static Command, FixedState>> =
-        OnceLock::new();
+    static INDEX: OnceLock<HashMap<&'static [u8], &'static Command, FixedState>> = OnceLock::new();
     INDEX.get_or_init(|| {
         table::COMMANDS
             .iter()
@@ -228,7 +227,11 @@ fn touch_keys(ctx: &mut Ctx<'_>, command: &Command, args: Args<'_>) {
         ctx.store.watches.touch_all();
         return;
     }
-    let last = if last < 0 { args.len() as i32 + last } else { last };
+    let last = if last < 0 {
+        args.len() as i32 + last
+    } else {
+        last
+    };
     let mut i = first;
     while i <= last && (i as usize) < args.len() {
         ctx.store.watches.touch(args.get(i as usize));

@@ -34,10 +34,7 @@ fn kind(args: Args<'_>) -> Kind {
 
 /// `PUBLISH channel message`: how many subscribers it was queued for.
 pub fn publish(ctx: &mut Ctx<'_>, args: Args<'_>) {
-    let receivers = ctx
-        .store
-        .pubsub
-        .publish(args.get(1), args.get(2), deliver);
+    let receivers = ctx.store.pubsub.publish(args.get(1), args.get(2), deliver);
     ctx.out.int(receivers as i64);
 }
 

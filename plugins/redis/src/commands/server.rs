@@ -109,7 +109,10 @@ fn info_section(ctx: &mut Ctx<'_>, section: &str, text: &mut String) {
             line("uptime_in_seconds", &uptime);
             line("uptime_in_days", &(uptime / 86400));
             line("hz", &10);
-            line("server_implementation", &concat!("sockhost-redis ", env!("CARGO_PKG_VERSION")));
+            line(
+                "server_implementation",
+                &concat!("sockhost-redis ", env!("CARGO_PKG_VERSION")),
+            );
         }
         "clients" => {
             line("connected_clients", &store.stats.connected_clients);
@@ -132,7 +135,10 @@ fn info_section(ctx: &mut Ctx<'_>, section: &str, text: &mut String) {
             line("aof_enabled", &0);
         }
         "stats" => {
-            line("total_connections_received", &store.stats.connections_received);
+            line(
+                "total_connections_received",
+                &store.stats.connections_received,
+            );
             line("total_commands_processed", &store.stats.commands_processed);
             line("expired_keys", &store.db.stats.expired_keys);
             line("evicted_keys", &store.db.stats.evicted_keys);
@@ -146,17 +152,15 @@ fn info_section(ctx: &mut Ctx<'_>, section: &str, text: &mut String) {
             line("role", &"master");
             line("connected_slaves", &0);
         }
-        "keyspace" => {
-            if !store.db.is_empty() {
-                line(
-                    "db0",
-                    &format!(
-                        "keys={},expires={},avg_ttl=0",
-                        store.db.len(),
-                        store.db.volatile_len()
-                    ),
-                );
-            }
+        "keyspace" if !store.db.is_empty() => {
+            line(
+                "db0",
+                &format!(
+                    "keys={},expires={},avg_ttl=0",
+                    store.db.len(),
+                    store.db.volatile_len()
+                ),
+            );
         }
         _ => {}
     }
@@ -319,7 +323,10 @@ fn arg_docs(out: &mut Reply, args: &[Arg]) {
             ArgKind::OneOf(n) | ArgKind::Block(n) => Some(n),
             _ => None,
         };
-        let fields = 2 + 2 + 2 * usize::from(a.token.is_some()) + 2 * usize::from(!flags.is_empty())
+        let fields = 2
+            + 2
+            + 2 * usize::from(a.token.is_some())
+            + 2 * usize::from(!flags.is_empty())
             + 2 * usize::from(nested.is_some());
         out.array(fields);
         out.bulk(b"name");
@@ -381,7 +388,7 @@ pub fn config_get(ctx: &mut Ctx<'_>, args: Args<'_>) {
 /// `CONFIG SET parameter value [parameter value ...]`: `maxmemory` and `maxmemory-policy`
 /// can change at run time (each worker's own store).
 pub fn config_set(ctx: &mut Ctx<'_>, args: Args<'_>) {
-    if args.len() % 2 != 0 {
+    if !args.len().is_multiple_of(2) {
         ctx.out
             .error("ERR wrong number of arguments for 'config|set' command");
         return;
@@ -395,9 +402,9 @@ pub fn config_set(ctx: &mut Ctx<'_>, args: Args<'_>) {
             "maxmemory" => match parse_memory(&value) {
                 Some(n) => maxmemory = Some(n),
                 None => {
-                    ctx.out.error(&format!(
-                        "ERR CONFIG SET failed (possibly related to argument 'maxmemory') - argument must be a memory value"
-                    ));
+                    ctx.out.error(
+                        "ERR CONFIG SET failed (possibly related to argument 'maxmemory') - argument must be a memory value",
+                    );
                     return;
                 }
             },

@@ -7,14 +7,17 @@ use crate::value::{Set, Value};
 /// `SADD key member [member ...]`: how many were added.
 pub fn sadd(ctx: &mut Ctx<'_>, args: Args<'_>) {
     let now = ctx.now;
-    if !matches!(ctx.store.db.get(args.get(1), now), None | Some(Value::Set(_))) {
+    if !matches!(
+        ctx.store.db.get(args.get(1), now),
+        None | Some(Value::Set(_))
+    ) {
         ctx.wrong_type();
         return;
     }
-    let mut value = ctx
-        .store
-        .db
-        .get_or_insert_with(args.get(1), now, || Value::Set(Set::default()));
+    let mut value =
+        ctx.store
+            .db
+            .get_or_insert_with(args.get(1), now, || Value::Set(Set::default()));
     let Value::Set(set) = &mut *value else {
         unreachable!("type checked above");
     };
@@ -118,5 +121,7 @@ pub fn sismember(ctx: &mut Ctx<'_>, args: Args<'_>) {
 
 /// `SCARD key`.
 pub fn scard(ctx: &mut Ctx<'_>, args: Args<'_>) {
-    with_set(ctx, args.get(1), |s, out| out.int(s.map_or(0, Set::len) as i64));
+    with_set(ctx, args.get(1), |s, out| {
+        out.int(s.map_or(0, Set::len) as i64)
+    });
 }

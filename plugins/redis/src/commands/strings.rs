@@ -37,7 +37,13 @@ pub fn get(ctx: &mut Ctx<'_>, args: Args<'_>) {
 
 /// Parse an expire argument into an absolute Unix time in ms, as Redis's
 /// `getExpireMillisecondsOrReply`; `None` after the error reply.
-fn expire_at(ctx: &mut Ctx<'_>, arg: &[u8], seconds: bool, relative: bool, name: &str) -> Option<i64> {
+fn expire_at(
+    ctx: &mut Ctx<'_>,
+    arg: &[u8],
+    seconds: bool,
+    relative: bool,
+    name: &str,
+) -> Option<i64> {
     let Some(mut n) = parse_int(arg) else {
         ctx.out.error(NOT_INTEGER);
         return None;
@@ -184,7 +190,7 @@ pub fn mget(ctx: &mut Ctx<'_>, args: Args<'_>) {
 
 /// `MSET key value [key value ...]`.
 pub fn mset(ctx: &mut Ctx<'_>, args: Args<'_>) {
-    if args.len() % 2 == 0 {
+    if args.len().is_multiple_of(2) {
         ctx.out
             .error("ERR wrong number of arguments for 'mset' command");
         return;
@@ -302,8 +308,7 @@ pub fn incrbyfloat(ctx: &mut Ctx<'_>, args: Args<'_>) {
     let new = current + by;
     if !new.is_finite() {
         drop(value);
-        ctx.out
-            .error("ERR increment would produce NaN or Infinity");
+        ctx.out.error("ERR increment would produce NaN or Infinity");
         return;
     }
     let text = format_double(new);

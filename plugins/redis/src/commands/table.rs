@@ -68,9 +68,7 @@ pub struct Command {
 impl Command {
     /// The subcommand's own name (`setname` of `client|setname`).
     pub fn subname(&self) -> &'static str {
-        self.name
-            .split_once('|')
-            .map_or(self.name, |(_, sub)| sub)
+        self.name.split_once('|').map_or(self.name, |(_, sub)| sub)
     }
 
     /// The flag names `COMMAND` shows.
@@ -103,7 +101,11 @@ impl Command {
             "transactions" => "@transaction",
             _ => "@admin",
         });
-        cats.push(if self.flags & FAST != 0 { "@fast" } else { "@slow" });
+        cats.push(if self.flags & FAST != 0 {
+            "@fast"
+        } else {
+            "@slow"
+        });
         cats
     }
 }
@@ -212,7 +214,13 @@ impl Arg {
 }
 
 /// A table row; documentation follows with [`doc`].
-const fn c(name: &'static str, arity: i32, flags: u32, keys: (i32, i32, i32), run: Handler) -> Command {
+const fn c(
+    name: &'static str,
+    arity: i32,
+    flags: u32,
+    keys: (i32, i32, i32),
+    run: Handler,
+) -> Command {
     Command {
         name,
         arity,
@@ -229,7 +237,12 @@ const fn c(name: &'static str, arity: i32, flags: u32, keys: (i32, i32, i32), ru
 }
 
 impl Command {
-    const fn doc(mut self, group: &'static str, since: &'static str, summary: &'static str) -> Command {
+    const fn doc(
+        mut self,
+        group: &'static str,
+        since: &'static str,
+        summary: &'static str,
+    ) -> Command {
         self.group = group;
         self.since = since;
         self.summary = summary;
@@ -258,21 +271,42 @@ const KALL: (i32, i32, i32) = (1, -1, 1);
 
 const EXPIRE_CONDITION: Arg = arg(
     "condition",
-    ArgKind::OneOf(&[word("nx", "NX"), word("xx", "XX"), word("gt", "GT"), word("lt", "LT")]),
+    ArgKind::OneOf(&[
+        word("nx", "NX"),
+        word("xx", "XX"),
+        word("gt", "GT"),
+        word("lt", "LT"),
+    ]),
 )
 .opt();
 
 const CLIENT_SUBCOMMANDS: &[Command] = &[
-    c("client|getname", 2, FAST, NONE, connection::client_getname)
-        .doc("connection", "2.6.9", "Returns the name of the connection."),
-    c("client|help", 2, FAST, NONE, connection::client_help)
-        .doc("connection", "5.0.0", "Returns helpful text about the different subcommands."),
-    c("client|id", 2, FAST, NONE, connection::client_id)
-        .doc("connection", "5.0.0", "Returns the unique client ID of the connection."),
-    c("client|info", 2, FAST, NONE, connection::client_info)
-        .doc("connection", "6.2.0", "Returns information about the connection."),
+    c("client|getname", 2, FAST, NONE, connection::client_getname).doc(
+        "connection",
+        "2.6.9",
+        "Returns the name of the connection.",
+    ),
+    c("client|help", 2, FAST, NONE, connection::client_help).doc(
+        "connection",
+        "5.0.0",
+        "Returns helpful text about the different subcommands.",
+    ),
+    c("client|id", 2, FAST, NONE, connection::client_id).doc(
+        "connection",
+        "5.0.0",
+        "Returns the unique client ID of the connection.",
+    ),
+    c("client|info", 2, FAST, NONE, connection::client_info).doc(
+        "connection",
+        "6.2.0",
+        "Returns information about the connection.",
+    ),
     c("client|setinfo", 4, FAST, NONE, connection::client_setinfo)
-        .doc("connection", "7.2.0", "Sets information specific to the client or connection.")
+        .doc(
+            "connection",
+            "7.2.0",
+            "Sets information specific to the client or connection.",
+        )
         .args(&[arg(
             "attr",
             ArgKind::OneOf(&[s("libname").token("LIB-NAME"), s("libver").token("LIB-VER")]),
@@ -283,16 +317,30 @@ const CLIENT_SUBCOMMANDS: &[Command] = &[
 ];
 
 const COMMAND_SUBCOMMANDS: &[Command] = &[
-    c("command|count", 2, 0, NONE, server::command_count)
-        .doc("server", "2.8.13", "Returns a count of commands."),
+    c("command|count", 2, 0, NONE, server::command_count).doc(
+        "server",
+        "2.8.13",
+        "Returns a count of commands.",
+    ),
     c("command|docs", -2, 0, NONE, server::command_docs)
-        .doc("server", "7.0.0", "Returns documentary information about one, multiple or all commands.")
+        .doc(
+            "server",
+            "7.0.0",
+            "Returns documentary information about one, multiple or all commands.",
+        )
         .cost("O(N) where N is the number of commands to look up")
         .args(&[s("command-name").opt().multiple()]),
-    c("command|help", 2, 0, NONE, server::command_help)
-        .doc("server", "5.0.0", "Returns helpful text about the different subcommands."),
+    c("command|help", 2, 0, NONE, server::command_help).doc(
+        "server",
+        "5.0.0",
+        "Returns helpful text about the different subcommands.",
+    ),
     c("command|info", -2, 0, NONE, server::command_info_cmd)
-        .doc("server", "2.8.13", "Returns information about one, multiple or all commands.")
+        .doc(
+            "server",
+            "2.8.13",
+            "Returns information about one, multiple or all commands.",
+        )
         .cost("O(N) where N is the number of commands to look up")
         .args(&[s("command-name").opt().multiple()]),
     c("command|list", -2, 0, NONE, server::command_list)
@@ -302,15 +350,29 @@ const COMMAND_SUBCOMMANDS: &[Command] = &[
 
 const CONFIG_SUBCOMMANDS: &[Command] = &[
     c("config|get", -3, ADMIN, NONE, server::config_get)
-        .doc("server", "2.0.0", "Returns the effective values of configuration parameters.")
+        .doc(
+            "server",
+            "2.0.0",
+            "Returns the effective values of configuration parameters.",
+        )
         .cost("O(N) when N is the number of configuration parameters provided")
         .args(&[s("parameter").multiple()]),
-    c("config|help", 2, 0, NONE, server::config_help)
-        .doc("server", "5.0.0", "Returns helpful text about the different subcommands."),
-    c("config|resetstat", 2, ADMIN, NONE, server::config_resetstat)
-        .doc("server", "2.0.0", "Resets the server's statistics."),
+    c("config|help", 2, 0, NONE, server::config_help).doc(
+        "server",
+        "5.0.0",
+        "Returns helpful text about the different subcommands.",
+    ),
+    c("config|resetstat", 2, ADMIN, NONE, server::config_resetstat).doc(
+        "server",
+        "2.0.0",
+        "Resets the server's statistics.",
+    ),
     c("config|set", -4, ADMIN, NONE, server::config_set)
-        .doc("server", "2.0.0", "Sets configuration parameters in-flight.")
+        .doc(
+            "server",
+            "2.0.0",
+            "Sets configuration parameters in-flight.",
+        )
         .cost("O(N) when N is the number of configuration parameters provided")
         .args(&[arg("data", ArgKind::Block(&[s("parameter"), s("value")])).multiple()]),
 ];
@@ -677,7 +739,11 @@ mod tests {
             assert!(seen.insert(c.name), "{} twice", c.name);
             assert_eq!(c.name, c.name.to_ascii_lowercase());
             assert!(c.name.len() <= 24, "lookup's buffer");
-            assert!(!c.summary.is_empty() && !c.group.is_empty(), "{} undocumented", c.name);
+            assert!(
+                !c.summary.is_empty() && !c.group.is_empty(),
+                "{} undocumented",
+                c.name
+            );
             for sub in c.subcommands {
                 assert!(sub.name.starts_with(&format!("{}|", c.name)));
             }

@@ -8,7 +8,8 @@ use crate::value::{Value, ZSet};
 
 /// `ZADD key [NX|XX] [GT|LT] [CH] [INCR] score member [score member ...]`.
 pub fn zadd(ctx: &mut Ctx<'_>, args: Args<'_>) {
-    let (mut nx, mut xx, mut gt, mut lt, mut ch, mut incr) = (false, false, false, false, false, false);
+    let (mut nx, mut xx, mut gt, mut lt, mut ch, mut incr) =
+        (false, false, false, false, false, false);
     let mut at = 2;
     while at < args.len() {
         match args.get(at).to_ascii_lowercase().as_slice() {
@@ -23,7 +24,7 @@ pub fn zadd(ctx: &mut Ctx<'_>, args: Args<'_>) {
         at += 1;
     }
     let pairs = args.len() - at;
-    if pairs == 0 || pairs % 2 != 0 {
+    if pairs == 0 || !pairs.is_multiple_of(2) {
         ctx.out.error(SYNTAX);
         return;
     }
@@ -32,7 +33,7 @@ pub fn zadd(ctx: &mut Ctx<'_>, args: Args<'_>) {
             .error("ERR XX and NX options at the same time are not compatible");
         return;
     }
-    if (gt && nx) || (lt && nx) || (gt && lt) {
+    if (nx && (gt || lt)) || (gt && lt) {
         ctx.out
             .error("ERR GT, LT, and/or NX options at the same time are not compatible");
         return;
@@ -49,7 +50,20 @@ pub fn zadd(ctx: &mut Ctx<'_>, args: Args<'_>) {
         };
         scores.push(score);
     }
-    zadd_generic(ctx, args, at, &scores, Flags { nx, xx, gt, lt, ch, incr });
+    zadd_generic(
+        ctx,
+        args,
+        at,
+        &scores,
+        Flags {
+            nx,
+            xx,
+            gt,
+            lt,
+            ch,
+            incr,
+        },
+    );
 }
 
 #[derive(Clone, Copy)]
@@ -69,7 +83,11 @@ fn zadd_generic(ctx: &mut Ctx<'_>, args: Args<'_>, at: usize, scores: &[f64], f:
         Some(Value::ZSet(_)) => {}
         Some(_) => return ctx.wrong_type(),
         None if f.xx => {
-            return if f.incr { ctx.out.null() } else { ctx.out.int(0) };
+            return if f.incr {
+                ctx.out.null()
+            } else {
+                ctx.out.int(0)
+            };
         }
         None => {}
     }
@@ -133,7 +151,14 @@ pub fn zincrby(ctx: &mut Ctx<'_>, args: Args<'_>) {
         return;
     };
     // As `ZADD key INCR increment member`: the pair starts at argument 2.
-    let flags = Flags { nx: false, xx: false, gt: false, lt: false, ch: false, incr: true };
+    let flags = Flags {
+        nx: false,
+        xx: false,
+        gt: false,
+        lt: false,
+        ch: false,
+        incr: true,
+    };
     zadd_generic(ctx, args, 2, &[by], flags);
 }
 
@@ -217,11 +242,20 @@ fn zrange_generic(
         if offset < 0 {
             return ctx.out.array(0);
         }
-        let count = if count < 0 { usize::MAX } else { count as usize };
+        let count = if count < 0 {
+            usize::MAX
+        } else {
+            count as usize
+        };
         let range = zset.range_by_score(min, max);
         let owned = |(m, s): (&[u8], f64)| (m.to_vec(), s);
         if rev {
-            range.rev().skip(offset as usize).take(count).map(owned).collect()
+            range
+                .rev()
+                .skip(offset as usize)
+                .take(count)
+                .map(owned)
+                .collect()
         } else {
             range.skip(offset as usize).take(count).map(owned).collect()
         }
@@ -247,8 +281,7 @@ fn zrange_generic(
             zset.range_asc(from, to - from + 1).map(owned).collect()
         }
     };
-    ctx.out
-        .array(items.len() * if withscores { 2 } else { 1 });
+    ctx.out.array(items.len() * if withscores { 2 } else { 1 });
     for (member, score) in &items {
         ctx.out.bulk(member);
         if withscores {
