@@ -26,7 +26,8 @@
 //! | lists | `LPUSH` `RPUSH` `LPOP` `RPOP` `LRANGE` `LLEN` `LINDEX` |
 //! | hashes | `HSET` `HMSET` `HGET` `HMGET` `HGETALL` `HKEYS` `HVALS` `HDEL` `HLEN` `HEXISTS` `HINCRBY` |
 //! | sets | `SADD` `SREM` `SPOP` `SMEMBERS` `SISMEMBER` `SCARD` |
-//! | sorted sets | `ZADD` `ZINCRBY` `ZRANGE` `ZPOPMIN` `ZSCORE` `ZCARD` `ZREM` |
+//! | sorted sets | `ZADD` `ZINCRBY` `ZRANGE` `ZREVRANGE` `ZPOPMIN` `ZSCORE` `ZCARD` `ZREM` |
+//! | transactions | `MULTI` `EXEC` `DISCARD` `WATCH` `UNWATCH` |
 //! | pub/sub | `SUBSCRIBE` `UNSUBSCRIBE` `PSUBSCRIBE` `PUNSUBSCRIBE` `PUBLISH` |
 //!
 //! # Limits
