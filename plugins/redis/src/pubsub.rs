@@ -28,7 +28,12 @@ pub type ClientId = u64;
 struct Subscriber {
     channels: IndexSet<Vec<u8>, RandomState>,
     patterns: IndexSet<Vec<u8>, RandomState>,
+    /// Bytes of names held (bounded by the limit given to `subscribe`).
+    bytes: usize,
 }
+
+/// Per-name overhead counted against the subscription limit.
+const NAME_OVERHEAD: usize = 64;
 
 /// The registry of one store.
 #[derive(Debug, Default)]
@@ -89,21 +94,31 @@ impl PubSub {
         }
     }
 
-    /// Subscribe `id` to each name, replying `[subscribe, name, count]` for each.
+    /// Subscribe `id` to each name, replying `[subscribe, name, count]` for each. A
+    /// connection's subscriptions are bounded by `limit` bytes of names: past it the rest
+    /// is refused with an error.
     pub fn subscribe<'a>(
         &mut self,
         id: ClientId,
         kind: Kind,
         names: impl Iterator<Item = &'a [u8]>,
+        limit: usize,
         out: &mut Reply,
     ) {
         for name in names {
             let sub = self.subscribers.entry(id).or_default();
+            if sub.bytes + name.len() + NAME_OVERHEAD > limit {
+                out.error(&format!(
+                    "ERR the subscriptions of this connection passed max-query ({limit} bytes)"
+                ));
+                return;
+            }
             let mine = match kind {
                 Kind::Channel => &mut sub.channels,
                 Kind::Pattern => &mut sub.patterns,
             };
             if mine.insert(name.to_vec()) {
+                sub.bytes += name.len() + NAME_OVERHEAD;
                 self.map(kind).entry(name.to_vec()).or_default().insert(id);
             }
             let count = self.subscriptions(id);
@@ -148,6 +163,7 @@ impl PubSub {
         if !mine.swap_remove(name) {
             return;
         }
+        sub.bytes -= name.len() + NAME_OVERHEAD;
         let map = self.map(kind);
         if let Some(ids) = map.get_mut(name) {
             ids.swap_remove(&id);
@@ -249,9 +265,16 @@ mod tests {
             1,
             Kind::Channel,
             [&b"news"[..], b"sport"].into_iter(),
+            1 << 20,
             &mut out,
         );
-        ps.subscribe(2, Kind::Pattern, [&b"n*"[..]].into_iter(), &mut out);
+        ps.subscribe(
+            2,
+            Kind::Pattern,
+            [&b"n*"[..]].into_iter(),
+            1 << 20,
+            &mut out,
+        );
         assert_eq!(ps.subscriptions(1), 2);
         let mut got: Vec<(ClientId, Vec<u8>)> = Vec::new();
         let n = ps.publish(b"news", b"hi", |id, frame| {
@@ -293,7 +316,25 @@ mod tests {
         ps.unsubscribe(7, Kind::Channel, &[], &mut out);
         assert_eq!(out.bytes(), b"*3\r\n$11\r\nunsubscribe\r\n$-1\r\n:0\r\n");
         let mut out = Reply::default();
-        ps.subscribe(7, Kind::Pattern, [&b"a*"[..], b"a*"].into_iter(), &mut out);
+        ps.subscribe(
+            7,
+            Kind::Pattern,
+            [&b"a*"[..], b"a*"].into_iter(),
+            1 << 20,
+            &mut out,
+        );
+        let mut small = Reply::default();
+        ps.subscribe(
+            8,
+            Kind::Channel,
+            [&[b'c'; 100][..], &[b'd'; 100]].into_iter(),
+            200,
+            &mut small,
+        );
+        assert!(small.bytes().ends_with(
+            b"-ERR the subscriptions of this connection passed max-query (200 bytes)\r\n"
+        ));
+        assert_eq!(ps.subscriptions(8), 1);
         assert_eq!(
             out.bytes(),
             &b"*3\r\n$10\r\npsubscribe\r\n$2\r\na*\r\n:1\r\n*3\r\n$10\r\npsubscribe\r\n$2\r\na*\r\n:1\r\n"[..]

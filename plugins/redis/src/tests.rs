@@ -422,6 +422,31 @@ fn options_are_checked() {
 }
 
 #[test]
+fn per_connection_state_is_bounded_by_max_query() {
+    let h = Harness::<Redis>::with_options([("max-query", "2kb")]).unwrap();
+    let mut c = h.connect().unwrap();
+    let keys: Vec<String> = (0..40).map(|i| format!("{i:0>30}")).collect();
+    let mut watch = vec!["WATCH"];
+    watch.extend(keys.iter().map(String::as_str));
+    assert_eq!(
+        cmd(&mut c, &watch),
+        "-ERR the keys this connection watches passed max-query (2048 bytes)\r\n"
+    );
+    let mut subscribe = vec!["SUBSCRIBE"];
+    subscribe.extend(keys.iter().map(String::as_str));
+    assert!(cmd(&mut c, &subscribe)
+        .ends_with("-ERR the subscriptions of this connection passed max-query (2048 bytes)\r\n"));
+    // A transaction past the bound closes the connection.
+    let mut d = h.connect().unwrap();
+    cmd(&mut d, &["MULTI"]);
+    let value = "v".repeat(600);
+    for _ in 0..4 {
+        cmd(&mut d, &["SET", "k", &value]);
+    }
+    assert!(!d.is_open());
+}
+
+#[test]
 fn command_docs_and_info() {
     let h = server();
     let mut c = h.connect().unwrap();

@@ -10,9 +10,10 @@ use crate::resp::Args;
 /// `SUBSCRIBE channel [channel ...]` and `PSUBSCRIBE pattern [pattern ...]`.
 pub fn subscribe(ctx: &mut Ctx<'_>, args: Args<'_>) {
     let kind = kind(args);
+    let limit = ctx.store.config.limits.max_query;
     ctx.store
         .pubsub
-        .subscribe(ctx.session.id, kind, args.iter_from(1), ctx.out);
+        .subscribe(ctx.session.id, kind, args.iter_from(1), limit, ctx.out);
 }
 
 /// `UNSUBSCRIBE [channel ...]` and `PUNSUBSCRIBE [pattern ...]`.

@@ -10,7 +10,8 @@
 //! `FLUSHALL`), from any connection, makes this connection's `EXEC` return a null array.
 //! (Unlike Redis, a watched key that merely expires does not abort the transaction.) The
 //! queue is bounded by `max-query`: a transaction holding more is discarded and the
-//! connection closed, as an unfinished command of that size would be.
+//! connection closed, as an unfinished command of that size would be. So are a connection's
+//! watched keys (`WATCH` past it is refused).
 
 use std::ops::Range;
 
@@ -59,7 +60,8 @@ impl Multi {
 #[derive(Debug, Default)]
 pub struct Watches {
     by_key: HashMap<Vec<u8>, HashSet<ClientId, RandomState>, RandomState>,
-    by_client: HashMap<ClientId, Vec<Vec<u8>>, RandomState>,
+    /// Each client's watched keys, and their bytes (bounded by `max-query`).
+    by_client: HashMap<ClientId, (Vec<Vec<u8>>, usize), RandomState>,
     dirty: HashSet<ClientId, RandomState>,
 }
 
@@ -69,10 +71,17 @@ impl Watches {
         self.by_client.is_empty()
     }
 
-    fn watch(&mut self, id: ClientId, key: &[u8]) {
-        if self.by_key.entry(key.to_vec()).or_default().insert(id) {
-            self.by_client.entry(id).or_default().push(key.to_vec());
+    /// Watch `key`; false if the client's watched keys would pass `limit` bytes.
+    fn watch(&mut self, id: ClientId, key: &[u8], limit: usize) -> bool {
+        let (keys, bytes) = self.by_client.entry(id).or_default();
+        if *bytes + key.len() + 32 > limit {
+            return false;
         }
+        if self.by_key.entry(key.to_vec()).or_default().insert(id) {
+            keys.push(key.to_vec());
+            *bytes += key.len() + 32;
+        }
+        true
     }
 
     /// A write named `key`: every connection watching it is now dirty.
@@ -89,7 +98,7 @@ impl Watches {
 
     /// Stop watching (`UNWATCH`, `EXEC`, `DISCARD`, disconnect); whether `id` was dirty.
     pub fn unwatch(&mut self, id: ClientId) -> bool {
-        for key in self.by_client.remove(&id).unwrap_or_default() {
+        for key in self.by_client.remove(&id).unwrap_or_default().0 {
             if let Some(ids) = self.by_key.get_mut(&key) {
                 ids.remove(&id);
                 if ids.is_empty() {
@@ -150,8 +159,14 @@ pub fn watch(ctx: &mut Ctx<'_>, args: Args<'_>) {
         ctx.out.error("ERR WATCH inside MULTI is not allowed");
         return;
     }
+    let limit = ctx.store.config.limits.max_query;
     for key in args.iter_from(1) {
-        ctx.store.watches.watch(ctx.session.id, key);
+        if !ctx.store.watches.watch(ctx.session.id, key, limit) {
+            ctx.out.error(&format!(
+                "ERR the keys this connection watches passed max-query ({limit} bytes)"
+            ));
+            return;
+        }
     }
     ctx.out.ok();
 }
