@@ -277,17 +277,21 @@ impl Db {
         ValueMut { db: self, slot }
     }
 
-    /// Whether a live key exists (no hit/miss counted, as Redis's `EXISTS`).
-    pub fn contains(&mut self, key: &[u8], now: i64) -> bool {
-        let Some(slot) = self.find(key) else {
-            return false;
-        };
+    /// The slot of a live key, removing it if it has expired (lazy expiry); no hit or miss
+    /// is counted and the access time is not changed (`EXISTS`, `TTL`, `EXPIRE`).
+    fn find_live(&mut self, key: &[u8], now: i64) -> Option<u32> {
+        let slot = self.find(key)?;
         if self.entry(slot).expired(now) {
             self.remove_slot(slot);
             self.stats.expired_keys += 1;
-            return false;
+            return None;
         }
-        true
+        Some(slot)
+    }
+
+    /// Whether a live key exists (no hit/miss counted, as Redis's `EXISTS`).
+    pub fn contains(&mut self, key: &[u8], now: i64) -> bool {
+        self.find_live(key, now).is_some()
     }
 
     /// Store `value` at `key`, replacing any value; `ttl` says what happens to a TTL.
@@ -346,26 +350,16 @@ impl Db {
 
     /// A live key's expiry (Unix ms; 0 = none), `None` if the key is missing.
     pub fn expires(&mut self, key: &[u8], now: i64) -> Option<i64> {
-        let slot = self.find(key)?;
-        if self.entry(slot).expired(now) {
-            self.remove_slot(slot);
-            self.stats.expired_keys += 1;
-            return None;
-        }
+        let slot = self.find_live(key, now)?;
         Some(self.entry(slot).expires)
     }
 
     /// Set (`at > 0`) or clear (`at == 0`) a live key's expiry; false if the key is missing.
     /// An expiry at or before `now` deletes the key at once, as Redis does.
     pub fn set_expiry(&mut self, key: &[u8], at: i64, now: i64) -> bool {
-        let Some(slot) = self.find(key) else {
+        let Some(slot) = self.find_live(key, now) else {
             return false;
         };
-        if self.entry(slot).expired(now) {
-            self.remove_slot(slot);
-            self.stats.expired_keys += 1;
-            return false;
-        }
         if at != 0 && at <= now {
             self.remove_slot(slot);
             return true;

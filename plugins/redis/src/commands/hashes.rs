@@ -5,14 +5,18 @@ use super::Ctx;
 use crate::resp::{parse_int, Args};
 use crate::value::{Hash, Value};
 
-/// Whether `key` holds a hash or nothing; replies `-WRONGTYPE` and returns false otherwise.
-fn check_hash(ctx: &mut Ctx<'_>, key: &[u8]) -> bool {
-    if matches!(ctx.store.db.get(key, ctx.now), None | Some(Value::Hash(_))) {
-        true
-    } else {
+/// The hash at `key` to change, made empty if missing; `None` after `-WRONGTYPE`.
+fn hash_mut<'a>(ctx: &'a mut Ctx<'_>, key: &[u8]) -> Option<crate::db::ValueMut<'a>> {
+    if !matches!(ctx.store.db.get(key, ctx.now), None | Some(Value::Hash(_))) {
         ctx.wrong_type();
-        false
+        return None;
     }
+    let now = ctx.now;
+    Some(
+        ctx.store
+            .db
+            .get_or_insert_with(key, now, || Value::Hash(Hash::default())),
+    )
 }
 
 /// `HSET key field value [field value ...]` (fields added) and `HMSET` (`+OK`).
@@ -24,16 +28,11 @@ pub fn hset(ctx: &mut Ctx<'_>, args: Args<'_>) {
         ));
         return;
     }
-    if !check_hash(ctx, args.get(1)) {
+    let Some(mut value) = hash_mut(ctx, args.get(1)) else {
         return;
-    }
-    let now = ctx.now;
-    let mut value = ctx
-        .store
-        .db
-        .get_or_insert_with(args.get(1), now, || Value::Hash(Hash::default()));
+    };
     let Value::Hash(hash) = &mut *value else {
-        unreachable!("type checked above");
+        unreachable!("hash_mut checked the type");
     };
     let mut added = 0;
     for i in (2..args.len()).step_by(2) {
@@ -126,19 +125,10 @@ pub fn hexists(ctx: &mut Ctx<'_>, args: Args<'_>) {
 
 /// `HDEL key field [field ...]`: how many were removed.
 pub fn hdel(ctx: &mut Ctx<'_>, args: Args<'_>) {
-    let now = ctx.now;
-    let Some(mut value) = ctx.store.db.get_mut(args.get(1), now) else {
-        ctx.out.int(0);
-        return;
-    };
-    let Value::Hash(hash) = &mut *value else {
-        drop(value);
-        ctx.wrong_type();
-        return;
-    };
-    let removed = args.iter_from(2).filter(|f| hash.remove(f)).count();
-    drop(value);
-    ctx.out.int(removed as i64);
+    super::remove_members(ctx, args, |value, field| match value {
+        Value::Hash(hash) => Some(hash.remove(field)),
+        _ => None,
+    });
 }
 
 /// `HINCRBY key field increment`.
@@ -146,17 +136,12 @@ pub fn hincrby(ctx: &mut Ctx<'_>, args: Args<'_>) {
     let Some(by) = ctx.int(args.get(3)) else {
         return;
     };
-    if !check_hash(ctx, args.get(1)) {
-        return;
-    }
-    let now = ctx.now;
     let field = args.get(2);
-    let mut value = ctx
-        .store
-        .db
-        .get_or_insert_with(args.get(1), now, || Value::Hash(Hash::default()));
+    let Some(mut value) = hash_mut(ctx, args.get(1)) else {
+        return;
+    };
     let Value::Hash(hash) = &mut *value else {
-        unreachable!("type checked above");
+        unreachable!("hash_mut checked the type");
     };
     let current = match hash.get(field) {
         None => Some(0),

@@ -44,17 +44,8 @@ pub fn pop(ctx: &mut Ctx<'_>, args: Args<'_>) {
         return;
     }
     let front = args.get(0).eq_ignore_ascii_case(b"LPOP");
-    let count = if args.len() == 3 {
-        let Some(n) = ctx.int(args.get(2)) else {
-            return;
-        };
-        if n < 0 {
-            ctx.out.error("ERR value is out of range, must be positive");
-            return;
-        }
-        Some(n as usize)
-    } else {
-        None
+    let Ok(count) = super::pop_count(ctx, args) else {
+        return;
     };
     let now = ctx.now;
     let Some(mut value) = ctx.store.db.get_mut(args.get(1), now) else {

@@ -259,6 +259,51 @@ fn unknown_command(out: &mut Reply, args: Args<'_>) {
     out.error_bytes(&text);
 }
 
+/// An error reply has been written (the command is over).
+#[derive(Debug)]
+pub struct Replied;
+
+/// The optional `count` of the pop commands (`LPOP key [count]`, `SPOP`, `ZPOPMIN`):
+/// `Ok(None)` when absent.
+pub fn pop_count(ctx: &mut Ctx<'_>, args: Args<'_>) -> Result<Option<usize>, Replied> {
+    if args.len() < 3 {
+        return Ok(None);
+    }
+    let n = ctx.int(args.get(2)).ok_or(Replied)?;
+    if n < 0 {
+        ctx.out.error("ERR value is out of range, must be positive");
+        return Err(Replied);
+    }
+    Ok(Some(n as usize))
+}
+
+/// `SREM`, `ZREM`, `HDEL` `key member [member ...]`: `remove` takes one member out of the
+/// value (`None`: the key holds another type); replies how many were removed.
+pub fn remove_members(
+    ctx: &mut Ctx<'_>,
+    args: Args<'_>,
+    remove: fn(&mut crate::value::Value, &[u8]) -> Option<bool>,
+) {
+    let now = ctx.now;
+    let Some(mut value) = ctx.store.db.get_mut(args.get(1), now) else {
+        ctx.out.int(0);
+        return;
+    };
+    let mut removed = 0;
+    for member in args.iter_from(2) {
+        match remove(&mut value, member) {
+            Some(gone) => removed += i64::from(gone),
+            None => {
+                drop(value);
+                ctx.wrong_type();
+                return;
+            }
+        }
+    }
+    drop(value);
+    ctx.out.int(removed);
+}
+
 /// Clamp Redis-style `start`/`end` indexes (negative from the end) to `0..len`; `None` for
 /// an empty range.
 pub fn clamp_range(start: i64, end: i64, len: usize) -> Option<(usize, usize)> {

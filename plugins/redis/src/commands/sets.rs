@@ -28,19 +28,10 @@ pub fn sadd(ctx: &mut Ctx<'_>, args: Args<'_>) {
 
 /// `SREM key member [member ...]`: how many were removed.
 pub fn srem(ctx: &mut Ctx<'_>, args: Args<'_>) {
-    let now = ctx.now;
-    let Some(mut value) = ctx.store.db.get_mut(args.get(1), now) else {
-        ctx.out.int(0);
-        return;
-    };
-    let Value::Set(set) = &mut *value else {
-        drop(value);
-        ctx.wrong_type();
-        return;
-    };
-    let removed = args.iter_from(2).filter(|m| set.remove(m)).count();
-    drop(value);
-    ctx.out.int(removed as i64);
+    super::remove_members(ctx, args, |value, member| match value {
+        Value::Set(set) => Some(set.remove(member)),
+        _ => None,
+    });
 }
 
 /// `SPOP key [count]`: random members, removed.
@@ -49,17 +40,8 @@ pub fn spop(ctx: &mut Ctx<'_>, args: Args<'_>) {
         ctx.out.error(super::SYNTAX);
         return;
     }
-    let count = if args.len() == 3 {
-        let Some(n) = ctx.int(args.get(2)) else {
-            return;
-        };
-        if n < 0 {
-            ctx.out.error("ERR value is out of range, must be positive");
-            return;
-        }
-        Some(n as usize)
-    } else {
-        None
+    let Ok(count) = super::pop_count(ctx, args) else {
+        return;
     };
     let now = ctx.now;
     let Some(mut value) = ctx.store.db.get_mut(args.get(1), now) else {

@@ -259,30 +259,47 @@ pub fn incr(ctx: &mut Ctx<'_>, args: Args<'_>) {
             n
         }
     };
+    let new = update_number(ctx, args.get(1), |current| {
+        let current = parse_int(current).ok_or(NOT_INTEGER)?;
+        let new = current
+            .checked_add(by)
+            .ok_or("ERR increment or decrement would overflow")?;
+        Ok((itoa::Buffer::new().format(new).as_bytes().to_vec(), new))
+    });
+    if let Some(new) = new {
+        ctx.out.int(new);
+    }
+}
+
+/// Replace the number stored as a string at `key` (a missing key counts as "0") with what
+/// `f` makes of it: its new text and the value to reply. `None` after an error reply
+/// (`-WRONGTYPE`, or `f`'s error).
+fn update_number<T>(
+    ctx: &mut Ctx<'_>,
+    key: &[u8],
+    f: impl FnOnce(&[u8]) -> Result<(Vec<u8>, T), &'static str>,
+) -> Option<T> {
     let now = ctx.now;
     let mut value = ctx
         .store
         .db
-        .get_or_insert_with(args.get(1), now, || Value::Str(b"0".to_vec()));
+        .get_or_insert_with(key, now, || Value::Str(b"0".to_vec()));
     let Value::Str(s) = &mut *value else {
         drop(value);
         ctx.wrong_type();
-        return;
+        return None;
     };
-    let Some(current) = parse_int(s) else {
-        drop(value);
-        ctx.out.error(NOT_INTEGER);
-        return;
-    };
-    let Some(new) = current.checked_add(by) else {
-        drop(value);
-        ctx.out.error("ERR increment or decrement would overflow");
-        return;
-    };
-    s.clear();
-    s.extend_from_slice(itoa::Buffer::new().format(new).as_bytes());
-    drop(value);
-    ctx.out.int(new);
+    match f(s) {
+        Ok((text, reply)) => {
+            *s = text;
+            Some(reply)
+        }
+        Err(error) => {
+            drop(value);
+            ctx.out.error(error);
+            None
+        }
+    }
 }
 
 /// `INCRBYFLOAT key increment`: the new value, as a bulk string.
@@ -290,30 +307,16 @@ pub fn incrbyfloat(ctx: &mut Ctx<'_>, args: Args<'_>) {
     let Some(by) = ctx.float(args.get(2)) else {
         return;
     };
-    let now = ctx.now;
-    let mut value = ctx
-        .store
-        .db
-        .get_or_insert_with(args.get(1), now, || Value::Str(b"0".to_vec()));
-    let Value::Str(s) = &mut *value else {
-        drop(value);
-        ctx.wrong_type();
-        return;
-    };
-    let Some(current) = parse_float(s) else {
-        drop(value);
-        ctx.out.error(super::NOT_FLOAT);
-        return;
-    };
-    let new = current + by;
-    if !new.is_finite() {
-        drop(value);
-        ctx.out.error("ERR increment would produce NaN or Infinity");
-        return;
+    let new = update_number(ctx, args.get(1), |current| {
+        let current = parse_float(current).ok_or(super::NOT_FLOAT)?;
+        let new = current + by;
+        if !new.is_finite() {
+            return Err("ERR increment would produce NaN or Infinity");
+        }
+        let text = format_double(new).into_bytes();
+        Ok((text.clone(), text))
+    });
+    if let Some(text) = new {
+        ctx.out.bulk(&text);
     }
-    let text = format_double(new);
-    s.clear();
-    s.extend_from_slice(text.as_bytes());
-    drop(value);
-    ctx.out.bulk(text.as_bytes());
 }

@@ -296,18 +296,10 @@ pub fn zpopmin(ctx: &mut Ctx<'_>, args: Args<'_>) {
         ctx.out.error(SYNTAX);
         return;
     }
-    let count = if args.len() == 3 {
-        let Some(n) = ctx.int(args.get(2)) else {
-            return;
-        };
-        if n < 0 {
-            ctx.out.error("ERR value is out of range, must be positive");
-            return;
-        }
-        n as usize
-    } else {
-        1
+    let Ok(count) = super::pop_count(ctx, args) else {
+        return;
     };
+    let count = count.unwrap_or(1);
     let now = ctx.now;
     let Some(mut value) = ctx.store.db.get_mut(args.get(1), now) else {
         ctx.out.array(0);
@@ -356,17 +348,8 @@ pub fn zcard(ctx: &mut Ctx<'_>, args: Args<'_>) {
 
 /// `ZREM key member [member ...]`.
 pub fn zrem(ctx: &mut Ctx<'_>, args: Args<'_>) {
-    let now = ctx.now;
-    let Some(mut value) = ctx.store.db.get_mut(args.get(1), now) else {
-        ctx.out.int(0);
-        return;
-    };
-    let Value::ZSet(zset) = &mut *value else {
-        drop(value);
-        ctx.wrong_type();
-        return;
-    };
-    let removed = args.iter_from(2).filter(|m| zset.remove(m)).count();
-    drop(value);
-    ctx.out.int(removed as i64);
+    super::remove_members(ctx, args, |value, member| match value {
+        Value::ZSet(zset) => Some(zset.remove(member)),
+        _ => None,
+    });
 }
