@@ -131,7 +131,9 @@ pub struct ServeArgs {
     #[arg(long = "plugin-opt", value_name = "KEY=VALUE", value_parser = parse_plugin_opt)]
     pub plugin_opts: Vec<(String, String)>,
 
-    /// A worker whose event loop has not reported alive for this long is killed and replaced.
+    /// A worker whose event loop has not reported alive for this long is killed and replaced
+    /// (thread mode: the process logs it and exits with status 70, for a service manager to
+    /// restart it).
     #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,
 
@@ -165,11 +167,12 @@ pub struct ServeArgs {
     #[arg(long, value_name = "F")]
     pub pid_file: Option<PathBuf>,
 
-    /// Workers drop to this user after the sockets are bound.
+    /// Drop to this user after the sockets are bound, before loading the plugin (process
+    /// mode: the workers; thread mode: the process).
     #[arg(long, value_name = "U")]
     pub user: Option<String>,
 
-    /// Workers drop to this group after the sockets are bound.
+    /// Drop to this group after the sockets are bound (as --user does).
     #[arg(long, value_name = "G")]
     pub group: Option<String>,
 

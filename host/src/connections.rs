@@ -42,18 +42,32 @@ struct Entries {
     open: usize,
 }
 
+/// One connection's entry: 24 bytes (a test holds it there — every connection pays it).
 #[derive(Default)]
 struct Entry {
-    occupied: bool,
-    /// Counted in `open` (a TCP connection, inbound or outbound).
-    counted: bool,
-    expired: Option<Expiry>,
+    state: State,
+    /// The epoch (low 16 bits) since which unsent output has waited (0: none waiting);
+    /// send timeouts are capped at [`MAX_SEND_TICKS`] so it cannot wrap unseen.
+    pending_since: u16,
     last_active: u32,
-    /// The epoch since which unsent output has waited (0: none waiting).
-    pending_since: u32,
     handle: Option<AbortHandle>,
     /// Services state, for plugins that use services.
     ext: Option<Box<Endpoint>>,
+}
+
+/// The most ticks a send timeout may span (see [`Entry::pending_since`]).
+pub const MAX_SEND_TICKS: u32 = 60_000;
+
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+enum State {
+    #[default]
+    Free,
+    /// Open and counted in `open` (a TCP connection, inbound or outbound).
+    Counted,
+    /// Open, not counted (a UDP session; never swept).
+    Uncounted,
+    /// Cancelled by the sweeper.
+    Expired(Expiry),
 }
 
 /// What the sweeper closed in one tick.
@@ -79,8 +93,11 @@ impl Connections {
     ) -> Registration {
         let mut e = self.entries.borrow_mut();
         let entry = Entry {
-            occupied: true,
-            counted,
+            state: if counted {
+                State::Counted
+            } else {
+                State::Uncounted
+            },
             last_active: self.epoch.get(),
             ext: endpoint.map(|mut ep| {
                 let g = self.generation.get().wrapping_add(1).max(1);
@@ -112,7 +129,7 @@ impl Connections {
     /// Record the connection task's cancel handle.
     pub fn attach(&self, key: usize, handle: AbortHandle) {
         if let Some(e) = self.entries.borrow_mut().slots.get_mut(key) {
-            if e.occupied {
+            if e.state != State::Free {
                 e.handle = Some(handle);
             }
         }
@@ -155,23 +172,26 @@ impl Connections {
         let now = self.epoch.get().wrapping_add(1);
         self.epoch.set(now);
         let mut swept = Swept::default();
+        let send_ticks = send_ticks.map(|t| t.min(MAX_SEND_TICKS) as u16);
         for entry in self.entries.borrow_mut().slots.iter_mut() {
-            if !entry.occupied || entry.expired.is_some() {
+            // UDP sessions (uncounted) expire in their server.
+            if entry.state != State::Counted {
                 continue;
             }
             let own_idle = entry.ext.as_ref().is_some_and(|ep| ep.owns_idle_timeout());
             let idle =
                 !own_idle && idle_ticks.is_some_and(|t| now.wrapping_sub(entry.last_active) > t);
             let stalled = entry.pending_since != 0
-                && send_ticks.is_some_and(|t| now.wrapping_sub(entry.pending_since) > t);
+                && send_ticks.is_some_and(|t| (now as u16).wrapping_sub(entry.pending_since) > t);
             if idle || stalled {
-                if idle {
+                let why = if idle {
                     swept.idle += 1;
-                    entry.expired = Some(Expiry::Idle);
+                    Expiry::Idle
                 } else {
                     swept.stalled += 1;
-                    entry.expired = Some(Expiry::SendTimeout);
-                }
+                    Expiry::SendTimeout
+                };
+                entry.state = State::Expired(why);
                 if let Some(h) = &entry.handle {
                     h.abort();
                 }
@@ -186,7 +206,7 @@ impl Connections {
         let mut e = self.entries.borrow_mut();
         let entry = e.slots.get_mut(key)?;
         match entry.ext.as_deref_mut() {
-            Some(ep) if entry.occupied && ep.generation == generation => Some(f(ep)),
+            Some(ep) if entry.state != State::Free && ep.generation == generation => Some(f(ep)),
             _ => None,
         }
     }
@@ -239,7 +259,7 @@ impl Registration {
     /// `low_water`.
     #[inline]
     pub fn pending(&self, pending: usize, low_water: usize) {
-        let now = self.set.epoch.get().max(1);
+        let now = (self.set.epoch.get() as u16).max(1);
         if let Some(e) = self.set.entries.borrow_mut().slots.get_mut(self.key) {
             if pending <= low_water {
                 e.pending_since = 0;
@@ -260,7 +280,10 @@ impl Registration {
 
     /// Whether the sweeper cancelled it, and why.
     pub fn expired(&self) -> Option<Expiry> {
-        self.set.entries.borrow().slots.get(self.key)?.expired
+        match self.set.entries.borrow().slots.get(self.key)?.state {
+            State::Expired(why) => Some(why),
+            _ => None,
+        }
     }
 
     /// Run `f` on this connection's endpoint, if it has one.
@@ -282,6 +305,15 @@ impl Registration {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_entry_is_24_bytes() {
+        // Every connection pays for its entry (and for the vector's spare capacity).
+        assert_eq!(std::mem::size_of::<super::Entry>(), 24);
+    }
+}
+
 /// Why the sweeper cancelled a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Expiry {
@@ -294,7 +326,8 @@ pub enum Expiry {
 impl Drop for Registration {
     fn drop(&mut self) {
         let mut e = self.set.entries.borrow_mut();
-        let counted = e.slots[self.key].counted;
+        // Only counted entries are swept, so an expired one was counted.
+        let counted = matches!(e.slots[self.key].state, State::Counted | State::Expired(_));
         e.slots[self.key] = Entry::default();
         e.free.push(self.key);
         if counted {

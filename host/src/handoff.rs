@@ -6,7 +6,9 @@
 //! binary, the same arguments) that inherits the sockets, loads the plugin as it is now on
 //! disk and reports ready on a pipe (`SOCKHOST_READY_FD`); only then does the old process
 //! stop accepting and drain. The listening sockets never close, so no connection attempt
-//! is refused. The successor has a new pid, which it writes to `--pid-file`.
+//! is refused. The successor has a new pid, which it writes to `--pid-file`. It runs as the
+//! predecessor does, after its `--user` switch: it binds nothing new, and reads the plugin
+//! and certificates with that user's rights.
 //!
 //! The same code accepts sockets passed by systemd socket activation.
 

@@ -25,6 +25,9 @@ pub fn init(log_level: LogLevel) {
         .with_max_level(level(log_level))
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // A failed log write (stderr's reader is gone: EPIPE) is dropped; by default it is
+        // reported with `eprintln!`, which panics on the same broken stderr.
+        .log_internal_errors(false)
         .try_init();
 }
 

@@ -37,7 +37,8 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            // Not `eprintln!`: it panics when stderr is a broken pipe.
+            let _ = writeln!(std::io::stderr(), "error: {e}");
             ExitCode::FAILURE
         }
     }
@@ -77,20 +78,21 @@ fn bind_all(
 
 /// Print the `listening on` lines (SPEC.md) and flush them, once every socket is bound.
 fn announce(bound: &[Bound]) -> Result<(), HostError> {
-    let mut out = std::io::stdout().lock();
-    for b in bound {
-        writeln!(out, "{}", b.listening_line())
-            .map_err(|e| HostError::io("writing to stdout", e))?;
-    }
-    out.flush()
-        .map_err(|e| HostError::io("writing to stdout", e))
+    print_flushed(bound.iter().map(Bound::listening_line))
 }
 
 /// Print the `metrics on http://ADDR/metrics` line.
 fn announce_metrics(addr: std::net::SocketAddr) -> Result<(), HostError> {
+    print_flushed([format!("metrics on http://{addr}/metrics")])
+}
+
+/// Print lines to stdout and flush them (scripts and tests wait for them).
+fn print_flushed(lines: impl IntoIterator<Item = String>) -> Result<(), HostError> {
     let mut out = std::io::stdout().lock();
-    writeln!(out, "metrics on http://{addr}/metrics")
-        .and_then(|()| out.flush())
+    for line in lines {
+        writeln!(out, "{line}").map_err(|e| HostError::io("writing to stdout", e))?;
+    }
+    out.flush()
         .map_err(|e| HostError::io("writing to stdout", e))
 }
 

@@ -337,6 +337,8 @@ pub struct Endpoint {
 
 const MAX_CLIENTS: usize = 16;
 const CLIENT_DEADLINE: Duration = Duration::from_secs(5);
+/// How long the thread-mode endpoint stops accepting after `accept` failed.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
 impl Endpoint {
     pub fn bind(addr: SocketAddr) -> std::io::Result<Endpoint> {
@@ -395,31 +397,48 @@ impl Endpoint {
     }
 }
 
-/// Thread mode: serve the endpoint on the worker's event loop until cancelled.
+/// Thread mode: serve the endpoint on the worker's event loop until cancelled. Bounded as
+/// [`Endpoint`] is: at most [`MAX_CLIENTS`] at once (a new client evicts the oldest, so idle
+/// connections cannot lock a scraper out), each given [`CLIENT_DEADLINE`] for the whole
+/// exchange. A failed `accept` (out of descriptors: EMFILE/ENFILE) pauses accepting for
+/// [`ACCEPT_PAUSE`]: the waiting connection keeps the listener readable, and retrying at
+/// once would spin.
 pub async fn serve_async(listener: tokio::net::TcpListener, body: std::rc::Rc<dyn Fn() -> String>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut clients: std::collections::VecDeque<tokio::task::JoinHandle<()>> =
+        std::collections::VecDeque::with_capacity(MAX_CLIENTS);
     loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
-            continue;
+        let mut stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(_) => {
+                tokio::time::sleep(ACCEPT_PAUSE).await;
+                continue;
+            }
         };
+        clients.retain(|c| !c.is_finished());
+        if clients.len() == MAX_CLIENTS {
+            if let Some(oldest) = clients.pop_front() {
+                oldest.abort();
+            }
+        }
         let body = body.clone();
-        tokio::task::spawn_local(async move {
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 1024];
-            let read = tokio::time::timeout(CLIENT_DEADLINE, async {
-                while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() <= 8192 {
+        clients.push_back(tokio::task::spawn_local(async move {
+            let _ = tokio::time::timeout(CLIENT_DEADLINE, async {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
                     match stream.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return false,
+                        Ok(0) | Err(_) => return,
                         Ok(n) => buf.extend_from_slice(&chunk[..n]),
                     }
+                    if buf.len() > 8192 {
+                        return;
+                    }
                 }
-                true
+                let _ = stream.write_all(&respond(&buf, || body())).await;
             })
             .await;
-            if read == Ok(true) {
-                let _ = stream.write_all(&respond(&buf, || body())).await;
-            }
-        });
+        }));
     }
 }
 

@@ -1,5 +1,6 @@
-//! `--user` / `--group`: resolved by the arbiter before forking (so a typo is a startup
-//! `error:`), applied in each worker after the sockets are bound and before the plugin runs.
+//! `--user` / `--group`: resolved first (so a typo is a startup `error:`), applied after
+//! the sockets are bound and before the plugin is loaded: in each worker after fork (process
+//! mode), or in the one process itself (thread mode, and its successor on reload).
 
 use nix::unistd::{Gid, Group, Uid, User};
 
@@ -49,7 +50,9 @@ impl Identity {
         Ok(Some(Identity { name, uid, gid }))
     }
 
-    /// Switch this process (a worker). Refuses to go on as root if the switch fails.
+    /// Switch this process (a worker, or thread mode's process). Refuses to go on as root if
+    /// the switch fails. The kernel then clears the parent-death signal (process mode arms
+    /// it again) and makes the process non-dumpable (kept: its memory held root's keys).
     pub fn apply(&self) -> Result<(), String> {
         if let Some(gid) = self.gid {
             if Uid::effective().is_root() {

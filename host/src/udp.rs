@@ -205,6 +205,8 @@ impl UdpServer {
                     None
                 }
                 Event::Close => Some(LostReason::Closed),
+                // A datagram session has no half-close.
+                Event::ShutdownWrite => None,
                 Event::Overflow => Some(LostReason::Error),
                 Event::IdleTimeout => Some(LostReason::IdleTimeout),
             };

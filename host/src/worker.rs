@@ -60,6 +60,10 @@ pub struct Hooks {
     /// On SIGHUP (thread mode): start a successor and resolve with its pid once it serves;
     /// then this worker drains. `Err` aborts the reload and this worker keeps serving.
     pub reload: Option<Box<dyn FnMut() -> Successor>>,
+    /// Called once the event loop serves and its signal handlers are in place (thread mode
+    /// announces itself here: a TERM or HUP sent on `READY=1` must not meet the signal's
+    /// default action). `Err` stops the worker before it serves.
+    pub serving: Option<Box<dyn FnOnce() -> Result<(), HostError>>>,
 }
 
 /// A successor starting up, as returned by [`Hooks::reload`].
@@ -107,12 +111,25 @@ pub fn run(
     settings: Settings,
     hooks: Hooks,
 ) -> Result<(), HostError> {
+    keep_sigpipe_ignored()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| HostError::io("starting the event loop", e))?;
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, serve(listeners, factory, settings, hooks))
+}
+
+/// SIGPIPE must stay ignored in every serving process (both modes): a write to a socket
+/// that the peer reset, or that we shut down ourselves, then fails with EPIPE and ends that
+/// connection only. Rust's runtime ignores it at startup and forked workers keep that
+/// (`arbiter::signals::reset_in_child`), but the plugin just loaded may have changed it.
+fn keep_sigpipe_ignored() -> Result<(), HostError> {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: SIG_IGN installs no handler code, so no async-signal-safety requirement.
+    unsafe { signal(Signal::SIGPIPE, SigHandler::SigIgn) }
+        .map(drop)
+        .map_err(|e| HostError::io("ignoring SIGPIPE", e.into()))
 }
 
 async fn serve(
@@ -315,6 +332,9 @@ async fn wait_for_stop(shared: &Shared, hooks: &mut Hooks) -> Result<Stop, HostE
     let mut hup = listen(SignalKind::hangup())?;
     let mut ttin = listen(SignalKind::from_raw(nix::libc::SIGTTIN))?;
     let mut ttou = listen(SignalKind::from_raw(nix::libc::SIGTTOU))?;
+    if let Some(serving) = hooks.serving.take() {
+        serving()?;
+    }
     let mut successor: Option<Successor> = None;
     loop {
         tokio::select! {

@@ -268,7 +268,9 @@ fn guarded(f: impl FnOnce()) -> CallResult {
 pub struct Glue<P>(PhantomData<P>);
 
 impl<P: Protocol> Glue<P> {
-    staticref!(const FACTORY_VT: WithMetadata<FactoryVTable> = WithMetadata::new(
+    staticref!(
+        /// The factory's functions (the test harness builds a factory in-process with them).
+        pub(crate) const FACTORY_VT: WithMetadata<FactoryVTable> = WithMetadata::new(
         FactoryVTable {
             make_consumer: make_consumer::<P>,
             drop: drop_box::<P>,

@@ -425,7 +425,6 @@ pub struct Factory {
 impl Factory {
     /// A factory from its FFI parts (the harness builds one in-process).
     #[cfg(feature = "testing")]
-    #[allow(dead_code)] // for the harness
     pub(crate) fn from_raw(raw: FactoryBox, services: &'static PluginServices) -> Factory {
         Factory {
             raw,
@@ -543,7 +542,6 @@ impl ConsumerHandle {
 
     /// The plugin-side object (the harness reads it back as its concrete type).
     #[cfg(feature = "testing")]
-    #[allow(dead_code)] // for the harness
     pub(crate) fn object(&self) -> *mut abi_stable::marker_type::ErasedObject {
         self.raw.this
     }
@@ -661,7 +659,8 @@ mod tests {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Services: the host's table, forwarding each call to this thread's worker.
+// Services: the host's table, forwarding each call to this thread's worker. (Built for the
+// harness too, which serves the calls without it.)
 
 thread_local! {
     static BACKEND: RefCell<Option<Rc<dyn Backend>>> = const { RefCell::new(None) };
@@ -670,10 +669,12 @@ thread_local! {
 /// Serve the plugin's services calls made on this thread with `backend` (each worker installs
 /// itself on its thread; `None` removes it). Calls made on a thread with no backend fail
 /// softly: a post answers [`PostStatus::Gone`], a timer is not set.
+#[cfg_attr(not(feature = "host"), allow(dead_code))]
 pub fn install_backend(backend: Option<Rc<dyn Backend>>) {
     BACKEND.with(|b| *b.borrow_mut() = backend);
 }
 
+#[cfg_attr(not(feature = "host"), allow(dead_code))]
 fn with_backend<R>(default: R, f: impl FnOnce(&dyn Backend) -> R) -> R {
     let backend = BACKEND.with(|b| b.borrow().clone());
     match backend {
@@ -686,6 +687,7 @@ fn with_backend<R>(default: R, f: impl FnOnce(&dyn Backend) -> R) -> R {
 }
 
 /// The table handed to every services plugin.
+#[cfg_attr(not(feature = "host"), allow(dead_code))]
 static HOST_SERVICES: HostServices = HostServices {
     size: std::mem::size_of::<HostServices>() as u32,
     level: sabi::SERVICES_LEVEL,
@@ -697,8 +699,15 @@ static HOST_SERVICES: HostServices = HostServices {
     set_idle_timeout: host_set_idle_timeout,
     waker: host_waker,
     connect: host_connect,
+    shutdown_write: host_shutdown_write,
 };
 
+#[cfg_attr(not(feature = "host"), allow(dead_code))]
+extern "C" fn host_shutdown_write(id: u64) {
+    with_backend((), |b| b.shutdown_write(ConnId::from_raw(id)))
+}
+
+#[cfg_attr(not(feature = "host"), allow(dead_code))]
 extern "C" fn host_post(to: u64, data: RSlice<'_, u8>) -> u8 {
     with_backend(PostStatus::Gone, |b| {
         b.post(ConnId::from_raw(to), data.as_slice())
@@ -706,30 +715,36 @@ extern "C" fn host_post(to: u64, data: RSlice<'_, u8>) -> u8 {
     .code()
 }
 
+#[cfg_attr(not(feature = "host"), allow(dead_code))]
 extern "C" fn host_close(id: u64) {
     with_backend((), |b| b.close(ConnId::from_raw(id)))
 }
 
+#[cfg_attr(not(feature = "host"), allow(dead_code))]
 extern "C" fn host_set_timer(id: u64, after_us: u64, token: u64) -> u64 {
     let after = sabi::from_micros(after_us).unwrap_or(std::time::Duration::MAX);
     with_backend(None, |b| b.set_timer(ConnId::from_raw(id), after, token))
         .map_or(0, TimerId::to_raw)
 }
 
+#[cfg_attr(not(feature = "host"), allow(dead_code))]
 extern "C" fn host_cancel_timer(timer: u64) -> bool {
     with_backend(false, |b| b.cancel_timer(TimerId::from_raw(timer)))
 }
 
+#[cfg_attr(not(feature = "host"), allow(dead_code))]
 extern "C" fn host_pause_reading(id: u64, paused: bool) {
     with_backend((), |b| b.pause_reading(ConnId::from_raw(id), paused))
 }
 
+#[cfg_attr(not(feature = "host"), allow(dead_code))]
 extern "C" fn host_set_idle_timeout(id: u64, timeout_us: u64) {
     with_backend((), |b| {
         b.set_idle_timeout(ConnId::from_raw(id), sabi::from_micros(timeout_us))
     })
 }
 
+#[cfg_attr(not(feature = "host"), allow(dead_code))]
 extern "C" fn host_waker(id: u64, token: u64) -> sabi::RawWaker {
     match with_backend(None, |b| b.waker(ConnId::from_raw(id), token)) {
         Some(w) => w.into_raw(),
@@ -737,6 +752,7 @@ extern "C" fn host_waker(id: u64, token: u64) -> sabi::RawWaker {
     }
 }
 
+#[cfg_attr(not(feature = "host"), allow(dead_code))]
 extern "C" fn host_connect(
     target: RStr<'_>,
     timeout_us: u64,

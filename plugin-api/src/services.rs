@@ -189,6 +189,14 @@ pub fn close(id: ConnId) {
     backend::with(|b| b.close(id))
 }
 
+/// Shut down connection `id`'s sending side once everything queued on it has been sent (a
+/// TCP half-close, as [`Output::shutdown_write`](crate::Output::shutdown_write) does from its
+/// own callbacks): a proxy relays its client's end of stream to the upstream this way. The
+/// connection keeps receiving.
+pub fn shutdown_write(id: ConnId) {
+    backend::with(|b| b.shutdown_write(id))
+}
+
 /// Call `timer_fired(token)` on connection `id`'s consumer once, `after` from now. A consumer
 /// may have any number of timers; they end with the connection. Re-arm by cancelling and
 /// setting again (or by setting a new one from `timer_fired`).
@@ -249,6 +257,9 @@ pub fn connect<C: Consumer>(
     consumer: C,
 ) -> Result<ConnId, ConnectError> {
     let raw = sabi::service_consumer(consumer);
+    // The harness reads outbound consumers back as their concrete type: tell it which.
+    #[cfg(feature = "testing")]
+    crate::testing::note_outbound_type::<C>();
     backend::with(|b| b.connect(target, timeout, raw))
 }
 
@@ -343,6 +354,8 @@ pub(crate) mod backend {
         fn post(&self, to: ConnId, data: &[u8]) -> PostStatus;
         /// See [`close`](crate::services::close).
         fn close(&self, id: ConnId);
+        /// See [`shutdown_write`](crate::services::shutdown_write).
+        fn shutdown_write(&self, id: ConnId);
         /// See [`set_timer`](crate::services::set_timer).
         fn set_timer(&self, id: ConnId, after: Duration, token: u64) -> Option<TimerId>;
         /// See [`cancel_timer`](crate::services::cancel_timer).
@@ -412,6 +425,7 @@ pub(crate) mod backend {
     pub(crate) trait Api {
         fn post(&self, to: ConnId, data: &[u8]) -> PostStatus;
         fn close(&self, id: ConnId);
+        fn shutdown_write(&self, id: ConnId);
         fn set_timer(&self, id: ConnId, after: Duration, token: u64) -> Option<TimerId>;
         fn cancel_timer(&self, timer: TimerId) -> bool;
         fn pause_reading(&self, id: ConnId, paused: bool);
@@ -433,6 +447,15 @@ pub(crate) mod backend {
         }
         fn close(&self, id: ConnId) {
             (self.0.close)(id.0)
+        }
+        fn shutdown_write(&self, id: ConnId) {
+            // Present in every host with services level 1 (appended before 0.1.1 shipped).
+            if sabi::has::<u64>(
+                self.0.size,
+                std::mem::offset_of!(sabi::HostServices, shutdown_write),
+            ) {
+                (self.0.shutdown_write)(id.0)
+            }
         }
         fn set_timer(&self, id: ConnId, after: Duration, token: u64) -> Option<TimerId> {
             let t = (self.0.set_timer)(id.0, sabi::micros(Some(after)), token);
@@ -481,6 +504,9 @@ pub(crate) mod backend {
         }
         fn close(&self, id: ConnId) {
             self.0.close(id)
+        }
+        fn shutdown_write(&self, id: ConnId) {
+            self.0.shutdown_write(id)
         }
         fn set_timer(&self, id: ConnId, after: Duration, token: u64) -> Option<TimerId> {
             self.0.set_timer(id, after, token)

@@ -110,6 +110,8 @@ pub struct HostServices {
         consumer: ServiceConsumer,
         error: &mut RString,
     ) -> u64,
+    /// Shut down a connection's sending side once its queued bytes are sent.
+    pub shutdown_write: extern "C" fn(id: u64),
 }
 
 /// A thread-safe wake handle as it crosses: an opaque reference and its functions.
@@ -431,6 +433,7 @@ mod tests {
         assert_eq!(offset_of!(HostServices, post), 8);
         assert_eq!(offset_of!(HostServices, close), 8 + p);
         assert_eq!(offset_of!(HostServices, connect), 8 + 7 * p);
+        assert_eq!(offset_of!(HostServices, shutdown_write), 8 + 8 * p);
         assert_eq!(offset_of!(PluginServices, needs), 4);
         assert_eq!(offset_of!(PluginServices, make_consumer), 8);
         assert_eq!(offset_of!(PluginServices, lifecycle), 8 + 3 * p);

@@ -296,6 +296,32 @@ pub fn serve_thread(plugin_name: &str, extra: &[&str]) -> Server {
     serve(plugin_name, &args)
 }
 
+/// Start sockhost without [`Server`]'s harness, for tests that need the bare process (its
+/// stderr left unread or closed, a signal sent the instant `listening on` is read): `stderr`
+/// as given, stdout read straight up to the first `listening on` line (whose address is
+/// returned; `args` must put a TCP bind first) and drained from then on.
+pub fn start_bare(args: &[&str], stderr: Stdio) -> (Child, SocketAddr) {
+    let mut child = Command::new(sockhost_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .expect("spawn sockhost");
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout
+        .read_line(&mut line)
+        .expect("reading sockhost's stdout");
+    let addr = line
+        .trim()
+        .strip_prefix("listening on tcp://")
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("not a `listening on tcp://` line: {line:?}"));
+    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+    (child, addr)
+}
+
 /// A wildcard address made reachable: `0.0.0.0` → `127.0.0.1`, `::` → `::1`.
 pub fn loopback(addr: SocketAddr) -> SocketAddr {
     match addr {

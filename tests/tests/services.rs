@@ -105,6 +105,14 @@ fn outbound_connections_carry_data_both_ways() {
     let mut buf = [0u8; 4];
     up.read_exact(&mut buf).unwrap();
     assert_eq!(&buf, b"ping");
+    // A half-close from the plugin reaches the upstream as end of stream, after what was
+    // queued; the upstream can still answer.
+    c.write_all(b"send last\nshut\n").unwrap();
+    let mut rest = String::new();
+    up.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest, "last");
+    up.write_all(b"after eof\n").unwrap();
+    assert_eq!(next_line(&mut c), "outbound data after eof");
     drop(up);
     assert_eq!(next_line(&mut c), "outbound lost Closed");
 }
@@ -280,4 +288,40 @@ fn inspect_shows_the_services_level_a_plugin_needs() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("services:    none"), "{text}");
+}
+
+#[test]
+fn udp_sessions_get_timers_wakes_and_posts() {
+    use std::net::UdpSocket;
+    let server = serve(
+        "servicekit",
+        &["--bind", "udp://127.0.0.1:0", "--concurrency", "thread"],
+    );
+    let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = server
+        .listening
+        .iter()
+        .find(|(t, _)| t == "udp")
+        .map(|(_, a)| *a)
+        .expect("a udp bind");
+    for s in [&a, &b] {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.connect(addr).unwrap();
+    }
+    let recv = |s: &UdpSocket| {
+        let mut buf = [0u8; 2048];
+        let n = s.recv(&mut buf).expect("a datagram");
+        String::from_utf8_lossy(&buf[..n]).trim_end().to_string()
+    };
+    a.send(b"timer 20 9\n").unwrap();
+    assert_eq!(recv(&a), "timer 9");
+    a.send(b"wake 10\n").unwrap();
+    assert_eq!(recv(&a), "woken 7");
+    b.send(b"id\n").unwrap();
+    let b_id = recv(&b);
+    a.send(format!("post {b_id} to a udp peer\n").as_bytes())
+        .unwrap();
+    assert_eq!(recv(&a), "post Queued");
+    assert_eq!(recv(&b), "to a udp peer");
 }

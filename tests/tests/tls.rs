@@ -534,3 +534,24 @@ fn process_mode_serves_tls_and_rereads_certificates_on_reload() {
     }
     let _ = (first, still);
 }
+
+#[test]
+fn host_services_work_over_tls() {
+    let pki = Pki::new("services");
+    for mode in [&["--concurrency", "thread"][..], &["--workers", "1"][..]] {
+        let server = tls_server(&pki, "servicekit", mode);
+        let config = client_config(&pki, BOTH, &[], None);
+        let mut a = tls_connect(server.addr(), config.clone()).unwrap();
+        let mut b = tls_connect(server.addr(), config).unwrap();
+        // A timer and a wake from a plugin thread, each answered over TLS.
+        a.write_all(b"timer 20 5\n").unwrap();
+        assert_eq!(tls_ask(&mut a, "").unwrap(), "timer 5", "{mode:?}");
+        a.write_all(b"wake 10\n").unwrap();
+        assert_eq!(tls_ask(&mut a, "").unwrap(), "woken 7", "{mode:?}");
+        // A post from one TLS connection to another.
+        let b_id = tls_ask(&mut b, "id\n").unwrap();
+        let status = tls_ask(&mut a, &format!("post {b_id} over tls\n")).unwrap();
+        assert_eq!(status, "post Queued", "{mode:?}");
+        assert_eq!(tls_ask(&mut b, "").unwrap(), "over tls", "{mode:?}");
+    }
+}

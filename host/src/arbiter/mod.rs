@@ -30,7 +30,7 @@
 
 mod board;
 mod signals;
-mod snapshot;
+pub mod snapshot;
 mod spawn;
 mod status;
 

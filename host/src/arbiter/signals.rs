@@ -123,9 +123,12 @@ impl Drop for ForkGuard {
 /// In a freshly forked worker (signals still blocked by the [`ForkGuard`]): default
 /// dispositions, then an empty mask, so a signal sent meanwhile takes its default action
 /// (or the worker's own handler, once installed) and nothing reaches the arbiter's pipe.
+/// SIGPIPE stays ignored: a write to a socket that is shut down must fail with EPIPE, not
+/// kill the worker (not every writer can pass `MSG_NOSIGNAL`; tokio-rustls' `writev` does
+/// not).
 pub fn reset_in_child(guard: ForkGuard) {
     WRITE_FD.store(-1, Ordering::Relaxed);
-    for sig in HANDLED {
+    for sig in HANDLED.into_iter().filter(|s| *s != Signal::SIGPIPE) {
         // SAFETY: restoring the default disposition has no preconditions.
         let _ = unsafe {
             sigaction(

@@ -109,6 +109,10 @@ fn serve(spec: &WorkerSpec<'_>, status: &mut StatusWriter) -> Result<(), String>
     let config = spec.config;
     let plugin = Plugin::load_snapshot(&spec.snapshot.path, &spec.snapshot.load_path())
         .map_err(|e| e.to_string())?;
+    // Loaded (mapped): the worker needs the snapshot's descriptor no more.
+    // SAFETY: its owner is a copy of arbiter state that this child never drops (it ends in
+    // `_exit`), so nothing else closes or uses this descriptor here.
+    unsafe { nix::libc::close(spec.snapshot.raw_fd()) };
     plugin
         .check_binds(&config.binds)
         .map_err(|e| e.to_string())?;
@@ -156,6 +160,7 @@ fn serve(spec: &WorkerSpec<'_>, status: &mut StatusWriter) -> Result<(), String>
         })),
         reload: None,
         stopping: None,
+        serving: None,
     };
     worker::run(
         sockets,

@@ -6,6 +6,8 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::Waker;
 use std::time::Duration;
 
@@ -21,6 +23,8 @@ pub enum Event {
     Woken(u64),
     /// `services::close`: close once everything queued is sent.
     Close,
+    /// `services::shutdown_write`: half-close once everything queued is sent.
+    ShutdownWrite,
     /// A post would have exceeded `--max-pending`: end the connection now.
     Overflow,
     /// The protocol's own idle timeout ran out.
@@ -98,6 +102,9 @@ pub struct Endpoint {
     pub outbound: bool,
     /// Datagram mode: the peer's address.
     pub peer: Option<std::net::SocketAddr>,
+    /// Shared with this connection's wake handles (made on the first): cleared when the
+    /// connection ends, so a wake from another thread can say it is gone.
+    alive: Option<Arc<AtomicBool>>,
 }
 
 impl Endpoint {
@@ -123,7 +130,15 @@ impl Endpoint {
             closing: false,
             outbound,
             peer,
+            alive: None,
         }
+    }
+
+    /// The flag this connection's wake handles check.
+    pub fn alive(&mut self) -> Arc<AtomicBool> {
+        self.alive
+            .get_or_insert_with(|| Arc::new(AtomicBool::new(true)))
+            .clone()
     }
 
     /// Whether the protocol (or being outbound) exempts it from `--keep-alive`.
@@ -184,5 +199,13 @@ impl Endpoint {
     /// Take the queued work.
     pub fn take_work(&mut self) -> Work {
         std::mem::take(&mut self.work)
+    }
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        if let Some(alive) = &self.alive {
+            alive.store(false, Ordering::Release);
+        }
     }
 }

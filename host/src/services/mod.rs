@@ -124,6 +124,14 @@ impl Backend for Hub {
         });
     }
 
+    fn shutdown_write(&self, id: ConnId) {
+        self.connections.with_endpoint(id, |ep| {
+            if !ep.closing {
+                ep.event(Event::ShutdownWrite, id);
+            }
+        });
+    }
+
     fn set_timer(&self, id: ConnId, after: Duration, token: u64) -> Option<TimerId> {
         self.connections.with_endpoint(id, |_| ())?;
         Some(self.timers.set(id, after, TimerKind::User(token)))
@@ -158,9 +166,10 @@ impl Backend for Hub {
     }
 
     fn waker(&self, id: ConnId, token: u64) -> Option<Waker> {
-        self.connections.with_endpoint(id, |_| ())?;
+        let alive = self.connections.with_endpoint(id, |ep| ep.alive())?;
         Some(Waker::new(Arc::new(WakeTarget {
             tx: self.wake_tx.clone(),
+            alive,
             id,
             token,
         })))
@@ -179,12 +188,15 @@ impl Backend for Hub {
 /// What a wake handle sends: the worker's channel, the connection and the token.
 struct WakeTarget {
     tx: mpsc::UnboundedSender<(ConnId, u64)>,
+    /// Cleared when the connection ends.
+    alive: Arc<std::sync::atomic::AtomicBool>,
     id: ConnId,
     token: u64,
 }
 
 impl Wake for WakeTarget {
     fn wake(&self) -> bool {
-        self.tx.send((self.id, self.token)).is_ok()
+        self.alive.load(std::sync::atomic::Ordering::Acquire)
+            && self.tx.send((self.id, self.token)).is_ok()
     }
 }

@@ -1,6 +1,7 @@
 //! Plugin timers: one binary heap of deadlines per worker and one task that sleeps until the
 //! earliest. Setting a timer is a heap push and a map insert; cancelling is a map removal (the
-//! heap entry is skipped when it comes up). A fired timer only queues an event on its
+//! heap entry is skipped when it comes up, and the heap is compacted once cancelled entries
+//! outnumber live ones, so set-and-cancel churn — a per-request timeout — cannot grow it). A fired timer only queues an event on its
 //! connection (see [`super`]): the consumer's callback runs in that connection's task.
 
 use std::cell::{Cell, RefCell};
@@ -28,6 +29,8 @@ pub struct Timers {
     heap: RefCell<BinaryHeap<Reverse<(Instant, u64)>>>,
     live: RefCell<HashMap<u64, (ConnId, TimerKind)>>,
     next: Cell<u64>,
+    /// Heap entries whose timer was cancelled.
+    dead: Cell<usize>,
     /// Woken when a timer earlier than the one slept on is set.
     changed: Notify,
 }
@@ -55,7 +58,26 @@ impl Timers {
 
     /// Cancel a timer; `false` if it is not pending.
     pub fn cancel(&self, timer: TimerId) -> bool {
-        self.live.borrow_mut().remove(&timer.to_raw()).is_some()
+        let mut live = self.live.borrow_mut();
+        if live.remove(&timer.to_raw()).is_none() {
+            return false;
+        }
+        let dead = self.dead.get() + 1;
+        if dead > 1024 && dead > live.len() {
+            self.heap
+                .borrow_mut()
+                .retain(|Reverse((_, n))| live.contains_key(n));
+            self.dead.set(0);
+        } else {
+            self.dead.set(dead);
+        }
+        true
+    }
+
+    /// Heap entries held, live or cancelled.
+    #[cfg(test)]
+    fn heap_len(&self) -> usize {
+        self.heap.borrow().len()
     }
 
     /// How many timers are pending.
@@ -96,6 +118,7 @@ impl Timers {
                 return Some(*deadline);
             }
             heap.pop();
+            self.dead.set(self.dead.get().saturating_sub(1));
         }
         None
     }
@@ -110,8 +133,9 @@ impl Timers {
                 break;
             }
             heap.pop();
-            if let Some(t) = live.remove(&n) {
-                due.push(t);
+            match live.remove(&n) {
+                Some(t) => due.push(t),
+                None => self.dead.set(self.dead.get().saturating_sub(1)),
             }
         }
         due
@@ -121,6 +145,24 @@ impl Timers {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn set_and_cancel_churn_does_not_grow_the_heap() {
+        let timers = Timers::default();
+        let id = ConnId::from_raw(1);
+        let keep = timers.set(id, Duration::from_secs(3600), TimerKind::User(0));
+        for i in 0..100_000 {
+            let t = timers.set(id, Duration::from_secs(3600), TimerKind::User(i));
+            assert!(timers.cancel(t));
+        }
+        assert!(
+            timers.heap_len() <= 2 * 1024 + 2,
+            "heap holds {}",
+            timers.heap_len()
+        );
+        assert_eq!(timers.len(), 1);
+        assert!(timers.cancel(keep));
+    }
 
     #[tokio::test(start_paused = true)]
     async fn timers_fire_in_deadline_order_and_cancelled_ones_do_not() {

@@ -11,9 +11,14 @@
 //!   connect ADDR MS     open an outbound connection; its events are posted back here as
 //!                       "outbound connected", "outbound data <text>", "outbound lost <reason>"
 //!   send TEXT           send "TEXT" on the last outbound connection
+//!   shut                half-close the last outbound connection (services::shutdown_write)
 //!   idle MS             this connection's idle timeout (0: never)
 //!   pause / resume      pause or resume reading the last outbound connection
 //!   ticks               reply "<ticks so far>\n"
+//!   timerbench N        N timer set+cancel pairs, then N timers armed at once (cancelled
+//!                       after): "setcancel_ns <ns per pair> timer_bytes <RSS bytes per armed timer>\n"
+//!   wakebench N         a thread wakes this connection N times, one at a time, timing each
+//!                       wake until the callback runs: "wake_p50_us <p50> wake_p99_us <p99>\n"
 //!   anything else       echoed
 //!
 //! Options: tick-ms=N (protocol tick period; 0: none).
@@ -39,6 +44,7 @@ pub struct KitConsumer {
     last_timer: Option<TimerId>,
     flood_left: usize,
     outbound: Rc<RefCell<Option<ConnId>>>,
+    wake_bench: Option<std::sync::Arc<WakeBench>>,
 }
 
 impl Protocol for Kit {
@@ -71,6 +77,7 @@ impl Protocol for Kit {
             last_timer: None,
             flood_left: 0,
             outbound: Rc::new(RefCell::new(None)),
+            wake_bench: None,
         }
     }
 
@@ -86,6 +93,91 @@ impl Protocol for Kit {
 const CHUNK: usize = 64 * 1024;
 const FLOOD: u64 = 1;
 const THREAD: u64 = 7;
+const BENCH: u64 = 99;
+
+/// Resident memory of this process, in bytes.
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(0, |kib| kib * 1024)
+}
+
+/// Time set+cancel pairs, then measure the memory of `n` armed timers.
+fn timer_bench(id: ConnId, n: u64) -> String {
+    let far = Duration::from_secs(3600);
+    let start = std::time::Instant::now();
+    for i in 0..n {
+        let t = services::set_timer(id, far, i).expect("live");
+        services::cancel_timer(t);
+    }
+    let per_pair = start.elapsed().as_nanos() as f64 / n as f64;
+    let before = rss_bytes();
+    let armed: Vec<TimerId> = (0..n)
+        .map(|i| services::set_timer(id, far, i).expect("live"))
+        .collect();
+    let after = rss_bytes();
+    for t in armed {
+        services::cancel_timer(t);
+    }
+    let per_timer = after.saturating_sub(before) as f64 / n as f64;
+    format!("setcancel_ns {per_pair:.1} timer_bytes {per_timer:.1}\n")
+}
+
+/// A thread that wakes one connection `n` times, one wake in flight at a time, and the
+/// latency of each (from `wake()` to the `woken` callback).
+#[derive(Default)]
+pub struct WakeBench {
+    state: std::sync::Mutex<(Option<std::time::Instant>, Vec<u64>)>,
+    done: std::sync::Condvar,
+}
+
+impl WakeBench {
+    fn run(&self, waker: services::Waker, n: usize) {
+        for _ in 0..n {
+            let mut s = self.state.lock().unwrap();
+            s.0 = Some(std::time::Instant::now());
+            drop(s);
+            waker.wake();
+            let mut s = self.state.lock().unwrap();
+            while s.0.is_some() {
+                s = self.done.wait(s).unwrap();
+            }
+        }
+        waker.wake(); // the report
+    }
+
+    /// A wake arrived: record it; the report once the run is over.
+    fn arrived(&self) -> Option<String> {
+        let mut s = self.state.lock().unwrap();
+        match s.0.take() {
+            Some(sent) => {
+                let us = sent.elapsed().as_nanos() as u64;
+                s.1.push(us);
+                self.done.notify_one();
+                None
+            }
+            None => {
+                let mut v = std::mem::take(&mut s.1);
+                v.sort_unstable();
+                let at = |q: f64| {
+                    v.get(((v.len() as f64 - 1.0) * q) as usize)
+                        .copied()
+                        .unwrap_or(0) as f64
+                        / 1000.0
+                };
+                Some(format!(
+                    "wake_p50_us {:.1} wake_p99_us {:.1}\n",
+                    at(0.5),
+                    at(0.99)
+                ))
+            }
+        }
+    }
+}
 
 impl Consumer for KitConsumer {
     fn data_received(&mut self, data: &[u8], out: &mut Output) {
@@ -101,6 +193,15 @@ impl Consumer for KitConsumer {
     }
 
     fn woken(&mut self, token: u64, out: &mut Output) {
+        if token == BENCH {
+            if let Some(bench) = &self.wake_bench {
+                if let Some(report) = bench.arrived() {
+                    out.write(report.as_bytes());
+                    self.wake_bench = None;
+                }
+            }
+            return;
+        }
         if token != FLOOD {
             out.write(format!("woken {token}\n").as_bytes());
             return;
@@ -171,6 +272,11 @@ impl KitConsumer {
                     services::post(id, rest.join(" ").as_bytes());
                 }
             }
+            "shut" => {
+                if let Some(id) = *self.outbound.borrow() {
+                    services::shutdown_write(id);
+                }
+            }
             "idle" => {
                 let ms = num(words.next());
                 services::set_idle_timeout(self.id, (ms > 0).then(|| Duration::from_millis(ms)));
@@ -187,6 +293,19 @@ impl KitConsumer {
                 out.write(format!("{line}d\n").as_bytes());
             }
             "ticks" => out.write(format!("{}\n", self.ticks.get()).as_bytes()),
+            "timerbench" => {
+                let n = num(words.next()).max(1);
+                out.write(timer_bench(self.id, n).as_bytes());
+            }
+            "wakebench" => {
+                let n = num(words.next()).max(1) as usize;
+                let bench = std::sync::Arc::new(WakeBench::default());
+                self.wake_bench = Some(bench.clone());
+                let waker = services::waker(self.id, BENCH).expect("live");
+                let origin = self.id;
+                let _ = origin;
+                std::thread::spawn(move || bench.run(waker, n));
+            }
             _ => out.write(data),
         }
     }

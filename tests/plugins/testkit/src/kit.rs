@@ -3,6 +3,8 @@
 //
 //   panic   panic inside data_received (the host must close only this connection)
 //   spin    loop forever (the worker's heartbeat stops; --timeout must replace it)
+//   hang    block forever in a system call (sleep), as a plugin stuck on a lock or a
+//           blocking read would
 //   abort   abort the process (a crashing worker)
 //   tag     reply "<TAG>\n" (which build is serving)
 //   pid     reply "<process id>\n" (which worker is serving)
@@ -61,6 +63,10 @@ impl Consumer for KitConsumer {
             #[allow(clippy::empty_loop)]
             loop {
                 std::hint::spin_loop();
+            }
+        } else if data.starts_with(b"hang") {
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
             }
         } else if data.starts_with(b"abort") {
             std::process::abort();
