@@ -1,8 +1,8 @@
 //! Sans-IO tests through `plugin_api::testing`: the consumer driven as the host drives it,
-//! byte for byte what a Redis client would read.
-//!
-//! (Delivery of published messages uses the host's post service, which the harness does not
-//! offer: the registry is tested in `pubsub.rs`, delivery end to end in `tests/tests/redis.rs`.)
+//! byte for byte what a Redis client would read; the host's services (posts, the tick) run
+//! on the harness's fake worker.
+
+use std::time::Duration;
 
 use plugin_api::testing::{Connection, Harness};
 use plugin_api::LostReason;
@@ -356,6 +356,53 @@ fn subscriber_mode_allows_only_subscription_commands() {
     );
     assert_eq!(cmd(&mut c, &["GET", "k"]), "$-1\r\n");
     assert_eq!(cmd(&mut c, &["PUBLISH", "a", "nobody"]), ":0\r\n");
+}
+
+#[test]
+fn publish_reaches_subscribers_through_posts() {
+    let h = server();
+    let mut sub = h.connect().unwrap();
+    let mut psub = h.connect().unwrap();
+    let mut publisher = h.connect().unwrap();
+    cmd(&mut sub, &["SUBSCRIBE", "news"]);
+    cmd(&mut psub, &["PSUBSCRIBE", "n*"]);
+    assert_eq!(cmd(&mut publisher, &["PUBLISH", "news", "hi"]), ":2\r\n");
+    h.run_until_idle();
+    assert_eq!(
+        sub.take_text(),
+        "*3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$2\r\nhi\r\n"
+    );
+    assert_eq!(
+        psub.take_text(),
+        "*4\r\n$8\r\npmessage\r\n$2\r\nn*\r\n$4\r\nnews\r\n$2\r\nhi\r\n"
+    );
+    // A subscriber that has gone is forgotten.
+    sub.peer_reset().unwrap();
+    assert_eq!(cmd(&mut publisher, &["PUBLISH", "news", "again"]), ":1\r\n");
+}
+
+#[test]
+fn the_tick_expires_keys_nobody_touches() {
+    let h = server();
+    let mut c = h.connect().unwrap();
+    let start = crate::store::unix_ms();
+    for i in 0..20 {
+        cmd(&mut c, &["SET", &format!("k{i}"), "v", "PX", "1"]);
+    }
+    cmd(&mut c, &["SET", "stays", "v"]);
+    // Expiry times are wall-clock: wait (bounded) for 2 ms of it to pass.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while crate::store::unix_ms() < start + 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the clock does not move"
+        );
+        std::hint::spin_loop();
+    }
+    assert_eq!(cmd(&mut c, &["DBSIZE"]), ":21\r\n", "DBSIZE touches no key");
+    h.advance(Duration::from_millis(100));
+    assert_eq!(cmd(&mut c, &["DBSIZE"]), ":1\r\n");
+    assert_eq!(h.protocol().store().borrow().db.stats.expired_keys, 20);
 }
 
 #[test]
