@@ -18,6 +18,9 @@
 #   proxy        sockhost + libproxy (thread mode)        vs  HAProxy `mode tcp` and nginx
 #                `stream { proxy_pass }`, one worker each: wrk -c50/-c500 to nginx `return
 #                200`, connect rate (a new upstream connection per request), 64 KiB echo bulk
+#   redis        sockhost + libredis (thread mode)        vs  redis-server (save "", appendonly
+#                no, one I/O thread): redis-benchmark -c 50 -t set,get,incr,lpush,lpop, -P 1
+#                and -P 16; requests/s over the five tests, and server CPU per request
 #
 # Method: single-worker servers run pinned to CPU $SERVER_CPU and the load generator
 # (loadgen, or wrk with one thread) to CPU $CLIENT_CPU, both at real-time priority when
@@ -33,11 +36,13 @@
 # Environment: REPS (3), DURATION seconds per loadgen run (2), WARMUP (0.5), WRK_DURATION
 #              (3), CONNS idle connections (10000), NO_BUILD=1 to skip the build,
 #              PROXY_WRK_DURATION (2) for the proxy rows,
-#              ONLY="echo connect http idle udp tls services fanout proxy" to run some
+#              REDIS_N (100000) and REDIS_N_PIPELINED (1000000) requests per redis-benchmark
+#              test at -P 1 and -P 16,
+#              ONLY="echo connect http idle udp tls services fanout proxy redis" to run some
 #              sections, QUIET_WAIT (30): seconds in all to wait for other processes (a build)
 #              to go quiet, FANOUT_MESSAGES (10000) messages per fan-out run.
-# Installs nginx, wrk (and openssl, redis-server, haproxy, libnginx-mod-stream, if missing)
-# from Debian's packages.
+# Installs nginx, wrk, redis-server, redis-tools (and openssl, haproxy, libnginx-mod-stream,
+# if missing) from Debian's packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=bench/lib.sh
@@ -51,7 +56,9 @@ CONNS=${CONNS:-10000}
 HOLD=${HOLD:-4}
 SETTLE=${SETTLE:-1}
 PROXY_WRK_DURATION=${PROXY_WRK_DURATION:-2}
-ONLY=${ONLY:-"echo connect http idle udp tls services fanout proxy"}
+REDIS_N=${REDIS_N:-100000}
+REDIS_N_PIPELINED=${REDIS_N_PIPELINED:-1000000}
+ONLY=${ONLY:-"echo connect http idle udp tls services fanout proxy redis"}
 FANOUT_MESSAGES=${FANOUT_MESSAGES:-10000}
 SERVER_CPU=0
 CLIENT_CPU=1
@@ -509,6 +516,91 @@ if section proxy; then
     stop_proxies
     stop_server "$UP_PID"
     NOTES+=("proxy rows: every proxy (sockhost thread mode + libproxy; $(haproxy -v | awk 'NR == 1 { print "HAProxy", $3 }') mode tcp, nbthread 1, no splicing; nginx $(nginx -v 2>&1 | sed 's|.*/||') stream proxy_pass, default buffers) runs one worker pinned to CPU $SERVER_CPU; the load generator and the upstream (nginx return 200, 1 worker; echo-baseline for bulk) share CPU $CLIENT_CPU, so the client side saturates first: compare cpu/op (proxy CPU per request).")
+fi
+
+# --- redis: sockhost + libredis vs redis-server, redis-benchmark -------------------------
+# redis_pair FIGURE PIPELINE N: redis-benchmark -c 50 -P PIPELINE -n N over
+# set,get,incr,lpush,lpop against sockhost ($SH_PID at $SH_ADDR) and redis-server, back to
+# back, REPS times. The rate of a run is its requests (5 N) over the time the five tests
+# took (the sum of N / each test's requests/s); CPU per request is the server's CPU time
+# over 5 N. Adds a row with the medians, and a note with each test's median ratio.
+redis_pair() {
+    local figure=$1 pipeline=$2 n=$3
+    local names=(sockhost redis) pids=("$SH_PID" "$REDIS_PID") addrs=("$SH_ADDR" "$REDIS_ADDR")
+    local -a rate_a=() rate_b=() us_a=() us_b=() cl_a=() cl_b=() sv_a=() sv_b=() other=()
+    local rep side out rate us srv secs per_test
+    declare -A tests_a=() tests_b=()
+    wait_quiet
+    for ((rep = 1; rep <= REPS; rep++)); do
+        for side in 0 1; do
+            out="$BENCH_TMP/redis.out.$side"
+            measured_run "${pids[$side]}" $CLIENT_CPU "$out" redis-benchmark -h 127.0.0.1 \
+                -p "${addrs[$side]##*:}" -c 50 -n "$n" -P "$pipeline" \
+                -t set,get,incr,lpush,lpop --csv
+            # "SET","178571.42",... one line per test.
+            per_test=$(awk -F'"' 'NR > 1 && $4 > 0 { printf "%s=%s ", $2, $4 }' "$out")
+            secs=$(awk -F'"' -v n="$n" 'NR > 1 && $4 > 0 { t += n / $4; c++ }
+                END { if (c == 5) printf "%.6f", t; else print 0 }' "$out")
+            if ((!RUN_OK)) || [[ $secs == 0 ]]; then
+                echo "# $figure, ${names[$side]}: redis-benchmark failed:" >&2
+                cat "$out" >&2
+                tail -n 5 "$BENCH_TMP/client.err" >&2
+                FAILED=1
+                secs=0
+            fi
+            rate=$(awk -v n="$n" -v s="$secs" 'BEGIN { if (s > 0) printf "%.0f", 5 * n / s; else print 0 }')
+            us=$(awk -v t="$RUN_TICKS" -v hz="$HZ" -v n="$n" 'BEGIN { printf "%.3f", t / hz * 1e6 / (5 * n) }')
+            srv=$(awk -v t="$RUN_TICKS" -v hz="$HZ" -v s="$secs" 'BEGIN { if (s > 0) printf "%.0f", 100 * t / hz / s; else print 0 }')
+            echo "# $figure: ${names[$side]} $rate req/s ($per_test), server ${srv}% cpu" \
+                "${us} us/req, client ${RUN_CLIENT}%, others ${RUN_OTHER}%" >&2
+            other+=("$RUN_OTHER")
+            local t
+            for t in $per_test; do
+                if ((side == 0)); then
+                    tests_a[${t%%=*}]+="${t#*=} "
+                else
+                    tests_b[${t%%=*}]+="${t#*=} "
+                fi
+            done
+            if ((side == 0)); then
+                rate_a+=("$rate") us_a+=("$us") cl_a+=("$RUN_CLIENT") sv_a+=("$srv")
+            else
+                rate_b+=("$rate") us_b+=("$us") cl_b+=("$RUN_CLIENT") sv_b+=("$srv")
+            fi
+        done
+    done
+    local ma mb r ua ub detail name ratios=""
+    ma=$(median "${rate_a[@]}")
+    mb=$(median "${rate_b[@]}")
+    r=$(ratio "$ma" "$mb")
+    ua=$(median "${us_a[@]}")
+    ub=$(median "${us_b[@]}")
+    detail=$(printf 'srv us/req %s/%s  srv cpu %s/%s%%  client cpu %s/%s%%  others %s%%' \
+        "$ua" "$ub" "$(median "${sv_a[@]}")" "$(median "${sv_b[@]}")" \
+        "$(median "${cl_a[@]}")" "$(median "${cl_b[@]}")" "$(median "${other[@]}")")
+    local target=">=1.0"
+    ((pipeline > 1)) && target=">=0.8"
+    row "$figure" req/s "$(printf '%.0f' "$ma")" redis-server "$(printf '%.0f' "$mb")" \
+        "$r" "$target" "$(verdict "$r" "$target")" "$(ratio "$ub" "$ua")" "$detail"
+    for name in SET GET INCR LPUSH LPOP; do
+        # shellcheck disable=SC2086 # one number per word
+        ratios+="$name $(ratio "$(median ${tests_a[$name]:-0})" "$(median ${tests_b[$name]:-0})") "
+    done
+    NOTES+=("$figure, per test (sockhost/redis-server req/s): $ratios")
+}
+
+if section redis; then
+    ensure_packages redis-server=redis-server redis-benchmark=redis-tools
+    [[ -f $RELEASE/libredis.so ]] || die "$RELEASE/libredis.so is missing (cargo build --release -p redis)"
+    start_server sockhost-redis "${PRIO[@]}" taskset -c $SERVER_CPU "$SOCKHOST" --plugin "$RELEASE/libredis.so" \
+        --bind 127.0.0.1:0 --concurrency thread --keep-alive 0
+    SH_PID=$SERVER_PID SH_ADDR=$SERVER_ADDR
+    start_redis redis-server $SERVER_CPU
+    redis_pair "redis -c50 -P1, 5 commands" 1 "$REDIS_N"
+    redis_pair "redis -c50 -P16, 5 commands" 16 "$REDIS_N_PIPELINED"
+    NOTES+=("redis: $(redis-server --version | awk '{ print $1, $2, $3 }'); req/s = 5 N / (sum over set,get,incr,lpush,lpop of N / that test's req/s); srv us/req = server CPU time / 5 N.")
+    stop_server "$SH_PID"
+    stop_server "$REDIS_PID"
 fi
 
 echo
