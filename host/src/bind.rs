@@ -234,7 +234,7 @@ impl Bound {
         }
         let addr = spec.resolve()?;
         let fail = |e: io::Error| HostError::Bind {
-            spec: spec.to_string(),
+            spec: format!("--bind {spec}"),
             source: e,
         };
         let dual_stack = spec.host == Host::All;

@@ -1,10 +1,24 @@
 //! Logs go to stderr through tracing, filtered by `--log-level`. Plugin log records arrive
 //! through the ABI and are printed here too, tagged with the plugin's name.
+//!
+//! Nothing a peer sends may turn into a log line at the default level per connection, or
+//! into more than one line per event:
+//! - `log` records (rustls's, from its `logging` feature) come through [`LogBridge`], which
+//!   demotes rustls's to debug: rustls warns about what a peer controls (a bad SNI name, an
+//!   unexpected message, a warning alert), once per connection;
+//! - plugin panics are logged through [`plugin_panic`]: one line, escaped, rate-limited;
+//! - text from outside (panic messages, plugin log records) is [`escape`]d, so it cannot
+//!   start a forged line of its own.
+
+use std::borrow::Cow;
+use std::cell::{Cell, RefCell};
+use std::time::Duration;
 
 use plugin_api::host::{LogLevel as PluginLevel, LogSink};
 use tracing::Level;
 
 use crate::cli::LogLevel;
+use crate::rate_limit::RateLimit;
 
 fn level(l: LogLevel) -> Level {
     match l {
@@ -16,9 +30,19 @@ fn level(l: LogLevel) -> Level {
     }
 }
 
-/// Install the stderr subscriber (once per process).
+fn log_filter(l: LogLevel) -> log::LevelFilter {
+    match l {
+        LogLevel::Error => log::LevelFilter::Error,
+        LogLevel::Warn => log::LevelFilter::Warn,
+        LogLevel::Info => log::LevelFilter::Info,
+        LogLevel::Debug => log::LevelFilter::Debug,
+        LogLevel::Trace => log::LevelFilter::Trace,
+    }
+}
+
+/// Install the stderr subscriber and the `log` bridge (once per process).
 pub fn init(log_level: LogLevel) {
-    let _ = tracing_subscriber::fmt()
+    let subscriber = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_max_level(level(log_level))
         .with_target(false)
@@ -26,7 +50,127 @@ pub fn init(log_level: LogLevel) {
         // A failed log write (stderr's reader is gone: EPIPE) is dropped; by default it is
         // reported with `eprintln!`, which panics on the same broken stderr.
         .log_internal_errors(false)
-        .try_init();
+        .finish();
+    if tracing::subscriber::set_global_default(subscriber).is_ok()
+        && log::set_logger(&LogBridge).is_ok()
+    {
+        log::set_max_level(log_filter(log_level));
+    }
+}
+
+/// Crates whose `log` records are about what a peer did, logged at most at debug level.
+const PEER_DRIVEN: &[&str] = &["rustls"];
+
+/// `log` records into tracing (what `tracing_log::LogTracer` does), with the records of
+/// [`PEER_DRIVEN`] crates demoted to debug: rustls `warn!`s "Illegal SNI hostname received",
+/// "Received a … message while expecting …" and "TLS alert warning received" for input
+/// any client can send, and its `error!` only for a connection it is closing. The host
+/// reports each failed handshake at debug itself (and counts it in the metrics).
+struct LogBridge;
+
+impl LogBridge {
+    fn level(metadata: &log::Metadata<'_>) -> log::Level {
+        let target = metadata.target();
+        let peer_driven = PEER_DRIVEN.iter().any(|c| {
+            target
+                .strip_prefix(c)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+        });
+        if peer_driven {
+            metadata.level().max(log::Level::Debug)
+        } else {
+            metadata.level()
+        }
+    }
+}
+
+impl log::Log for LogBridge {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        LogBridge::level(metadata) <= log::max_level()
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        let level = LogBridge::level(record.metadata());
+        if level > log::max_level() {
+            return;
+        }
+        let _ = tracing_log::format_trace(
+            &log::Record::builder()
+                .level(level)
+                .target(record.target())
+                .args(*record.args())
+                .module_path(record.module_path())
+                .file(record.file())
+                .line(record.line())
+                .build(),
+        );
+    }
+
+    fn flush(&self) {}
+}
+
+/// `text` made safe for one log line: control characters (newlines, carriage returns,
+/// escape sequences), Unicode line separators and bidirectional overrides as `\n`, `\r`,
+/// `\t` or `\u{…}`, and backslashes doubled so that an escape cannot be forged either.
+pub fn escape(text: &str) -> Cow<'_, str> {
+    fn unsafe_char(c: char) -> bool {
+        c == '\\'
+            || c.is_control()
+            || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    }
+    if !text.contains(unsafe_char) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if unsafe_char(c) => out.extend(c.escape_unicode()),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Plugin panic lines per second per worker; past it they are counted, then summarised.
+const PANIC_LINES_PER_SECOND: u32 = 10;
+
+thread_local! {
+    static PANIC_LINES: RefCell<RateLimit> = const {
+        RefCell::new(RateLimit::new("plugin panics", Level::ERROR, PANIC_LINES_PER_SECOND, Duration::from_secs(1)))
+    };
+}
+
+/// A panic caught at the plugin boundary: counted in `panics` (the worker's
+/// `plugin_panics` metric) and logged as one error line (a plugin bug), `{what}: {message}; {outcome}`,
+/// with the message escaped, at most [`PANIC_LINES_PER_SECOND`] a second per worker.
+///
+/// plugin-api's glue silences the plugin's own panic hook, so this is the only line.
+pub fn plugin_panic(
+    panics: &Cell<u64>,
+    service: &str,
+    peer: impl std::fmt::Display,
+    what: &str,
+    message: &str,
+    outcome: &str,
+) {
+    crate::metrics::bump(panics, 1);
+    PANIC_LINES.with_borrow_mut(|limit| {
+        limit.log(|| tracing::error!(%service, %peer, "{what}: {}; {outcome}", escape(message)))
+    });
+}
+
+/// As [`plugin_panic`], for a protocol-level callback (no connection): `plugin panicked in
+/// {callback}: {message}`. The protocol itself lives on.
+pub fn protocol_panic(panics: &Cell<u64>, service: &str, callback: &str, message: &str) {
+    crate::metrics::bump(panics, 1);
+    PANIC_LINES.with_borrow_mut(|limit| {
+        limit
+            .log(|| tracing::error!(%service, "plugin panicked in {callback}: {}", escape(message)))
+    });
 }
 
 /// The sink handed to a plugin: its records become tracing events with `plugin=<name>`
@@ -46,6 +190,7 @@ pub fn plugin_sink(log_level: LogLevel) -> LogSink {
 }
 
 fn plugin_record(plugin: &str, level: PluginLevel, target: &str, message: &str) {
+    let message = escape(message);
     match level {
         PluginLevel::Off => {}
         PluginLevel::Error => tracing::error!(plugin = %plugin, module = %target, "{message}"),
@@ -53,5 +198,28 @@ fn plugin_record(plugin: &str, level: PluginLevel, target: &str, message: &str) 
         PluginLevel::Info => tracing::info!(plugin = %plugin, module = %target, "{message}"),
         PluginLevel::Debug => tracing::debug!(plugin = %plugin, module = %target, "{message}"),
         PluginLevel::Trace => tracing::trace!(plugin = %plugin, module = %target, "{message}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape;
+
+    #[test]
+    fn escape_keeps_a_record_on_one_line() {
+        assert_eq!(
+            escape("plain text, unicode ok: é ✓"),
+            "plain text, unicode ok: é ✓"
+        );
+        assert_eq!(
+            escape("one\ntwo\r\n2026-01-01T00:00:00Z ERROR forged"),
+            "one\\ntwo\\r\\n2026-01-01T00:00:00Z ERROR forged"
+        );
+        assert_eq!(escape("tab\there"), "tab\\there");
+        assert_eq!(escape("\u{1b}[31mred"), "\\u{1b}[31mred");
+        assert_eq!(escape("a\u{2028}b\u{202e}c"), "a\\u{2028}b\\u{202e}c");
+        // A literal backslash-n in the input cannot pass for an escaped newline.
+        assert_eq!(escape("not\\n a newline"), "not\\\\n a newline");
+        assert!(!escape("\u{85}\u{0}x").chars().any(char::is_control));
     }
 }

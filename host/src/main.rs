@@ -3,6 +3,7 @@
 mod arbiter;
 mod bind;
 mod check;
+mod cidr;
 mod cli;
 mod config;
 mod connections;
@@ -16,6 +17,7 @@ mod pid_file;
 mod plugin;
 mod privileges;
 mod proxy_protocol;
+mod rate_limit;
 mod services;
 mod tcp;
 mod thread_mode;
@@ -152,6 +154,7 @@ impl cli::Service {
             tls,
             max_sessions: self.max_sessions,
             proxy_protocol: self.proxy_protocol,
+            proxy_protocol_from: self.proxy_protocol_from.clone(),
             handshake_timeout: self.handshake_timeout,
             keep_alive: self.keep_alive,
             max_connections: self.max_connections,

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use plugin_api::LostReason;
 
 /// Number of values in a [`Counters`] snapshot.
-pub const COUNTERS: usize = 17;
+pub const COUNTERS: usize = 18;
 
 /// One worker's figures (counters, plus the `open` gauges).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -36,6 +36,7 @@ pub struct Counters {
     pub output_limit_closes: u64,
     pub outbound_connects: u64,
     pub outbound_failures: u64,
+    pub proxy_refused: u64,
 }
 
 impl Counters {
@@ -60,6 +61,7 @@ impl Counters {
             self.output_limit_closes,
             self.outbound_connects,
             self.outbound_failures,
+            self.proxy_refused,
         ]
     }
 
@@ -79,6 +81,7 @@ impl Counters {
             output_limit_closes: a[14],
             outbound_connects: a[15],
             outbound_failures: a[16],
+            proxy_refused: a[17],
         }
     }
 
@@ -111,6 +114,7 @@ pub struct WorkerMetrics {
     pub output_limit_closes: Cell<u64>,
     pub outbound_connects: Cell<u64>,
     pub outbound_failures: Cell<u64>,
+    pub proxy_refused: Cell<u64>,
 }
 
 /// Add `n` to a counter cell.
@@ -141,6 +145,7 @@ impl WorkerMetrics {
             output_limit_closes: self.output_limit_closes.get(),
             outbound_connects: self.outbound_connects.get(),
             outbound_failures: self.outbound_failures.get(),
+            proxy_refused: self.proxy_refused.get(),
         }
     }
 }
@@ -283,6 +288,13 @@ pub fn render(services: &[&str], per_service: &[Counters], s: &Supervision) -> S
         "Outbound connections plugins opened, by result.",
         &["result=\"attempted\"", "result=\"failed\""],
         &|c, i| [c.outbound_connects, c.outbound_failures][i],
+    );
+    per(
+        "sockhost_proxy_protocol_refused_total",
+        "counter",
+        "Connections closed because they came from outside --proxy-protocol-from.",
+        &[],
+        &|c, _| c.proxy_refused,
     );
     per(
         "sockhost_plugin_panics_total",
@@ -500,6 +512,7 @@ mod tests {
             output_limit_closes: 15,
             outbound_connects: 16,
             outbound_failures: 17,
+            proxy_refused: 18,
         };
         assert_eq!(Counters::from_array(c.to_array()), c);
         assert_eq!(c.add(c).accepted, 2);

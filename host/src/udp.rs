@@ -33,6 +33,7 @@ use std::rc::Rc;
 
 use crate::bind::canonical;
 use crate::connections::Registration;
+use crate::logging;
 use crate::metrics::bump;
 use crate::services::endpoint::{Endpoint, Event, Inbox, Work};
 use crate::worker::Shared;
@@ -251,8 +252,15 @@ impl UdpServer {
         let consumer = match factory.consumer(&info, id) {
             Ok(c) => c,
             Err(message) => {
-                bump(&self.shared.connections.metrics.plugin_panics, 1);
-                tracing::warn!(service = %self.shared.name, %peer, "plugin panicked making a consumer: {message}; datagram dropped");
+                let panics = &self.shared.connections.metrics.plugin_panics;
+                logging::plugin_panic(
+                    panics,
+                    &self.shared.name,
+                    peer,
+                    "plugin panicked making a consumer",
+                    &message,
+                    "datagram dropped",
+                );
                 return false;
             }
         };
@@ -283,8 +291,15 @@ impl UdpServer {
         self.out.shrink(2 * RECV_BUFFER);
         let ending = match result {
             Delivered::Panicked(message) => {
-                bump(&self.shared.connections.metrics.plugin_panics, 1);
-                tracing::warn!(service = %self.shared.name, %peer, "plugin panicked: {message}; ending this peer's session");
+                let panics = &self.shared.connections.metrics.plugin_panics;
+                logging::plugin_panic(
+                    panics,
+                    &self.shared.name,
+                    peer,
+                    "plugin panicked",
+                    &message,
+                    "ending this peer's session",
+                );
                 Some(LostReason::Error)
             }
             Delivered::Ran(requests) if requests.close => Some(LostReason::Closed),
@@ -326,8 +341,14 @@ impl UdpServer {
             .udp_sessions_open
             .set(metrics.udp_sessions_open.get().saturating_sub(1));
         if let Err(message) = session.session.lose(reason) {
-            bump(&metrics.plugin_panics, 1);
-            tracing::warn!(service = %self.shared.name, %peer, "plugin panicked in connection_lost: {message}");
+            logging::plugin_panic(
+                &metrics.plugin_panics,
+                &self.shared.name,
+                peer,
+                "plugin panicked in connection_lost",
+                &message,
+                "ended",
+            );
         }
     }
 }

@@ -52,6 +52,8 @@ pub struct ServiceSettings {
     pub max_sessions: usize,
     /// TCP connections start with a PROXY protocol header.
     pub proxy_protocol: bool,
+    /// The sources PROXY headers are accepted from (`--proxy-protocol-from`); empty = any.
+    pub proxy_protocol_from: Vec<crate::cidr::Cidr>,
     /// Deadline for the PROXY header and the TLS handshake.
     pub handshake_timeout: Duration,
 }
@@ -95,6 +97,7 @@ pub struct Shared {
     pub factory: Factory,
     pub tls: Option<crate::tls::Tls>,
     pub proxy_protocol: bool,
+    pub proxy_protocol_from: Vec<crate::cidr::Cidr>,
     pub handshake_timeout: Duration,
     pub connections: Rc<Connections>,
     /// `--max-connections` of this service.
@@ -176,6 +179,7 @@ async fn serve(
             factory: service.factory,
             tls: s.tls.clone(),
             proxy_protocol: s.proxy_protocol,
+            proxy_protocol_from: s.proxy_protocol_from.clone(),
             handshake_timeout: s.handshake_timeout,
             connections: Rc::new(connections),
             limit: Arc::new(Semaphore::new(s.max_connections)),
@@ -380,8 +384,8 @@ async fn serve(
 fn plugin_call(what: &str, shared: &Shared, call: impl FnOnce(&Factory) -> Result<(), String>) {
     crate::services::enter(shared.service);
     if let Err(message) = call(&shared.factory) {
-        crate::metrics::bump(&shared.connections.metrics.plugin_panics, 1);
-        tracing::warn!(service = %shared.name, "plugin panicked in {what}: {message}");
+        let panics = &shared.connections.metrics.plugin_panics;
+        crate::logging::protocol_panic(panics, &shared.name, what, &message);
     }
 }
 

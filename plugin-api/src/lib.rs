@@ -62,6 +62,7 @@ pub mod abi;
 #[cfg(any(feature = "host", feature = "testing"))]
 pub mod host;
 mod logging;
+mod panic_hook;
 pub mod services;
 #[doc(hidden)]
 pub mod services_abi;

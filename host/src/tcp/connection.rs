@@ -35,8 +35,8 @@ use plugin_api::{ConnInfo, LostReason, Output};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::connections::{Expiry, Registration};
-use crate::metrics;
 use crate::services::endpoint::{Event, Work};
+use crate::{logging, metrics};
 
 /// Stop reading while more than this many bytes wait to be sent.
 pub const HIGH_WATER: usize = 256 * 1024;
@@ -147,8 +147,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 Session::new(consumer),
             )),
             Err(message) => {
-                metrics::bump(&slot.registration.metrics().plugin_panics, 1);
-                tracing::warn!(service = %slot.registration.service_name(), peer = %info.peer, "plugin panicked making a consumer: {message}; connection closed");
+                let panics = &slot.registration.metrics().plugin_panics;
+                logging::plugin_panic(
+                    panics,
+                    slot.registration.service_name(),
+                    info.peer,
+                    "plugin panicked making a consumer",
+                    &message,
+                    "connection closed",
+                );
                 None
             }
         }
@@ -384,8 +391,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 
     fn panicked(&self, message: &str) -> LostReason {
-        metrics::bump(&self.slot.registration.metrics().plugin_panics, 1);
-        tracing::warn!(service = %self.slot.registration.service_name(), peer = %self.peer, "plugin panicked: {message}; closing this connection");
+        let panics = &self.slot.registration.metrics().plugin_panics;
+        logging::plugin_panic(
+            panics,
+            self.slot.registration.service_name(),
+            self.peer,
+            "plugin panicked",
+            message,
+            "closing this connection",
+        );
         LostReason::Error
     }
 
@@ -512,8 +526,15 @@ impl<S> Drop for Connection<S> {
         // A panicked session has already ended (with Error) and is counted as such.
         metrics.closed(self.session.lost_reason().unwrap_or(self.reason));
         if let Err(message) = self.session.lose(self.reason) {
-            metrics::bump(&metrics.plugin_panics, 1);
-            tracing::warn!(service = %self.slot.registration.service_name(), peer = %self.peer, "plugin panicked in connection_lost: {message}");
+            let panics = &metrics.plugin_panics;
+            logging::plugin_panic(
+                panics,
+                self.slot.registration.service_name(),
+                self.peer,
+                "plugin panicked in connection_lost",
+                &message,
+                "closed",
+            );
         }
     }
 }
