@@ -47,6 +47,7 @@ pub const SERVICE_KEYS: &[&str] = &[
     "max-connections",
     "max-sessions",
     "proxy-protocol",
+    "proxy-protocol-from",
 ];
 
 /// Service keys that say which service a setting is for: as flags (or variables) they
