@@ -228,7 +228,7 @@ impl Bound {
     pub fn bind(spec: &BindSpec, backlog: i32, reuseport: bool) -> Result<Bound, HostError> {
         if let Host::Unix(unix) = &spec.host {
             return bind_unix(unix, backlog).map_err(|e| HostError::Bind {
-                spec: spec.to_string(),
+                spec: format!("--bind {spec}"),
                 source: e,
             });
         }

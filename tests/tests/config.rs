@@ -659,3 +659,34 @@ fn a_unix_socket_from_systemd_is_served_and_its_file_left_to_systemd() {
         assert!(path.exists(), "{concurrency}: systemd's socket file stays");
     }
 }
+
+#[test]
+fn a_proxy_header_over_a_unix_socket_gives_the_plugin_the_client_address() {
+    let dir = Dir::new("unix-proxy");
+    let path = dir.path("proxied.sock");
+    let bind = format!("unix:{}", path.display());
+    let _server = Server::start_expecting(
+        &[
+            "--plugin",
+            plugin("testkit").to_str().unwrap(),
+            "--bind",
+            &bind,
+            "--concurrency",
+            "thread",
+            "--proxy-protocol",
+            // IP sources only: a Unix peer is trusted by the socket file's rights.
+            "--proxy-protocol-from",
+            "10.0.0.0/8",
+        ],
+        &[],
+        1,
+    );
+    let mut c = UnixStream::connect(&path).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(b"PROXY TCP4 192.0.2.7 198.51.100.1 40000 443\r\nwhoami")
+        .unwrap();
+    let mut line = [0u8; 256];
+    let n = c.read(&mut line).unwrap();
+    let line = String::from_utf8_lossy(&line[..n]).into_owned();
+    assert!(line.starts_with("peer=192.0.2.7:40000 "), "{line}");
+}
