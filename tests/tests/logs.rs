@@ -232,7 +232,11 @@ fn ten_thousand_panics_in_a_second_print_a_bounded_number_of_lines() {
     }
     let elapsed = started.elapsed();
     let m = metrics_addr(&server);
-    wait_for_metric(m, "sockhost_plugin_panics_total", PANICS);
+    wait_for_metric(
+        m,
+        "sockhost_plugin_panics_total{service=\"testkit\"}",
+        PANICS,
+    );
     // Fixed one-second windows: a run of `t` seconds touches at most `t + 2` of them.
     let bound = |t: Duration| (t.as_secs() + 2) * PER_WINDOW;
     let during = server.stderr.text().lines().count() as u64;
@@ -252,7 +256,10 @@ fn ten_thousand_panics_in_a_second_print_a_bounded_number_of_lines() {
             server.stderr.count("more suppressed") > 0
         },
     );
-    let total = metric_value(&scrape(m), "sockhost_plugin_panics_total");
+    let total = metric_value(
+        &scrape(m),
+        "sockhost_plugin_panics_total{service=\"testkit\"}",
+    );
     // Every panic is a line of its own or counted in a summary line (but for any suppressed
     // since the last line, in the window still open: at most one window's worth).
     let accounted = || {

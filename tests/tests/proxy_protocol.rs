@@ -104,7 +104,11 @@ fn headers_are_believed_only_from_proxy_protocol_from() {
         );
     }
     let m = metrics_addr(&strict);
-    wait_for_metric(m, "sockhost_proxy_protocol_refused_total", 20);
+    wait_for_metric(
+        m,
+        "sockhost_proxy_protocol_refused_total{service=\"testkit\"}",
+        20,
+    );
     let line = strict
         .stderr
         .wait_for("outside --proxy-protocol-from", Duration::from_secs(5));
