@@ -76,7 +76,7 @@
 //!
 //! ```toml
 //! [dev-dependencies]
-//! plugin-api = { path = "../plugin-api", package = "sockhost-plugin-api", features = ["testing"] }
+//! sockhost-plugin-api = { path = "../sockhost-plugin-api", features = ["testing"] }
 //! ```
 //!
 //! and test the protocol like this:
