@@ -1,5 +1,6 @@
 //! `sockhost`: parse the command line, run, and turn any error into one `error:` line.
 
+mod access_log;
 mod arbiter;
 mod bind;
 mod cli;
@@ -7,18 +8,21 @@ mod connections;
 mod error;
 mod handoff;
 mod keep_alive;
+mod log_filter;
 mod logging;
 mod metrics;
 mod notify;
 mod pid_file;
 mod plugin;
 mod privileges;
+mod proc_title;
 mod proxy_protocol;
 mod services;
 mod tcp;
 mod thread_mode;
 mod tls;
 mod udp;
+mod version;
 mod worker;
 
 use std::io::Write;
@@ -28,8 +32,9 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use crate::bind::Bound;
-use crate::cli::{Cli, Command, Concurrency, Config};
+use crate::cli::{Cli, Command, Concurrency, Config, LogFormat};
 use crate::error::HostError;
+use crate::log_filter::LogFilter;
 
 fn main() -> ExitCode {
     // Usage errors exit 2 (clap).
@@ -45,12 +50,20 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<(), HostError> {
-    if let Some(Command::Inspect { path, log_level }) = cli.command {
-        logging::init(log_level);
-        return plugin::inspect(&path);
+    match cli.command {
+        Some(Command::Inspect { path, log_level }) => {
+            logging::init(LogFilter::effective(None, log_level), LogFormat::Text);
+            return plugin::inspect(&path);
+        }
+        Some(Command::Completions { shell }) => return cli::print_completions(shell),
+        Some(Command::Manpage) => return cli::print_manpage(),
+        None => {}
     }
     let config = cli.serve.into_config()?;
-    logging::init(config.log_level);
+    logging::init(
+        LogFilter::effective(config.log_filter.as_ref(), config.log_level),
+        config.log_format,
+    );
     match config.concurrency {
         Concurrency::Thread => thread_mode::run(&config),
         Concurrency::Process => arbiter::run(&config),
@@ -86,6 +99,14 @@ fn announce_metrics(addr: std::net::SocketAddr) -> Result<(), HostError> {
     print_flushed([format!("metrics on http://{addr}/metrics")])
 }
 
+/// Write bytes to stdout and flush them.
+fn print_bytes(bytes: &[u8]) -> Result<(), HostError> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes)
+        .and_then(|()| out.flush())
+        .map_err(|e| HostError::io("writing to stdout", e))
+}
+
 /// Print lines to stdout and flush them (scripts and tests wait for them).
 fn print_flushed(lines: impl IntoIterator<Item = String>) -> Result<(), HostError> {
     let mut out = std::io::stdout().lock();
@@ -99,9 +120,14 @@ fn print_flushed(lines: impl IntoIterator<Item = String>) -> Result<(), HostErro
 impl Config {
     /// The part of the configuration a worker's event loop needs (with the TLS
     /// configuration built from the files, if any).
-    fn worker_settings(&self, tls: Option<tls::Tls>) -> worker::Settings {
+    fn worker_settings(
+        &self,
+        tls: Option<tls::Tls>,
+        access_log: Option<access_log::Sink>,
+    ) -> worker::Settings {
         worker::Settings {
             tls,
+            access_log,
             max_sessions: self.max_sessions,
             proxy_protocol: self.proxy_protocol,
             handshake_timeout: self.handshake_timeout,
@@ -110,6 +136,7 @@ impl Config {
             graceful_timeout: self.graceful_timeout,
             limits: self.limits,
             max_requests: self.max_requests,
+            max_requests_jitter: self.max_requests_jitter,
         }
     }
 }

@@ -36,6 +36,11 @@ use crate::worker;
 /// Bind, drop privileges, load, announce, serve until stopped.
 pub fn run(config: &Config) -> Result<(), HostError> {
     let identity = Identity::resolve(config.user.as_deref(), config.group.as_deref())?;
+    let access_log = config
+        .access_log
+        .as_ref()
+        .map(|d| d.open(identity.as_ref()))
+        .transpose()?;
     let snapshot = Snapshot::take(&config.plugin)?;
     let tls = config.tls.as_ref().map(|files| files.load()).transpose()?;
     let bound = crate::bind_all(&config.binds, config.backlog, false)?;
@@ -49,7 +54,7 @@ pub fn run(config: &Config) -> Result<(), HostError> {
     let plugin = Plugin::load_snapshot(&snapshot.path, &snapshot.load_path())?;
     drop(snapshot); // mapped: the descriptor is no longer needed
     plugin.check_binds(&config.binds)?;
-    let factory = plugin.factory(&config.plugin_opts, config.log_level)?;
+    let factory = plugin.factory(&config.plugin_opts)?;
 
     let listening: Vec<String> = bound.iter().map(Bound::listening_line).collect();
     let metrics_addr = metrics_listener
@@ -109,7 +114,12 @@ pub fn run(config: &Config) -> Result<(), HostError> {
         "serving in thread mode (pid {})",
         std::process::id()
     );
-    worker::run(bound, factory, config.worker_settings(tls), hooks)?;
+    worker::run(
+        bound,
+        factory,
+        config.worker_settings(tls, access_log),
+        hooks,
+    )?;
     tracing::info!("stopped");
     Ok(())
 }

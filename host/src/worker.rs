@@ -32,6 +32,10 @@ pub struct Settings {
     pub graceful_timeout: Duration,
     /// 0 = never recycle.
     pub max_requests: u64,
+    /// Each worker adds a random 0..=N to `max_requests`.
+    pub max_requests_jitter: u64,
+    /// `--access-log`, opened.
+    pub access_log: Option<crate::access_log::Sink>,
     /// Terminate TLS on every TCP listener.
     pub tls: Option<crate::tls::Tls>,
     /// UDP peer sessions per socket before the least recently used is evicted.
@@ -47,8 +51,9 @@ pub struct Settings {
 pub struct Hooks {
     /// Called from inside the event loop twice a second: proof of life, with figures.
     pub heartbeat: Option<Box<dyn FnMut(Counters)>>,
-    /// Thread mode with `--metrics-bind`: serve the metrics endpoint from this event loop,
-    /// labelled with the plugin's name and version.
+    /// Thread mode with `--metrics-bind`: serve the metrics endpoint (and `/health`,
+    /// `/ready`: serving and not stopping) from this event loop, labelled with the plugin's
+    /// name and version.
     pub metrics: Option<(std::net::TcpListener, (String, String))>,
     /// Called when the worker starts a graceful stop on its own (`--max-requests`).
     pub retiring: Option<Box<dyn FnOnce()>>,
@@ -94,6 +99,33 @@ impl Shared {
 }
 
 const RECYCLE: &str = "--max-requests reached";
+
+/// This worker's `--max-requests`: `base` plus a random 0..=`jitter` (0 stays off).
+fn recycle_after(base: u64, jitter: u64) -> u64 {
+    if base == 0 {
+        return 0;
+    }
+    if jitter == 0 {
+        return base;
+    }
+    use std::hash::{BuildHasher, Hasher};
+    // RandomState's keys are random per process (a forked worker's are its arbiter's, so
+    // the pid and the time go in too).
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    let n = base.saturating_add(h.finish() % jitter.saturating_add(1));
+    tracing::info!(
+        pid = std::process::id(),
+        max_requests = n,
+        "this worker recycles after {n} connections (--max-requests {base} + jitter)"
+    );
+    n
+}
 const RELOADED: &str = "reloaded";
 
 /// How the worker was told to stop.
@@ -145,9 +177,12 @@ async fn serve(
         handshake_timeout: settings.handshake_timeout,
         connections: Rc::new(Connections::default()),
         limit: Arc::new(Semaphore::new(settings.max_connections)),
-        max_requests: settings.max_requests,
+        max_requests: recycle_after(settings.max_requests, settings.max_requests_jitter),
         recycle: Notify::new(),
     });
+    crate::access_log::install(settings.access_log.clone(), None);
+    // Until it stops: what `/ready` answers in thread mode.
+    let ready = Rc::new(std::cell::Cell::new(true));
 
     crate::tcp::connection::set_limits(settings.limits);
     let hub = shared.factory.uses_services().then(|| {
@@ -201,8 +236,13 @@ async fn serve(
             };
             crate::metrics::render(&stats(&shared), &supervision)
         });
+        let ready = ready.clone();
         let listener = TcpListener::from_std(listener).expect("a non-blocking listener");
-        tokio::task::spawn_local(crate::metrics::serve_async(listener, body))
+        tokio::task::spawn_local(crate::metrics::serve_async(
+            listener,
+            body,
+            Rc::new(move || ready.get()),
+        ))
     });
     let beat = hooks
         .heartbeat
@@ -240,6 +280,7 @@ async fn serve(
     });
 
     let stop = wait_for_stop(&shared, &mut hooks).await?;
+    ready.set(false);
     if let Some(stopping) = hooks.stopping.take() {
         stopping(stop == Stop::Graceful(RELOADED));
     }
@@ -332,6 +373,9 @@ async fn wait_for_stop(shared: &Shared, hooks: &mut Hooks) -> Result<Stop, HostE
     let mut hup = listen(SignalKind::hangup())?;
     let mut ttin = listen(SignalKind::from_raw(nix::libc::SIGTTIN))?;
     let mut ttou = listen(SignalKind::from_raw(nix::libc::SIGTTOU))?;
+    // Thread mode's access log rotation; in process mode the arbiter flags its workers
+    // through the board, and a USR1 sent to a worker itself (`pkill -USR1`) does the same.
+    let mut usr1 = listen(SignalKind::user_defined1())?;
     if let Some(serving) = hooks.serving.take() {
         serving()?;
     }
@@ -362,6 +406,7 @@ async fn wait_for_stop(shared: &Shared, hooks: &mut Hooks) -> Result<Stop, HostE
             },
             _ = ttin.recv() => tracing::debug!("SIGTTIN ignored by this worker"),
             _ = ttou.recv() => tracing::debug!("SIGTTOU ignored by this worker"),
+            _ = usr1.recv() => crate::access_log::reopen(),
         }
     }
 }

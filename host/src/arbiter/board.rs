@@ -17,6 +17,9 @@ use crate::metrics::{Counters, COUNTERS};
 pub struct Cell {
     /// CLOCK_MONOTONIC milliseconds of the last heartbeat from inside the event loop.
     pub heartbeat_ms: AtomicU64,
+    /// Bumped by the arbiter on USR1: the worker reopens its access log when it sees a
+    /// value it has not acted on (0 at start).
+    pub reopen: AtomicU64,
     /// The worker's [`Counters`], in [`Counters::to_array`] order.
     counters: [AtomicU64; COUNTERS],
 }
@@ -25,6 +28,7 @@ impl Cell {
     /// Start a worker's cell fresh: counters at zero, heartbeat now.
     pub fn reset(&self) {
         self.heartbeat_ms.store(now_ms(), Ordering::Relaxed);
+        self.reopen.store(0, Ordering::Relaxed);
         self.post(Counters::default());
     }
 

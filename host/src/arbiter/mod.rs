@@ -163,11 +163,18 @@ struct Arbiter<'c> {
     metrics: Option<metrics::Endpoint>,
     retired: metrics::Counters,
     supervision: metrics::Supervision,
+    /// `--access-log`, opened here so that workers inherit it (and reopened here on USR1).
+    access_log: Option<crate::access_log::Sink>,
 }
 
 /// Run process mode to the end.
 pub fn run(config: &Config) -> Result<(), HostError> {
     let identity = Identity::resolve(config.user.as_deref(), config.group.as_deref())?;
+    let access_log = config
+        .access_log
+        .as_ref()
+        .map(|d| d.open(identity.as_ref()))
+        .transpose()?;
     let generation = Generation::prepare(1, config)?;
     let first = crate::bind_all(&config.binds, config.backlog, true)?;
     let metrics = config
@@ -200,6 +207,7 @@ pub fn run(config: &Config) -> Result<(), HostError> {
         metrics,
         retired: metrics::Counters::default(),
         supervision: metrics::Supervision::default(),
+        access_log,
     };
     arbiter.add_slot(first)?;
     for _ in 1..config.workers {
@@ -265,6 +273,7 @@ impl Arbiter<'_> {
 
     /// Answer metrics scrapes that are ready (never blocks).
     fn serve_metrics(&mut self) {
+        let ready = self.is_ready();
         let Some(endpoint) = &mut self.metrics else {
             return;
         };
@@ -277,7 +286,37 @@ impl Arbiter<'_> {
         let counters = self.retired.add(live);
         let mut supervision = self.supervision.clone();
         supervision.workers = self.workers.len() as u64;
-        endpoint.serve(|| metrics::render(&counters, &supervision));
+        endpoint.serve(ready, || metrics::render(&counters, &supervision));
+    }
+
+    /// `/ready`: running (not starting, not stopping) and every slot has a serving worker of
+    /// the current generation (or of a reload's, which is newer).
+    fn is_ready(&self) -> bool {
+        self.state == State::Running
+            && (0..self.slots.len()).all(|slot| {
+                self.workers.iter().any(|w| {
+                    w.slot == slot && w.phase == Phase::Serving && w.generation >= self.current.id
+                })
+            })
+    }
+
+    /// USR1: reopen the access log here, then have every worker reopen it.
+    fn reopen_access_log(&mut self) {
+        let Some(sink) = &mut self.access_log else {
+            tracing::debug!("SIGUSR1: no --access-log to reopen");
+            return;
+        };
+        if let Err(e) = sink.reopen(self.identity.as_ref()) {
+            tracing::error!("SIGUSR1: reopening the access log: {e}; it stays as it was");
+            return;
+        }
+        for w in &self.workers {
+            self.board
+                .cell(w.cell)
+                .reopen
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        tracing::info!(workers = self.workers.len(), "SIGUSR1: access log reopened");
     }
 
     /// Sleep until a signal, a worker report, or the next tick.
@@ -342,6 +381,8 @@ impl Arbiter<'_> {
         let spawned = spawn(WorkerSpec {
             arbiter: nix::unistd::getpid(),
             slot,
+            generation,
+            access_log: self.access_log.as_ref(),
             sockets: &self.slots[slot].sockets,
             snapshot: &gen.snapshot,
             tls: gen.tls.as_ref(),
@@ -393,6 +434,7 @@ impl Arbiter<'_> {
             Signal::SIGTERM | Signal::SIGINT => self.stop(false, sig),
             Signal::SIGQUIT => self.stop(true, sig),
             Signal::SIGHUP => self.begin_reload(),
+            Signal::SIGUSR1 => self.reopen_access_log(),
             Signal::SIGTTIN if self.state == State::Running => {
                 let sockets = self.sibling_sockets()?;
                 self.add_slot(sockets)?;

@@ -32,6 +32,10 @@ pub struct WorkerSpec<'a> {
     /// The arbiter's pid (set by [`spawn`]).
     pub arbiter: Pid,
     pub slot: usize,
+    /// Its generation's number (for its process title).
+    pub generation: u64,
+    /// The arbiter's open `--access-log`, inherited.
+    pub access_log: Option<&'a crate::access_log::Sink>,
     pub sockets: &'a [Bound],
     pub snapshot: &'a Snapshot,
     pub tls: Option<&'a Tls>,
@@ -83,7 +87,12 @@ fn child_main(spec: WorkerSpec<'_>, status: OwnedFd, arbiter: Pid) -> ! {
     }
     let mut keep: Vec<i32> = vec![0, 1, 2, status.as_raw_fd(), spec.snapshot.raw_fd()];
     keep.extend(spec.sockets.iter().map(|b| b.socket.as_raw_fd()));
+    keep.extend(spec.access_log.and_then(|a| a.raw_fd()));
     close_all_but(&keep);
+    crate::proc_title::set(
+        &format!("sockhost: worker {} gen {}", spec.slot, spec.generation),
+        &format!("sockhost w{} g{}", spec.slot, spec.generation),
+    );
     let mut status = StatusWriter::new(status);
     let code = match serve(&spec, &mut status) {
         Ok(()) => 0,
@@ -117,7 +126,7 @@ fn serve(spec: &WorkerSpec<'_>, status: &mut StatusWriter) -> Result<(), String>
         .check_binds(&config.binds)
         .map_err(|e| e.to_string())?;
     let factory = plugin
-        .factory(&config.plugin_opts, config.log_level)
+        .factory(&config.plugin_opts)
         .map_err(|e| e.to_string())?;
     // Take over the inherited descriptors themselves (not duplicates): when this worker
     // stops accepting and drops them, its copy of the socket must really close, so that once
@@ -144,10 +153,17 @@ fn serve(spec: &WorkerSpec<'_>, status: &mut StatusWriter) -> Result<(), String>
     let cell = spec.cell;
     let retiring_status = StatusWriter::new(status.try_clone().map_err(|e| e.to_string())?);
     let draining_status = StatusWriter::new(status.try_clone().map_err(|e| e.to_string())?);
+    let mut reopened = 0;
     let hooks = worker::Hooks {
         heartbeat: Some(Box::new(move |counters| {
             cell.heartbeat_ms.store(now_ms(), Ordering::Relaxed);
             cell.post(counters);
+            // USR1 to the arbiter: it has reopened the access log; follow.
+            let asked = cell.reopen.load(Ordering::Relaxed);
+            if asked != reopened {
+                reopened = asked;
+                crate::access_log::reopen();
+            }
         })),
         metrics: None,
         retiring: Some(Box::new(move || {
@@ -165,7 +181,7 @@ fn serve(spec: &WorkerSpec<'_>, status: &mut StatusWriter) -> Result<(), String>
     worker::run(
         sockets,
         factory,
-        config.worker_settings(spec.tls.cloned()),
+        config.worker_settings(spec.tls.cloned(), spec.access_log.cloned()),
         hooks,
     )
     .map_err(|e| e.to_string())

@@ -15,9 +15,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::bind::canonical;
-use crate::proxy_protocol;
 use crate::tcp::connection::{Connection, Slot};
 use crate::worker::Shared;
+use crate::{access_log, proxy_protocol};
 
 /// Accept connections until cancelled (the worker aborts this task to stop accepting).
 pub async fn accept_loop(listener: TcpListener, shared: Rc<Shared>) {
@@ -55,6 +55,7 @@ pub async fn accept_loop(listener: TcpListener, shared: Rc<Shared>) {
             .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
         let info = ConnInfo::new(Transport::Tcp, canonical(peer), local);
         tracing::trace!(peer = %info.peer, "connection accepted");
+        crate::access_log::opened(key, info.peer, info.local);
         let slot = Slot {
             registration,
             _permit: Some(permit),
@@ -89,15 +90,18 @@ async fn serve_wrapped(slot: Slot, stream: TcpStream, mut info: ConnInfo, shared
         Ok(Ok(read)) => read,
         Ok(Err(why)) => {
             tracing::debug!(peer = %info.peer, "PROXY protocol: {why}; closed");
+            ended_before_open(&slot, "proxy_failed");
             return;
         }
         Err(_) => {
             tracing::debug!(peer = %info.peer, "no PROXY header within {:?}; closed", shared.handshake_timeout);
+            ended_before_open(&slot, "handshake_timeout");
             return;
         }
     };
     if let Some(client) = proxied.source {
         info.peer = canonical(client);
+        access_log::with_open(slot.registration.key(), |t| t.set_peer(info.peer));
     }
     serve_tls_or_plain(slot, stream, info, deadline, &shared).await
 }
@@ -125,21 +129,38 @@ async fn serve_tls_or_plain<S>(
         Ok(Err(e)) => {
             crate::metrics::bump(&shared.connections.metrics.tls_handshake_failures, 1);
             tracing::debug!(peer = %info.peer, "TLS handshake failed: {e}");
+            ended_before_open(&slot, "tls_failed");
             return;
         }
         Err(_) => {
             crate::metrics::bump(&shared.connections.metrics.tls_handshake_failures, 1);
             tracing::debug!(peer = %info.peer, "TLS handshake not finished within {:?}; closed", shared.handshake_timeout);
+            ended_before_open(&slot, "handshake_timeout");
             return;
         }
     };
     let details = crate::tls::Details::of(stream.get_ref().1);
+    access_log::with_open(slot.registration.key(), |t| {
+        t.set_tls(access_log::TlsSummary {
+            version: details.version,
+            alpn: details
+                .alpn
+                .as_deref()
+                .map(|a| String::from_utf8_lossy(a).into_owned()),
+            sni: details.sni.clone(),
+        })
+    });
     info.sni = details.sni;
     info.alpn = details.alpn;
     info.peer_cert_subject = details.peer_cert_subject;
     if let Some(conn) = Connection::open(slot, stream, &info, &shared.factory) {
         conn.run().await;
     }
+}
+
+/// The access log's reason for a connection that ended before its consumer was made.
+fn ended_before_open(slot: &Slot, reason: &'static str) {
+    access_log::with_open(slot.registration.key(), |t| t.set_reason(reason));
 }
 
 /// Errors from `accept`: a peer that left before we accepted is nothing; running out of
