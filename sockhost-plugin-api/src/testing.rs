@@ -220,6 +220,13 @@
 //! assert!(!client.is_open());
 //! ```
 
+//!
+//! # Black-box tests
+//! [`server::Sockhost`] starts the real `sockhost` binary on the library your crate built, for
+//! integration tests over loopback.
+
+pub mod server;
+
 use std::any::TypeId;
 use std::cell::{Cell, Ref, RefCell, RefMut};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
