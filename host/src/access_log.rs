@@ -353,7 +353,7 @@ pub fn reopen() {
     WRITER.with_borrow_mut(|w| {
         if let Some(w) = w {
             match w.sink.reopen(None) {
-                Ok(()) => tracing::debug!("access log reopened"),
+                Ok(()) => tracing::debug!(pid = std::process::id(), "reopened the access log"),
                 Err(e) => {
                     tracing::error!("reopening the access log: {e}; still writing to the old file")
                 }

@@ -316,7 +316,10 @@ impl Arbiter<'_> {
                 .reopen
                 .fetch_add(1, Ordering::Relaxed);
         }
-        tracing::info!(workers = self.workers.len(), "SIGUSR1: access log reopened");
+        tracing::info!(
+            workers = self.workers.len(),
+            "SIGUSR1: access log reopened; the workers follow within half a second"
+        );
     }
 
     /// Sleep until a signal, a worker report, or the next tick.

@@ -162,10 +162,12 @@ impl Sockhost {
                     let status = server.child.wait().map_err(|e| e.to_string())?;
                     return Err(server.exited_early(status));
                 }
-                Err(mpsc::RecvTimeoutError::Timeout) => return Err(format!(
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    return Err(format!(
                     "sockhost printed no `listening on` line within {START_TIMEOUT:?}; stderr:\n{}",
                     server.stderr()
-                )),
+                ))
+                }
             }
         }
         Ok(server)
