@@ -143,12 +143,12 @@ impl Bound {
             source: e,
         };
         let dual_stack = spec.host == Host::All;
-        let made = open(spec.transport, addr, dual_stack, backlog, false);
+        let made = open(spec.transport, addr, dual_stack, Some(backlog), false);
         let made = match made {
             // No IPv6 on this machine: all interfaces means all IPv4 interfaces.
             Err(e) if dual_stack && e.raw_os_error() == Some(libc_eafnosupport()) => {
                 let v4 = (Ipv4Addr::UNSPECIFIED, spec.port).into();
-                open(spec.transport, v4, false, backlog, false)
+                open(spec.transport, v4, false, Some(backlog), false)
             }
             other => other,
         };
@@ -159,13 +159,20 @@ impl Bound {
         // Re-bind the same (now known) address with SO_REUSEPORT for the worker group.
         let local = probe.local;
         drop(probe);
-        open(spec.transport, local, dual_stack, backlog, true).map_err(fail)
+        open(spec.transport, local, dual_stack, Some(backlog), true).map_err(fail)
     }
 
     /// Another socket of this one's SO_REUSEPORT group (same address, own accept queue).
     pub fn sibling(&self, backlog: i32) -> io::Result<Bound> {
         let dual_stack = self.local.is_ipv6() && self.local.ip().is_unspecified();
-        open(self.transport, self.local, dual_stack, backlog, true)
+        open(self.transport, self.local, dual_stack, Some(backlog), true)
+    }
+
+    /// As [`Bound::sibling`], but a TCP socket is left bound and not yet listening: it joins
+    /// the group only when the caller calls `listen`.
+    pub fn sibling_unlistened(&self) -> io::Result<Bound> {
+        let dual_stack = self.local.is_ipv6() && self.local.ip().is_unspecified();
+        open(self.transport, self.local, dual_stack, None, true)
     }
 
     /// The `listening on ...` line.
@@ -182,7 +189,8 @@ fn open(
     transport: Transport,
     addr: SocketAddr,
     dual_stack: bool,
-    backlog: i32,
+    // `None`: a TCP socket is bound but does not listen yet.
+    backlog: Option<i32>,
     reuseport: bool,
 ) -> io::Result<Bound> {
     let (ty, proto) = match transport {
@@ -201,7 +209,7 @@ fn open(
     }
     socket.set_nonblocking(true)?;
     socket.bind(&SockAddr::from(addr))?;
-    if transport == Transport::Tcp {
+    if let (Transport::Tcp, Some(backlog)) = (transport, backlog) {
         socket.listen(backlog)?;
     }
     let local = socket

@@ -153,8 +153,8 @@ pub struct ServeArgs {
     pub plugin_opts: Vec<(String, String)>,
 
     /// A worker whose event loop has not reported alive for this long is killed and replaced
-    /// (thread mode: the process logs it and exits with status 70, for a service manager to
-    /// restart it).
+    /// (new connections avoid it after 1.5 s already; thread mode: the process logs it and
+    /// exits with status 70, for a service manager to restart it).
     #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,
 
@@ -189,7 +189,8 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = 10000, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_sessions: u32,
 
-    /// Write the arbiter's pid here after binding; removed at exit.
+    /// Write the arbiter's pid here after binding, locked for its life (a second instance
+    /// with the same file, or a symlink here, is refused); removed at exit.
     #[arg(long, value_name = "F")]
     pub pid_file: Option<PathBuf>,
 

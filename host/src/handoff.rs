@@ -139,14 +139,16 @@ pub struct Successor {
     ready: OwnedFd,
 }
 
-/// Start the successor: this binary, these arguments, the listening sockets at 3, 4, ….
-pub fn start_successor(listeners: &[RawFd]) -> Result<Successor, String> {
+/// Start the successor: this binary, these arguments, the listening sockets at 3, 4, …,
+/// and the locked `--pid-file`, if any, after them ([`crate::pid_file`]).
+pub fn start_successor(listeners: &[RawFd], pid_file: Option<RawFd>) -> Result<Successor, String> {
     let (ready_read, ready_write) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     let sources: Vec<RawFd> = listeners.to_vec();
     let ready_source = ready_write.as_raw_fd();
     let count = sources.len();
     let ready_target = FIRST_FD + count as RawFd;
+    let pid_file_fd = std::ffi::CString::new((ready_target + 1).to_string()).expect("digits");
     let exe = std::env::current_exe().map_err(|e| format!("finding the sockhost binary: {e}"))?;
     let mut cmd = Command::new(exe);
     cmd.args(std::env::args_os().skip(1));
@@ -161,8 +163,13 @@ pub fn start_successor(listeners: &[RawFd]) -> Result<Successor, String> {
     unsafe {
         cmd.pre_exec(move || {
             // Move every source above the target range first, so no dup2 clobbers another.
-            let mut high = Vec::with_capacity(count + 1);
-            for fd in sources.iter().copied().chain([ready_source]) {
+            let mut high = Vec::with_capacity(count + 2);
+            for fd in sources
+                .iter()
+                .copied()
+                .chain([ready_source])
+                .chain(pid_file)
+            {
                 let h = nix::libc::fcntl(fd, nix::libc::F_DUPFD_CLOEXEC, 64);
                 if h < 0 {
                     return Err(std::io::Error::last_os_error());
@@ -179,6 +186,9 @@ pub fn start_successor(listeners: &[RawFd]) -> Result<Successor, String> {
             nix::libc::setenv(c"LISTEN_PID".as_ptr(), pid.as_ptr().cast(), 1);
             nix::libc::setenv(c"LISTEN_FDS".as_ptr(), listen_fds.as_ptr(), 1);
             nix::libc::setenv(c"SOCKHOST_READY_FD".as_ptr(), ready_fd.as_ptr(), 1);
+            if pid_file.is_some() {
+                nix::libc::setenv(c"SOCKHOST_PID_FILE_FD".as_ptr(), pid_file_fd.as_ptr(), 1);
+            }
             Ok(())
         });
     }

@@ -45,7 +45,7 @@ pub fn run(config: &Config) -> Result<(), HostError> {
     let tls = config.tls.as_ref().map(|files| files.load()).transpose()?;
     let bound = crate::bind_all(&config.binds, config.backlog, false)?;
     let metrics_listener = config.metrics_bind.map(bind_metrics).transpose()?;
-    let _pid_file = config.pid_file.as_deref().map(PidFile::write).transpose()?;
+    let pid_file = config.pid_file.as_deref().map(PidFile::write).transpose()?;
     if let Some(identity) = &identity {
         identity.apply().map_err(HostError::Privileges)?;
     }
@@ -67,6 +67,7 @@ pub fn run(config: &Config) -> Result<(), HostError> {
         (listener, plugin)
     });
     let listeners: Vec<RawFd> = bound.iter().map(|b| b.socket.as_raw_fd()).collect();
+    let pid_file_fd = pid_file.as_ref().map(PidFile::raw_fd);
     let ready_timeout = config.timeout;
     let hooks = worker::Hooks {
         // The event loop's proof of life (twice a second) feeds the watchdog.
@@ -78,7 +79,7 @@ pub fn run(config: &Config) -> Result<(), HostError> {
             let listeners = listeners.clone();
             notify::reloading();
             Box::pin(async move {
-                let successor = match handoff::start_successor(&listeners) {
+                let successor = match handoff::start_successor(&listeners, pid_file_fd) {
                     Ok(s) => s.ready(ready_timeout).await,
                     Err(e) => Err(e),
                 };

@@ -125,6 +125,13 @@ impl Server {
         Self::spawn(cmd, expected_binds(args))
     }
 
+    /// As [`Server::start`], from a prepared command (a test that sets up the child itself,
+    /// e.g. in a private network namespace); `args` are added to it.
+    pub fn start_command(mut cmd: Command, args: &[&str]) -> Server {
+        cmd.args(args);
+        Self::spawn(cmd, expected_binds(args))
+    }
+
     /// As systemd socket activation does: `sockets` become descriptors 3, 4, … of the child,
     /// with `LISTEN_FDS`, `LISTEN_PID` (the child's own pid) and `LISTEN_FDNAMES` set.
     pub fn start_activated(

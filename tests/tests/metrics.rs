@@ -7,12 +7,14 @@ use std::time::Duration;
 use sockhost_tests::{children_of, connect, round_trip, wait_until, Server};
 
 fn metrics_addr(server: &Server) -> SocketAddr {
-    let text = server.stdout.text();
-    let line = text
-        .lines()
-        .find_map(|l| l.strip_prefix("metrics on http://"))
-        .expect("a `metrics on` line");
-    line.trim_end_matches("/metrics").parse().unwrap()
+    // Printed with (not necessarily before) the `listening on` lines.
+    let line = server
+        .stdout
+        .wait_for("metrics on http://", Duration::from_secs(10));
+    line.trim_start_matches("metrics on http://")
+        .trim_end_matches("/metrics")
+        .parse()
+        .unwrap()
 }
 
 fn scrape(addr: SocketAddr) -> String {

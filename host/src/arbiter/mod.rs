@@ -14,25 +14,36 @@
 //!   no connection attempt is refused or reset;
 //! - TTOU removes the last slot; its socket closes once its worker has drained (a connection
 //!   that reached that socket's queue in the last instant may be reset, unless the kernel's
-//!   `net.ipv4.tcp_migrate_req` is on).
+//!   `net.ipv4.tcp_migrate_req` is on; new connections are steered away from it at once).
+//!
+//! # Steering
+//! The kernel would spread new connections over every slot's socket, including a slot whose
+//! worker is dead, restarting or hung. [`steering`] attaches a classic-BPF program to each
+//! group that sends them to the *live* slots only (a serving worker whose heartbeat is within
+//! [`HEARTBEAT_GRACE`]), and [`Arbiter::steer`] replaces it whenever that set changes. A slot
+//! left with no worker at all hands its queued TCP connections to the others where the kernel
+//! can ([`Arbiter::move_queued`]). See docs/supervision.md.
 //!
 //! # Supervision
 //! Workers post a heartbeat to shared memory ([`board`]) from inside their event loop; one
 //! silent for `--timeout` is killed and replaced. Workers report `ready` / `failed` /
-//! `retiring` over a pipe ([`status`]). A worker that dies young is replaced with
-//! exponential back-off. If the first generation cannot start, the arbiter exits with the
-//! worker's own `error:` line.
+//! `retiring` over a pipe ([`status`]). A worker that dies young, fails to start or cannot
+//! be forked is replaced with exponential back-off per slot ([`backoff`]) while the other
+//! slots serve. If the first generation cannot start, the arbiter exits with the worker's
+//! own `error:` line (or the fork's).
 //!
 //! # Reload (HUP)
 //! A new generation snapshots the plugin file ([`snapshot`]) and starts one worker per slot
 //! beside the old ones. When all report ready, the old generation is told to stop
 //! gracefully. If any fails, the new generation is killed and the old one keeps serving.
 
+mod backoff;
 mod board;
 mod signals;
 pub mod snapshot;
 mod spawn;
 mod status;
+mod steering;
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -42,35 +53,38 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-use crate::bind::Bound;
+use crate::bind::{Bound, Transport};
 use crate::cli::Config;
 use crate::error::HostError;
 use crate::metrics;
 use crate::pid_file::PidFile;
 use crate::privileges::Identity;
 use crate::tls::Tls;
+use backoff::Backoff;
 use board::{now_ms, Board};
 use signals::Signals;
 use snapshot::Snapshot;
 use spawn::{spawn, WorkerSpec};
 use status::{Report, StatusReader};
+use steering::Steering;
 
 /// Room on the board for live and retiring workers together.
 const BOARD_CELLS: usize = 4096;
 /// How often the loop wakes with nothing to do (heartbeat checks, deadlines).
 const TICK: Duration = Duration::from_millis(100);
-/// A worker that exits sooner than this after starting counts towards back-off.
-const YOUNG: Duration = Duration::from_secs(5);
-/// Longest pause between two attempts to replace a crashing worker.
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// How late a serving worker's heartbeat (sent every 500 ms) may be before new connections
+/// are steered away from its slot. Well under `--timeout`: it only decides where new
+/// connections go; killing a stuck worker is still `--timeout`'s call.
+const HEARTBEAT_GRACE: Duration = Duration::from_millis(1500);
 /// After `--graceful-timeout`, how long a stopping worker has before it is killed.
 const KILL_GRACE: Duration = Duration::from_secs(5);
 
 /// One worker position: its sockets (one per `--bind`) and its restart back-off.
 struct Slot {
     sockets: Vec<Bound>,
-    failures: u32,
-    not_before: Instant,
+    backoff: Backoff,
+    /// Its sockets are ours to replace (not inherited from systemd, which holds them too).
+    replaceable: bool,
 }
 
 /// One set of workers running the same plugin snapshot (and the same TLS configuration,
@@ -116,6 +130,17 @@ struct Worker {
     drained: bool,
     /// Killed for missing its heartbeat or a deadline.
     timed_out: bool,
+    /// Serving, but its heartbeat is later than [`HEARTBEAT_GRACE`].
+    late: bool,
+    /// Sent `failed` (its exit while starting is then not reported a second time).
+    reported_failure: bool,
+}
+
+impl Worker {
+    /// Whether it takes new connections from its slot's sockets.
+    fn accepting(&self) -> bool {
+        self.phase == Phase::Serving && !self.drained && !self.late
+    }
 }
 
 /// The end of a reload: the new generation serves; the old one is still being told to stop.
@@ -163,6 +188,10 @@ struct Arbiter<'c> {
     metrics: Option<metrics::Endpoint>,
     retired: metrics::Counters,
     supervision: metrics::Supervision,
+    /// Which slots new connections may reach.
+    steering: Steering,
+    /// The slots new connections were last announced (logged) to avoid.
+    announced_down: Vec<usize>,
     /// `--access-log`, opened here so that workers inherit it (and reopened here on USR1).
     access_log: Option<crate::access_log::Sink>,
 }
@@ -176,6 +205,8 @@ pub fn run(config: &Config) -> Result<(), HostError> {
         .map(|d| d.open(identity.as_ref()))
         .transpose()?;
     let generation = Generation::prepare(1, config)?;
+    // Socket activation: slot 0's sockets may be systemd's, which must never be shut down.
+    let activated = std::env::var_os("LISTEN_FDS").is_some();
     let first = crate::bind_all(&config.binds, config.backlog, true)?;
     let metrics = config
         .metrics_bind
@@ -196,6 +227,8 @@ pub fn run(config: &Config) -> Result<(), HostError> {
         signals,
         board,
         free_cells: (0..board.len()).rev().collect(),
+        steering: Steering::new(&first),
+        announced_down: Vec::new(),
         slots: Vec::new(),
         workers: Vec::new(),
         current: generation,
@@ -209,10 +242,9 @@ pub fn run(config: &Config) -> Result<(), HostError> {
         supervision: metrics::Supervision::default(),
         access_log,
     };
-    arbiter.add_slot(first)?;
+    arbiter.add_slot(first, !activated);
     for _ in 1..config.workers {
-        let sockets = arbiter.sibling_sockets()?;
-        arbiter.add_slot(sockets)?;
+        arbiter.add_sibling_slot()?;
     }
     let _pid_file = config.pid_file.as_deref().map(PidFile::write).transpose()?;
     let result = arbiter.supervise();
@@ -223,31 +255,47 @@ pub fn run(config: &Config) -> Result<(), HostError> {
 }
 
 impl Arbiter<'_> {
-    fn add_slot(&mut self, sockets: Vec<Bound>) -> Result<(), HostError> {
+    fn add_slot(&mut self, sockets: Vec<Bound>, replaceable: bool) {
         self.slots.push(Slot {
             sockets,
-            failures: 0,
-            not_before: Instant::now(),
+            backoff: Backoff::new(Instant::now()),
+            replaceable,
         });
-        Ok(())
     }
 
-    /// New sockets for one more slot, in the same SO_REUSEPORT groups as slot 0's. A socket
+    /// One more slot, with new sockets in the same SO_REUSEPORT groups as slot 0's. A socket
     /// that cannot have siblings (inherited from systemd without `ReusePort=yes`) is shared
     /// by every slot instead: it works, but its accept queue is one for all workers.
-    fn sibling_sockets(&self) -> Result<Vec<Bound>, HostError> {
-        self.slots[0]
-            .sockets
-            .iter()
-            .map(|b| match b.sibling(self.config.backlog) {
-                Ok(sibling) => Ok(sibling),
+    fn add_sibling_slot(&mut self) -> Result<(), HostError> {
+        let mut sockets = Vec::with_capacity(self.slots[0].sockets.len());
+        let mut own = Vec::with_capacity(sockets.capacity());
+        for b in &self.slots[0].sockets {
+            match b.sibling(self.config.backlog) {
+                Ok(sibling) => {
+                    sockets.push(sibling);
+                    own.push(true);
+                }
                 Err(e) => {
                     tracing::warn!(local = %b.local, "cannot add a SO_REUSEPORT socket ({e}); workers share this one (for systemd sockets, set ReusePort=yes)");
-                    let shared = b.socket.try_clone().map_err(|e| HostError::io(format!("sharing the socket for {}", b.local), e))?;
-                    Ok(Bound { transport: b.transport, socket: shared, local: b.local })
+                    let shared = b.socket.try_clone().map_err(|e| {
+                        HostError::io(format!("sharing the socket for {}", b.local), e)
+                    })?;
+                    sockets.push(Bound {
+                        transport: b.transport,
+                        socket: shared,
+                        local: b.local,
+                    });
+                    own.push(false);
                 }
-            })
-            .collect()
+            }
+        }
+        // Only now that every socket exists (an error above closes them all again).
+        let slot = self.slots.len();
+        for (bind, own) in own.into_iter().enumerate() {
+            self.steering.join(slot, bind, own);
+        }
+        self.add_slot(sockets, true);
+        Ok(())
     }
 
     /// The supervision loop; returns when the last worker has exited after a stop.
@@ -263,6 +311,7 @@ impl Arbiter<'_> {
             self.check_deadlines();
             self.advance_reload();
             self.finish_handover();
+            self.steer();
             self.serve_metrics();
             if matches!(self.state, State::Stopping { .. }) && self.workers.is_empty() {
                 tracing::info!("all workers exited; arbiter stopping");
@@ -345,6 +394,8 @@ impl Arbiter<'_> {
     }
 
     /// Give every slot a worker of the current generation (and of the reloading one).
+    /// A worker that cannot be started (no process or memory to fork one) is fatal only
+    /// at startup; later it aborts a reload, or backs off that slot while the others serve.
     fn spawn_missing(&mut self) -> Result<(), HostError> {
         if matches!(self.state, State::Stopping { .. }) {
             return Ok(());
@@ -361,10 +412,25 @@ impl Arbiter<'_> {
                         && w.generation == generation
                         && !matches!(w.phase, Phase::Retiring { .. })
                 });
-                if has || self.slots[slot].not_before > now {
+                if has || !self.slots[slot].backoff.ready(now) {
                     continue;
                 }
-                self.spawn_worker(slot, generation)?;
+                match self.spawn_worker(slot, generation) {
+                    Ok(()) => {}
+                    Err(e) if self.state == State::Starting => return Err(e),
+                    Err(e)
+                        if self
+                            .reload
+                            .as_ref()
+                            .is_some_and(|r| r.generation.id == generation) =>
+                    {
+                        self.abort_reload(&format!("cannot start a new worker: {e}"));
+                    }
+                    Err(e) => {
+                        let delay = self.slots[slot].backoff.failed(now);
+                        tracing::warn!(slot, "cannot start a worker: {e}; next attempt in {delay:?}, the other workers keep serving");
+                    }
+                }
             }
         }
         Ok(())
@@ -427,6 +493,8 @@ impl Arbiter<'_> {
             started: Instant::now(),
             drained: false,
             timed_out: false,
+            late: false,
+            reported_failure: false,
         });
         Ok(())
     }
@@ -438,15 +506,23 @@ impl Arbiter<'_> {
             Signal::SIGQUIT => self.stop(true, sig),
             Signal::SIGHUP => self.begin_reload(),
             Signal::SIGUSR1 => self.reopen_access_log(),
-            Signal::SIGTTIN if self.state == State::Running => {
-                let sockets = self.sibling_sockets()?;
-                self.add_slot(sockets)?;
-                tracing::info!(workers = self.slots.len(), "SIGTTIN: one worker more");
-            }
+            Signal::SIGTTIN if self.state == State::Running => match self.add_sibling_slot() {
+                Ok(()) => tracing::info!(workers = self.slots.len(), "SIGTTIN: one worker more"),
+                Err(e) => tracing::warn!("SIGTTIN: cannot add a worker: {e}"),
+            },
             Signal::SIGTTOU if self.state == State::Running && self.slots.len() > 1 => {
                 let slot = self.slots.len() - 1;
                 self.retire_where(|w| w.slot == slot);
                 self.slots.pop();
+                // Its sockets leave their groups once the workers still holding them are gone
+                // (a drained worker has closed them already).
+                let holders: Vec<Pid> = self
+                    .workers
+                    .iter()
+                    .filter(|w| w.slot == slot && !w.drained)
+                    .map(|w| w.pid)
+                    .collect();
+                self.steering.release(slot, &holders);
                 tracing::info!(workers = self.slots.len(), "SIGTTOU: one worker fewer");
             }
             _ => {}
@@ -615,14 +691,24 @@ impl Arbiter<'_> {
                     Report::Ready(plugin) => {
                         if w.phase == Phase::Starting {
                             w.phase = Phase::Serving;
+                            // Its event loop beats from now on; loading the plugin may have
+                            // taken longer than the heartbeat grace.
+                            let cell = self.board.cell(w.cell);
+                            cell.heartbeat_ms.store(now_ms(), Ordering::Relaxed);
                         }
                         if plugin.is_some() && w.generation >= self.current.id {
                             self.supervision.plugin = plugin;
                         }
                     }
-                    Report::Failed(message) => failures.push((w.generation, message)),
+                    Report::Failed(message) => {
+                        w.reported_failure = true;
+                        failures.push((w.generation, message));
+                    }
                     Report::Retiring => retiring.push(w.pid),
-                    Report::Draining => w.drained = true,
+                    Report::Draining => {
+                        w.drained = true;
+                        self.steering.closed_by(w.pid);
+                    }
                 }
             }
         }
@@ -692,6 +778,7 @@ impl Arbiter<'_> {
                 continue;
             };
             let w = self.workers.swap_remove(i);
+            self.steering.closed_by(pid);
             // Drain a `failed` report written just before exiting.
             let mut status_reader = w.status;
             let last_words = status_reader.read().into_iter().find_map(|r| match r {
@@ -717,6 +804,8 @@ impl Arbiter<'_> {
                     accepted,
                     "worker exited ({how})"
                 );
+                // Killed for missing its heartbeat: connections may wait in its queue.
+                self.move_queued(w.slot);
                 continue;
             }
             tracing::warn!(
@@ -726,29 +815,135 @@ impl Arbiter<'_> {
                 accepted,
                 "worker exited unexpectedly ({how})"
             );
-            if w.phase == Phase::Starting {
+            if w.phase == Phase::Starting && !w.reported_failure {
                 let message =
                     last_words.unwrap_or_else(|| format!("a worker exited while starting ({how})"));
                 self.worker_failed(w.generation, message)?;
             }
             // Back off if it died young; reset once a worker has lived a while.
             if let Some(slot) = self.slots.get_mut(w.slot) {
-                if w.started.elapsed() < YOUNG {
-                    slot.failures += 1;
-                    let delay = (Duration::from_millis(50) * 2u32.pow(slot.failures.min(10)))
-                        .min(MAX_BACKOFF);
-                    slot.not_before = Instant::now() + delay;
-                    if slot.failures > 1 {
-                        tracing::warn!(
-                            slot = w.slot,
-                            "worker keeps dying; next start in {delay:?}"
-                        );
-                    }
-                } else {
-                    slot.failures = 0;
+                let delay = slot.backoff.exited(w.started.elapsed(), Instant::now());
+                if let Some(delay) = delay.filter(|_| slot.backoff.failures() > 1) {
+                    tracing::warn!(slot = w.slot, "worker keeps dying; next start in {delay:?}");
                 }
             }
+            self.move_queued(w.slot);
         }
+    }
+
+    /// Slot `slot` may have lost its last worker: hand the connections waiting in its TCP
+    /// accept queues to the other slots, where the kernel can move them. Shutting a listening
+    /// socket down moves its queue to the group's other listeners when
+    /// `net.ipv4.tcp_migrate_req` is 1 (Linux ≥ 5.14), and resets it otherwise; so only then
+    /// is the slot given new sockets. Otherwise its queue waits for the slot's next worker.
+    fn move_queued(&mut self, slot: usize) {
+        let worker_left = self.workers.iter().any(|w| w.slot == slot);
+        let others_serve = self.workers.iter().any(|w| w.slot != slot && w.accepting());
+        if self.state != State::Running
+            || worker_left
+            || !others_serve
+            || !self.slots.get(slot).is_some_and(|s| s.replaceable)
+            || !steering::kernel_migrates_queues()
+        {
+            return;
+        }
+        let mut moved = 0;
+        for bind in 0..self.slots[slot].sockets.len() {
+            let old = &self.slots[slot].sockets[bind];
+            if old.transport != Transport::Tcp || !self.steering.steered(bind) {
+                continue;
+            }
+            // Bound, not yet listening: it joins the group (and could be picked as a target
+            // for the moved connections) only at `listen`, after the old one is shut down.
+            let new = match old.sibling_unlistened() {
+                Ok(new) => new,
+                Err(e) => {
+                    tracing::warn!(slot, local = %old.local, "cannot replace the socket of a slot without workers ({e}); its queued connections wait for its next worker");
+                    continue;
+                }
+            };
+            let queued = steering::queued(&old.socket);
+            if let Err(e) = old.socket.shutdown(std::net::Shutdown::Read) {
+                tracing::warn!(slot, local = %old.local, "cannot shut down the socket of a slot without workers ({e}); its queued connections wait for its next worker");
+                continue;
+            }
+            let listening = new.socket.listen(self.config.backlog);
+            if let Err(e) = &listening {
+                tracing::error!(slot, local = %new.local, "cannot listen on the new socket of a slot ({e}); its next worker will not accept there");
+            }
+            self.steering.replaced(slot, bind, listening.is_ok());
+            self.slots[slot].sockets[bind] = new;
+            moved += queued;
+        }
+        if moved > 0 {
+            tracing::info!(
+                slot,
+                "slot has no worker: its {moved} queued connection(s) moved to the other workers (net.ipv4.tcp_migrate_req=1)"
+            );
+        }
+    }
+
+    /// Find the slots that take new connections (a serving worker whose heartbeat is within
+    /// [`HEARTBEAT_GRACE`]) and steer new connections to them only.
+    fn steer(&mut self) {
+        if matches!(self.state, State::Stopping { .. }) || self.slots.is_empty() {
+            return;
+        }
+        let now_board = now_ms();
+        let running = self.state == State::Running;
+        for w in &mut self.workers {
+            if w.phase != Phase::Serving || w.drained {
+                continue;
+            }
+            let silent_ms = now_board
+                .saturating_sub(self.board.cell(w.cell).heartbeat_ms.load(Ordering::Relaxed));
+            let late = silent_ms > HEARTBEAT_GRACE.as_millis() as u64;
+            if late == w.late {
+                continue;
+            }
+            w.late = late;
+            if !running {
+                continue;
+            }
+            if late {
+                tracing::warn!(
+                    pid = w.pid.as_raw(),
+                    slot = w.slot,
+                    "worker missed its heartbeats for {silent_ms} ms: new connections go to the other workers (it is killed at --timeout {}s)",
+                    self.config.timeout.as_secs()
+                );
+            } else {
+                tracing::info!(
+                    pid = w.pid.as_raw(),
+                    slot = w.slot,
+                    "worker's heartbeat is back: it takes new connections again"
+                );
+            }
+        }
+        let live: Vec<bool> = (0..self.slots.len())
+            .map(|s| self.workers.iter().any(|w| w.slot == s && w.accepting()))
+            .collect();
+        self.steering.apply(&live, &self.slots[0].sockets);
+        // As the kernel now sees it: with no slot live, nothing is steered.
+        let down: Vec<usize> = (0..live.len())
+            .filter(|&s| !live[s] && live.contains(&true))
+            .collect();
+        if !running || down == self.announced_down {
+            return;
+        }
+        if down.is_empty() {
+            tracing::info!(
+                "every slot has a serving worker: new connections spread over all {}",
+                self.slots.len()
+            );
+        } else {
+            let list: Vec<String> = down.iter().map(|s| s.to_string()).collect();
+            tracing::info!(
+                "new connections steered away from slot {} (no serving worker)",
+                list.join(", ")
+            );
+        }
+        self.announced_down = down;
     }
 
     /// Kill workers that stopped sending heartbeats, took too long to start, or overstayed

@@ -31,12 +31,13 @@ pub fn start(
     timeout: Duration,
     consumer: ConsumerHandle,
 ) -> Result<ConnId, ConnectError> {
-    let session = Session::new(consumer);
+    let mut session = Session::new(consumer);
     if !has_port(target) {
-        // The session is dropped: the consumer hears `connection_lost(Shutdown)`... but it
-        // never connected, so say so precisely.
-        let mut session = session;
-        let _ = session.lose(LostReason::ConnectFailed);
+        // The consumer hears only `connection_lost(ConnectFailed)` — after the calling
+        // callback returns, as every service's effect (the caller also gets the error now).
+        tokio::task::spawn_local(async move {
+            let _ = session.lose(LostReason::ConnectFailed);
+        });
         return Err(ConnectError(format!(
             "connect {target:?}: expected HOST:PORT, IP:PORT or [IPv6]:PORT"
         )));

@@ -367,6 +367,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             } else {
                 self.queue(&work.posted)?;
             }
+            // Publish what is now unsent, so that the next post compares with it.
+            self.slot
+                .registration
+                .pending(self.pending.len(), LOW_WATER);
         }
         for event in work.events {
             match event {
@@ -394,13 +398,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         if self.pending.len() + data.len() > MAX_PENDING.get() {
             return Err(self.over_limit("output"));
         }
-        let was_empty = self.pending.is_empty();
         self.pending.extend_from_slice(data);
-        if was_empty {
-            self.slot
-                .registration
-                .pending(self.pending.len(), LOW_WATER);
-        }
+        // Published at each change, so a post to this connection sees its real backlog.
+        self.slot
+            .registration
+            .pending(self.pending.len(), LOW_WATER);
         Ok(())
     }
 

@@ -13,7 +13,9 @@
 //   log     log "testkit log line" at info and "testkit debug line" at debug, reply "logged\n"
 //   close   reply "bye\n" and close
 //
-// Options: greeting=TEXT (sent on connect), limit=N (a number; refused otherwise).
+// Options: greeting=TEXT (sent on connect), limit=N (a number; refused otherwise),
+// fail-if-exists=PATH (the factory fails while PATH exists: a replacement worker that cannot
+// start).
 
 use plugin_api::{ConnInfo, Consumer, LostReason, OptionSpec, Options, Output, PluginInfo, Protocol, Transports};
 
@@ -35,10 +37,16 @@ impl Protocol for Kit {
         .options(&[
             OptionSpec::new("greeting", "text sent when a connection opens"),
             OptionSpec::new("limit", "a number, to test value validation").default_value("10"),
+            OptionSpec::new("fail-if-exists", "the factory fails while this file exists"),
         ]);
 
     fn new(options: &Options) -> Result<Self, String> {
         let _limit: Option<u32> = options.parse("limit")?;
+        if let Some(marker) = options.get("fail-if-exists") {
+            if std::path::Path::new(marker).exists() {
+                return Err(format!("{marker} exists (fail-if-exists)"));
+            }
+        }
         log::info!("testkit factory ready (tag {TAG})");
         Ok(Kit { greeting: options.get("greeting").map(str::to_string) })
     }
