@@ -123,6 +123,8 @@ impl Sink {
 /// What is known of one connection or session while it is open.
 #[derive(Debug)]
 pub struct Tally {
+    /// The service it belongs to (several services per worker: named per listener).
+    service: Option<Arc<str>>,
     transport: &'static str,
     started: Instant,
     peer: SocketAddr,
@@ -147,6 +149,7 @@ impl Tally {
     /// A connection or session starting now.
     pub fn new(transport: &'static str, peer: SocketAddr, local: SocketAddr) -> Tally {
         Tally {
+            service: None,
             transport,
             started: Instant::now(),
             peer,
@@ -165,9 +168,9 @@ impl Tally {
     }
 
     /// The record, as it ends now.
-    fn record<'a>(&'a self, service: Option<&'a str>) -> Record<'a> {
+    fn record(&self) -> Record<'_> {
         Record {
-            service,
+            service: self.service.as_deref(),
             transport: self.transport,
             peer: self.peer,
             local: self.local,
@@ -319,8 +322,6 @@ pub fn reason(r: LostReason) -> &'static str {
 /// This worker's log.
 struct Writer {
     sink: Sink,
-    /// Named services only.
-    service: Option<Arc<str>>,
     /// A write failed and was reported; quiet until one succeeds.
     failing: bool,
 }
@@ -333,11 +334,10 @@ thread_local! {
 }
 
 /// Turn the access log on for this worker thread (`None`: off).
-pub fn install(sink: Option<Sink>, service: Option<Arc<str>>) {
+pub fn install(sink: Option<Sink>) {
     ON.set(sink.is_some());
     WRITER.set(sink.map(|sink| Writer {
         sink,
-        service,
         failing: false,
     }));
 }
@@ -367,7 +367,7 @@ pub fn write(tally: &Tally) {
     WRITER.with_borrow_mut(|w| {
         let Some(w) = w else { return };
         let line = tally
-            .record(w.service.as_deref())
+            .record()
             .line(w.sink.destination.format, SystemTime::now());
         match w.sink.write_line(line.as_bytes()) {
             Ok(()) => w.failing = false,
@@ -418,6 +418,12 @@ pub fn closed(key: usize) {
 }
 
 impl Tally {
+    /// The service it belongs to (a worker serving several names each listener's).
+    #[allow(dead_code)] // until named services (issue 14, part A) call it at accept
+    pub fn set_service(&mut self, service: Arc<str>) {
+        self.service = Some(service);
+    }
+
     /// The peer is someone else (a PROXY header named the client).
     pub fn set_peer(&mut self, peer: SocketAddr) {
         self.peer = peer;
@@ -523,11 +529,12 @@ mod tests {
         t.count(0, 4);
         t.set_reason("idle_timeout");
         t.set_reason("shutdown");
-        let r = t.record(None);
+        let r = t.record();
         assert_eq!((r.bytes_in, r.bytes_out, r.reason), (3, 4, "idle_timeout"));
-        assert_eq!(
-            Tally::new("tcp", r.peer, r.local).record(None).reason,
-            "shutdown"
-        );
+        assert_eq!(r.service, None);
+        let mut named = Tally::new("tcp", r.peer, r.local);
+        named.set_service("web".into());
+        assert_eq!(named.record().reason, "shutdown");
+        assert_eq!(named.record().service, Some("web"));
     }
 }

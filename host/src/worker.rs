@@ -180,7 +180,7 @@ async fn serve(
         max_requests: recycle_after(settings.max_requests, settings.max_requests_jitter),
         recycle: Notify::new(),
     });
-    crate::access_log::install(settings.access_log.clone(), None);
+    crate::access_log::install(settings.access_log.clone());
     // Until it stops: what `/ready` answers in thread mode.
     let ready = Rc::new(std::cell::Cell::new(true));
 

@@ -165,7 +165,7 @@ pub enum Prefix {
 
 impl Prefix {
     /// The prefix's size in bytes.
-    pub fn len(self) -> usize {
+    pub fn size(self) -> usize {
         match self {
             Prefix::U8 => 1,
             Prefix::U16Be => 2,
@@ -195,7 +195,7 @@ impl Prefix {
             Prefix::U32Be => h.copy_from_slice(&u32::try_from(len).ok()?.to_be_bytes()),
             Prefix::U32Le => h.copy_from_slice(&u32::try_from(len).ok()?.to_le_bytes()),
         }
-        Some((h, self.len()))
+        Some((h, self.size()))
     }
 }
 
@@ -227,7 +227,7 @@ impl Frames {
         data: &[u8],
         mut on_frame: impl FnMut(&[u8]) -> ControlFlow<()>,
     ) -> Result<(), TooLong> {
-        let header = self.prefix.len();
+        let header = self.prefix.size();
         let mut rest = data;
         if !self.partial.is_empty() {
             if self.partial.len() < header {
