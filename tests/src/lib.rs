@@ -238,6 +238,19 @@ impl Server {
         loopback(self.addr())
     }
 
+    /// The metrics endpoint it announced (`metrics on http://ADDR/metrics`, with
+    /// `--metrics-bind`), waited for (bounded): it is printed with, not necessarily before,
+    /// the `listening on` lines.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        let line = self
+            .stdout
+            .wait_for("metrics on http://", Duration::from_secs(10));
+        line.trim_start_matches("metrics on http://")
+            .trim_end_matches("/metrics")
+            .parse()
+            .unwrap()
+    }
+
     /// The arbiter's pid.
     pub fn pid(&self) -> u32 {
         self.child.id()

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sockhost_tests::{closed_within, connect, plugin, round_trip, wait_until, Server};
+use sockhost_tests::{closed_within, connect, plugin, round_trip, serve, serve_thread, wait_until};
 
 /// A temporary directory for one test's log files.
 struct Dir(PathBuf);
@@ -77,21 +77,17 @@ fn field<'a>(line: &'a str, key: &str) -> &'a str {
 fn text_lines_for_tcp_and_udp_in_thread_mode() {
     let dir = Dir::new("text");
     let log = dir.file("access.log");
-    let echo = plugin("echo");
-    let server = Server::start(&[
-        "--plugin",
-        echo.to_str().unwrap(),
-        "--concurrency",
-        "thread",
-        "--bind",
-        "127.0.0.1:0",
-        "--bind",
-        "udp://127.0.0.1:0",
-        "--keep-alive",
-        "1",
-        "--access-log",
-        log.to_str().unwrap(),
-    ]);
+    let server = serve_thread(
+        "echo",
+        &[
+            "--bind",
+            "udp://127.0.0.1:0",
+            "--keep-alive",
+            "1",
+            "--access-log",
+            log.to_str().unwrap(),
+        ],
+    );
     let tcp = server.addr();
     let peer = echo_once(tcp, b"hello");
     let line = line_for(&log, peer);
@@ -144,25 +140,25 @@ fn json_lines_with_tls_details_in_process_mode() {
     let dir = Dir::new("json");
     let log = dir.file("access.json");
     let (cert, key, der) = certificate(&dir);
-    let echo = plugin("echo");
-    let server = Server::start(&[
-        "--plugin",
-        echo.to_str().unwrap(),
-        "--workers",
-        "2",
-        "--bind",
-        "127.0.0.1:0",
-        "--cert-file",
-        &cert,
-        "--key-file",
-        &key,
-        "--alpn",
-        "h2,http/1.1",
-        "--access-log",
-        log.to_str().unwrap(),
-        "--access-log-format",
-        "json",
-    ]);
+    let server = serve(
+        "echo",
+        &[
+            "--workers",
+            "2",
+            "--bind",
+            "127.0.0.1:0",
+            "--cert-file",
+            &cert,
+            "--key-file",
+            &key,
+            "--alpn",
+            "h2,http/1.1",
+            "--access-log",
+            log.to_str().unwrap(),
+            "--access-log-format",
+            "json",
+        ],
+    );
     let mut roots = rustls::RootCertStore::empty();
     roots.add(der).unwrap();
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
@@ -223,10 +219,7 @@ fn reopens_on_usr1(mode: &[&str], workers: usize, tag: &str) {
     let dir = Dir::new(tag);
     let log = dir.file("access.log");
     let rotated = dir.file("access.log.1");
-    let echo = plugin("echo");
     let mut args = vec![
-        "--plugin",
-        echo.to_str().unwrap(),
         "--bind",
         "127.0.0.1:0",
         "--access-log",
@@ -235,7 +228,7 @@ fn reopens_on_usr1(mode: &[&str], workers: usize, tag: &str) {
         "info,sockhost::access_log=debug",
     ];
     args.extend(mode);
-    let server = Server::start(&args);
+    let server = serve("echo", &args);
     let first = echo_once(server.addr(), b"before");
     line_for(&log, first);
 
@@ -271,17 +264,7 @@ fn usr1_reopens_the_access_log_in_process_mode() {
 
 #[test]
 fn dash_writes_to_stdout() {
-    let echo = plugin("echo");
-    let server = Server::start(&[
-        "--plugin",
-        echo.to_str().unwrap(),
-        "--concurrency",
-        "thread",
-        "--bind",
-        "127.0.0.1:0",
-        "--access-log",
-        "-",
-    ]);
+    let server = serve_thread("echo", &["--access-log", "-"]);
     let peer = echo_once(server.addr(), b"x");
     let line = server
         .stdout

@@ -6,17 +6,6 @@ use std::time::Duration;
 
 use sockhost_tests::{children_of, connect, round_trip, wait_until, Server};
 
-fn metrics_addr(server: &Server) -> SocketAddr {
-    // Printed with (not necessarily before) the `listening on` lines.
-    let line = server
-        .stdout
-        .wait_for("metrics on http://", Duration::from_secs(10));
-    line.trim_start_matches("metrics on http://")
-        .trim_end_matches("/metrics")
-        .parse()
-        .unwrap()
-}
-
 fn scrape(addr: SocketAddr) -> String {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -65,7 +54,7 @@ fn process_mode_counters_move_with_traffic_and_a_worker_kill() {
             "127.0.0.1:0",
         ],
     );
-    let m = metrics_addr(&server);
+    let m = server.metrics_addr();
     let first = scrape(m);
     assert!(
         first.contains("sockhost_plugin_info{name=\"echo\",version=\"0.1.0\"} 1"),
@@ -124,7 +113,7 @@ fn thread_mode_serves_metrics_too() {
             "127.0.0.1:0",
         ],
     );
-    let m = metrics_addr(&server);
+    let m = server.metrics_addr();
     let mut s = connect(server.addr());
     assert_eq!(round_trip(&mut s, b"count me"), b"count me");
     let text = wait_for_metric(m, "sockhost_connections_accepted_total", 1);

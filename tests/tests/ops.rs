@@ -37,16 +37,6 @@ fn version_names_the_commit_the_profile_and_the_plugin_abi() {
     assert_eq!(short.lines().count(), 1, "{short}");
 }
 
-fn metrics_addr(server: &Server) -> SocketAddr {
-    let line = server
-        .stdout
-        .wait_for("metrics on http://", Duration::from_secs(10));
-    line.trim_start_matches("metrics on http://")
-        .trim_end_matches("/metrics")
-        .parse()
-        .unwrap()
-}
-
 /// `GET path`: the status code and the body.
 fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
@@ -70,7 +60,7 @@ fn health_and_readiness(mode: &[&str]) {
     args.extend(mode);
     args.extend(["--graceful-timeout", "30"]);
     let mut server = sockhost_tests::serve("kv", &args);
-    let metrics = metrics_addr(&server);
+    let metrics = server.metrics_addr();
     assert_eq!(get(metrics, "/health"), (200, "ok\n".into()));
     assert_eq!(get(metrics, "/ready"), (200, "ready\n".into()));
     assert_eq!(get(metrics, "/nothing").0, 404);

@@ -301,16 +301,6 @@ fn the_watchdog_leaves_a_live_event_loop_alone() {
     assert_eq!(server.stderr.count("watchdog"), 0);
 }
 
-fn metrics_addr(server: &Server) -> SocketAddr {
-    let line = server
-        .stdout
-        .wait_for("metrics on http://", Duration::from_secs(5));
-    line.trim_start_matches("metrics on http://")
-        .trim_end_matches("/metrics")
-        .parse()
-        .unwrap()
-}
-
 fn scrape(stream: &mut TcpStream) -> String {
     stream
         .write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
@@ -323,7 +313,7 @@ fn scrape(stream: &mut TcpStream) -> String {
 #[test]
 fn the_thread_mode_metrics_endpoint_holds_at_most_16_clients() {
     let server = serve_thread("echo", &["--metrics-bind", "127.0.0.1:0"]);
-    let addr = metrics_addr(&server);
+    let addr = server.metrics_addr();
     let mut idle: Vec<TcpStream> = (0..16).map(|_| connect(addr)).collect();
     // Accepted in order: once this one is answered, all 16 idle ones have been accepted.
     let mut first = connect(addr);
@@ -417,7 +407,7 @@ fn fd_limit(pid: u32) -> (u64, u64) {
 #[test]
 fn the_thread_mode_metrics_endpoint_does_not_spin_when_out_of_descriptors() {
     let server = serve_thread("echo", &["--metrics-bind", "127.0.0.1:0"]);
-    let addr = metrics_addr(&server);
+    let addr = server.metrics_addr();
     let pid = server.pid();
     let (soft, hard) = fd_limit(pid);
     set_fd_limit(pid, lowest_free_fd(pid), hard);
