@@ -337,7 +337,7 @@ impl UdpServer {
 
     /// End a session (already removed from the table) and tell its consumer why.
     fn end(&self, peer: SocketAddr, mut session: Peer, reason: LostReason) {
-        tracing::trace!(%peer, ?reason, "udp session ended");
+        tracing::debug!(%peer, reason = %access_log::reason(reason), "udp session ended");
         if let Some(mut tally) = session.tally.take() {
             tally.set_reason(access_log::reason(reason));
             access_log::write(&tally);

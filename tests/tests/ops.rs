@@ -234,6 +234,21 @@ fn log_filter_sets_levels_per_target_and_per_plugin_module() {
 }
 
 #[test]
+fn debug_level_logs_one_line_per_connection() {
+    let server = sockhost_tests::serve_thread("echo", &["--log-level", "debug"]);
+    for _ in 0..3 {
+        let mut s = connect(server.addr());
+        assert_eq!(sockhost_tests::round_trip(&mut s, b"hi"), b"hi");
+        let peer = s.local_addr().unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        server.stderr.wait_for(
+            &format!("connection closed peer={peer} reason=closed"),
+            Duration::from_secs(10),
+        );
+    }
+}
+
+#[test]
 fn a_bad_log_filter_is_a_usage_error() {
     let f = run_to_exit_with_env(
         &["--plugin", "x.so"],

@@ -542,6 +542,8 @@ impl<S> Drop for Connection<S> {
         // A panicked session has already ended (with Error) and is counted as such.
         let ended = self.session.lost_reason().unwrap_or(self.reason);
         metrics.closed(ended);
+        // `--log-level debug`: one line per connection (the access log has the figures).
+        tracing::debug!(peer = %self.peer, reason = %access_log::reason(ended), "connection closed");
         access_log::with_open(self.slot.registration.key(), |t| {
             t.set_reason(access_log::reason(ended))
         });
