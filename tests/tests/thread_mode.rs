@@ -2,7 +2,7 @@
 //! before startup can no longer fail, and a bounded metrics endpoint.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
