@@ -196,7 +196,7 @@ pub struct Record<'a> {
     pub bytes_in: u64,
     pub bytes_out: u64,
     /// Why it ended: closed, peer_closed, idle_timeout, error, shutdown, connect_failed,
-    /// tls_failed, handshake_timeout, proxy_failed.
+    /// tls_failed, handshake_timeout, proxy_failed, proxy_refused.
     pub reason: &'static str,
     pub tls: Option<&'a TlsSummary>,
 }

@@ -139,7 +139,7 @@ impl Bound {
     pub fn bind(spec: &BindSpec, backlog: i32, reuseport: bool) -> Result<Bound, HostError> {
         let addr = spec.resolve()?;
         let fail = |e: io::Error| HostError::Bind {
-            spec: spec.to_string(),
+            spec: format!("--bind {spec}"),
             source: e,
         };
         let dual_stack = spec.host == Host::All;

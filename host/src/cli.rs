@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::bind::BindSpec;
+use crate::cidr::Cidr;
 use crate::log_filter::LogFilter;
 use crate::tls::TlsFiles;
 
@@ -24,7 +25,8 @@ use crate::tls::TlsFiles;
     version = crate::version::SHORT,
     long_version = crate::version::long(),
     subcommand_negates_reqs = true,
-    args_conflicts_with_subcommands = true
+    args_conflicts_with_subcommands = true,
+    allow_negative_numbers = true
 )]
 #[command(
     after_help = "Signals to the arbiter: TERM/INT graceful stop, QUIT immediate stop, \
@@ -112,7 +114,7 @@ pub struct ServeArgs {
     pub backlog: i32,
 
     /// Close a connection (or UDP peer session) idle this long since its last read; 0 = never.
-    #[arg(long, value_name = "SECS", default_value_t = 15)]
+    #[arg(long, value_name = "SECS", default_value_t = 15, value_parser = whole_number(0))]
     pub keep_alive: u64,
 
     /// PEM certificate chain: serve TCP binds over TLS.
@@ -137,7 +139,7 @@ pub struct ServeArgs {
     pub alpn: Vec<String>,
 
     /// With TLS: close a connection whose handshake has not finished after this long.
-    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = whole_number(0))]
     pub handshake_timeout: u64,
 
     /// Pre-forked worker processes, or one process serving on its own event loop.
@@ -155,11 +157,11 @@ pub struct ServeArgs {
     /// A worker whose event loop has not reported alive for this long is killed and replaced
     /// (new connections avoid it after 1.5 s already; thread mode: the process logs it and
     /// exits with status 70, for a service manager to restart it).
-    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = whole_number(1))]
     pub timeout: u64,
 
     /// On stop or reload, how long old workers may finish their connections.
-    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = whole_number(0))]
     pub graceful_timeout: u64,
 
     /// Close a connection whose unsent output (its consumer's writes and bytes other
@@ -173,7 +175,7 @@ pub struct ServeArgs {
     pub send_timeout: u64,
 
     /// A worker that has accepted N connections is recycled; 0 = off.
-    #[arg(long, value_name = "N", default_value_t = 0)]
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = whole_number(0))]
     pub max_requests: u64,
 
     /// With --max-requests: each worker recycles after --max-requests plus a random 0..=N
@@ -231,6 +233,18 @@ pub struct ServeArgs {
     #[arg(long)]
     pub proxy_protocol: bool,
 
+    /// With --proxy-protocol: believe headers only from these sources (address blocks such
+    /// as 10.0.0.0/8, or single addresses; comma-separated); connections from anywhere else
+    /// are closed. Without it any client that reaches the port can claim any address.
+    #[arg(
+        long,
+        value_name = "CIDR,...",
+        value_delimiter = ',',
+        value_parser = Cidr::parse,
+        requires = "proxy_protocol"
+    )]
+    pub proxy_protocol_from: Vec<Cidr>,
+
     /// Serve Prometheus metrics at http://ADDR/metrics (port 0 for a free one).
     #[arg(long, value_name = "ADDR", value_parser = parse_metrics_bind)]
     pub metrics_bind: Option<std::net::SocketAddr>,
@@ -241,7 +255,23 @@ fn parse_metrics_bind(s: &str) -> Result<std::net::SocketAddr, String> {
     if spec.transport != crate::bind::Transport::Tcp {
         return Err("the metrics endpoint is HTTP over TCP".to_string());
     }
-    spec.resolve().map_err(|e| e.to_string())
+    // Clap names the flag; the resolver's own message would name --bind.
+    spec.resolve().map_err(|e| match e {
+        crate::error::HostError::Resolve { reason, .. } => format!("cannot resolve: {reason}"),
+        other => other.to_string(),
+    })
+}
+
+/// A value parser for a whole number of at least `min` (seconds, counts), whose error says
+/// so in words: with negative numbers allowed as values (see [`Cli`]), `--keep-alive -1`
+/// reaches it, instead of `-1` being taken for an unknown flag.
+fn whole_number(min: u64) -> impl Fn(&str) -> Result<u64, String> + Clone + Send + Sync + 'static {
+    move |s: &str| {
+        s.parse::<u64>()
+            .ok()
+            .filter(|n| *n >= min)
+            .ok_or_else(|| format!("expected a whole number, {min} or more"))
+    }
 }
 
 fn parse_plugin_opt(s: &str) -> Result<(String, String), String> {
@@ -284,6 +314,8 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     pub handshake_timeout: Duration,
     pub proxy_protocol: bool,
+    /// `--proxy-protocol-from`: the sources PROXY headers are accepted from; empty = any.
+    pub proxy_protocol_from: Vec<Cidr>,
     pub metrics_bind: Option<std::net::SocketAddr>,
 }
 
@@ -326,6 +358,7 @@ impl ServeArgs {
             }),
             handshake_timeout: secs(self.handshake_timeout.max(1)),
             proxy_protocol: self.proxy_protocol,
+            proxy_protocol_from: self.proxy_protocol_from,
             metrics_bind: self.metrics_bind,
             tls: match (self.cert_file, self.key_file) {
                 (Some(cert), Some(key)) => Some(TlsFiles {

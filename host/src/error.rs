@@ -24,7 +24,8 @@ pub enum HostError {
     #[error("--bind {spec}: cannot resolve: {reason}")]
     Resolve { spec: String, reason: String },
 
-    #[error("--bind {spec}: {source}")]
+    /// `spec` names the flag too: `--bind tcp://…` or `--metrics-bind …`.
+    #[error("{spec}: {source}")]
     Bind { spec: String, source: io::Error },
 
     #[error("{0}")]

@@ -63,6 +63,15 @@ impl LogFilter {
             .would_enable(&format!("{PLUGIN_TARGET}::{module}"), &level)
     }
 
+    /// The most verbose level anything could pass at.
+    pub fn max_level(&self) -> LevelFilter {
+        let default = self.targets.default_level().unwrap_or(LevelFilter::OFF);
+        self.targets
+            .iter()
+            .map(|(_, level)| level)
+            .fold(default, std::cmp::max)
+    }
+
     /// The most verbose level any plugin record could pass at.
     pub fn plugin_max(&self) -> LevelFilter {
         let default = self.targets.default_level().unwrap_or(LevelFilter::OFF);

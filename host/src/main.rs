@@ -3,6 +3,7 @@
 mod access_log;
 mod arbiter;
 mod bind;
+mod cidr;
 mod cli;
 mod connections;
 mod error;
@@ -17,6 +18,7 @@ mod plugin;
 mod privileges;
 mod proc_title;
 mod proxy_protocol;
+mod rate_limit;
 mod services;
 mod tcp;
 mod thread_mode;
@@ -130,6 +132,7 @@ impl Config {
             access_log,
             max_sessions: self.max_sessions,
             proxy_protocol: self.proxy_protocol,
+            proxy_protocol_from: self.proxy_protocol_from.clone(),
             handshake_timeout: self.handshake_timeout,
             keep_alive: self.keep_alive,
             max_connections: self.max_connections,

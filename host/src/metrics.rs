@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use plugin_api::LostReason;
 
 /// Number of values in a [`Counters`] snapshot.
-pub const COUNTERS: usize = 17;
+pub const COUNTERS: usize = 18;
 
 /// One worker's figures (counters, plus the `open` gauges).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -39,6 +39,7 @@ pub struct Counters {
     pub output_limit_closes: u64,
     pub outbound_connects: u64,
     pub outbound_failures: u64,
+    pub proxy_refused: u64,
 }
 
 impl Counters {
@@ -63,6 +64,7 @@ impl Counters {
             self.output_limit_closes,
             self.outbound_connects,
             self.outbound_failures,
+            self.proxy_refused,
         ]
     }
 
@@ -82,6 +84,7 @@ impl Counters {
             output_limit_closes: a[14],
             outbound_connects: a[15],
             outbound_failures: a[16],
+            proxy_refused: a[17],
         }
     }
 
@@ -114,6 +117,7 @@ pub struct WorkerMetrics {
     pub output_limit_closes: Cell<u64>,
     pub outbound_connects: Cell<u64>,
     pub outbound_failures: Cell<u64>,
+    pub proxy_refused: Cell<u64>,
 }
 
 /// Add `n` to a counter cell.
@@ -144,6 +148,7 @@ impl WorkerMetrics {
             output_limit_closes: self.output_limit_closes.get(),
             outbound_connects: self.outbound_connects.get(),
             outbound_failures: self.outbound_failures.get(),
+            proxy_refused: self.proxy_refused.get(),
         }
     }
 }
@@ -257,6 +262,12 @@ pub fn render(c: &Counters, s: &Supervision) -> String {
             ("{result=\"attempted\"}", c.outbound_connects),
             ("{result=\"failed\"}", c.outbound_failures),
         ],
+    );
+    metric(
+        "sockhost_proxy_protocol_refused_total",
+        "counter",
+        "Connections closed because they came from outside --proxy-protocol-from.",
+        &[("", c.proxy_refused)],
     );
     metric(
         "sockhost_plugin_panics_total",
@@ -485,6 +496,7 @@ mod tests {
             output_limit_closes: 15,
             outbound_connects: 16,
             outbound_failures: 17,
+            proxy_refused: 18,
         };
         assert_eq!(Counters::from_array(c.to_array()), c);
         assert_eq!(c.add(c).accepted, 2);

@@ -34,6 +34,7 @@ use std::rc::Rc;
 use crate::access_log;
 use crate::bind::canonical;
 use crate::connections::Registration;
+use crate::logging;
 use crate::metrics::bump;
 use crate::services::endpoint::{Endpoint, Event, Inbox, Work};
 use crate::worker::Shared;
@@ -257,8 +258,14 @@ impl UdpServer {
         let consumer = match factory.consumer(&info, id) {
             Ok(c) => c,
             Err(message) => {
-                bump(&self.shared.connections.metrics.plugin_panics, 1);
-                tracing::warn!(%peer, "plugin panicked making a consumer: {message}; datagram dropped");
+                let panics = &self.shared.connections.metrics.plugin_panics;
+                logging::plugin_panic(
+                    panics,
+                    peer,
+                    "plugin panicked making a consumer",
+                    &message,
+                    "datagram dropped",
+                );
                 return false;
             }
         };
@@ -295,8 +302,14 @@ impl UdpServer {
         self.out.shrink(2 * RECV_BUFFER);
         let ending = match result {
             Delivered::Panicked(message) => {
-                bump(&self.shared.connections.metrics.plugin_panics, 1);
-                tracing::warn!(%peer, "plugin panicked: {message}; ending this peer's session");
+                let panics = &self.shared.connections.metrics.plugin_panics;
+                logging::plugin_panic(
+                    panics,
+                    peer,
+                    "plugin panicked",
+                    &message,
+                    "ending this peer's session",
+                );
                 Some(LostReason::Error)
             }
             Delivered::Ran(requests) if requests.close => Some(LostReason::Closed),
@@ -350,8 +363,13 @@ impl UdpServer {
             .udp_sessions_open
             .set(metrics.udp_sessions_open.get().saturating_sub(1));
         if let Err(message) = session.session.lose(reason) {
-            bump(&metrics.plugin_panics, 1);
-            tracing::warn!(%peer, "plugin panicked in connection_lost: {message}");
+            logging::plugin_panic(
+                &metrics.plugin_panics,
+                peer,
+                "plugin panicked in connection_lost",
+                &message,
+                "ended",
+            );
         }
     }
 }

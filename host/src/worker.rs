@@ -42,6 +42,8 @@ pub struct Settings {
     pub max_sessions: usize,
     /// TCP connections start with a PROXY protocol header.
     pub proxy_protocol: bool,
+    /// The sources PROXY headers are accepted from (`--proxy-protocol-from`); empty = any.
+    pub proxy_protocol_from: Vec<crate::cidr::Cidr>,
     /// Deadline for the PROXY header and the TLS handshake.
     pub handshake_timeout: Duration,
 }
@@ -79,6 +81,7 @@ pub struct Shared {
     pub factory: Factory,
     pub tls: Option<crate::tls::Tls>,
     pub proxy_protocol: bool,
+    pub proxy_protocol_from: Vec<crate::cidr::Cidr>,
     pub handshake_timeout: Duration,
     pub connections: Rc<Connections>,
     pub limit: Arc<Semaphore>,
@@ -174,6 +177,7 @@ async fn serve(
         factory,
         tls: settings.tls.clone(),
         proxy_protocol: settings.proxy_protocol,
+        proxy_protocol_from: settings.proxy_protocol_from.clone(),
         handshake_timeout: settings.handshake_timeout,
         connections: Rc::new(Connections::default()),
         limit: Arc::new(Semaphore::new(settings.max_connections)),
@@ -357,8 +361,7 @@ async fn serve(
 /// Log a panic in a protocol-level callback (the protocol itself lives on).
 fn plugin_call(what: &str, result: Result<(), String>, shared: &Shared) {
     if let Err(message) = result {
-        crate::metrics::bump(&shared.connections.metrics.plugin_panics, 1);
-        tracing::warn!("plugin panicked in {what}: {message}");
+        crate::logging::protocol_panic(&shared.connections.metrics.plugin_panics, what, &message);
     }
 }
 

@@ -63,6 +63,7 @@ pub mod framing;
 #[cfg(any(feature = "host", feature = "testing"))]
 pub mod host;
 mod logging;
+mod panic_hook;
 pub mod services;
 #[doc(hidden)]
 pub mod services_abi;

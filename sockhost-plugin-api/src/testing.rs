@@ -1838,9 +1838,15 @@ impl World {
         }
     }
 
-    /// The peer's end of stream: `eof_received`, then the connection ends (`Closed`).
+    /// The peer's end of stream: `eof_received`; then, as in the host, a plugin without
+    /// services has nothing more that could run and the connection ends (`Closed`), while a
+    /// services plugin's connection stays open until it closes it (a timer, a wake or a post
+    /// may still write — a proxy relays the rest of its upstream's answer).
     fn deliver_eof(self: &Rc<Self>, id: ConnId) -> Result<(), Panicked> {
         self.deliver(id, Input::Eof)?;
+        if self.services {
+            return Ok(());
+        }
         self.end(id, LostReason::Closed)
     }
 

@@ -298,3 +298,36 @@ fn old_host_refuses_an_incompatible_plugin_with_one_error_line() {
         "want one `error: plugin <path>: ... incompatible with ...` line, got:\n{stderr}"
     );
 }
+
+/// A plugin that needs host services, on a 0.1.0 host (which never offers them): refused
+/// before any of its code serves, with one `error:` line. (0.1.0's message for a root module
+/// that refuses to initialise puts the reason on the line after it — abi_stable's formatting,
+/// which a plugin cannot change; the reason names the services level it needs.)
+#[test]
+fn old_host_refuses_a_plugin_that_needs_services() {
+    for name in ["servicekit", "chat", "statsd"] {
+        let lib = plugin(name);
+        let (code, stdout, stderr) = old_host_load(&lib);
+        assert_eq!(code, Some(1), "{name}: stdout: {stdout}\nstderr: {stderr}");
+        assert_eq!(stdout, "", "{name}: nothing on stdout for a refused plugin");
+        let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+        assert_eq!(errors.len(), 1, "{name}: one error line, got:\n{stderr}");
+        assert!(
+            errors[0].starts_with(&format!(
+                "error: plugin {}: failed to initialise",
+                lib.display()
+            )),
+            "{name}: {stderr}"
+        );
+        assert!(
+            stderr.contains("it needs sockhost host services level 1")
+                && stderr.contains("this sockhost offers none"),
+            "{name}: the reason names the level: {stderr}"
+        );
+        assert_eq!(
+            stderr.lines().filter(|l| !l.trim().is_empty()).count(),
+            2,
+            "{name}: the error line and its reason, nothing else:\n{stderr}"
+        );
+    }
+}

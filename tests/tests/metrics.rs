@@ -1,45 +1,8 @@
 //! `--metrics-bind`: Prometheus text that moves with real traffic and worker events.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
-
-use sockhost_tests::{children_of, connect, round_trip, wait_until, Server};
-
-fn scrape(addr: SocketAddr) -> String {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
-        .unwrap();
-    let mut reply = String::new();
-    s.read_to_string(&mut reply).unwrap();
-    assert!(reply.starts_with("HTTP/1.1 200 OK"), "{reply}");
-    reply
-}
-
-/// The value of the sample `name` (with its labels) in a scrape; 0 if absent.
-fn value(text: &str, sample: &str) -> u64 {
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(sample)
-                .and_then(|rest| rest.strip_prefix(' '))
-        })
-        .map(|v| v.trim().parse().unwrap())
-        .unwrap_or(0)
-}
-
-fn wait_for_metric(addr: SocketAddr, sample: &str, at_least: u64) -> String {
-    let mut last = String::new();
-    wait_until(
-        &format!("{sample} >= {at_least}"),
-        Duration::from_secs(5),
-        || {
-            last = scrape(addr);
-            value(&last, sample) >= at_least
-        },
-    );
-    last
-}
+use sockhost_tests::{
+    children_of, connect, metric_value as value, metrics_addr, round_trip, scrape, wait_for_metric,
+};
 
 #[test]
 fn process_mode_counters_move_with_traffic_and_a_worker_kill() {
@@ -54,7 +17,7 @@ fn process_mode_counters_move_with_traffic_and_a_worker_kill() {
             "127.0.0.1:0",
         ],
     );
-    let m = server.metrics_addr();
+    let m = metrics_addr(&server);
     let first = scrape(m);
     assert!(
         first.contains("sockhost_plugin_info{name=\"echo\",version=\"0.1.0\"} 1"),
@@ -113,7 +76,7 @@ fn thread_mode_serves_metrics_too() {
             "127.0.0.1:0",
         ],
     );
-    let m = server.metrics_addr();
+    let m = metrics_addr(&server);
     let mut s = connect(server.addr());
     assert_eq!(round_trip(&mut s, b"count me"), b"count me");
     let text = wait_for_metric(m, "sockhost_connections_accepted_total", 1);

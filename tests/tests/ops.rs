@@ -7,7 +7,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use sockhost_tests::{
-    ask, children_of, connect, plugin, run_to_exit, run_to_exit_with_env, wait_until, Server,
+    ask, children_of, connect, metrics_addr, plugin, run_to_exit, run_to_exit_with_env, wait_until,
+    Server,
 };
 
 #[test]
@@ -60,7 +61,7 @@ fn health_and_readiness(mode: &[&str]) {
     args.extend(mode);
     args.extend(["--graceful-timeout", "30"]);
     let mut server = sockhost_tests::serve("kv", &args);
-    let metrics = server.metrics_addr();
+    let metrics = metrics_addr(&server);
     assert_eq!(get(metrics, "/health"), (200, "ok\n".into()));
     assert_eq!(get(metrics, "/ready"), (200, "ready\n".into()));
     assert_eq!(get(metrics, "/nothing").0, 404);

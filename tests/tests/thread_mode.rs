@@ -7,8 +7,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sockhost_tests::{
-    ask, closed_within, connect, plugin, round_trip, run_to_exit, serve_thread, start_bare,
-    Finished, Server,
+    ask, closed_within, connect, fd_limit, lowest_free_fd, metrics_addr, plugin, round_trip,
+    run_to_exit, serve_thread, set_fd_limit, start_bare, Finished, Server,
 };
 
 /// The status thread mode exits with when its watchdog fires (documented in the README).
@@ -313,7 +313,7 @@ fn scrape(stream: &mut TcpStream) -> String {
 #[test]
 fn the_thread_mode_metrics_endpoint_holds_at_most_16_clients() {
     let server = serve_thread("echo", &["--metrics-bind", "127.0.0.1:0"]);
-    let addr = server.metrics_addr();
+    let addr = metrics_addr(&server);
     let mut idle: Vec<TcpStream> = (0..16).map(|_| connect(addr)).collect();
     // Accepted in order: once this one is answered, all 16 idle ones have been accepted.
     let mut first = connect(addr);
@@ -359,55 +359,10 @@ fn cpu_ticks(pid: u32) -> u64 {
     fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
 
-/// The lowest descriptor number `pid` does not use: an fd limit at that number leaves it
-/// no descriptor to open.
-fn lowest_free_fd(pid: u32) -> u64 {
-    let used: Vec<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
-    (0..).find(|n| !used.contains(n)).unwrap()
-}
-
-fn set_fd_limit(pid: u32, soft: u64, hard: u64) {
-    let limit = libc::rlimit {
-        rlim_cur: soft,
-        rlim_max: hard,
-    };
-    // SAFETY: prlimit reads `limit` and writes nothing (no old-limit pointer).
-    let rc = unsafe {
-        libc::prlimit(
-            pid as libc::pid_t,
-            libc::RLIMIT_NOFILE,
-            &limit,
-            std::ptr::null_mut(),
-        )
-    };
-    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
-}
-
-fn fd_limit(pid: u32) -> (u64, u64) {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: prlimit writes the current limit into `limit` and changes nothing.
-    let rc = unsafe {
-        libc::prlimit(
-            pid as libc::pid_t,
-            libc::RLIMIT_NOFILE,
-            std::ptr::null(),
-            &mut limit,
-        )
-    };
-    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
-    (limit.rlim_cur, limit.rlim_max)
-}
-
 #[test]
 fn the_thread_mode_metrics_endpoint_does_not_spin_when_out_of_descriptors() {
     let server = serve_thread("echo", &["--metrics-bind", "127.0.0.1:0"]);
-    let addr = server.metrics_addr();
+    let addr = metrics_addr(&server);
     let pid = server.pid();
     let (soft, hard) = fd_limit(pid);
     set_fd_limit(pid, lowest_free_fd(pid), hard);

@@ -5,6 +5,7 @@
 //! wait in the kernel's backlog (they are not accepted and then dropped). The permit is
 //! released when the connection task ends.
 
+use std::cell::RefCell;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -13,8 +14,11 @@ use std::time::Duration;
 use plugin_api::{ConnInfo, Transport};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tracing::Level;
 
 use crate::bind::canonical;
+use crate::cidr::Cidr;
+use crate::rate_limit::RateLimit;
 use crate::tcp::connection::{Connection, Slot};
 use crate::worker::Shared;
 use crate::{access_log, proxy_protocol};
@@ -81,6 +85,10 @@ async fn serve_wrapped(slot: Slot, stream: TcpStream, mut info: ConnInfo, shared
     let deadline = tokio::time::Instant::now() + shared.handshake_timeout;
     if !shared.proxy_protocol {
         return serve_tls_or_plain(slot, stream, info, deadline, &shared).await;
+    }
+    if !trusted_proxy(&shared, info.peer) {
+        ended_before_open(&slot, "proxy_refused");
+        return;
     }
     let header = Box::pin(tokio::time::timeout_at(
         deadline,
@@ -163,20 +171,54 @@ fn ended_before_open(slot: &Slot, reason: &'static str) {
     access_log::with_open(slot.registration.key(), |t| t.set_reason(reason));
 }
 
+/// Lines about connections from outside `--proxy-protocol-from`, per worker.
+const UNTRUSTED_PROXY_WINDOW: Duration = Duration::from_secs(10);
+
+thread_local! {
+    static UNTRUSTED_PROXIES: RefCell<RateLimit> = const {
+        RefCell::new(RateLimit::new("connections from untrusted PROXY sources", Level::WARN, 1, UNTRUSTED_PROXY_WINDOW))
+    };
+}
+
+/// Whether a PROXY header from `peer` may be believed (`--proxy-protocol-from`; anyone
+/// when not given). A connection from elsewhere is closed before a byte is read: counted,
+/// and logged (rate-limited, a client can repeat it at will).
+fn trusted_proxy(shared: &Shared, peer: SocketAddr) -> bool {
+    let from = &shared.proxy_protocol_from;
+    if from.is_empty() || Cidr::any_contains(from, peer.ip()) {
+        return true;
+    }
+    crate::metrics::bump(&shared.connections.metrics.proxy_refused, 1);
+    UNTRUSTED_PROXIES.with_borrow_mut(|limit| {
+        limit.log(|| tracing::warn!(%peer, "connection from outside --proxy-protocol-from; closed"))
+    });
+    false
+}
+
+/// `accept` failure lines per worker: one per window, then the count of the others.
+/// Out of descriptors, every listener of every worker fails again every 100 ms.
+const ACCEPT_ERROR_WINDOW: Duration = Duration::from_secs(10);
+
+thread_local! {
+    static ACCEPT_ERRORS: RefCell<RateLimit> =
+        const { RefCell::new(RateLimit::new("accept errors", Level::WARN, 1, ACCEPT_ERROR_WINDOW)) };
+}
+
 /// Errors from `accept`: a peer that left before we accepted is nothing; running out of
-/// descriptors or memory is logged and waited out instead of spinning.
+/// descriptors or memory is logged (rate-limited) and waited out instead of spinning.
 async fn backoff(e: io::Error) {
     use nix::errno::Errno;
     let errno = e.raw_os_error().map(Errno::from_raw);
-    match errno {
-        Some(Errno::ECONNABORTED | Errno::EINTR | Errno::EPROTO | Errno::EPERM) => {}
-        Some(Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM) => {
-            tracing::warn!("accept: {e}; pausing accepts for 100 ms (raise the fd limit or lower --max-connections)");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        _ => {
-            tracing::warn!("accept: {e}");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
+    let (pause, hint) = match errno {
+        Some(Errno::ECONNABORTED | Errno::EINTR | Errno::EPROTO | Errno::EPERM) => return,
+        Some(Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM) => (
+            Duration::from_millis(100),
+            " (raise the fd limit or lower --max-connections)",
+        ),
+        _ => (Duration::from_millis(10), ""),
+    };
+    ACCEPT_ERRORS.with_borrow_mut(|limit| {
+        limit.log(|| tracing::warn!("accept: {e}; pausing accepts for {pause:?}{hint}"))
+    });
+    tokio::time::sleep(pause).await;
 }

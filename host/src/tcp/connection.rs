@@ -36,7 +36,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::connections::{Expiry, Registration};
 use crate::services::endpoint::{Event, Work};
-use crate::{access_log, metrics};
+use crate::{access_log, logging, metrics};
 
 /// Stop reading while more than this many bytes wait to be sent.
 pub const HIGH_WATER: usize = 256 * 1024;
@@ -182,8 +182,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             )),
             Err(message) => {
                 access_log::with_open(slot.registration.key(), |t| t.set_reason("error"));
-                metrics::bump(&slot.registration.metrics().plugin_panics, 1);
-                tracing::warn!(peer = %info.peer, "plugin panicked making a consumer: {message}; connection closed");
+                let panics = &slot.registration.metrics().plugin_panics;
+                logging::plugin_panic(
+                    panics,
+                    info.peer,
+                    "plugin panicked making a consumer",
+                    &message,
+                    "connection closed",
+                );
                 None
             }
         }
@@ -414,8 +420,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 
     fn panicked(&self, message: &str) -> LostReason {
-        metrics::bump(&self.slot.registration.metrics().plugin_panics, 1);
-        tracing::warn!(peer = %self.peer, "plugin panicked: {message}; closing this connection");
+        let panics = &self.slot.registration.metrics().plugin_panics;
+        logging::plugin_panic(
+            panics,
+            self.peer,
+            "plugin panicked",
+            message,
+            "closing this connection",
+        );
         LostReason::Error
     }
 
@@ -548,8 +560,14 @@ impl<S> Drop for Connection<S> {
             t.set_reason(access_log::reason(ended))
         });
         if let Err(message) = self.session.lose(self.reason) {
-            metrics::bump(&metrics.plugin_panics, 1);
-            tracing::warn!(peer = %self.peer, "plugin panicked in connection_lost: {message}");
+            let panics = &metrics.plugin_panics;
+            logging::plugin_panic(
+                panics,
+                self.peer,
+                "plugin panicked in connection_lost",
+                &message,
+                "closed",
+            );
         }
     }
 }
