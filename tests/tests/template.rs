@@ -55,7 +55,7 @@ fn copy_template(dir: &Path, package: &str) {
         manifest.replacen("name = \"greeter\"", &format!("name = \"{package}\""), 1),
     )
     .unwrap();
-    let api = workspace_dir().join("sockhost-plugin-api");
+    let api = workspace_dir().join("plugin-api");
     std::fs::write(
         dir.join(".cargo/config.toml"),
         format!(

@@ -76,7 +76,7 @@
 //!
 //! ```toml
 //! [dev-dependencies]
-//! sockhost-plugin-api = { path = "../sockhost-plugin-api", features = ["testing"] }
+//! sockhost-plugin-api = { path = "../plugin-api", features = ["testing"] }
 //! ```
 //!
 //! and test the protocol like this:
