@@ -26,7 +26,10 @@ use crate::plugin::Plugin;
 
 /// Run the check; `Err(Reported)` once the problems are printed.
 pub fn run(given: &Given<'_>) -> Result<(), HostError> {
-    crate::logging::init(LogLevel::Warn);
+    crate::logging::init(
+        crate::log_filter::LogFilter::effective(None, LogLevel::Warn),
+        crate::cli::LogFormat::Text,
+    );
     let problems = match config::load(given) {
         Ok((config, origins)) => check(&config, &origins),
         Err(problems) => problems,
@@ -225,7 +228,7 @@ fn load_here(config: &Config, users: &[usize]) -> String {
                     line(i, "bind", e.to_string());
                     continue;
                 }
-                if let Err(e) = plugin.factory(&service.plugin_opts, config.log_level) {
+                if let Err(e) = plugin.factory(&service.plugin_opts) {
                     let key = if service.plugin_opts.is_empty() {
                         "plugin"
                     } else {

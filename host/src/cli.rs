@@ -1,4 +1,4 @@
-//! The command line (`../shared/SPEC.md`), parsed by clap and validated into a [`Config`].
+//! The command line (`docs/spec.md`), parsed by clap and validated into a [`Config`].
 //!
 //! Usage errors (an unknown flag, a malformed number or address) are clap's: exit 2.
 //! Everything after this point reports through [`HostError`](crate::error::HostError): exit 1.
@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::bind::BindSpec;
 use crate::cidr::Cidr;
+use crate::log_filter::LogFilter;
 use crate::tls::TlsFiles;
 
 /// sockhost: a socket server that loads its protocol from a plugin.
@@ -21,7 +22,8 @@ use crate::tls::TlsFiles;
 #[derive(Parser, Debug)]
 #[command(
     name = "sockhost",
-    version,
+    version = crate::version::SHORT,
+    long_version = crate::version::long(),
     subcommand_negates_reqs = true,
     args_conflicts_with_subcommands = true,
     allow_negative_numbers = true
@@ -29,8 +31,8 @@ use crate::tls::TlsFiles;
 #[command(
     after_help = "Signals to the arbiter: TERM/INT graceful stop, QUIT immediate stop, \
 HUP reload (re-read --config, plugins and certificates from disk), TTIN/TTOU one worker \
-more/fewer.\n\
-Example: sockhost --plugin target/release/libecho.so --bind :8070"
+more/fewer, USR1 reopen the access log.\n\
+Example: sockhost --plugin target/release/libecho.so --bind 127.0.0.1:8070"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -55,6 +57,23 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = LogLevel::Warn)]
         log_level: LogLevel,
     },
+    /// Print a shell completion script to stdout (install: see README, "Install").
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to stdout (install: see README, "Install").
+    Manpage,
+}
+
+/// Log line format.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// How requests are spread over CPUs.
@@ -98,9 +117,9 @@ pub struct ServeArgs {
     #[arg(long, value_name = "PATH", required_unless_present = "config")]
     pub plugin: Option<PathBuf>,
 
-    /// Where to listen (repeatable): 127.0.0.1:8070, [::1]:8070, localhost:8070, :8070 (all
-    /// interfaces, IPv4 and IPv6), port 0 for a free port; prefix udp:// for UDP;
-    /// unix:/PATH[?mode=660&owner=U&group=G] for a Unix-domain socket. Default: 127.0.0.1:8060.
+    /// Where to listen (repeatable; default 127.0.0.1:8060): 127.0.0.1:8070, [::1]:8070,
+    /// localhost:8070, :8070 (all interfaces, IPv4 and IPv6), port 0 for a free port; prefix
+    /// udp:// for UDP; unix:/PATH[?mode=660&owner=U&group=G] for a Unix-domain socket.
     #[arg(long, value_name = "ADDR", value_parser = BindSpec::parse)]
     pub bind: Vec<BindSpec>,
 
@@ -173,6 +192,11 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = 0, value_parser = whole_number(0))]
     pub max_requests: u64,
 
+    /// With --max-requests: each worker recycles after --max-requests plus a random 0..=N
+    /// connections, so that workers started together do not all recycle together.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub max_requests_jitter: u64,
+
     /// Open connections per worker (of each service); past it, new ones wait in the backlog.
     #[arg(long, value_name = "N", default_value_t = 10000, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
@@ -198,6 +222,26 @@ pub struct ServeArgs {
     /// Log verbosity.
     #[arg(long, value_enum, default_value_t = LogLevel::Info)]
     pub log_level: LogLevel,
+
+    /// Log line format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Per-target log levels, RUST_LOG style: `warn,sockhost::tcp=debug,plugin=trace`. A bare
+    /// level replaces --log-level as the default; targets are the host's modules
+    /// (`sockhost::…`), `plugin` (every plugin record; `plugin::<module>` one plugin's
+    /// modules) and libraries (`rustls`).
+    #[arg(long, value_name = "FILTER", env = "SOCKHOST_LOG", value_parser = LogFilter::parse)]
+    pub log_filter: Option<LogFilter>,
+
+    /// Write one line per finished connection or UDP session to this file (appended,
+    /// created 0640), or to stdout with `-`; USR1 reopens it (log rotation).
+    #[arg(long, value_name = "PATH|-")]
+    pub access_log: Option<PathBuf>,
+
+    /// Access log line format (default: as --log-format).
+    #[arg(long, value_enum, value_name = "FORMAT", requires = "access_log")]
+    pub access_log_format: Option<LogFormat>,
 
     /// TCP binds expect a PROXY protocol v1/v2 header first.
     #[arg(long)]
@@ -292,10 +336,17 @@ pub struct Config {
     pub timeout: Duration,
     pub graceful_timeout: Duration,
     pub max_requests: u64,
+    /// `--max-requests-jitter`: each worker adds a random 0..=N to `max_requests`.
+    pub max_requests_jitter: u64,
     pub pid_file: Option<PathBuf>,
     pub user: Option<String>,
     pub group: Option<String>,
     pub log_level: LogLevel,
+    pub log_format: LogFormat,
+    /// `--log-filter` / `SOCKHOST_LOG` (over `log_level`).
+    pub log_filter: Option<LogFilter>,
+    /// `--access-log`, with its format.
+    pub access_log: Option<crate::access_log::Destination>,
     pub metrics_bind: Option<std::net::SocketAddr>,
 }
 
@@ -399,13 +450,38 @@ impl ServeArgs {
             timeout: secs(self.timeout),
             graceful_timeout: secs(self.graceful_timeout),
             max_requests: self.max_requests,
+            max_requests_jitter: self.max_requests_jitter,
             pid_file: self.pid_file,
             user: self.user,
             group: self.group,
             log_level: self.log_level,
+            log_format: self.log_format,
+            log_filter: self.log_filter,
+            access_log: self.access_log.map(|path| crate::access_log::Destination {
+                path,
+                format: self.access_log_format.unwrap_or(self.log_format),
+            }),
             metrics_bind: self.metrics_bind,
         })
     }
+}
+
+/// `sockhost completions SHELL`: the completion script, from the clap definition.
+pub fn print_completions(shell: clap_complete::Shell) -> Result<(), crate::error::HostError> {
+    use clap::CommandFactory;
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "sockhost", &mut out);
+    crate::print_bytes(&out)
+}
+
+/// `sockhost manpage`: sockhost(1) in roff, from the clap definition.
+pub fn print_manpage() -> Result<(), crate::error::HostError> {
+    use clap::CommandFactory;
+    let mut out = Vec::new();
+    clap_mangen::Man::new(Cli::command())
+        .render(&mut out)
+        .map_err(|e| crate::error::HostError::io("rendering the man page", e))?;
+    crate::print_bytes(&out)
 }
 
 fn num_cpus() -> usize {
@@ -457,6 +533,43 @@ mod tests {
             cli.serve.plugin_opts,
             vec![("a".to_string(), "b=c".to_string())]
         );
+    }
+
+    #[test]
+    fn access_log_format_follows_log_format_unless_given() {
+        let parse = |args: &[&str]| {
+            let mut all = vec!["sockhost", "--plugin", "x"];
+            all.extend(args);
+            Cli::try_parse_from(all)
+                .unwrap()
+                .serve
+                .into_config()
+                .unwrap()
+        };
+        assert!(parse(&[]).access_log.is_none());
+        let json = parse(&["--log-format", "json", "--access-log", "-"]);
+        assert_eq!(json.access_log.unwrap().format, LogFormat::Json);
+        let text = parse(&[
+            "--log-format",
+            "json",
+            "--access-log",
+            "a.log",
+            "--access-log-format",
+            "text",
+        ]);
+        assert_eq!(text.access_log.unwrap().format, LogFormat::Text);
+        assert!(
+            Cli::try_parse_from(["sockhost", "--plugin", "x", "--access-log-format", "json"])
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn a_bad_log_filter_is_a_usage_error() {
+        let err =
+            Cli::try_parse_from(["sockhost", "--plugin", "x", "--log-filter", "sockhost=loud"])
+                .unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
     }
 
     #[test]

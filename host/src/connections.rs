@@ -32,6 +32,8 @@ pub struct Connections {
     pub metrics: crate::metrics::WorkerMetrics,
     /// The service's index in the worker (part of every [`ConnId`] of this set).
     service: u32,
+    /// How many services the worker serves (for [`Registration::log_key`]).
+    services: u32,
     /// `--max-pending` of this service.
     max_pending: Cell<usize>,
     /// The service's name, for log lines.
@@ -95,9 +97,15 @@ const KEY_BITS: u32 = 24;
 impl Connections {
     /// The set of service `service` (its index in the worker, below 256), whose
     /// connections may hold `max_pending` unsent bytes.
-    pub fn for_service(service: usize, name: &str, max_pending: usize) -> Connections {
+    pub fn for_service(
+        service: usize,
+        services: usize,
+        name: &str,
+        max_pending: usize,
+    ) -> Connections {
         Connections {
             service: u32::try_from(service).expect("few services") & 0xff,
+            services: u32::try_from(services).expect("few services"),
             max_pending: Cell::new(max_pending),
             name: name.into(),
             ..Connections::default()
@@ -271,6 +279,12 @@ impl Registration {
         self.key
     }
 
+    /// A key unique in the worker across its services, dense from 0 (the access log's
+    /// table of open connections is indexed by it).
+    pub fn log_key(&self) -> usize {
+        self.key * (self.set.services.max(1) as usize) + self.set.service as usize
+    }
+
     /// Its services identity ([`ConnId::NONE`] without services).
     pub fn id(&self) -> ConnId {
         let e = self.set.entries.borrow();
@@ -364,12 +378,12 @@ impl Registration {
 mod tests {
     #[test]
     fn ids_carry_their_service() {
-        let set = std::rc::Rc::new(super::Connections::for_service(3, "a", 1024));
+        let set = std::rc::Rc::new(super::Connections::for_service(3, 4, "a", 1024));
         let r = set.register_with(Some(super::Endpoint::stream(false)), true);
         let id = r.id();
         assert_eq!(super::Connections::service_of(id), 3);
         assert!(set.with_endpoint(id, |_| ()).is_some());
-        let other = super::Connections::for_service(2, "b", 1024);
+        let other = super::Connections::for_service(2, 4, "b", 1024);
         assert!(other.with_endpoint(id, |_| ()).is_none());
     }
 

@@ -1,5 +1,6 @@
-//! Logs go to stderr through tracing, filtered by `--log-level`. Plugin log records arrive
-//! through the ABI and are printed here too, tagged with the plugin's name.
+//! Logs go to stderr through tracing, as text or JSON (`--log-format`), filtered by
+//! `--log-level` and `--log-filter` ([`LogFilter`]). Plugin log records arrive through the
+//! ABI and are printed here too, tagged with the plugin's name, under the target `plugin`.
 //!
 //! Nothing a peer sends may turn into a log line at the default level per connection, or
 //! into more than one line per event:
@@ -12,49 +13,59 @@
 
 use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use plugin_api::host::{LogLevel as PluginLevel, LogSink};
+use tracing::level_filters::LevelFilter;
 use tracing::Level;
 
-use crate::cli::LogLevel;
+use crate::cli::LogFormat;
+use crate::log_filter::LogFilter;
 use crate::rate_limit::RateLimit;
 
-fn level(l: LogLevel) -> Level {
-    match l {
-        LogLevel::Error => Level::ERROR,
-        LogLevel::Warn => Level::WARN,
-        LogLevel::Info => Level::INFO,
-        LogLevel::Debug => Level::DEBUG,
-        LogLevel::Trace => Level::TRACE,
-    }
-}
-
-fn log_filter(l: LogLevel) -> log::LevelFilter {
-    match l {
-        LogLevel::Error => log::LevelFilter::Error,
-        LogLevel::Warn => log::LevelFilter::Warn,
-        LogLevel::Info => log::LevelFilter::Info,
-        LogLevel::Debug => log::LevelFilter::Debug,
-        LogLevel::Trace => log::LevelFilter::Trace,
-    }
-}
-
-/// Install the stderr subscriber and the `log` bridge (once per process).
-pub fn init(log_level: LogLevel) {
-    let subscriber = tracing_subscriber::fmt()
+/// Install the stderr subscriber (once per process): `format`, filtered by `filter` (see
+/// [`LogFilter`]), and the `log` bridge.
+pub fn init(filter: LogFilter, format: LogFormat) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::Layer;
+    let targets = filter.for_subscriber();
+    let log_max = match filter.max_level().into_level() {
+        None => log::LevelFilter::Off,
+        Some(Level::ERROR) => log::LevelFilter::Error,
+        Some(Level::WARN) => log::LevelFilter::Warn,
+        Some(Level::INFO) => log::LevelFilter::Info,
+        Some(Level::DEBUG) => log::LevelFilter::Debug,
+        Some(_) => log::LevelFilter::Trace,
+    };
+    let _ = FILTER.set(filter);
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_max_level(level(log_level))
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         // A failed log write (stderr's reader is gone: EPIPE) is dropped; by default it is
         // reported with `eprintln!`, which panics on the same broken stderr.
-        .log_internal_errors(false)
-        .finish();
+        .log_internal_errors(false);
+    let layer = match format {
+        LogFormat::Text => layer
+            .with_target(false)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_filter(targets)
+            .boxed(),
+        // One object per line, the event's fields beside time, level and target.
+        LogFormat::Json => layer
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .with_filter(targets)
+            .boxed(),
+    };
+    let subscriber = tracing_subscriber::registry().with(layer);
+    // Not `try_init`: it would install tracing-log's own bridge instead of ours.
     if tracing::subscriber::set_global_default(subscriber).is_ok()
         && log::set_logger(&LogBridge).is_ok()
     {
-        log::set_max_level(log_filter(log_level));
+        // The bridge's first cut; the subscriber's filter judges each record's target.
+        log::set_max_level(log_max);
     }
 }
 
@@ -173,15 +184,23 @@ pub fn protocol_panic(panics: &Cell<u64>, service: &str, callback: &str, message
     });
 }
 
+/// The filter in force, for plugin records.
+static FILTER: OnceLock<LogFilter> = OnceLock::new();
+
 /// The sink handed to a plugin: its records become tracing events with `plugin=<name>`
-/// (each library's own name, also when a worker serves several).
-pub fn plugin_sink(log_level: LogLevel) -> LogSink {
-    let max_level = match log_level {
-        LogLevel::Error => PluginLevel::Error,
-        LogLevel::Warn => PluginLevel::Warn,
-        LogLevel::Info => PluginLevel::Info,
-        LogLevel::Debug => PluginLevel::Debug,
-        LogLevel::Trace => PluginLevel::Trace,
+/// (each library's own name, also when a worker loads several), those the filter lets
+/// through (the plugin is told the most verbose level that can pass).
+pub fn plugin_sink() -> LogSink {
+    let max = FILTER
+        .get()
+        .map_or(LevelFilter::INFO, LogFilter::plugin_max);
+    let max_level = match max.into_level() {
+        None => PluginLevel::Off,
+        Some(Level::ERROR) => PluginLevel::Error,
+        Some(Level::WARN) => PluginLevel::Warn,
+        Some(Level::INFO) => PluginLevel::Info,
+        Some(Level::DEBUG) => PluginLevel::Debug,
+        Some(_) => PluginLevel::Trace,
     };
     LogSink {
         sink: plugin_record,
@@ -190,14 +209,26 @@ pub fn plugin_sink(log_level: LogLevel) -> LogSink {
 }
 
 fn plugin_record(plugin: &str, level: PluginLevel, target: &str, message: &str) {
+    let passes = |l: Level| FILTER.get().is_none_or(|f| f.allows_plugin(target, l));
     let message = escape(message);
     match level {
         PluginLevel::Off => {}
-        PluginLevel::Error => tracing::error!(plugin = %plugin, module = %target, "{message}"),
-        PluginLevel::Warn => tracing::warn!(plugin = %plugin, module = %target, "{message}"),
-        PluginLevel::Info => tracing::info!(plugin = %plugin, module = %target, "{message}"),
-        PluginLevel::Debug => tracing::debug!(plugin = %plugin, module = %target, "{message}"),
-        PluginLevel::Trace => tracing::trace!(plugin = %plugin, module = %target, "{message}"),
+        PluginLevel::Error if passes(Level::ERROR) => {
+            tracing::error!(target: "plugin", plugin = %plugin, module = %target, "{message}")
+        }
+        PluginLevel::Warn if passes(Level::WARN) => {
+            tracing::warn!(target: "plugin", plugin = %plugin, module = %target, "{message}")
+        }
+        PluginLevel::Info if passes(Level::INFO) => {
+            tracing::info!(target: "plugin", plugin = %plugin, module = %target, "{message}")
+        }
+        PluginLevel::Debug if passes(Level::DEBUG) => {
+            tracing::debug!(target: "plugin", plugin = %plugin, module = %target, "{message}")
+        }
+        PluginLevel::Trace if passes(Level::TRACE) => {
+            tracing::trace!(target: "plugin", plugin = %plugin, module = %target, "{message}")
+        }
+        _ => {}
     }
 }
 

@@ -1,5 +1,6 @@
 //! `sockhost`: parse the command line, run, and turn any error into one `error:` line.
 
+mod access_log;
 mod arbiter;
 mod bind;
 mod check;
@@ -10,12 +11,14 @@ mod connections;
 mod error;
 mod handoff;
 mod keep_alive;
+mod log_filter;
 mod logging;
 mod metrics;
 mod notify;
 mod pid_file;
 mod plugin;
 mod privileges;
+mod proc_title;
 mod proxy_protocol;
 mod rate_limit;
 mod services;
@@ -23,6 +26,7 @@ mod tcp;
 mod thread_mode;
 mod tls;
 mod udp;
+mod version;
 mod worker;
 
 use std::io::Write;
@@ -32,8 +36,9 @@ use std::process::ExitCode;
 use clap::FromArgMatches;
 
 use crate::bind::Bound;
-use crate::cli::{Cli, Command, Concurrency, Config};
+use crate::cli::{Cli, Command, Concurrency, Config, LogFormat};
 use crate::error::HostError;
+use crate::log_filter::LogFilter;
 
 fn main() -> ExitCode {
     // Usage errors exit 2 (clap).
@@ -54,9 +59,11 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<(), HostError> {
     let argv: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     let (args, matches, tokens) = match cli.command {
         Some(Command::Inspect { path, log_level }) => {
-            logging::init(log_level);
+            logging::init(LogFilter::effective(None, log_level), LogFormat::Text);
             return plugin::inspect(&path);
         }
+        Some(Command::Completions { shell }) => return cli::print_completions(shell),
+        Some(Command::Manpage) => return cli::print_manpage(),
         Some(Command::Check(mut args)) => {
             args.check = true;
             let sub = matches
@@ -78,7 +85,10 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<(), HostError> {
         Ok((config, _)) => config,
         Err(problems) => return Err(HostError::Config(problems[0].to_string())),
     };
-    logging::init(config.log_level);
+    logging::init(
+        LogFilter::effective(config.log_filter.as_ref(), config.log_level),
+        config.log_format,
+    );
     match config.concurrency {
         Concurrency::Thread => thread_mode::run(&config),
         Concurrency::Process => arbiter::run(&config),
@@ -126,6 +136,14 @@ fn announce_metrics(addr: std::net::SocketAddr) -> Result<(), HostError> {
     print_flushed([format!("metrics on http://{addr}/metrics")])
 }
 
+/// Write bytes to stdout and flush them.
+fn print_bytes(bytes: &[u8]) -> Result<(), HostError> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes)
+        .and_then(|()| out.flush())
+        .map_err(|e| HostError::io("writing to stdout", e))
+}
+
 /// Print lines to stdout and flush them (scripts and tests wait for them).
 fn print_flushed(lines: impl IntoIterator<Item = String>) -> Result<(), HostError> {
     let mut out = std::io::stdout().lock();
@@ -137,11 +155,14 @@ fn print_flushed(lines: impl IntoIterator<Item = String>) -> Result<(), HostErro
 }
 
 impl Config {
-    /// The process-wide part of the configuration a worker's event loop needs.
-    fn worker_settings(&self) -> worker::Settings {
+    /// The process-wide part of the configuration a worker's event loop needs (with the
+    /// opened access log, if any).
+    fn worker_settings(&self, access_log: Option<access_log::Sink>) -> worker::Settings {
         worker::Settings {
             graceful_timeout: self.graceful_timeout,
             max_requests: self.max_requests,
+            max_requests_jitter: self.max_requests_jitter,
+            access_log,
         }
     }
 }

@@ -1,4 +1,7 @@
-//! `--metrics-bind ADDR`: Prometheus metrics at `http://ADDR/metrics`.
+//! `--metrics-bind ADDR`: Prometheus metrics at `http://ADDR/metrics`, and health checks:
+//! `/health` answers 200 while the process answers at all (liveness); `/ready` answers 200
+//! while every worker slot serves and nothing is stopping, 503 otherwise (readiness: a load
+//! balancer stops routing here while it starts, drains or is short of workers).
 //!
 //! Workers count in plain cells on their own thread ([`WorkerMetrics`]: no atomics on the
 //! connection path) and post a [`Counters`] snapshot with each heartbeat — to the arbiter's
@@ -364,15 +367,29 @@ fn escape(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// The HTTP response for one request head.
-pub fn respond(request: &[u8], body: impl FnOnce() -> String) -> Vec<u8> {
+/// The HTTP response for one request head: `/metrics` (the text `body` makes), `/health`,
+/// `/ready` (200 if `ready`, else 503).
+pub fn respond(request: &[u8], ready: bool, body: impl FnOnce() -> String) -> Vec<u8> {
     let line = request.split(|&b| b == b'\n').next().unwrap_or_default();
-    let (status, body, kind) =
-        if line.starts_with(b"GET /metrics ") || line.starts_with(b"GET /metrics?") {
-            ("200 OK", body(), "text/plain; version=0.0.4")
-        } else {
-            ("404 Not Found", "see /metrics\n".to_string(), "text/plain")
-        };
+    let path = line
+        .strip_prefix(b"GET ")
+        .and_then(|rest| rest.split(|&b| b == b' ' || b == b'?').next())
+        .unwrap_or_default();
+    let (status, body, kind) = match path {
+        b"/metrics" => ("200 OK", body(), "text/plain; version=0.0.4"),
+        b"/health" => ("200 OK", "ok\n".to_string(), "text/plain"),
+        b"/ready" if ready => ("200 OK", "ready\n".to_string(), "text/plain"),
+        b"/ready" => (
+            "503 Service Unavailable",
+            "not ready\n".to_string(),
+            "text/plain",
+        ),
+        _ => (
+            "404 Not Found",
+            "see /metrics, /health, /ready\n".to_string(),
+            "text/plain",
+        ),
+    };
     format!("HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
         .into_bytes()
 }
@@ -412,8 +429,9 @@ impl Endpoint {
         fds
     }
 
-    /// Accept, read and answer whatever is ready (never blocks).
-    pub fn serve(&mut self, body: impl Fn() -> String) {
+    /// Accept, read and answer whatever is ready (never blocks); `ready` is what `/ready`
+    /// answers.
+    pub fn serve(&mut self, ready: bool, body: impl Fn() -> String) {
         while let Ok((stream, _)) = self.listener.accept() {
             if stream.set_nonblocking(true).is_err() {
                 continue;
@@ -439,7 +457,7 @@ impl Endpoint {
             }
             if buf.windows(4).any(|w| w == b"\r\n\r\n") {
                 // A few KiB: the socket buffer takes it whole.
-                let _ = stream.write_all(&respond(buf, &body));
+                let _ = stream.write_all(&respond(buf, ready, &body));
                 return false;
             }
             now.duration_since(*since) < CLIENT_DEADLINE
@@ -453,7 +471,11 @@ impl Endpoint {
 /// exchange. A failed `accept` (out of descriptors: EMFILE/ENFILE) pauses accepting for
 /// [`ACCEPT_PAUSE`]: the waiting connection keeps the listener readable, and retrying at
 /// once would spin.
-pub async fn serve_async(listener: tokio::net::TcpListener, body: std::rc::Rc<dyn Fn() -> String>) {
+pub async fn serve_async(
+    listener: tokio::net::TcpListener,
+    body: std::rc::Rc<dyn Fn() -> String>,
+    ready: std::rc::Rc<dyn Fn() -> bool>,
+) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut clients: std::collections::VecDeque<tokio::task::JoinHandle<()>> =
         std::collections::VecDeque::with_capacity(MAX_CLIENTS);
@@ -472,6 +494,7 @@ pub async fn serve_async(listener: tokio::net::TcpListener, body: std::rc::Rc<dy
             }
         }
         let body = body.clone();
+        let ready = ready.clone();
         clients.push_back(tokio::task::spawn_local(async move {
             let _ = tokio::time::timeout(CLIENT_DEADLINE, async {
                 let mut buf = Vec::new();
@@ -485,7 +508,7 @@ pub async fn serve_async(listener: tokio::net::TcpListener, body: std::rc::Rc<dy
                         return;
                     }
                 }
-                let _ = stream.write_all(&respond(&buf, || body())).await;
+                let _ = stream.write_all(&respond(&buf, ready(), || body())).await;
             })
             .await;
         }));
@@ -552,14 +575,23 @@ mod tests {
     }
 
     #[test]
-    fn only_get_metrics_is_served() {
-        let ok = String::from_utf8(respond(b"GET /metrics HTTP/1.1\r\n\r\n", || "x 1\n".into()))
-            .unwrap();
+    fn only_metrics_health_and_ready_are_served() {
+        let get = |request: &[u8], ready: bool| {
+            String::from_utf8(respond(request, ready, || "x 1\n".into())).unwrap()
+        };
+        let ok = get(b"GET /metrics HTTP/1.1\r\n\r\n", true);
         assert!(
             ok.starts_with("HTTP/1.1 200 OK\r\n") && ok.ends_with("\r\n\r\nx 1\n"),
             "{ok}"
         );
-        let nf = String::from_utf8(respond(b"GET / HTTP/1.1\r\n\r\n", || unreachable!())).unwrap();
+        assert!(get(b"GET /metrics?x=1 HTTP/1.1\r\n\r\n", true).ends_with("x 1\n"));
+        let health = get(b"GET /health HTTP/1.1\r\n\r\n", false);
+        assert!(health.starts_with("HTTP/1.1 200 OK") && health.ends_with("ok\n"));
+        assert!(get(b"GET /ready HTTP/1.1\r\n\r\n", true).starts_with("HTTP/1.1 200 OK"));
+        assert!(get(b"GET /ready HTTP/1.1\r\n\r\n", false).starts_with("HTTP/1.1 503"));
+        let nf =
+            String::from_utf8(respond(b"GET / HTTP/1.1\r\n\r\n", true, || unreachable!())).unwrap();
         assert!(nf.starts_with("HTTP/1.1 404"));
+        assert!(get(b"GET /healthz HTTP/1.1\r\n\r\n", true).starts_with("HTTP/1.1 404"));
     }
 }

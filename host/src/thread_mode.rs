@@ -35,6 +35,11 @@ use crate::worker;
 /// Bind, drop privileges, load, announce, serve until stopped.
 pub fn run(config: &Config) -> Result<(), HostError> {
     let identity = Identity::resolve(config.user.as_deref(), config.group.as_deref())?;
+    let access_log = config
+        .access_log
+        .as_ref()
+        .map(|d| d.open(identity.as_ref()))
+        .transpose()?;
     // Plugins and certificates of every service, as process mode prepares a generation.
     let generation = crate::arbiter::Generation::prepare(1, config.clone())?;
     let binds: Vec<_> = config.binds().cloned().collect();
@@ -73,9 +78,7 @@ pub fn run(config: &Config) -> Result<(), HostError> {
             false => e,
         };
         plugin.check_binds(&service.binds).map_err(named)?;
-        let factory = plugin
-            .factory(&service.plugin_opts, config.log_level)
-            .map_err(named)?;
+        let factory = plugin.factory(&service.plugin_opts).map_err(named)?;
         services.push(worker::Service {
             name: service.name.clone(),
             listeners: bound.by_ref().take(service.binds.len()).collect(),
@@ -158,7 +161,7 @@ pub fn run(config: &Config) -> Result<(), HostError> {
             std::process::id()
         );
     }
-    worker::run(services, config.worker_settings(), hooks)?;
+    worker::run(services, config.worker_settings(access_log), hooks)?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -31,6 +31,7 @@ use tokio::time::Instant;
 
 use std::rc::Rc;
 
+use crate::access_log;
 use crate::bind::canonical;
 use crate::connections::Registration;
 use crate::logging;
@@ -50,6 +51,8 @@ struct Peer {
     last_active: Instant,
     /// Its services identity, for plugins that use services.
     registration: Option<Registration>,
+    /// With the access log on: what its record will say.
+    tally: Option<Box<access_log::Tally>>,
 }
 
 /// The sessions of one UDP socket.
@@ -167,6 +170,9 @@ impl UdpServer {
         if let Some(r) = &session.registration {
             r.touch();
         }
+        if let Some(t) = &mut session.tally {
+            t.count(data.len() as u64, 0);
+        }
         let result = session.session.deliver(Input::Data(data), &mut self.out);
         self.flush(peer, result);
     }
@@ -191,6 +197,7 @@ impl UdpServer {
             self.send(peer, &posted[start..end as usize]);
             start = end as usize;
         }
+        self.count_sent(peer, start);
         for event in events {
             let Some(p) = self.sessions.peek_mut(&peer) else {
                 return;
@@ -268,12 +275,18 @@ impl UdpServer {
         bump(&self.shared.connections.metrics.udp_sessions_open, 1);
         let mut session = Session::new(consumer);
         let made = session.deliver(Input::Made, &mut self.out);
+        let tally = access_log::enabled().then(|| {
+            let mut tally = access_log::Tally::new("udp", peer, self.local);
+            tally.set_service(self.shared.name.clone());
+            Box::new(tally)
+        });
         self.sessions.push(
             peer,
             Peer {
                 session,
                 last_active: now,
                 registration,
+                tally,
             },
         );
         self.flush(peer, made);
@@ -284,9 +297,12 @@ impl UdpServer {
     /// or panic.
     fn flush(&mut self, peer: SocketAddr, result: Delivered) {
         // The session core discarded what a panicking callback wrote.
+        let mut sent = 0;
         for datagram in self.out.written_datagrams() {
             self.send(peer, datagram);
+            sent += datagram.len();
         }
+        self.count_sent(peer, sent);
         self.out.reset();
         self.out.shrink(2 * RECV_BUFFER);
         let ending = match result {
@@ -329,10 +345,23 @@ impl UdpServer {
 }
 
 impl UdpServer {
+    /// Count bytes sent to `peer` in its access log tally.
+    fn count_sent(&mut self, peer: SocketAddr, bytes: usize) {
+        if bytes > 0 && access_log::enabled() {
+            if let Some(Peer { tally: Some(t), .. }) = self.sessions.peek_mut(&peer) {
+                t.count(0, bytes as u64);
+            }
+        }
+    }
+
     /// End a session (already removed from the table) and tell its consumer why.
     fn end(&self, peer: SocketAddr, mut session: Peer, reason: LostReason) {
         crate::services::enter(self.shared.service);
-        tracing::trace!(%peer, ?reason, "udp session ended");
+        tracing::debug!(service = %self.shared.name, %peer, reason = %access_log::reason(reason), "udp session ended");
+        if let Some(mut tally) = session.tally.take() {
+            tally.set_reason(access_log::reason(reason));
+            access_log::write(&tally);
+        }
         if let Some(r) = &session.registration {
             r.with_endpoint(|ep| ep.closing = true);
         }

@@ -29,6 +29,10 @@ pub struct Settings {
     pub graceful_timeout: Duration,
     /// 0 = never recycle.
     pub max_requests: u64,
+    /// Each worker adds a random 0..=N to `max_requests`.
+    pub max_requests_jitter: u64,
+    /// `--access-log`, opened (one log for every service; records name their service).
+    pub access_log: Option<crate::access_log::Sink>,
 }
 
 /// One service as a worker serves it: its sockets, its plugin's factory, its settings.
@@ -64,8 +68,9 @@ pub struct Hooks {
     /// Called from inside the event loop twice a second: proof of life, with each
     /// service's figures.
     pub heartbeat: Option<Heartbeat>,
-    /// Thread mode with `--metrics-bind`: serve the metrics endpoint from this event loop,
-    /// with each service's plugin name and version.
+    /// Thread mode with `--metrics-bind`: serve the metrics endpoint (and `/health`,
+    /// `/ready`: serving and not stopping) from this event loop, with each service's plugin
+    /// name and version.
     pub metrics: Option<(std::net::TcpListener, Vec<(String, String)>)>,
     /// Called when the worker starts a graceful stop on its own (`--max-requests`).
     pub retiring: Option<Box<dyn FnOnce()>>,
@@ -93,7 +98,7 @@ pub type Successor = std::pin::Pin<Box<dyn std::future::Future<Output = Result<u
 pub struct Shared {
     /// The service's index in the worker (metrics and [`plugin_api::ConnId`]s).
     pub service: usize,
-    pub name: Rc<str>,
+    pub name: Arc<str>,
     pub factory: Factory,
     pub tls: Option<crate::tls::Tls>,
     pub proxy_protocol: bool,
@@ -125,6 +130,33 @@ impl Shared {
 }
 
 const RECYCLE: &str = "--max-requests reached";
+
+/// This worker's `--max-requests`: `base` plus a random 0..=`jitter` (0 stays off).
+fn recycle_after(base: u64, jitter: u64) -> u64 {
+    if base == 0 {
+        return 0;
+    }
+    if jitter == 0 {
+        return base;
+    }
+    use std::hash::{BuildHasher, Hasher};
+    // RandomState's keys are random per process (a forked worker's are its arbiter's, so
+    // the pid and the time go in too).
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    let n = base.saturating_add(h.finish() % jitter.saturating_add(1));
+    tracing::info!(
+        pid = std::process::id(),
+        max_requests = n,
+        "this worker recycles after {n} connections (--max-requests {base} + jitter)"
+    );
+    n
+}
 const RELOADED: &str = "reloaded";
 
 /// How the worker was told to stop.
@@ -164,15 +196,19 @@ async fn serve(
     mut hooks: Hooks,
 ) -> Result<(), HostError> {
     let recycling = Rc::new(Recycling {
-        max_requests: settings.max_requests,
+        max_requests: recycle_after(settings.max_requests, settings.max_requests_jitter),
         accepted: std::cell::Cell::new(0),
         recycle: Notify::new(),
     });
+    crate::access_log::install(settings.access_log.clone());
+    // Until it stops: what `/ready` answers in thread mode.
+    let ready = Rc::new(std::cell::Cell::new(true));
     let mut shareds: Vec<Rc<Shared>> = Vec::new();
     let mut listeners = Vec::new();
+    let count = services.len();
     for (i, service) in services.into_iter().enumerate() {
         let s = service.settings;
-        let connections = Connections::for_service(i, &service.name, s.limits.max_pending);
+        let connections = Connections::for_service(i, count, &service.name, s.limits.max_pending);
         shareds.push(Rc::new(Shared {
             service: i,
             name: service.name.into(),
@@ -260,8 +296,13 @@ async fn serve(
             let names: Vec<&str> = shareds.iter().map(|s| &*s.name).collect();
             crate::metrics::render(&names, &stats(&shareds), &supervision)
         });
+        let ready = ready.clone();
         let listener = TcpListener::from_std(listener).expect("a non-blocking listener");
-        tokio::task::spawn_local(crate::metrics::serve_async(listener, body))
+        tokio::task::spawn_local(crate::metrics::serve_async(
+            listener,
+            body,
+            Rc::new(move || ready.get()),
+        ))
     });
     let beat = hooks
         .heartbeat
@@ -300,6 +341,7 @@ async fn serve(
     });
 
     let stop = wait_for_stop(&recycling, &mut hooks).await?;
+    ready.set(false);
     if let Some(stopping) = hooks.stopping.take() {
         stopping(stop == Stop::Graceful(RELOADED));
     }
@@ -400,6 +442,9 @@ async fn wait_for_stop(recycling: &Recycling, hooks: &mut Hooks) -> Result<Stop,
     let mut hup = listen(SignalKind::hangup())?;
     let mut ttin = listen(SignalKind::from_raw(nix::libc::SIGTTIN))?;
     let mut ttou = listen(SignalKind::from_raw(nix::libc::SIGTTOU))?;
+    // Thread mode's access log rotation; in process mode the arbiter flags its workers
+    // through the board, and a USR1 sent to a worker itself (`pkill -USR1`) does the same.
+    let mut usr1 = listen(SignalKind::user_defined1())?;
     if let Some(serving) = hooks.serving.take() {
         serving()?;
     }
@@ -430,6 +475,7 @@ async fn wait_for_stop(recycling: &Recycling, hooks: &mut Hooks) -> Result<Stop,
             },
             _ = ttin.recv() => tracing::debug!("SIGTTIN ignored by this worker"),
             _ = ttou.recv() => tracing::debug!("SIGTTOU ignored by this worker"),
+            _ = usr1.recv() => crate::access_log::reopen(),
         }
     }
 }

@@ -111,8 +111,10 @@ impl fmt::Display for LoadError {
             LoadError::Incompatible { path, plugin_api, host_api, summary, .. } => {
                 write!(
                     f,
-                    "plugin {}: built against plugin-api {plugin_api}, incompatible with this sockhost's plugin-api {host_api}: {summary}; rebuild the plugin against plugin-api {host_api}",
-                    path.display()
+                    "plugin {}: built against sockhost-plugin-api {plugin_api} (root module ABI {}), this sockhost has {host_api} (root module ABI {}): {summary}; rebuild the plugin against sockhost-plugin-api {host_api}",
+                    path.display(),
+                    root_module_abi(plugin_api),
+                    root_module_abi(host_api),
                 )?;
                 if summary.contains("layouts differ") {
                     f.write_str(" (--log-level debug shows the full layout difference)")?;
@@ -185,6 +187,19 @@ pub struct Library {
 /// The plugin-api version this host was built with.
 pub fn host_api_version() -> &'static str {
     abi::API_VERSION
+}
+
+#[cfg(feature = "host")]
+/// The root module ABI of a plugin-api `version`: what must match for a plugin to load, by
+/// abi_stable's semver rule — the minor version while the major is 0 (`0.1.1` → `0.1`), else
+/// the major (`1.2.0` → `1`).
+pub fn root_module_abi(version: &str) -> String {
+    let mut parts = version.split('.');
+    match (parts.next(), parts.next()) {
+        (Some("0"), Some(minor)) => format!("0.{minor}"),
+        (Some(major), _) => major.to_string(),
+        (None, _) => version.to_string(),
+    }
 }
 
 #[cfg(feature = "host")]
@@ -687,7 +702,14 @@ impl Output {
 
 #[cfg(test)]
 mod tests {
-    use super::summarise_layout_report;
+    use super::{root_module_abi, summarise_layout_report};
+
+    #[test]
+    fn the_root_module_abi_is_the_semver_compatible_part() {
+        assert_eq!(root_module_abi("0.1.1"), "0.1");
+        assert_eq!(root_module_abi("0.2.0"), "0.2");
+        assert_eq!(root_module_abi("1.4.2"), "1");
+    }
 
     #[test]
     fn an_output_shrinks_back_after_a_large_callback() {

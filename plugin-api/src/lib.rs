@@ -59,6 +59,7 @@ use abi_stable::StableAbi;
 
 #[doc(hidden)]
 pub mod abi;
+pub mod framing;
 #[cfg(any(feature = "host", feature = "testing"))]
 pub mod host;
 mod logging;

@@ -76,7 +76,7 @@
 //!
 //! ```toml
 //! [dev-dependencies]
-//! plugin-api = { path = "../plugin-api", package = "sockhost-plugin-api", features = ["testing"] }
+//! sockhost-plugin-api = { path = "../plugin-api", features = ["testing"] }
 //! ```
 //!
 //! and test the protocol like this:
@@ -219,6 +219,13 @@
 //! assert_eq!(client.take_text(), "backend too slow\n");
 //! assert!(!client.is_open());
 //! ```
+
+//!
+//! # Black-box tests
+//! [`server::Sockhost`] starts the real `sockhost` binary on the library your crate built, for
+//! integration tests over loopback.
+
+pub mod server;
 
 use std::any::TypeId;
 use std::cell::{Cell, Ref, RefCell, RefMut};

@@ -98,9 +98,12 @@ fn incompatible_plugin_is_refused_with_both_versions() {
         err.contains("libincompatible.so"),
         "names the plugin: {err}"
     );
+    // The fixture claims 0.1.0: the same root module ABI as this host's, so the layout
+    // check is what refuses it, and the message says both.
     assert!(
-        err.contains("built against plugin-api 0.1.0")
-            && err.contains("this sockhost's plugin-api"),
+        err.contains(
+            "built against sockhost-plugin-api 0.1.0 (root module ABI 0.1), this sockhost has 0.1."
+        ) && err.contains("(root module ABI 0.1): their type layouts differ"),
         "{err}"
     );
     assert!(err.contains("layouts differ"), "says what differs: {err}");

@@ -18,6 +18,9 @@ use crate::metrics::{Counters, COUNTERS};
 pub struct Cell {
     /// CLOCK_MONOTONIC milliseconds of the last heartbeat from inside the event loop.
     pub heartbeat_ms: AtomicU64,
+    /// Bumped by the arbiter on USR1: the worker reopens its access log when it sees a
+    /// value it has not acted on (0 at start).
+    pub reopen: AtomicU64,
     /// The worker's [`Counters`] per service, in [`Counters::to_array`] order (2 KiB; only
     /// the cells of live workers are ever touched, so only their pages are resident).
     counters: [[AtomicU64; COUNTERS]; MAX_SERVICES],
@@ -27,6 +30,7 @@ impl Cell {
     /// Start a worker's cell fresh: counters at zero, heartbeat now.
     pub fn reset(&self) {
         self.heartbeat_ms.store(now_ms(), Ordering::Relaxed);
+        self.reopen.store(0, Ordering::Relaxed);
         self.post(&[Counters::default(); MAX_SERVICES]);
     }
 

@@ -226,11 +226,18 @@ struct Arbiter<'c> {
     steering: Steering,
     /// The slots new connections were last announced (logged) to avoid.
     announced_down: Vec<usize>,
+    /// `--access-log`, opened here so that workers inherit it (and reopened here on USR1).
+    access_log: Option<crate::access_log::Sink>,
 }
 
 /// Run process mode to the end.
 pub fn run(config: &Config) -> Result<(), HostError> {
     let identity = Identity::resolve(config.user.as_deref(), config.group.as_deref())?;
+    let access_log = config
+        .access_log
+        .as_ref()
+        .map(|d| d.open(identity.as_ref()))
+        .transpose()?;
     let generation = Generation::prepare(1, config.clone())?;
     // Socket activation: slot 0's sockets may be systemd's, which must never be shut down.
     let activated = std::env::var_os("LISTEN_FDS").is_some();
@@ -269,6 +276,7 @@ pub fn run(config: &Config) -> Result<(), HostError> {
         metrics,
         retired: vec![metrics::Counters::default(); config.services.len()],
         supervision: metrics::Supervision::default(),
+        access_log,
     };
     arbiter.add_slot(first, !activated);
     for _ in 1..config.workers {
@@ -359,6 +367,7 @@ impl Arbiter<'_> {
 
     /// Answer metrics scrapes that are ready (never blocks).
     fn serve_metrics(&mut self) {
+        let ready = self.is_ready();
         let Some(endpoint) = &mut self.metrics else {
             return;
         };
@@ -377,7 +386,40 @@ impl Arbiter<'_> {
             .iter()
             .map(|s| s.name.as_str())
             .collect();
-        endpoint.serve(|| metrics::render(&names, &counters, &supervision));
+        endpoint.serve(ready, || metrics::render(&names, &counters, &supervision));
+    }
+
+    /// `/ready`: running (not starting, not stopping) and every slot has a serving worker of
+    /// the current generation (or of a reload's, which is newer).
+    fn is_ready(&self) -> bool {
+        self.state == State::Running
+            && (0..self.slots.len()).all(|slot| {
+                self.workers.iter().any(|w| {
+                    w.slot == slot && w.phase == Phase::Serving && w.generation >= self.current.id
+                })
+            })
+    }
+
+    /// USR1: reopen the access log here, then have every worker reopen it.
+    fn reopen_access_log(&mut self) {
+        let Some(sink) = &mut self.access_log else {
+            tracing::debug!("SIGUSR1: no --access-log to reopen");
+            return;
+        };
+        if let Err(e) = sink.reopen(self.identity.as_ref()) {
+            tracing::error!("SIGUSR1: reopening the access log: {e}; it stays as it was");
+            return;
+        }
+        for w in &self.workers {
+            self.board
+                .cell(w.cell)
+                .reopen
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        tracing::info!(
+            workers = self.workers.len(),
+            "SIGUSR1: access log reopened; the workers follow within half a second"
+        );
     }
 
     /// Sleep until a signal, a worker report, or the next tick.
@@ -459,6 +501,7 @@ impl Arbiter<'_> {
         let spawned = spawn(WorkerSpec {
             arbiter: nix::unistd::getpid(),
             slot,
+            access_log: self.access_log.as_ref(),
             sockets: &self.slots[slot].sockets,
             generation: gen,
             cell: self.board.cell(cell),
@@ -511,6 +554,7 @@ impl Arbiter<'_> {
             Signal::SIGTERM | Signal::SIGINT => self.stop(false, sig),
             Signal::SIGQUIT => self.stop(true, sig),
             Signal::SIGHUP => self.begin_reload(),
+            Signal::SIGUSR1 => self.reopen_access_log(),
             Signal::SIGTTIN if self.state == State::Running => match self.add_sibling_slot() {
                 Ok(()) => tracing::info!(workers = self.slots.len(), "SIGTTIN: one worker more"),
                 Err(e) => tracing::warn!("SIGTTIN: cannot add a worker: {e}"),

@@ -31,6 +31,8 @@ pub struct WorkerSpec<'a> {
     /// The arbiter's pid (set by [`spawn`]).
     pub arbiter: Pid,
     pub slot: usize,
+    /// The arbiter's open `--access-log`, inherited.
+    pub access_log: Option<&'a crate::access_log::Sink>,
     /// Every service's sockets, in the order of the configuration's binds.
     pub sockets: &'a [Bound],
     /// The configuration, plugin snapshots and TLS of the worker's generation.
@@ -85,7 +87,12 @@ fn child_main(spec: WorkerSpec<'_>, status: OwnedFd, arbiter: Pid) -> ! {
     let mut keep: Vec<i32> = vec![0, 1, 2, status.as_raw_fd()];
     keep.extend(spec.generation.snapshots.iter().map(|s| s.raw_fd()));
     keep.extend(spec.sockets.iter().map(|b| b.socket.as_raw_fd()));
+    keep.extend(spec.access_log.and_then(|a| a.raw_fd()));
     close_all_but(&keep);
+    crate::proc_title::set(
+        &format!("sockhost: worker {} gen {}", spec.slot, spec.generation.id),
+        &format!("sockhost w{} g{}", spec.slot, spec.generation.id),
+    );
     let mut status = StatusWriter::new(status);
     let code = match serve(&spec, &mut status) {
         Ok(()) => 0,
@@ -129,11 +136,7 @@ fn serve(spec: &WorkerSpec<'_>, status: &mut StatusWriter) -> Result<(), String>
             false => e.to_string(),
         };
         plugin.check_binds(&service.binds).map_err(named)?;
-        factories.push(
-            plugin
-                .factory(&service.plugin_opts, spec.config.log_level)
-                .map_err(named)?,
-        );
+        factories.push(plugin.factory(&service.plugin_opts).map_err(named)?);
     }
     // Take over the inherited descriptors themselves (not duplicates): when this worker
     // stops accepting and drops them, its copy of the socket must really close, so that once
@@ -178,10 +181,17 @@ fn serve(spec: &WorkerSpec<'_>, status: &mut StatusWriter) -> Result<(), String>
     let cell = spec.cell;
     let retiring_status = StatusWriter::new(status.try_clone().map_err(|e| e.to_string())?);
     let draining_status = StatusWriter::new(status.try_clone().map_err(|e| e.to_string())?);
+    let mut reopened = 0;
     let hooks = worker::Hooks {
         heartbeat: Some(Box::new(move |counters| {
             cell.heartbeat_ms.store(now_ms(), Ordering::Relaxed);
             cell.post(counters);
+            // USR1 to the arbiter: it has reopened the access log; follow.
+            let asked = cell.reopen.load(Ordering::Relaxed);
+            if asked != reopened {
+                reopened = asked;
+                crate::access_log::reopen();
+            }
         })),
         metrics: None,
         retiring: Some(Box::new(move || {
@@ -196,7 +206,8 @@ fn serve(spec: &WorkerSpec<'_>, status: &mut StatusWriter) -> Result<(), String>
         stopping: None,
         serving: None,
     };
-    worker::run(services, spec.config.worker_settings(), hooks).map_err(|e| e.to_string())
+    let settings = spec.config.worker_settings(spec.access_log.cloned());
+    worker::run(services, settings, hooks).map_err(|e| e.to_string())
 }
 
 /// Close every descriptor not in `keep`.

@@ -19,15 +19,17 @@ use tracing::Level;
 
 use crate::bind::canonical;
 use crate::cidr::Cidr;
-use crate::proxy_protocol;
 use crate::rate_limit::RateLimit;
 use crate::tcp::connection::{Connection, Slot};
 use crate::worker::Shared;
+use crate::{access_log, proxy_protocol};
 
 /// A listening stream socket: TCP or Unix.
 #[allow(async_fn_in_trait)] // used with concrete types on one thread only
 pub trait Acceptor: 'static {
     type Stream: AsyncRead + AsyncWrite + Unpin + 'static;
+    /// `tcp` or `unix`, for the access log.
+    const TRANSPORT: &'static str;
     /// The next connection and what its consumer is told about it.
     async fn next(&self) -> io::Result<(Self::Stream, ConnInfo)>;
 }
@@ -53,6 +55,7 @@ impl Tcp {
 
 impl Acceptor for Tcp {
     type Stream = tokio::net::TcpStream;
+    const TRANSPORT: &'static str = "tcp";
 
     async fn next(&self) -> io::Result<(Self::Stream, ConnInfo)> {
         let (stream, peer) = self.listener.accept().await?;
@@ -77,6 +80,7 @@ pub struct Unix(pub UnixListener);
 
 impl Acceptor for Unix {
     type Stream = tokio::net::UnixStream;
+    const TRANSPORT: &'static str = "unix";
 
     async fn next(&self) -> io::Result<(Self::Stream, ConnInfo)> {
         let (stream, _) = self.0.accept().await?;
@@ -119,6 +123,14 @@ pub async fn accept_loop<A: Acceptor>(acceptor: A, shared: Rc<Shared>) {
         };
         let key = registration.key();
         tracing::trace!(service = %shared.name, peer = %info.peer, "connection accepted");
+        if crate::access_log::enabled() {
+            let log_key = registration.log_key();
+            crate::access_log::opened(log_key, info.peer, info.local);
+            crate::access_log::with_open(log_key, |t| {
+                t.set_service(shared.name.clone());
+                t.set_transport(A::TRANSPORT);
+            });
+        }
         let slot = Slot {
             registration,
             _permit: Some(permit),
@@ -149,6 +161,7 @@ where
         return serve_tls_or_plain(slot, stream, info, deadline, &shared).await;
     }
     if !trusted_proxy(&shared, info.peer) {
+        ended_before_open(&slot, "proxy_refused");
         return;
     }
     let header = Box::pin(tokio::time::timeout_at(
@@ -159,15 +172,18 @@ where
         Ok(Ok(read)) => read,
         Ok(Err(why)) => {
             tracing::debug!(service = %shared.name, peer = %info.peer, "PROXY protocol: {why}; closed");
+            ended_before_open(&slot, "proxy_failed");
             return;
         }
         Err(_) => {
             tracing::debug!(service = %shared.name, peer = %info.peer, "no PROXY header within {:?}; closed", shared.handshake_timeout);
+            ended_before_open(&slot, "handshake_timeout");
             return;
         }
     };
     if let Some(client) = proxied.source {
         info.peer = canonical(client);
+        access_log::with_open(slot.registration.log_key(), |t| t.set_peer(info.peer));
     }
     serve_tls_or_plain(slot, stream, info, deadline, &shared).await
 }
@@ -195,21 +211,38 @@ async fn serve_tls_or_plain<S>(
         Ok(Err(e)) => {
             crate::metrics::bump(&shared.connections.metrics.tls_handshake_failures, 1);
             tracing::debug!(service = %shared.name, peer = %info.peer, "TLS handshake failed: {e}");
+            ended_before_open(&slot, "tls_failed");
             return;
         }
         Err(_) => {
             crate::metrics::bump(&shared.connections.metrics.tls_handshake_failures, 1);
             tracing::debug!(service = %shared.name, peer = %info.peer, "TLS handshake not finished within {:?}; closed", shared.handshake_timeout);
+            ended_before_open(&slot, "handshake_timeout");
             return;
         }
     };
     let details = crate::tls::Details::of(stream.get_ref().1);
+    access_log::with_open(slot.registration.log_key(), |t| {
+        t.set_tls(access_log::TlsSummary {
+            version: details.version,
+            alpn: details
+                .alpn
+                .as_deref()
+                .map(|a| String::from_utf8_lossy(a).into_owned()),
+            sni: details.sni.clone(),
+        })
+    });
     info.sni = details.sni;
     info.alpn = details.alpn;
     info.peer_cert_subject = details.peer_cert_subject;
     if let Some(conn) = Connection::open(slot, stream, &info, &shared.factory) {
         conn.run().await;
     }
+}
+
+/// The access log's reason for a connection that ended before its consumer was made.
+fn ended_before_open(slot: &Slot, reason: &'static str) {
+    access_log::with_open(slot.registration.log_key(), |t| t.set_reason(reason));
 }
 
 /// Lines about connections from outside `--proxy-protocol-from`, per worker.

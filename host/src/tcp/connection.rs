@@ -36,7 +36,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::connections::{Expiry, Registration};
 use crate::services::endpoint::{Event, Work};
-use crate::{logging, metrics};
+use crate::{access_log, logging, metrics};
 
 /// Stop reading while more than this many bytes wait to be sent.
 pub const HIGH_WATER: usize = 256 * 1024;
@@ -111,10 +111,35 @@ enum Ending {
 }
 
 /// What a connection holds in its worker: its entry in the connection set (cancel handle,
-/// idle stamp) and its `--max-connections` permit, both released when it ends.
+/// idle stamp) and its `--max-connections` permit, both released when it ends — and then
+/// its access log record is written (with the access log on, accepted connections have a
+/// tally keyed by their entry, from accept to here, so the connection itself does not
+/// grow).
 pub struct Slot {
     pub registration: Registration,
     pub _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl Slot {
+    /// Bytes read from the peer: counted for the worker and the connection.
+    #[inline]
+    fn received(&self, n: usize) {
+        metrics::bump(&self.registration.metrics().bytes_in, n as u64);
+        access_log::with_open(self.registration.log_key(), |t| t.count(n as u64, 0));
+    }
+
+    /// Bytes written to the peer: counted for the worker and the connection.
+    #[inline]
+    fn sent(&self, n: usize) {
+        metrics::bump(&self.registration.metrics().bytes_out, n as u64);
+        access_log::with_open(self.registration.log_key(), |t| t.count(0, n as u64));
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        access_log::closed(self.registration.log_key());
+    }
 }
 
 /// One connection's state. Dropping it (also when the task is cancelled by the keep-alive
@@ -147,6 +172,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 Session::new(consumer),
             )),
             Err(message) => {
+                access_log::with_open(slot.registration.log_key(), |t| t.set_reason("error"));
                 let panics = &slot.registration.metrics().plugin_panics;
                 logging::plugin_panic(
                     panics,
@@ -285,10 +311,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 }
                 Poll::Ready(Ok(())) => {
                     self.slot.registration.touch();
-                    metrics::bump(
-                        &self.slot.registration.metrics().bytes_in,
-                        buf.filled().len() as u64,
-                    );
+                    self.slot.received(buf.filled().len());
                     self.session.deliver(Input::Data(buf.filled()), out)
                 }
             };
@@ -422,7 +445,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 match Pin::new(&mut self.stream).poll_write(cx, data) {
                     Poll::Ready(Ok(0)) => return Err(LostReason::PeerClosed),
                     Poll::Ready(Ok(n)) => {
-                        metrics::bump(&self.slot.registration.metrics().bytes_out, n as u64);
+                        self.slot.sent(n);
                         data = &data[n..];
                     }
                     Poll::Ready(Err(e)) => return Err(lost_on(e)),
@@ -457,7 +480,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         }
         if sent > 0 {
             self.slot.registration.touch();
-            metrics::bump(&self.slot.registration.metrics().bytes_out, sent as u64);
+            self.slot.sent(sent);
         }
         if sent == self.pending.len() {
             // Give the memory back: an idle connection holds no buffer.
@@ -524,7 +547,13 @@ impl<S> Drop for Connection<S> {
         self.slot.registration.with_endpoint(|ep| ep.closing = true);
         let metrics = self.slot.registration.metrics();
         // A panicked session has already ended (with Error) and is counted as such.
-        metrics.closed(self.session.lost_reason().unwrap_or(self.reason));
+        let ended = self.session.lost_reason().unwrap_or(self.reason);
+        metrics.closed(ended);
+        // `--log-level debug`: one line per connection (the access log has the figures).
+        tracing::debug!(service = %self.slot.registration.service_name(), peer = %self.peer, reason = %access_log::reason(ended), "connection closed");
+        access_log::with_open(self.slot.registration.log_key(), |t| {
+            t.set_reason(access_log::reason(ended))
+        });
         if let Err(message) = self.session.lose(self.reason) {
             let panics = &metrics.plugin_panics;
             logging::plugin_panic(

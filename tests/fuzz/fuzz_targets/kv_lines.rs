@@ -1,17 +1,14 @@
-//! kv's line framing (plugins/kv/src/lines.rs, included as it is), against a model: split
+//! The line framing kv, chat and the template use (`plugin_api::framing::Lines`, the shipped
+//! code), against a model: split
 //! the whole input at `\n`, drop one `\r` before it, and refuse the first line longer than
 //! the limit — as soon as it is known to be too long, however the input is cut into reads.
 
 #![no_main]
 
-#[path = "../../../plugins/kv/src/lines.rs"]
-#[allow(dead_code)]
-mod lines;
-
 use std::ops::ControlFlow;
 
 use libfuzzer_sys::fuzz_target;
-use lines::{Lines, TooLong};
+use plugin_api::framing::{Lines, TooLong};
 
 /// What the framing should produce: the complete lines before any too-long one, then
 /// either `Err` (a line, or the unfinished tail, is too long) or the unfinished tail.
