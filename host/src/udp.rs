@@ -357,7 +357,7 @@ impl UdpServer {
     /// End a session (already removed from the table) and tell its consumer why.
     fn end(&self, peer: SocketAddr, mut session: Peer, reason: LostReason) {
         crate::services::enter(self.shared.service);
-        tracing::debug!(service = %self.shared.name, %peer, reason = %access_log::reason(reason), "udp session ended");
+        tracing::debug!(%peer, reason = %access_log::reason(reason), service = %self.shared.name, "udp session ended");
         if let Some(mut tally) = session.tally.take() {
             tally.set_reason(access_log::reason(reason));
             access_log::write(&tally);

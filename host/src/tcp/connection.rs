@@ -550,7 +550,7 @@ impl<S> Drop for Connection<S> {
         let ended = self.session.lost_reason().unwrap_or(self.reason);
         metrics.closed(ended);
         // `--log-level debug`: one line per connection (the access log has the figures).
-        tracing::debug!(service = %self.slot.registration.service_name(), peer = %self.peer, reason = %access_log::reason(ended), "connection closed");
+        tracing::debug!(peer = %self.peer, reason = %access_log::reason(ended), service = %self.slot.registration.service_name(), "connection closed");
         access_log::with_open(self.slot.registration.log_key(), |t| {
             t.set_reason(access_log::reason(ended))
         });
