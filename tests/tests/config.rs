@@ -690,3 +690,45 @@ fn a_proxy_header_over_a_unix_socket_gives_the_plugin_the_client_address() {
     let line = String::from_utf8_lossy(&line[..n]).into_owned();
     assert!(line.starts_with("peer=192.0.2.7:40000 "), "{line}");
 }
+
+#[test]
+fn access_log_records_name_their_service_and_a_unix_transport() {
+    let dir = Dir::new("access");
+    let log = dir.path("access.log");
+    let socket = dir.path("kit.sock");
+    let config = dir.write(
+        "access.toml",
+        &format!(
+            "concurrency = \"thread\"\naccess-log = \"{log}\"\n\
+             [[service]]\nplugin = \"{echo}\"\nbind = \"127.0.0.1:0\"\n\
+             [[service]]\nname = \"kit\"\nplugin = \"{kit}\"\nbind = \"unix:{socket}\"\n",
+            log = log.display(),
+            echo = plugin("echo").display(),
+            kit = plugin("testkit").display(),
+            socket = socket.display()
+        ),
+    );
+    let server = Server::start_expecting(&["--config", &config], &[], 2);
+    assert_eq!(round_trip(&mut connect(server.addr()), b"hi"), b"hi");
+    let mut c = UnixStream::connect(&socket).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(b"tag").unwrap();
+    let mut buf = [0u8; 64];
+    assert!(c.read(&mut buf).unwrap() > 0);
+    drop(c);
+    let mut text = String::new();
+    wait_until("two access log records", Duration::from_secs(10), || {
+        text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.lines().count() >= 2
+    });
+    assert!(
+        text.lines()
+            .any(|l| l.contains(" service=echo transport=tcp peer=127.0.0.1:")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.contains(" service=kit transport=unix peer=0.0.0.0:0 local=0.0.0.0:0 ")),
+        "{text}"
+    );
+}
