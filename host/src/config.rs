@@ -715,7 +715,10 @@ mod tests {
     fn load_text(text: &str, flags: &[&str]) -> Result<Config, Vec<Problem>> {
         let dir = std::env::temp_dir().join(format!("sockhost-config-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(format!("{}.toml", text.len()));
+        // One file per call: the tests run in parallel.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = dir.join(format!("{n}.toml"));
         std::fs::write(&path, text).unwrap();
         let mut argv: Vec<OsString> =
             vec!["sockhost".into(), "--config".into(), path.clone().into()];
