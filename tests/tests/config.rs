@@ -267,6 +267,24 @@ fn a_reload_whose_new_configuration_fails_keeps_the_old_one_serving() {
         .wait_for("reload aborted", Duration::from_secs(20));
     assert!(line.contains("max-keys"), "{line}");
     assert_three_services_serve(&server, &ca, 1);
+    // A certificate that no longer loads aborts the whole reload too.
+    three_services(&dir, 1);
+    std::fs::write(dir.path("server.pem"), "garbage\n").unwrap();
+    server.signal("HUP");
+    wait_until("a second aborted reload", Duration::from_secs(20), || {
+        server.stderr.count("reload aborted") >= 2
+    });
+    let text = server.stderr.text();
+    let line = text
+        .lines()
+        .filter(|l| l.contains("reload aborted"))
+        .nth(1)
+        .unwrap();
+    assert!(
+        line.contains("service hello") && line.contains("--cert-file"),
+        "{line}"
+    );
+    assert_three_services_serve(&server, &ca, 1);
     server.signal("TERM");
     assert!(server.wait_exit(Duration::from_secs(30)).success());
 }
@@ -731,4 +749,32 @@ fn access_log_records_name_their_service_and_a_unix_transport() {
             .any(|l| l.contains(" service=kit transport=unix peer=0.0.0.0:0 local=0.0.0.0:0 ")),
         "{text}"
     );
+}
+
+#[test]
+fn a_unix_sockets_owner_group_and_mode_are_set_before_it_listens() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: changing a file's owner needs root");
+        return;
+    }
+    let dir = Dir::new("owner");
+    let path = dir.path("owned.sock");
+    let bind = format!("unix:{}?mode=660&owner=65534&group=65534", path.display());
+    let _server = Server::start_expecting(
+        &[
+            "--plugin",
+            plugin("echo").to_str().unwrap(),
+            "--bind",
+            &bind,
+            "--concurrency",
+            "thread",
+        ],
+        &[],
+        1,
+    );
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let meta = std::fs::metadata(&path).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (65534, 65534));
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
 }
