@@ -242,7 +242,8 @@ async fn serve(
                     let listener = TcpListener::from_std(std_listener)
                         .map_err(|e| HostError::io("registering a listening socket", e))?;
                     accept_tasks.push(tokio::task::spawn_local(crate::tcp::accept::accept_loop(
-                        crate::tcp::accept::Tcp::new(listener),
+                        crate::tcp::accept::Tcp::new(listener)
+                            .map_err(|e| HostError::io("registering a listening socket", e))?,
                         shared.clone(),
                     )));
                 }
