@@ -63,10 +63,7 @@ if row_on plain; then
 fi
 
 if row_on tls; then
-    CERT="$BENCH_TMP/cert.pem" KEY="$BENCH_TMP/key.pem"
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 7 \
-        -subj /CN=localhost -addext subjectAltName=DNS:localhost \
-        -keyout "$KEY" -out "$CERT" >/dev/null 2>&1 || die "openssl could not make a certificate"
+    make_cert
     sockhost sockhost-tls --cert-file "$CERT" --key-file "$KEY"
     measure "sockhost+hello TLS" "$SERVER_PID" "$SERVER_ADDR" --probe http --tls
     stop_server "$SERVER_PID"

@@ -301,4 +301,3 @@ async fn backoff(e: io::Error) {
     });
     tokio::time::sleep(pause).await;
 }
-

@@ -150,9 +150,16 @@ impl Reactor {
             waker: None,
             ready: READ | WRITE,
         };
-        let flags =
-            EpollFlags::EPOLLIN | EpollFlags::EPOLLOUT | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLET;
-        if let Err(e) = self.epoll.get_ref().0.add(socket.as_fd(), EpollEvent::new(flags, key.into())) {
+        let flags = EpollFlags::EPOLLIN
+            | EpollFlags::EPOLLOUT
+            | EpollFlags::EPOLLRDHUP
+            | EpollFlags::EPOLLET;
+        if let Err(e) = self
+            .epoll
+            .get_ref()
+            .0
+            .add(socket.as_fd(), EpollEvent::new(flags, key.into()))
+        {
             table.free.push(key);
             return Err(e.into());
         }
@@ -167,7 +174,9 @@ impl Table {
             return;
         };
         let closed = EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR;
-        if events.intersects(EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLPRI | closed) {
+        if events.intersects(
+            EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLPRI | closed,
+        ) {
             slot.ready |= READ;
         }
         if events.intersects(EpollFlags::EPOLLOUT | closed) {
@@ -304,7 +313,9 @@ impl Listener {
         let flags = nix::libc::SOCK_NONBLOCK | nix::libc::SOCK_CLOEXEC;
         let (socket, peer) = self
             .io
-            .async_io(Interest::READABLE, |l| socket2::SockRef::from(l).accept4(flags))
+            .async_io(Interest::READABLE, |l| {
+                socket2::SockRef::from(l).accept4(flags)
+            })
             .await?;
         let peer = peer
             .as_socket()

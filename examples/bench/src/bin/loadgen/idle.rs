@@ -101,7 +101,12 @@ pub async fn run(cfg: Config) -> bool {
             let _permit = permit;
             let mut last = String::new();
             for _ in 0..ATTEMPTS {
-                match tokio::time::timeout(ATTEMPT_TIMEOUT, open(addr, probe, tls.as_ref(), i as u8)).await {
+                match tokio::time::timeout(
+                    ATTEMPT_TIMEOUT,
+                    open(addr, probe, tls.as_ref(), i as u8),
+                )
+                .await
+                {
                     Ok(Ok(s)) => return Ok(s),
                     Ok(Err(e)) => last = e,
                     Err(_) => last = "connect/probe timed out".into(),
