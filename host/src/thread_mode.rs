@@ -18,19 +18,19 @@
 //! predecessor's, after its privilege drop): it needs read access to the plugin and
 //! certificate files, and write access to the pid file's directory.
 
+mod supervise;
 mod watchdog;
 
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 
+use self::supervise::Supervisor;
 use crate::bind::Bound;
 use crate::cli::Config;
 use crate::error::HostError;
-use crate::handoff;
-use crate::notify;
 use crate::pid_file::PidFile;
 use crate::plugin::Plugin;
 use crate::privileges::Identity;
-use crate::worker;
+use crate::worker::{self, MetricsEndpoint, Worker};
 
 /// Bind, drop privileges, load, announce, serve until stopped.
 pub fn run(config: &Config) -> Result<(), HostError> {
@@ -43,17 +43,16 @@ pub fn run(config: &Config) -> Result<(), HostError> {
     // Plugins and certificates of every service, as process mode prepares a generation.
     let generation = crate::arbiter::Generation::prepare(1, config.clone())?;
     let binds: Vec<_> = config.binds().cloned().collect();
-    let (bound, unix_files) = crate::bind_all(&binds, config.backlog, false)?;
+    let (bound, unix_files) = crate::sockets::bind_all(&binds, config.backlog, false)?;
     // Removed at exit, unless handed over to a successor.
-    let unix_files = std::rc::Rc::new(std::cell::RefCell::new(unix_files));
-    let _unix_files = unix_files.clone();
+    let mut unix_files = unix_files;
     let metrics_listener = config.metrics_bind.map(bind_metrics).transpose()?;
     let pid_file = config.pid_file.as_deref().map(PidFile::write).transpose()?;
     if let Some(identity) = &identity {
         identity.apply().map_err(HostError::Privileges)?;
     }
 
-    let watchdog = std::rc::Rc::new(watchdog::Watchdog::arm(config.timeout)?);
+    let watchdog = watchdog::Watchdog::arm(config.timeout)?;
     let crate::arbiter::Generation {
         snapshots,
         plugin_of,
@@ -94,8 +93,9 @@ pub fn run(config: &Config) -> Result<(), HostError> {
         .map(std::net::TcpListener::local_addr)
         .transpose()
         .map_err(|e| HostError::io("--metrics-bind", e))?;
-    let metrics = metrics_listener.map(|listener| {
-        let plugins = plugin_of
+    let metrics = metrics_listener.map(|listener| MetricsEndpoint {
+        listener,
+        plugins: plugin_of
             .iter()
             .map(|&p| {
                 (
@@ -103,54 +103,16 @@ pub fn run(config: &Config) -> Result<(), HostError> {
                     plugins[p].meta.version.clone(),
                 )
             })
-            .collect();
-        (listener, plugins)
+            .collect(),
     });
-    let listeners: Vec<RawFd> = bound.iter().map(|b| b.socket.as_raw_fd()).collect();
-    let pid_file_fd = pid_file.as_ref().map(PidFile::raw_fd);
-    let ready_timeout = config.timeout;
-    let hooks = worker::Hooks {
-        // The event loop's proof of life (twice a second) feeds the watchdog.
-        heartbeat: Some(Box::new({
-            let watchdog = watchdog.clone();
-            move |_| watchdog.tick()
-        })),
-        reload: Some(Box::new(move || {
-            let listeners = listeners.clone();
-            notify::reloading();
-            Box::pin(async move {
-                let successor = match handoff::start_successor(&listeners, pid_file_fd) {
-                    Ok(s) => s.ready(ready_timeout).await,
-                    Err(e) => Err(e),
-                };
-                if successor.is_err() {
-                    notify::ready(); // still us
-                }
-                successor
-            })
-        })),
-        stopping: Some(Box::new(move |handed_over| {
-            if handed_over {
-                // The successor serves the Unix sockets: their files stay.
-                unix_files.borrow_mut().keep();
-            } else {
-                notify::stopping();
-            }
-        })),
-        metrics,
-        // Announced once the event loop handles its signals: whoever reads `listening on`
-        // or `READY=1` may signal us at once.
-        serving: Some(Box::new(move || {
-            watchdog.tick();
-            crate::print_flushed(listening)?;
-            if let Some(addr) = metrics_addr {
-                crate::announce_metrics(addr)?;
-            }
-            handoff::notify_ready();
-            notify::ready();
-            Ok(())
-        })),
-        ..Default::default()
+    let supervisor = Supervisor {
+        listening,
+        metrics: metrics_addr,
+        listeners: bound.iter().map(|b| b.socket.as_raw_fd()).collect(),
+        pid_file: pid_file.as_ref().map(PidFile::raw_fd),
+        ready_timeout: config.timeout,
+        watchdog: &watchdog,
+        unix_files: &mut unix_files,
     };
     for (service, &p) in config.services.iter().zip(&plugin_of) {
         tracing::info!(
@@ -161,7 +123,9 @@ pub fn run(config: &Config) -> Result<(), HostError> {
             std::process::id()
         );
     }
-    worker::run(services, config.worker_settings(access_log), hooks)?;
+    Worker::new(services, config.worker_settings(access_log))
+        .with_metrics(metrics)
+        .run(|link| supervisor.supervise(link))?;
     tracing::info!("stopped");
     Ok(())
 }
