@@ -55,7 +55,7 @@ fn main() -> ExitCode {
         Some(Command::Completions { shell }) => cli::print_completions(shell),
         Some(Command::Manpage) => cli::print_manpage(),
         Some(Command::Check(args)) => modes::check(*args, &matches),
-        None => modes::serve(cli.serve, &matches),
+        None => modes::serve_or_check(cli.serve, &matches),
     };
     match done {
         Ok(()) => ExitCode::SUCCESS,

@@ -17,7 +17,7 @@ pub fn check(mut args: ServeArgs, matches: &ArgMatches) -> Result<(), HostError>
         .subcommand_matches("check")
         .expect("parsed as check");
     let tokens = std::env::args_os().skip(2).collect();
-    start(&Given {
+    run(&Given {
         args: &args,
         matches,
         tokens,
@@ -25,16 +25,17 @@ pub fn check(mut args: ServeArgs, matches: &ArgMatches) -> Result<(), HostError>
 }
 
 /// `sockhost [FLAGS]`: serve (or, with `--check`, check) the configuration.
-pub fn serve(args: ServeArgs, matches: &ArgMatches) -> Result<(), HostError> {
+pub fn serve_or_check(args: ServeArgs, matches: &ArgMatches) -> Result<(), HostError> {
     let tokens: Vec<OsString> = std::env::args_os().skip(1).collect();
-    start(&Given {
+    run(&Given {
         args: &args,
         matches,
         tokens,
     })
 }
 
-fn start(given: &Given<'_>) -> Result<(), HostError> {
+/// Check the configuration, or load it, start logging and serve it in its concurrency mode.
+fn run(given: &Given<'_>) -> Result<(), HostError> {
     if given.args.check {
         return crate::check::run(given);
     }

@@ -203,11 +203,11 @@ impl Events {
     }
 }
 
-/// Each service's [`Shared`] state, and its sockets and settings.
-fn share(
-    services: Vec<Service>,
-    recycling: &Rc<Recycling>,
-) -> (Vec<Rc<Shared>>, Vec<(Vec<Bound>, ServiceSettings)>) {
+/// One service's sockets, with its settings.
+type Sockets = (Vec<Bound>, ServiceSettings);
+
+/// Each service's [`Shared`] state, and its sockets.
+fn share(services: Vec<Service>, recycling: &Rc<Recycling>) -> (Vec<Rc<Shared>>, Vec<Sockets>) {
     let count = services.len();
     let mut shareds = Vec::new();
     let mut listeners = Vec::new();
@@ -306,5 +306,63 @@ fn plugin_call(what: &str, shared: &Shared, call: impl FnOnce(&Factory) -> Resul
     if let Err(message) = call(&shared.factory) {
         let panics = &shared.connections.metrics.plugin_panics;
         crate::logging::protocol_panic(panics, &shared.name, what, &message);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> Settings {
+        Settings {
+            graceful_timeout: Duration::from_secs(5),
+            max_requests: 0,
+            max_requests_jitter: 0,
+            access_log: None,
+        }
+    }
+
+    #[test]
+    fn a_stop_sent_on_the_link_stops_the_worker_and_its_events_come_in_order_then_end() {
+        let mut seen = Vec::new();
+        let record = &mut seen;
+        Worker::new(Vec::new(), settings())
+            .run(|mut link| async move {
+                while let Some(event) = link.events.recv().await {
+                    if let WorkerEvent::Serving = event {
+                        let stop = Stop::Graceful(StopReason::HandedOver);
+                        link.stop.send(stop).expect("the worker listens");
+                    }
+                    record.push(event);
+                }
+                Ok(())
+            })
+            .expect("the worker stops cleanly");
+        let order: Vec<String> = seen
+            .iter()
+            .filter(|e| !matches!(e, WorkerEvent::Heartbeat(_)))
+            .map(|e| format!("{e:?}"))
+            .collect();
+        assert_eq!(
+            order,
+            ["Serving", "Stopping(Graceful(HandedOver))", "Draining"],
+            "events: {seen:?}"
+        );
+        assert!(
+            matches!(seen.last(), Some(WorkerEvent::Heartbeat(c)) if c.is_empty()),
+            "a last heartbeat once stopped: {seen:?}"
+        );
+    }
+
+    #[test]
+    fn an_error_from_the_supervisor_ends_the_worker_with_that_error() {
+        let ran = Worker::new(Vec::new(), settings()).run(|mut link| async move {
+            link.events.recv().await;
+            Err(HostError::Config("announcing failed".into()))
+        });
+        assert!(
+            matches!(&ran, Err(HostError::Config(m)) if m == "announcing failed"),
+            "{ran:?}"
+        );
     }
 }

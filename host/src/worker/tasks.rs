@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use super::{plugin_call, stats, Events, MetricsEndpoint, ServiceSettings, WorkerEvent};
+use super::{plugin_call, stats, Events, MetricsEndpoint, ServiceSettings, Sockets, WorkerEvent};
 use crate::bind::{Bound, Transport};
 use crate::error::HostError;
 use crate::shared::Shared;
@@ -29,10 +29,7 @@ pub(super) struct Tasks {
 
 impl Tasks {
     /// Serve every service's sockets, each with its keep-alive sweeper.
-    pub fn listen(
-        shareds: &[Rc<Shared>],
-        listeners: Vec<(Vec<Bound>, ServiceSettings)>,
-    ) -> Result<Tasks, HostError> {
+    pub fn listen(shareds: &[Rc<Shared>], listeners: Vec<Sockets>) -> Result<Tasks, HostError> {
         let mut tasks = Tasks::default();
         for (shared, (bounds, s)) in shareds.iter().zip(listeners) {
             for bound in bounds {
