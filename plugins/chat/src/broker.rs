@@ -403,7 +403,7 @@ impl Broker {
                         log::warn!("broker {a}: {local_only} lines published before it was reached reached only this worker's subscribers");
                     }
                 } else {
-                    log::warn!(
+                    log::info!(
                         "broker {a}: back after {:.1}s; {local_only} lines published here while it was away reached only this worker's subscribers",
                         since.elapsed().as_secs_f64()
                     );
