@@ -50,7 +50,22 @@
 //! sends it in the same pass of its event loop. Lines published by one connection reach
 //! each subscriber in the order they were published. Subscriptions are per worker: a
 //! subscriber hears the publishers served by its own worker, so run chat with
-//! `--concurrency thread` or `--workers 1` for one chat room per server.
+//! `--concurrency thread` or `--workers 1` for one chat room per server — or give it a
+//! broker.
+//!
+//! # Broker
+//!
+//! With `broker=redis://HOST:PORT[/channel-prefix]` every worker of every sockhost running
+//! with the same broker shares one set of channels through a Redis server's pub/sub: each
+//! worker keeps two outbound connections to it (one publishes, one is subscribed to
+//! `PREFIX:*`), hands its clients' lines to Redis, and fans out what Redis delivers to its
+//! own subscribers — the publisher's own worker included, so every subscriber hears each
+//! line once, all in Redis's order. `+OK N` then counts the subscribers on the
+//! publisher's worker. While the broker is away (either connection down), lines are fanned
+//! out locally as without a broker, counted and logged: they reach only that worker's
+//! subscribers and are never replayed. The connections are retried with back-off; see the
+//! `broker` module for the details and bounds, and `docs/deploy.md` ("Brokered chat") for
+//! the deployment and exactly what an outage loses.
 //!
 //! # Slow subscribers
 //!
@@ -85,6 +100,10 @@
 //!   closed after that long without a byte *from its client*; `0` never closes one for
 //!   idleness. Not given: `--keep-alive` applies. A subscriber that only listens is idle in
 //!   this sense, so either answer the pings or raise the timeout.
+//! * `broker` (none by default): `redis://HOST:PORT[/channel-prefix]`, the Redis server
+//!   whose pub/sub joins the workers and instances (above); the prefix (default `chat`)
+//!   names the Redis channels: chat channel `room` is `chat:room`. A value that is not of
+//!   that form is refused at start.
 //!
 //! [`PostStatus::Backlogged`]: plugin_api::services::PostStatus::Backlogged
 //! [`PostStatus::Overflow`]: plugin_api::services::PostStatus::Overflow
@@ -138,7 +157,7 @@ impl Protocol for Chat {
     const INFO: PluginInfo = PluginInfo::new(
         "chat",
         env!("CARGO_PKG_VERSION"),
-        "line-based publish/subscribe (SUBSCRIBE/PUBLISH); one set of channels per worker",
+        "line-based publish/subscribe (SUBSCRIBE/PUBLISH); one set of channels per worker, or shared through a Redis broker",
     )
     .services()
     .options(&[
