@@ -62,7 +62,7 @@ impl BrokerAddress {
         };
         let prefix = match prefix {
             None => DEFAULT_PREFIX,
-            Some(p) if p.is_empty() => return refuse("the channel prefix after / is empty"),
+            Some("") => return refuse("the channel prefix after / is empty"),
             Some(p) if p.len() > MAX_PREFIX => {
                 return refuse(&format!(
                     "the channel prefix is longer than {MAX_PREFIX} bytes"
