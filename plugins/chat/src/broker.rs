@@ -25,7 +25,9 @@
 //!
 //! Links are retried every [`TICK`] once due, with exponential back-off and jitter
 //! ([`link::Backoff`], at most [`MAX_BACKOFF`]); a link that was up is retried at the next
-//! tick. Memory is bounded: a reply from Redis larger than twice `max-line` plus 1 KiB drops
+//! tick. Every [`HEARTBEAT`] each connected link is sent a `PING`; one that has not
+//! answered the previous one by then is dropped, so a broker that hangs or a network that
+//! silently stops delivering is noticed within two periods, not after TCP's minutes. Memory is bounded: a reply from Redis larger than twice `max-line` plus 1 KiB drops
 //! the link (logged) — see [`resp`]; PUBLISHes awaiting Redis's answer are counted, and past
 //! [`MAX_UNCONFIRMED`] a line is published locally only (counted) until Redis catches up;
 //! the bytes queued for Redis are bounded by the host's `--max-pending` (past it the host
@@ -48,7 +50,7 @@ pub mod link;
 pub mod resp;
 
 pub use address::BrokerAddress;
-use link::{Backoff, Link};
+use link::{Backoff, Heartbeat, Link};
 use resp::{Replies, Reply};
 
 /// The period of the broker's clock (the plugin's tick): when due links are retried.
@@ -59,6 +61,9 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(3);
 
 /// How long one connection attempt may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How often each link is pinged; a link still owing the previous answer is dropped.
+pub const HEARTBEAT: Duration = Duration::from_secs(5);
 
 /// The most PUBLISHes Redis may owe an answer for; past it lines stay local (counted).
 pub const MAX_UNCONFIRMED: u64 = 10_000;
@@ -197,10 +202,43 @@ impl Broker {
         self.connect_due();
     }
 
-    /// One [`TICK`]: retry the links that are due.
+    /// One [`TICK`]: retry the links that are due; every [`HEARTBEAT`], ping the
+    /// connected ones and drop those that did not answer the last ping.
     pub fn tick(&self) {
-        self.0.state.borrow_mut().now += 1;
+        let now = {
+            let mut s = self.0.state.borrow_mut();
+            s.now += 1;
+            s.now
+        };
+        if now % (HEARTBEAT.as_millis() / TICK.as_millis()) as u64 == 0 {
+            self.heartbeat();
+        }
         self.connect_due();
+    }
+
+    fn heartbeat(&self) {
+        for role in [Role::Subscriber, Role::Publisher] {
+            let (beat, attempt) = {
+                let mut s = self.0.state.borrow_mut();
+                let link = s.link(role);
+                (link.heartbeat(), link.attempt())
+            };
+            match beat {
+                Heartbeat::Idle => {}
+                Heartbeat::Ping(id) => {
+                    services::post(id, &resp::command(&[b"PING"]));
+                }
+                Heartbeat::Silent(id) => {
+                    let why = format!("no answer to PING within {}s", HEARTBEAT.as_secs());
+                    log::warn!(
+                        "broker {}: dropping the {role:?} link: {why}",
+                        self.0.address
+                    );
+                    self.lost(role, attempt, &why);
+                    services::close(id);
+                }
+            }
+        }
     }
 
     /// The worker stops: close both links (so the host need not wait for them), and log
@@ -400,7 +438,7 @@ impl Broker {
                         String::from_utf8_lossy(&a.pattern())
                     );
                     if local_only > 0 {
-                        log::warn!("broker {a}: {local_only} lines published before it was reached reached only this worker's subscribers");
+                        log::warn!("broker {a}: {local_only} lines published before it was reached went only to this worker's subscribers");
                     }
                 } else {
                     log::info!(
@@ -428,6 +466,18 @@ impl Broker {
 
     /// A reply on a link; `Err` drops the link.
     fn reply(&self, role: Role, attempt: u64, reply: Reply) -> Result<(), String> {
+        if self
+            .0
+            .state
+            .borrow_mut()
+            .link(role)
+            .connected(attempt)
+            .is_none()
+        {
+            // A link already given up (dropped, replaced, stopping): what it still says
+            // must not count, nor be delivered twice.
+            return Ok(());
+        }
         if let Reply::Error(message) = &reply {
             return Err(format!(
                 "it answered {:?}",
@@ -436,7 +486,9 @@ impl Broker {
         }
         match role {
             Role::Publisher => {
-                if let Reply::Integer(_) = reply {
+                if reply == Reply::Simple(b"PONG".to_vec()) {
+                    self.0.state.borrow_mut().publisher.pong(attempt);
+                } else if let Reply::Integer(_) = reply {
                     let mut s = self.0.state.borrow_mut();
                     s.unconfirmed = s.unconfirmed.saturating_sub(1);
                     if s.congested.is_some() && s.unconfirmed < MAX_UNCONFIRMED / 2 {
@@ -459,6 +511,10 @@ impl Broker {
                         if ok {
                             self.changed("");
                         }
+                        Ok(())
+                    }
+                    Some(b"pong") => {
+                        self.0.state.borrow_mut().subscriber.pong(attempt);
                         Ok(())
                     }
                     Some(b"pmessage") => {
@@ -495,6 +551,10 @@ impl Broker {
         }
         s.counts.delivered += 1;
         drop(s);
+        // Every worker hears every channel: most lines have no subscriber here.
+        if self.0.hub.borrow().subscribers(channel) == 0 {
+            return;
+        }
         let message = crate::message_line(channel, text);
         let published =
             self.0

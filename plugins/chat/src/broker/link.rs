@@ -29,12 +29,25 @@ pub enum LinkState {
     Stopped,
 }
 
-/// One link: its state, its attempt number, and its failures in a row.
+/// One link: its state, its attempt number, its failures in a row, and whether it owes
+/// an answer to a heartbeat `PING`.
 #[derive(Debug)]
 pub struct Link {
     state: LinkState,
     attempt: u64,
     failures: u32,
+    awaiting_pong: bool,
+}
+
+/// What a heartbeat asks of a link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Heartbeat {
+    /// No connection: nothing.
+    Idle,
+    /// Send `PING` on this connection.
+    Ping(ConnId),
+    /// The last `PING` is still unanswered a whole period later: drop this connection.
+    Silent(ConnId),
 }
 
 impl Default for Link {
@@ -50,6 +63,7 @@ impl Link {
             state: LinkState::Down { retry_at: 0 },
             attempt: 0,
             failures: 0,
+            awaiting_pong: false,
         }
     }
 
@@ -81,6 +95,39 @@ impl Link {
         }
     }
 
+    /// The connection of attempt `attempt` if it is the current one and connected (open or
+    /// ready): what it says counts; otherwise it is stale.
+    pub fn connected(&self, attempt: u64) -> Option<ConnId> {
+        match self.state {
+            LinkState::Open(id) | LinkState::Ready(id) if attempt == self.attempt => Some(id),
+            _ => None,
+        }
+    }
+
+    /// A heartbeat period began: ping the connection, or give it up if it never answered
+    /// the last ping.
+    pub fn heartbeat(&mut self) -> Heartbeat {
+        let (LinkState::Open(id) | LinkState::Ready(id)) = self.state else {
+            return Heartbeat::Idle;
+        };
+        if id == ConnId::NONE {
+            return Heartbeat::Idle;
+        }
+        if self.awaiting_pong {
+            Heartbeat::Silent(id)
+        } else {
+            self.awaiting_pong = true;
+            Heartbeat::Ping(id)
+        }
+    }
+
+    /// The connection of attempt `attempt` answered a ping.
+    pub fn pong(&mut self, attempt: u64) {
+        if self.connected(attempt).is_some() {
+            self.awaiting_pong = false;
+        }
+    }
+
     /// Whether an attempt is due at tick `now`.
     pub fn is_due(&self, now: u64) -> bool {
         matches!(self.state, LinkState::Down { retry_at } if now >= retry_at)
@@ -106,6 +153,7 @@ impl Link {
             LinkState::Connecting(id) if attempt == self.attempt => {
                 self.state = LinkState::Open(id);
                 self.failures = 0;
+                self.awaiting_pong = false;
                 true
             }
             _ => false,
@@ -233,6 +281,36 @@ mod tests {
         assert_eq!(l.lost(n, 10), None, "counted once");
         assert_eq!(l.failed(n, 10, &mut backoff), None);
         assert!(!l.is_due(10) && l.is_due(11));
+    }
+
+    #[test]
+    fn a_link_that_does_not_answer_a_ping_within_a_period_is_given_up() {
+        let mut l = Link::new();
+        assert_eq!(l.heartbeat(), Heartbeat::Idle);
+        let n = l.start();
+        l.started(n, A);
+        assert_eq!(l.heartbeat(), Heartbeat::Idle, "not connected yet");
+        l.opened(n);
+        assert_eq!(l.connected(n), Some(A));
+        assert_eq!(l.connected(n + 1), None);
+        assert_eq!(l.heartbeat(), Heartbeat::Ping(A));
+        l.pong(n);
+        assert_eq!(l.heartbeat(), Heartbeat::Ping(A), "answered: pinged again");
+        l.pong(n + 1);
+        assert_eq!(
+            l.heartbeat(),
+            Heartbeat::Silent(A),
+            "a stale pong counts for nothing"
+        );
+        l.lost(n, 0);
+        let n = l.start();
+        l.started(n, A);
+        l.opened(n);
+        assert_eq!(
+            l.heartbeat(),
+            Heartbeat::Ping(A),
+            "a new connection starts afresh"
+        );
     }
 
     #[test]

@@ -351,3 +351,51 @@ fn a_bad_broker_option_is_one_readable_error() {
     assert!(h.outbound().is_empty());
     assert_eq!(h.protocol().tick_interval(), None);
 }
+
+#[test]
+fn a_link_that_stops_answering_pings_is_dropped_and_replaced() {
+    let h = harness();
+    let mut redis = up(&h);
+    let ping = command(&[b"PING"]);
+    // The first period: both links pinged; both answer.
+    h.advance(HEARTBEAT);
+    assert_eq!(redis.sub.take_output(), ping);
+    assert_eq!(redis.publ.take_output(), ping);
+    redis.sub.send(b"*2\r\n$4\r\npong\r\n$0\r\n\r\n").unwrap();
+    redis.publ.send(b"+PONG\r\n").unwrap();
+    // The second: pinged again; only the publisher link answers.
+    h.advance(HEARTBEAT);
+    assert_eq!(redis.sub.take_output(), ping);
+    redis.publ.take_output();
+    redis.publ.send(b"+PONG\r\n").unwrap();
+    assert!(broker(&h).is_up());
+    // The third: the silent subscriber link is dropped, and retried at the next tick.
+    h.advance(HEARTBEAT);
+    assert!(!redis.sub.is_open());
+    assert!(redis.publ.is_open());
+    assert!(!broker(&h).is_up());
+    h.advance(TICK);
+    let (id, _) = h.outbound()[0];
+    let mut sub = h.accept_outbound::<LinkConsumer>(id).unwrap();
+    assert_eq!(sub.take_output(), command(&[b"PSUBSCRIBE", b"room:*"]));
+    sub.send(b"*3\r\n$10\r\npsubscribe\r\n$6\r\nroom:*\r\n:1\r\n")
+        .unwrap();
+    assert!(broker(&h).is_up());
+}
+
+#[test]
+fn after_a_dropped_subscriber_link_lines_are_delivered_locally_once() {
+    let h = harness();
+    let mut redis = up(&h);
+    let mut s = subscriber(&h, "c");
+    // The subscriber link sends garbage: dropped …
+    redis.sub.send(b"?\r\n").unwrap();
+    assert!(!redis.sub.is_open());
+    assert!(!broker(&h).is_up());
+    // … and the broker is not up again until a new one is confirmed: a line published
+    // meanwhile is delivered here, once, and not handed to Redis.
+    let mut p = h.connect().unwrap();
+    assert_eq!(p.round_trip_text("PUBLISH c x\n").unwrap(), "+OK 1\n");
+    assert_eq!(s.take_text(), "MESSAGE c x\n");
+    assert_eq!(redis.publ.take_output(), b"");
+}
