@@ -7,10 +7,12 @@
 //! * the **subscriber link** sends `PSUBSCRIBE PREFIX:*` once connected and from then on
 //!   only receives: every `pmessage` on `PREFIX:channel` is fanned out to this worker's
 //!   subscribers of `channel`, as a local `PUBLISH` would be;
-//! * the **publisher link** sends one `PUBLISH PREFIX:channel text` per client `PUBLISH`
-//!   and reads Redis's answers (a subscribed Redis connection cannot publish, hence two).
+//! * the **publisher link** sends `PING` once connected, then one
+//!   `PUBLISH PREFIX:channel text` per client `PUBLISH`, and reads Redis's answers (a
+//!   subscribed Redis connection cannot publish, hence two).
 //!
-//! While the broker is **up** — both links connected and the subscription confirmed — a
+//! While the broker is **up** — both links connected and answered by Redis (the
+//! subscription confirmed, the `PING` answered), not merely accepted by *something* — a
 //! client's line goes to Redis only, and reaches this worker's subscribers (the publisher
 //! too, if it subscribes) when Redis delivers it back: every subscriber on every worker of
 //! every instance sees it once, all in the broker's order.
@@ -25,8 +27,8 @@
 //!
 //! Links are retried every [`TICK`] once due, with exponential back-off and jitter
 //! ([`link::Backoff`], at most [`MAX_BACKOFF`]); a link that was up is retried at the next
-//! tick. Every [`HEARTBEAT`] each connected link is sent a `PING`; one that has not
-//! answered the previous one by then is dropped, so a broker that hangs or a network that
+//! tick. Every [`HEARTBEAT`] each connected link is sent a `PING`; one from which nothing
+//! was heard for a whole period is dropped, so a broker that hangs or a network that
 //! silently stops delivering is noticed within two periods, not after TCP's minutes. Memory is bounded: a reply from Redis larger than twice `max-line` plus 1 KiB drops
 //! the link (logged) — see [`resp`]; PUBLISHes awaiting Redis's answer are counted, and past
 //! [`MAX_UNCONFIRMED`] a line is published locally only (counted) until Redis catches up;
@@ -62,7 +64,7 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(3);
 /// How long one connection attempt may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// How often each link is pinged; a link still owing the previous answer is dropped.
+/// How often each link is pinged; a link heard from in no whole period is dropped.
 pub const HEARTBEAT: Duration = Duration::from_secs(5);
 
 /// The most PUBLISHes Redis may owe an answer for; past it lines stay local (counted).
@@ -385,17 +387,21 @@ impl Broker {
         }
     }
 
-    /// A link connected; `false` if it is stale (close it).
+    /// A link connected; `false` if it is stale (close it). It is ready once Redis
+    /// answers its opening command.
     fn opened(&self, role: Role, attempt: u64) -> bool {
-        let opened = self.0.state.borrow_mut().link(role).opened(attempt);
-        if opened && role == Role::Publisher {
-            let mut s = self.0.state.borrow_mut();
+        let mut s = self.0.state.borrow_mut();
+        if role == Role::Publisher {
             s.unconfirmed = 0;
-            s.publisher.ready(attempt);
-            drop(s);
+        }
+        s.link(role).opened(attempt)
+    }
+
+    /// Redis answered a link's opening command: it is usable.
+    fn ready(&self, role: Role, attempt: u64) {
+        if self.0.state.borrow_mut().link(role).ready(attempt) {
             self.changed("");
         }
-        opened
     }
 
     /// A link that had connected ended (or is being dropped): retry at the next tick.
@@ -484,39 +490,32 @@ impl Broker {
                 String::from_utf8_lossy(message).into_owned()
             ));
         }
-        match role {
-            Role::Publisher => {
-                if reply == Reply::Simple(b"PONG".to_vec()) {
-                    self.0.state.borrow_mut().publisher.pong(attempt);
-                } else if let Reply::Integer(_) = reply {
-                    let mut s = self.0.state.borrow_mut();
-                    s.unconfirmed = s.unconfirmed.saturating_sub(1);
-                    if s.congested.is_some() && s.unconfirmed < MAX_UNCONFIRMED / 2 {
-                        let kept = s.congested.take().unwrap_or(0);
-                        log::warn!(
-                            "broker {}: caught up; {kept} lines published meanwhile reached only this worker's subscribers",
-                            self.0.address
-                        );
-                    }
+        // Only what Redis answers counts as hearing from it: a peer that is not Redis (or
+        // a socket connected to itself, reading back its own commands) stays unready and
+        // is dropped by the heartbeat.
+        let heard = match role {
+            Role::Publisher => match reply {
+                // The answer to the opening PING (or to a heartbeat's).
+                Reply::Simple(ref pong) if pong == b"PONG" => {
+                    self.ready(role, attempt);
+                    true
                 }
-                Ok(())
-            }
+                Reply::Integer(_) => {
+                    self.answered_publish();
+                    true
+                }
+                _ => false,
+            },
             Role::Subscriber => {
                 let Reply::Array(Some(items)) = reply else {
                     return Ok(());
                 };
                 match items.first().and_then(Reply::bytes) {
                     Some(b"psubscribe") => {
-                        let ok = self.0.state.borrow_mut().subscriber.ready(attempt);
-                        if ok {
-                            self.changed("");
-                        }
-                        Ok(())
+                        self.ready(role, attempt);
+                        true
                     }
-                    Some(b"pong") => {
-                        self.0.state.borrow_mut().subscriber.pong(attempt);
-                        Ok(())
-                    }
+                    Some(b"pong") => true,
                     Some(b"pmessage") => {
                         match (
                             items.get(2).and_then(Reply::bytes),
@@ -525,11 +524,28 @@ impl Broker {
                             (Some(channel), Some(text)) => self.deliver(channel, text),
                             _ => return Err("a pmessage without channel and text".to_string()),
                         }
-                        Ok(())
+                        true
                     }
-                    _ => Ok(()),
+                    _ => false,
                 }
             }
+        };
+        if heard {
+            self.0.state.borrow_mut().link(role).heard(attempt);
+        }
+        Ok(())
+    }
+
+    /// Redis answered a PUBLISH.
+    fn answered_publish(&self) {
+        let mut s = self.0.state.borrow_mut();
+        s.unconfirmed = s.unconfirmed.saturating_sub(1);
+        if s.congested.is_some() && s.unconfirmed < MAX_UNCONFIRMED / 2 {
+            let kept = s.congested.take().unwrap_or(0);
+            log::warn!(
+                "broker {}: caught up; {kept} lines published meanwhile reached only this worker's subscribers",
+                self.0.address
+            );
         }
     }
 
@@ -592,11 +608,13 @@ impl Consumer for LinkConsumer {
             out.close();
             return;
         }
-        if self.role == Role::Subscriber {
-            out.write(&resp::command(&[
+        // The opening command: the link is ready once Redis answers it.
+        match self.role {
+            Role::Subscriber => out.write(&resp::command(&[
                 b"PSUBSCRIBE",
                 &self.broker.0.address.pattern(),
-            ]));
+            ])),
+            Role::Publisher => out.write(&resp::command(&[b"PING"])),
         }
     }
 

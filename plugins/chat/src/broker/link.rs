@@ -29,14 +29,14 @@ pub enum LinkState {
     Stopped,
 }
 
-/// One link: its state, its attempt number, its failures in a row, and whether it owes
-/// an answer to a heartbeat `PING`.
+/// One link: its state, its attempt number, its failures in a row, and the heartbeats
+/// it has let pass without a word from Redis.
 #[derive(Debug)]
 pub struct Link {
     state: LinkState,
     attempt: u64,
     failures: u32,
-    awaiting_pong: bool,
+    silent_beats: u32,
 }
 
 /// What a heartbeat asks of a link.
@@ -46,7 +46,8 @@ pub enum Heartbeat {
     Idle,
     /// Send `PING` on this connection.
     Ping(ConnId),
-    /// The last `PING` is still unanswered a whole period later: drop this connection.
+    /// Nothing was heard on this connection for two whole periods (not the answer to its
+    /// opening command, nor to the `PING` of the last period): drop it.
     Silent(ConnId),
 }
 
@@ -63,7 +64,7 @@ impl Link {
             state: LinkState::Down { retry_at: 0 },
             attempt: 0,
             failures: 0,
-            awaiting_pong: false,
+            silent_beats: 0,
         }
     }
 
@@ -104,8 +105,8 @@ impl Link {
         }
     }
 
-    /// A heartbeat period began: ping the connection, or give it up if it never answered
-    /// the last ping.
+    /// A heartbeat period began: ping the connection, or give it up if nothing was heard
+    /// from it during the last whole period.
     pub fn heartbeat(&mut self) -> Heartbeat {
         let (LinkState::Open(id) | LinkState::Ready(id)) = self.state else {
             return Heartbeat::Idle;
@@ -113,18 +114,18 @@ impl Link {
         if id == ConnId::NONE {
             return Heartbeat::Idle;
         }
-        if self.awaiting_pong {
+        self.silent_beats += 1;
+        if self.silent_beats >= 2 {
             Heartbeat::Silent(id)
         } else {
-            self.awaiting_pong = true;
             Heartbeat::Ping(id)
         }
     }
 
-    /// The connection of attempt `attempt` answered a ping.
-    pub fn pong(&mut self, attempt: u64) {
+    /// Redis said something on the connection of attempt `attempt`: it is alive.
+    pub fn heard(&mut self, attempt: u64) {
         if self.connected(attempt).is_some() {
-            self.awaiting_pong = false;
+            self.silent_beats = 0;
         }
     }
 
@@ -153,7 +154,7 @@ impl Link {
             LinkState::Connecting(id) if attempt == self.attempt => {
                 self.state = LinkState::Open(id);
                 self.failures = 0;
-                self.awaiting_pong = false;
+                self.silent_beats = 0;
                 true
             }
             _ => false,
@@ -284,7 +285,7 @@ mod tests {
     }
 
     #[test]
-    fn a_link_that_does_not_answer_a_ping_within_a_period_is_given_up() {
+    fn a_link_heard_from_in_no_whole_period_is_given_up() {
         let mut l = Link::new();
         assert_eq!(l.heartbeat(), Heartbeat::Idle);
         let n = l.start();
@@ -293,14 +294,18 @@ mod tests {
         l.opened(n);
         assert_eq!(l.connected(n), Some(A));
         assert_eq!(l.connected(n + 1), None);
-        assert_eq!(l.heartbeat(), Heartbeat::Ping(A));
-        l.pong(n);
-        assert_eq!(l.heartbeat(), Heartbeat::Ping(A), "answered: pinged again");
-        l.pong(n + 1);
+        assert_eq!(
+            l.heartbeat(),
+            Heartbeat::Ping(A),
+            "opened just before: one more period"
+        );
+        l.heard(n);
+        assert_eq!(l.heartbeat(), Heartbeat::Ping(A), "heard: pinged again");
+        l.heard(n + 1);
         assert_eq!(
             l.heartbeat(),
             Heartbeat::Silent(A),
-            "a stale pong counts for nothing"
+            "a stale answer counts for nothing"
         );
         l.lost(n, 0);
         let n = l.start();

@@ -39,24 +39,21 @@ fn accept(h: &Harness<Chat>) -> Redis {
         .collect();
     let psubscribe = command(&[b"PSUBSCRIBE", b"room:*"]);
     let (mut sub, mut publ) = (links.remove(0), links.remove(0));
-    if sub.output().is_empty() {
+    if sub.output() != psubscribe {
         std::mem::swap(&mut sub, &mut publ);
     }
     assert_eq!(sub.take_output(), psubscribe);
-    assert_eq!(
-        publ.take_output(),
-        b"",
-        "the publisher link sends nothing at first"
-    );
+    assert_eq!(publ.take_output(), command(&[b"PING"]));
     Redis { sub, publ }
 }
 
 impl Redis {
-    /// Confirm the subscription.
+    /// Answer both links' opening commands: confirm the subscription, answer the PING.
     fn confirm(&mut self) {
         self.sub
             .send(b"*3\r\n$10\r\npsubscribe\r\n$6\r\nroom:*\r\n:1\r\n")
             .unwrap();
+        self.publ.send(b"+PONG\r\n").unwrap();
     }
 
     /// Deliver `text` on chat channel `channel`, as Redis relays a PUBLISH.
@@ -136,7 +133,7 @@ fn until_both_links_are_ready_lines_stay_local_and_are_counted() {
     let mut redis = accept(&h);
     let mut s = subscriber(&h, "c");
     let mut p = h.connect().unwrap();
-    // Connected but the subscription is not confirmed: local delivery, counted.
+    // Connected but not answered (by anything that is Redis): local delivery, counted.
     assert_eq!(p.round_trip_text("PUBLISH c early\n").unwrap(), "+OK 1\n");
     assert_eq!(s.take_text(), "MESSAGE c early\n");
     assert_eq!(redis.publ.take_output(), b"");
@@ -179,9 +176,17 @@ fn while_redis_is_away_lines_stay_local_then_it_is_used_again() {
     let mut redis = accept(&h);
     assert!(
         !broker(&h).is_up(),
-        "not before the subscription is confirmed"
+        "not before Redis answers on both links"
     );
-    redis.confirm();
+    redis
+        .sub
+        .send(b"*3\r\n$10\r\npsubscribe\r\n$6\r\nroom:*\r\n:1\r\n")
+        .unwrap();
+    assert!(
+        !broker(&h).is_up(),
+        "not before the publisher link's PING is answered"
+    );
+    redis.publ.send(b"+PONG\r\n").unwrap();
     assert!(broker(&h).is_up());
     assert_eq!(p.round_trip_text("PUBLISH c back\n").unwrap(), "+OK 1\n");
     assert_eq!(redis.publ.take_output(), publish_command("c", "back"));
@@ -398,4 +403,32 @@ fn after_a_dropped_subscriber_link_lines_are_delivered_locally_once() {
     assert_eq!(p.round_trip_text("PUBLISH c x\n").unwrap(), "+OK 1\n");
     assert_eq!(s.take_text(), "MESSAGE c x\n");
     assert_eq!(redis.publ.take_output(), b"");
+}
+
+#[test]
+fn a_peer_that_is_not_redis_never_makes_the_broker_up_and_is_dropped() {
+    let h = harness();
+    h.serving().unwrap();
+    // Say each link reached a socket connected to itself: it reads back its own commands.
+    let mut echo = accept(&h);
+    echo.sub
+        .send(&command(&[b"PSUBSCRIBE", b"room:*"]))
+        .unwrap();
+    echo.publ.send(&command(&[b"PING"])).unwrap();
+    assert!(!broker(&h).is_up());
+    for _ in 0..2 {
+        h.advance(HEARTBEAT);
+        let (sub_ping, publ_ping) = (echo.sub.take_output(), echo.publ.take_output());
+        echo.sub.send(&sub_ping).unwrap();
+        echo.publ.send(&publ_ping).unwrap();
+        assert!(!broker(&h).is_up());
+    }
+    assert!(
+        !echo.sub.is_open() && !echo.publ.is_open(),
+        "dropped: nothing Redis said"
+    );
+    h.advance(TICK);
+    let mut redis = accept(&h);
+    redis.confirm();
+    assert!(broker(&h).is_up());
 }
