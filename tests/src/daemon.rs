@@ -195,7 +195,11 @@ fn spawn_listening(
         .unwrap_or_else(|e| panic!("starting {program} (.ci/run installs it): {e}"));
     let deadline = Instant::now() + timeout;
     loop {
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+        // A connection to itself (the kernel picked the free port as the probe's own) is
+        // not the daemon listening.
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200))
+            .is_ok_and(|probe| probe.local_addr().ok() != Some(addr))
+        {
             return Ok(child);
         }
         if child.try_wait().unwrap().is_some() || Instant::now() > deadline {
