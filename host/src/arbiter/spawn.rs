@@ -15,7 +15,7 @@ use nix::fcntl::OFlag;
 use nix::sys::signal::Signal;
 use nix::unistd::{fork, getppid, ForkResult, Pid};
 
-use super::board::{now_ms, Cell};
+use super::board::{now_ms, WorkerCell};
 use super::signals;
 use super::status::{Report, StatusReader, StatusWriter};
 use super::Generation;
@@ -37,7 +37,7 @@ pub struct WorkerSpec<'a> {
     pub sockets: &'a [Bound],
     /// The configuration, plugin snapshots and TLS of the worker's generation.
     pub generation: &'a Generation,
-    pub cell: &'static Cell,
+    pub cell: &'static WorkerCell,
     /// The process-wide settings (as at startup).
     pub config: &'a Config,
     pub identity: Option<&'a Identity>,
@@ -59,7 +59,8 @@ pub fn spawn(spec: WorkerSpec<'_>) -> Result<Spawned, HostError> {
     let arbiter = spec.arbiter;
     let guard = signals::ForkGuard::block();
     // SAFETY: the arbiter is single-threaded (no runtime, no helper threads), so the child
-    // is a consistent copy; it never returns into arbiter code (it ends in `_exit`).
+    // is a consistent copy; it never returns nor unwinds into arbiter code (`child_main`
+    // catches any panic and ends in `_exit`).
     match unsafe { fork() } {
         Ok(ForkResult::Parent { child }) => {
             drop(guard);
@@ -72,17 +73,27 @@ pub fn spawn(spec: WorkerSpec<'_>) -> Result<Spawned, HostError> {
         Ok(ForkResult::Child) => {
             drop(read);
             signals::reset_in_child(guard);
-            child_main(spec, write, arbiter)
+            // A panic must not unwind out of the child's entry: the frames above it are the
+            // arbiter's, and unwinding through them would run arbiter code (and drop its
+            // copies of the pid file, the Unix socket files, the generations) in this
+            // process. The panic hook has already printed the message; leave with the code
+            // of a panicking Rust program.
+            let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                child_main(spec, write, arbiter)
+            }))
+            .unwrap_or(101);
+            exit_now(code)
         }
         Err(e) => Err(HostError::io("fork", e.into())),
     }
 }
 
-fn child_main(spec: WorkerSpec<'_>, status: OwnedFd, arbiter: Pid) -> ! {
+/// The worker process, from fork to its exit code.
+fn child_main(spec: WorkerSpec<'_>, status: OwnedFd, arbiter: Pid) -> i32 {
     // Die with the arbiter, so a SIGKILLed arbiter leaves no worker serving stale code.
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
     if getppid() != arbiter {
-        exit_now(1);
+        return 1;
     }
     let mut keep: Vec<i32> = vec![0, 1, 2, status.as_raw_fd()];
     keep.extend(spec.generation.snapshots.iter().map(|s| s.raw_fd()));
@@ -94,14 +105,13 @@ fn child_main(spec: WorkerSpec<'_>, status: OwnedFd, arbiter: Pid) -> ! {
         &format!("sockhost w{} g{}", spec.slot, spec.generation.id),
     );
     let mut status = StatusWriter::new(status);
-    let code = match serve(&spec, &mut status) {
+    match serve(&spec, &mut status) {
         Ok(()) => 0,
         Err(message) => {
             status.send(&Report::Failed(message));
             3
         }
-    };
-    exit_now(code)
+    }
 }
 
 /// The worker's life after fork; `Err` is a startup failure message.
