@@ -61,7 +61,8 @@ pub struct Board {
 impl Board {
     /// Map room for `len` workers (live and retiring together).
     pub fn new(len: usize) -> io::Result<Board> {
-        let bytes = NonZeroUsize::new(len * std::mem::size_of::<WorkerCell>()).expect("non-empty board");
+        let bytes =
+            NonZeroUsize::new(len * std::mem::size_of::<WorkerCell>()).expect("non-empty board");
         // SAFETY: a fresh anonymous mapping aliases nothing; zeroed memory is a valid array of
         // `WorkerCell` (all atomics at 0).
         let ptr = unsafe {
@@ -95,7 +96,12 @@ impl Board {
 impl Drop for Board {
     fn drop(&mut self) {
         // SAFETY: the mapping was made by `new` with this length and is unmapped once.
-        let _ = unsafe { munmap(self.cells.cast(), self.len * std::mem::size_of::<WorkerCell>()) };
+        let _ = unsafe {
+            munmap(
+                self.cells.cast(),
+                self.len * std::mem::size_of::<WorkerCell>(),
+            )
+        };
     }
 }
 

@@ -79,7 +79,6 @@ use supervisor::{Limits, Supervisor};
 /// Room on the board for live and retiring workers together.
 const BOARD_CELLS: usize = 4096;
 
-
 /// Run process mode to the end.
 pub fn run(config: &Config) -> Result<(), HostError> {
     let identity = Identity::resolve(config.user.as_deref(), config.group.as_deref())?;
@@ -138,4 +137,3 @@ pub fn run(config: &Config) -> Result<(), HostError> {
     }
     result
 }
-

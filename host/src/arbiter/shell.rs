@@ -98,7 +98,9 @@ impl Arbiter<'_> {
                 Action::Notify(Notify::Stopping) => crate::notify::stopping(),
                 Action::Announce => self.announce()?,
                 Action::AddSlot => match self.add_sibling_slot() {
-                    Ok(()) => tracing::info!(workers = self.slots.len(), "SIGTTIN: one worker more"),
+                    Ok(()) => {
+                        tracing::info!(workers = self.slots.len(), "SIGTTIN: one worker more")
+                    }
                     Err(e) => tracing::warn!("SIGTTIN: cannot add a worker: {e}"),
                 },
                 Action::RemoveSlot { slot, holders } => {

@@ -116,6 +116,57 @@ fn child_main(spec: WorkerSpec<'_>, status: OwnedFd, arbiter: Pid) -> i32 {
 
 /// The worker's life after fork; `Err` is a startup failure message.
 fn serve(spec: &WorkerSpec<'_>, status: &mut StatusWriter) -> Result<(), String> {
+    let generation = spec.generation;
+    let (plugins, services) = load(spec)?;
+    status.send(&Report::Ready(
+        generation
+            .plugin_of
+            .iter()
+            .map(|&p| {
+                (
+                    plugins[p].meta.name.clone(),
+                    plugins[p].meta.version.clone(),
+                )
+            })
+            .collect(),
+    ));
+    tracing::debug!(pid = std::process::id(), slot = spec.slot, "worker serving");
+
+    let cell = spec.cell;
+    let retiring_status = StatusWriter::new(status.try_clone().map_err(|e| e.to_string())?);
+    let draining_status = StatusWriter::new(status.try_clone().map_err(|e| e.to_string())?);
+    let mut reopened = 0;
+    let hooks = worker::Hooks {
+        heartbeat: Some(Box::new(move |counters| {
+            cell.heartbeat_ms.store(now_ms(), Ordering::Relaxed);
+            cell.post(counters);
+            // USR1 to the arbiter: it has reopened the access log; follow.
+            let asked = cell.reopen.load(Ordering::Relaxed);
+            if asked != reopened {
+                reopened = asked;
+                crate::access_log::reopen();
+            }
+        })),
+        metrics: None,
+        retiring: Some(Box::new(move || {
+            let mut s = retiring_status;
+            s.send(&Report::Retiring);
+        })),
+        draining: Some(Box::new(move || {
+            let mut s = draining_status;
+            s.send(&Report::Draining);
+        })),
+        reload: None,
+        stopping: None,
+        serving: None,
+    };
+    let settings = spec.config.worker_settings(spec.access_log.cloned());
+    worker::run(services, settings, hooks).map_err(|e| e.to_string())
+}
+
+/// Drop privileges, load the generation's plugins and make each service's factory and
+/// listeners; `Err` is a startup failure message.
+fn load(spec: &WorkerSpec<'_>) -> Result<(Vec<Plugin>, Vec<worker::Service>), String> {
     if let Some(identity) = spec.identity {
         identity.apply()?;
         // The kernel clears the parent-death signal when credentials change: arm it again,
@@ -174,50 +225,7 @@ fn serve(spec: &WorkerSpec<'_>, status: &mut StatusWriter) -> Result<(), String>
             settings: service.worker_settings(generation.tls[i].clone()),
         })
         .collect();
-    status.send(&Report::Ready(
-        generation
-            .plugin_of
-            .iter()
-            .map(|&p| {
-                (
-                    plugins[p].meta.name.clone(),
-                    plugins[p].meta.version.clone(),
-                )
-            })
-            .collect(),
-    ));
-    tracing::debug!(pid = std::process::id(), slot = spec.slot, "worker serving");
-
-    let cell = spec.cell;
-    let retiring_status = StatusWriter::new(status.try_clone().map_err(|e| e.to_string())?);
-    let draining_status = StatusWriter::new(status.try_clone().map_err(|e| e.to_string())?);
-    let mut reopened = 0;
-    let hooks = worker::Hooks {
-        heartbeat: Some(Box::new(move |counters| {
-            cell.heartbeat_ms.store(now_ms(), Ordering::Relaxed);
-            cell.post(counters);
-            // USR1 to the arbiter: it has reopened the access log; follow.
-            let asked = cell.reopen.load(Ordering::Relaxed);
-            if asked != reopened {
-                reopened = asked;
-                crate::access_log::reopen();
-            }
-        })),
-        metrics: None,
-        retiring: Some(Box::new(move || {
-            let mut s = retiring_status;
-            s.send(&Report::Retiring);
-        })),
-        draining: Some(Box::new(move || {
-            let mut s = draining_status;
-            s.send(&Report::Draining);
-        })),
-        reload: None,
-        stopping: None,
-        serving: None,
-    };
-    let settings = spec.config.worker_settings(spec.access_log.cloned());
-    worker::run(services, settings, hooks).map_err(|e| e.to_string())
+    Ok((plugins, services))
 }
 
 /// Close every descriptor not in `keep`.

@@ -77,7 +77,9 @@ pub enum Phase {
     Starting,
     Serving,
     /// Told to stop (or stopping on its own); must be gone by the deadline.
-    Retiring { deadline: Instant },
+    Retiring {
+        deadline: Instant,
+    },
 }
 
 /// One worker process as the supervisor sees it.
@@ -351,7 +353,11 @@ impl Supervisor {
 
     /// A worker could not start: fatal at startup, aborts a reload, else logged (its exit
     /// backs its slot off).
-    pub(super) fn worker_failed(&mut self, generation: u64, message: String) -> Result<(), HostError> {
+    pub(super) fn worker_failed(
+        &mut self,
+        generation: u64,
+        message: String,
+    ) -> Result<(), HostError> {
         if self.life == Life::Starting {
             return Err(HostError::WorkerStartup(message));
         }
@@ -386,8 +392,7 @@ impl Supervisor {
     fn check_queued(&mut self, slot: usize) {
         let worker_left = self.workers.iter().any(|w| w.slot == slot);
         let others_serve = self.workers.iter().any(|w| w.slot != slot && w.accepting());
-        if self.life == Life::Running && !worker_left && others_serve && slot < self.slots.len()
-        {
+        if self.life == Life::Running && !worker_left && others_serve && slot < self.slots.len() {
             self.act(Action::MoveQueued { slot });
         }
     }

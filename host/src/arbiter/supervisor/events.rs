@@ -92,8 +92,7 @@ impl Supervisor {
         if !plugins.is_empty() && w.generation >= current {
             self.supervision.plugins = plugins;
         }
-        if self.life == Life::Starting && self.workers.iter().all(|w| w.phase == Phase::Serving)
-        {
+        if self.life == Life::Starting && self.workers.iter().all(|w| w.phase == Phase::Serving) {
             self.life = Life::Running;
             self.act(Action::Announce);
         }
