@@ -259,3 +259,40 @@ impl Supervisor {
         self.reload.abandon();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_transition_moves_between_the_three_states() {
+        let t0 = Instant::now();
+        let mut r = Reload::Idle;
+        assert!(!r.again(), "a HUP while idle is a new reload, not a repeat");
+        r.start(2, t0);
+        assert_eq!(r.starting(), Some(2));
+        assert!(r.again());
+        let old = vec![Pid::from_raw(7)];
+        assert!(
+            r.promote(old.clone()),
+            "the repeat is reported once promoted"
+        );
+        assert_eq!(
+            r.handover().map(|h| (h.generation, &h.old)),
+            Some((2, &old))
+        );
+        // The next reload starts while generation 2's handover still finishes.
+        r.start(3, t0);
+        assert_eq!(r.starting(), Some(3));
+        assert_eq!(r.handover().map(|h| h.generation), Some(2));
+        assert_eq!(r.abort(), Some((3, false)));
+        assert_eq!(r.handover().map(|h| h.generation), Some(2));
+        r.handed_over();
+        assert_eq!(r, Reload::Idle);
+        assert_eq!(r.abort(), None);
+        assert!(!r.promote(Vec::new()));
+        r.start(4, t0);
+        r.abandon();
+        assert_eq!(r, Reload::Idle);
+    }
+}
