@@ -150,12 +150,7 @@ impl Arbiter<'_> {
             crate::announce_metrics(endpoint.local_addr())?;
         }
         crate::notify::ready();
-        let services: Vec<&str> = self
-            .config
-            .services
-            .iter()
-            .map(|s| s.name.as_str())
-            .collect();
+        let services = self.service_names();
         tracing::info!(
             workers = self.supervisor.workers().len(),
             pid = std::process::id(),
@@ -163,6 +158,11 @@ impl Arbiter<'_> {
             "serving in process mode"
         );
         Ok(())
+    }
+
+    fn service_names(&self) -> Vec<&str> {
+        let names = self.config.services.iter().map(|s| s.name.as_str());
+        names.collect()
     }
 
     /// Start the workers the supervisor wants, one at a time (each result may change what
@@ -287,12 +287,8 @@ impl Arbiter<'_> {
             })
             .collect();
         let supervision = self.supervisor.supervision();
-        let names: Vec<&str> = self
-            .config
-            .services
-            .iter()
-            .map(|s| s.name.as_str())
-            .collect();
+        let names = self.config.services.iter().map(|s| s.name.as_str());
+        let names: Vec<&str> = names.collect();
         endpoint.serve(ready, || metrics::render(&names, &counters, &supervision));
     }
 

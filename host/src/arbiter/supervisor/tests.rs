@@ -76,6 +76,17 @@ impl Run {
         w
     }
 
+    /// HUP at `secs`, and generation `generation` prepared.
+    fn reload(&mut self, generation: u64, secs: f64) {
+        self.sup.signal(Signal::SIGHUP, self.at(secs));
+        let actions = self.actions();
+        assert!(
+            actions.contains(&Action::PrepareReload { generation }),
+            "{actions:?}"
+        );
+        self.sup.reload_prepared(generation, self.at(secs));
+    }
+
     fn ready(&mut self, pids: &[Pid]) {
         for &pid in pids {
             self.sup.ready(pid, Vec::new());

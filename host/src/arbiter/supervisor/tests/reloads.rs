@@ -54,9 +54,7 @@ fn a_reload_starts_the_new_generation_then_retires_the_old() {
 #[test]
 fn a_reload_whose_new_generation_fails_is_aborted_and_the_old_one_serves_on() {
     let (mut run, old) = Run::serving(2);
-    run.sup.signal(Signal::SIGHUP, run.at(1.0));
-    run.sup.reload_prepared(2, run.at(1.0));
-    run.actions();
+    run.reload(2, 1.0);
     let new = run.spawn_all(1.0);
     run.ready(&new[..1]);
     run.sup.failed(new[1], "plugin: bad symbol".into()).unwrap();
@@ -80,17 +78,14 @@ fn a_reload_whose_new_generation_fails_is_aborted_and_the_old_one_serves_on() {
         .all(|&p| run.sup.worker(p).unwrap().generation == 1));
 
     // A new generation that cannot even be forked, or never reports: aborted too.
-    run.sup.signal(Signal::SIGHUP, run.at(5.0));
-    run.sup.reload_prepared(3, run.at(5.0));
-    run.actions();
+    run.reload(3, 5.0);
     let s = run.sup.next_spawn(run.at(5.0)).unwrap().unwrap();
     assert_eq!(s.generation, 3);
     let e = StartError::Fork(HostError::WorkerStartup("fork: EAGAIN".into()));
     run.sup.spawn_failed(s, e, run.at(5.0)).unwrap();
     assert_eq!(*run.sup.generations().1, Reload::Idle);
     assert_eq!(run.sup.supervision().reloads_aborted, 2);
-    run.sup.signal(Signal::SIGHUP, run.at(6.0));
-    run.sup.reload_prepared(4, run.at(6.0));
+    run.reload(4, 6.0);
     let slow = run.spawn_all(6.0);
     run.actions();
     run.tick(6.0 + TIMEOUT.as_secs_f64() + 1.0, OK);
@@ -104,9 +99,7 @@ fn a_reload_whose_new_generation_fails_is_aborted_and_the_old_one_serves_on() {
 #[test]
 fn a_hup_during_a_reload_runs_another_once_it_ends() {
     let (mut run, _) = Run::serving(1);
-    run.sup.signal(Signal::SIGHUP, run.at(1.0));
-    run.sup.reload_prepared(2, run.at(1.0));
-    run.actions();
+    run.reload(2, 1.0);
     let new = run.spawn_all(1.0);
     run.sup.signal(Signal::SIGHUP, run.at(1.1));
     assert!(run.actions().is_empty(), "remembered, not started");
@@ -124,8 +117,7 @@ fn a_hup_during_a_reload_runs_another_once_it_ends() {
     assert_eq!(signals(&run.actions(), Signal::SIGTERM), new);
     assert_eq!(run.sup.supervision().reloads_ok, 2);
     // An aborted reload runs the remembered one too.
-    run.sup.signal(Signal::SIGHUP, run.at(3.0));
-    run.sup.reload_prepared(4, run.at(3.0));
+    run.reload(4, 3.0);
     let fourth = run.spawn_all(3.0);
     run.sup.signal(Signal::SIGHUP, run.at(3.1));
     run.actions();
@@ -137,9 +129,7 @@ fn a_hup_during_a_reload_runs_another_once_it_ends() {
 #[test]
 fn ttou_during_a_reload_removes_the_last_slot_of_both_generations() {
     let (mut run, old) = Run::serving(2);
-    run.sup.signal(Signal::SIGHUP, run.at(1.0));
-    run.sup.reload_prepared(2, run.at(1.0));
-    run.actions();
+    run.reload(2, 1.0);
     let new = run.spawn_all(1.0);
     assert_eq!(new.len(), 2);
     let on_slot = |run: &Run, pids: &[Pid], slot| {
