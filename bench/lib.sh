@@ -145,9 +145,11 @@ rss_kb() {
     awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"
 }
 
-# cpu_ticks PID: user + system CPU time of the whole process, in clock ticks.
+# cpu_ticks PID: user + system CPU time of the whole process, in clock ticks. (The fields
+# are counted after the command name, which may hold spaces: process-mode workers are
+# titled `sockhost w0 g1`; utime and stime are then the 12th and 13th.)
 cpu_ticks() {
-    awk '{ print $14 + $15 }' "/proc/$1/stat"
+    sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'
 }
 
 # tree_pids PID: PID and all its descendants.
@@ -165,7 +167,7 @@ tree_pids() {
 tree_ticks() {
     local total=0 p t
     for p in $(tree_pids "$1"); do
-        t=$(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null || echo 0)
+        t=$(cpu_ticks "$p" 2>/dev/null || echo 0)
         total=$((total + ${t:-0}))
     done
     echo "$total"

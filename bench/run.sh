@@ -703,7 +703,7 @@ fi
 # (the counts, busiest first, zeros for workers without any) and SPREAD_MAX_MEAN.
 spread_of() {
     local root=$1 port=$2 workers=$3 cpus=$4 threads=$5 conns=$6 wrk_pid i seen=0
-    "${PRIO[@]}" taskset -c "$cpus" wrk -t"$threads" -c"$conns" -d3s "http://127.0.0.1:$port/" \
+    "${PRIO[@]}" taskset -c "$cpus" wrk -t"$threads" -c"$conns" -d5s "http://127.0.0.1:$port/" \
         >"$BENCH_TMP/spread.wrk" 2>&1 &
     wrk_pid=$!
     BENCH_PIDS+=("$wrk_pid")
@@ -713,11 +713,25 @@ spread_of() {
         seen=$(established "$port")
         ((seen >= conns)) && break
     done
-    sleep 0.2
+    # ss -p names a socket's process by scanning /proc/*/fd: at the servers' and wrk's
+    # real-time priority, or on 2 busy cores it may not get to run before wrk is done. Read
+    # again (bounded) until it names them all.
     local -a counts=()
-    mapfile -t counts < <(ss -Htnp state established "( sport = :$port )" 2>/dev/null |
-        grep -o 'pid=[0-9]*' | sort | uniq -c | awk '{ print $1 }' | sort -rn)
+    local named=0
+    for ((i = 0; i < 10; i++)); do
+        sleep 0.1
+        mapfile -t counts < <("${PRIO[@]}" ss -Htnp state established "( sport = :$port )" 2>/dev/null |
+            grep -o 'pid=[0-9]*' | sort | uniq -c | awk '{ print $1 }' | sort -rn)
+        named=$(printf '%s\n' "${counts[@]}" | awk '{ t += $1 } END { print t + 0 }')
+        ((named >= seen)) && break
+    done
+    kill -TERM "$wrk_pid" 2>/dev/null || true
     wait "$wrk_pid" 2>/dev/null || true
+    if ((named < seen)); then
+        echo "# spread: ss -p named the process of $named of the $seen connections to :$port;" \
+            "wrk said:" >&2
+        cat "$BENCH_TMP/spread.wrk" >&2
+    fi
     while ((${#counts[@]} < workers)); do counts+=(0); done
     SPREAD="${counts[*]}"
     SPREAD_MAX_MEAN=$(printf '%s\n' "${counts[@]}" | awk -v w="$workers" \
