@@ -366,7 +366,7 @@ fi
 # provider, the calls a handshake makes; `openssl speed` for nginx's OpenSSL in a note).
 tls_handshake_rows() {
     local full_sh=$PAIR_US_A full_ng=$PAIR_US_B resumed_sh resumed_ng plain_sh plain_ng
-    local -a floors=() x25519=() signs=()
+    local -a floors=() x25519=() signs=() ring_kx=() ring_signs=()
     local rep out side name conns resumed
     [[ -x $RELEASE/crypto-floor ]] || die "$RELEASE/crypto-floor is missing (cargo build --release -p sockhost-bench)"
     pair "TLS resumed handshakes, 16 loops" conns/s "-" json:conns_per_sec "$SPAN" $CLIENT_CPU \
@@ -410,6 +410,8 @@ tls_handshake_rows() {
         floors+=("$(json_get full_floor_us "$out")")
         x25519+=("$(json_get x25519_us "$out")")
         signs+=("$(json_get sign_p256_us "$out")")
+        ring_kx+=("$(json_get ring_x25519_us "$out")")
+        ring_signs+=("$(json_get ring_sign_p256_us "$out")")
     done
     local floor kx sign tls_only
     floor=$(median "${floors[@]}")
@@ -428,7 +430,7 @@ tls_handshake_rows() {
     out=$("${PRIO[@]}" taskset -c $SERVER_CPU openssl speed -seconds 1 -mr ecdsap256 ecdhx25519 2>/dev/null |
         awk -F: '/^\+F4:/ { sign = 1e6 / $4 } /^\+F5:/ { kx = 1e6 / $4 }
             END { printf "ECDSA P-256 sign %.2f us, X25519 derive %.2f us", sign, kx }')
-    NOTES+=("crypto floor: crypto-floor (examples/bench) times through rustls's aws-lc-rs provider what a TLS 1.3 server must compute per full handshake: one ECDSA P-256 SHA-256 signature and one X25519 exchange (ephemeral key pair + shared secret); a resumed one needs the exchange only. OpenSSL $(openssl version | awk '{ print $2 }') (nginx's) on the same CPU, openssl speed: $out (the derive alone; its key generation is not timed there).")
+    NOTES+=("crypto floor: crypto-floor (examples/bench) times through rustls's aws-lc-rs provider what a TLS 1.3 server must compute per full handshake: one ECDSA P-256 SHA-256 signature and one X25519 exchange (ephemeral key pair + shared secret); a resumed one needs the exchange only. OpenSSL $(openssl version | awk '{ print $2 }') (nginx's) on the same CPU, openssl speed: $out (the derive alone; its key generation is not timed there). ring 0.17 (rustls's other provider), crypto-floor: ECDSA P-256 sign $(median "${ring_signs[@]}") us, X25519 key pair + secret $(median "${ring_kx[@]}") us (aws-lc-rs: $sign and $kx).")
 }
 
 # --- TLS: the same ECDSA P-256 certificate everywhere --------------------------------------

@@ -11,6 +11,9 @@
 //! handshake; everything else a handshake costs (key schedule, AES-GCM, tickets, the TCP
 //! connection, the event loop) is above this floor.
 //!
+//! The same two operations are also timed with ring (the other provider rustls ships), so
+//! that the provider choice is a measurement: `ring_*` in the output.
+//!
 //! Usage: `crypto-floor --key-file KEY.pem [--seconds S] [--json]`. One thread: pin it
 //! (`taskset`) to the core the server runs on.
 
@@ -80,19 +83,65 @@ fn run(key_file: &str, span: Duration, json: bool) -> Result<(), String> {
         std::hint::black_box(secret);
     });
 
+    let (ring_sign_us, ring_x25519_us) = ring_figures(key_file, &message, span)?;
+
     let full = sign_us + x25519_us;
     if json {
         println!(
             "{{\"sign_p256_us\":{sign_us:.2},\"x25519_us\":{x25519_us:.2},\
-\"full_floor_us\":{full:.2},\"resumed_floor_us\":{x25519_us:.2}}}"
+\"full_floor_us\":{full:.2},\"resumed_floor_us\":{x25519_us:.2},\
+\"ring_sign_p256_us\":{ring_sign_us:.2},\"ring_x25519_us\":{ring_x25519_us:.2}}}"
         );
     } else {
         println!(
-            "ECDSA P-256 sign {sign_us:.2} us, X25519 key pair + shared secret {x25519_us:.2} us; \
-floor per full handshake {full:.2} us, per resumed handshake {x25519_us:.2} us"
+            "aws-lc-rs: ECDSA P-256 sign {sign_us:.2} us, X25519 key pair + shared secret \
+{x25519_us:.2} us; floor per full handshake {full:.2} us, per resumed handshake \
+{x25519_us:.2} us\nring: ECDSA P-256 sign {ring_sign_us:.2} us, X25519 {ring_x25519_us:.2} us"
         );
     }
     Ok(())
+}
+
+/// The same signature and exchange with ring: (sign µs, X25519 µs).
+fn ring_figures(key_file: &str, message: &[u8], span: Duration) -> Result<(f64, f64), String> {
+    use ring::agreement::{self, EphemeralPrivateKey, UnparsedPublicKey, X25519};
+    use ring::rand::SystemRandom;
+    use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
+
+    let rng = SystemRandom::new();
+    let pkcs8 =
+        match PrivateKeyDer::from_pem_file(key_file).map_err(|e| format!("{key_file}: {e}"))? {
+            PrivateKeyDer::Pkcs8(der) => der,
+            _ => return Err(format!("{key_file}: ring needs a PKCS#8 key")),
+        };
+    let key = EcdsaKeyPair::from_pkcs8(
+        &ECDSA_P256_SHA256_ASN1_SIGNING,
+        pkcs8.secret_pkcs8_der(),
+        &rng,
+    )
+    .map_err(|e| format!("{key_file}: ring: {e}"))?;
+    let sign_us = time_per_op(span, || {
+        std::hint::black_box(key.sign(&rng, message).expect("ring signing"));
+    });
+    let peer =
+        EphemeralPrivateKey::generate(&X25519, &rng).map_err(|e| format!("ring X25519: {e}"))?;
+    let peer_share = peer
+        .compute_public_key()
+        .map_err(|e| format!("ring X25519: {e}"))?;
+    let x25519_us = time_per_op(span, || {
+        let ours = EphemeralPrivateKey::generate(&X25519, &rng).expect("ring X25519 key");
+        // The server computes its share to send, then the secret.
+        std::hint::black_box(ours.compute_public_key().expect("ring X25519 share"));
+        agreement::agree_ephemeral(
+            ours,
+            &UnparsedPublicKey::new(&X25519, peer_share.as_ref()),
+            |s| {
+                std::hint::black_box(s.len());
+            },
+        )
+        .expect("ring X25519 agreement");
+    });
+    Ok((sign_us, x25519_us))
 }
 
 fn main() -> ExitCode {

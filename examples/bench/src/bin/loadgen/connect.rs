@@ -147,7 +147,10 @@ p99_us={:.1} resumed={} errors={} mismatches={} client_cpu={} tls={}",
 /// Outcome of one connect / echo / close cycle.
 enum Cycle {
     /// Done; over TLS, what was negotiated and whether the handshake resumed a session.
-    Done { tls: Option<String>, resumed: bool },
+    Done {
+        tls: Option<String>,
+        resumed: bool,
+    },
     Mismatch(String),
 }
 
