@@ -787,10 +787,10 @@ if section scaling; then
     done
     # req/s and CPU per request at each worker count, relative to 1 worker.
     scale_note="scaling, relative to 1 worker (req/s, srv us/req):"
+    read -r r1 _ <<<"${SCALE_SH[1]}"
+    read -r n1 _ <<<"${SCALE_NG[1]}"
     for w in "${counts[@]}"; do
-        read -r r1 u1 <<<"${SCALE_SH[1]}"
         read -r rw uw <<<"${SCALE_SH[$w]}"
-        read -r n1 v1 <<<"${SCALE_NG[1]}"
         read -r nw vw <<<"${SCALE_NG[$w]}"
         scale_note+=" $w: sockhost $(ratio "$rw" "$r1")x, ${uw} us; nginx $(ratio "$nw" "$n1")x, ${vw} us;"
     done
