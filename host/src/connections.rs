@@ -19,6 +19,7 @@ use plugin_api::ConnId;
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
+use crate::metrics::WorkerMetrics;
 pub use crate::services::endpoint::Endpoint;
 
 /// Open connection tasks of one service in one worker (single-threaded). A worker has one
@@ -28,8 +29,10 @@ pub use crate::services::endpoint::Endpoint;
 #[derive(Default)]
 pub struct Connections {
     entries: RefCell<Entries>,
-    /// This service's counters (kept here so every connection can reach them).
-    pub metrics: crate::metrics::WorkerMetrics,
+    /// A handle on the service's counters (owned by the service, see
+    /// [`crate::worker::Shared`]): a connection task reaches them through its
+    /// [`Registration`], so the connection future does not grow by a pointer.
+    metrics: Rc<WorkerMetrics>,
     /// The service's index in the worker (part of every [`ConnId`] of this set).
     service: u32,
     /// How many services the worker serves (for [`Registration::log_key`]).
@@ -96,14 +99,16 @@ const KEY_BITS: u32 = 24;
 
 impl Connections {
     /// The set of service `service` (its index in the worker, below 256), whose
-    /// connections may hold `max_pending` unsent bytes.
+    /// connections may hold `max_pending` unsent bytes and count in `metrics`.
     pub fn for_service(
         service: usize,
         services: usize,
         name: &str,
         max_pending: usize,
+        metrics: Rc<WorkerMetrics>,
     ) -> Connections {
         Connections {
+            metrics,
             service: u32::try_from(service).expect("few services") & 0xff,
             services: u32::try_from(services).expect("few services"),
             max_pending: Cell::new(max_pending),
@@ -326,7 +331,7 @@ impl Registration {
 
     /// Its service's counters.
     #[inline]
-    pub fn metrics(&self) -> &crate::metrics::WorkerMetrics {
+    pub fn metrics(&self) -> &WorkerMetrics {
         &self.set.metrics
     }
 
@@ -378,12 +383,18 @@ impl Registration {
 mod tests {
     #[test]
     fn ids_carry_their_service() {
-        let set = std::rc::Rc::new(super::Connections::for_service(3, 4, "a", 1024));
+        let set = std::rc::Rc::new(super::Connections::for_service(
+            3,
+            4,
+            "a",
+            1024,
+            Default::default(),
+        ));
         let r = set.register_with(Some(super::Endpoint::stream(false)), true);
         let id = r.id();
         assert_eq!(super::Connections::service_of(id), 3);
         assert!(set.with_endpoint(id, |_| ()).is_some());
-        let other = super::Connections::for_service(2, 4, "b", 1024);
+        let other = super::Connections::for_service(2, 4, "b", 1024, Default::default());
         assert!(other.with_endpoint(id, |_| ()).is_none());
     }
 

@@ -12,6 +12,23 @@ use plugin_api::Transport as PluginTransport;
 use crate::bind::{BindSpec, Transport};
 use crate::error::HostError;
 
+/// Which plugin a service runs: its declared name and version (the
+/// `sockhost_plugin_info` labels, reported by each worker once it serves).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PluginId {
+    pub name: String,
+    pub version: String,
+}
+
+impl PluginId {
+    pub fn new(name: impl Into<String>, version: impl Into<String>) -> PluginId {
+        PluginId {
+            name: name.into(),
+            version: version.into(),
+        }
+    }
+}
+
 /// A loaded, ABI-checked plugin and its metadata.
 pub struct Plugin {
     library: Library,
@@ -41,6 +58,11 @@ impl Plugin {
         })?;
         let meta = library.meta();
         Ok(Plugin { library, meta })
+    }
+
+    /// Its name and version.
+    pub fn id(&self) -> PluginId {
+        PluginId::new(&self.meta.name, &self.meta.version)
     }
 
     /// Every bind must use a transport the plugin serves.

@@ -95,15 +95,7 @@ pub fn run(config: &Config) -> Result<(), HostError> {
         .transpose()
         .map_err(|e| HostError::io("--metrics-bind", e))?;
     let metrics = metrics_listener.map(|listener| {
-        let plugins = plugin_of
-            .iter()
-            .map(|&p| {
-                (
-                    plugins[p].meta.name.clone(),
-                    plugins[p].meta.version.clone(),
-                )
-            })
-            .collect();
+        let plugins = plugin_of.iter().map(|&p| plugins[p].id()).collect();
         (listener, plugins)
     });
     let listeners: Vec<RawFd> = bound.iter().map(|b| b.socket.as_raw_fd()).collect();

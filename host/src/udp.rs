@@ -35,7 +35,7 @@ use crate::access_log;
 use crate::bind::canonical;
 use crate::connections::Registration;
 use crate::logging;
-use crate::metrics::bump;
+use crate::metrics::Counter;
 use crate::services::endpoint::{Endpoint, Event, Inbox, Work};
 use crate::worker::Shared;
 
@@ -245,7 +245,7 @@ impl UdpServer {
         if self.sessions.len() >= self.max_sessions {
             if let Some((old_peer, session)) = self.sessions.pop_lru() {
                 self.evicted += 1;
-                bump(&self.shared.connections.metrics.udp_evicted, 1);
+                self.shared.metrics.bump(Counter::UdpEvicted, 1);
                 self.end(old_peer, session, LostReason::Shutdown);
             }
         }
@@ -259,7 +259,7 @@ impl UdpServer {
         let consumer = match factory.consumer(&info, id) {
             Ok(c) => c,
             Err(message) => {
-                let panics = &self.shared.connections.metrics.plugin_panics;
+                let panics = self.shared.metrics.cell(Counter::PluginPanics);
                 logging::plugin_panic(
                     panics,
                     &self.shared.name,
@@ -271,8 +271,8 @@ impl UdpServer {
                 return false;
             }
         };
-        bump(&self.shared.connections.metrics.udp_sessions, 1);
-        bump(&self.shared.connections.metrics.udp_sessions_open, 1);
+        self.shared.metrics.bump(Counter::UdpSessions, 1);
+        self.shared.metrics.bump(Counter::UdpSessionsOpen, 1);
         let mut session = Session::new(consumer);
         let made = session.deliver(Input::Made, &mut self.out);
         let tally = access_log::enabled().then(|| {
@@ -307,7 +307,7 @@ impl UdpServer {
         self.out.shrink(2 * RECV_BUFFER);
         let ending = match result {
             Delivered::Panicked(message) => {
-                let panics = &self.shared.connections.metrics.plugin_panics;
+                let panics = self.shared.metrics.cell(Counter::PluginPanics);
                 logging::plugin_panic(
                     panics,
                     &self.shared.name,
@@ -365,13 +365,11 @@ impl UdpServer {
         if let Some(r) = &session.registration {
             r.with_endpoint(|ep| ep.closing = true);
         }
-        let metrics = &self.shared.connections.metrics;
-        metrics
-            .udp_sessions_open
-            .set(metrics.udp_sessions_open.get().saturating_sub(1));
+        let metrics = &self.shared.metrics;
+        metrics.lower(Counter::UdpSessionsOpen);
         if let Err(message) = session.session.lose(reason) {
             logging::plugin_panic(
-                &metrics.plugin_panics,
+                metrics.cell(Counter::PluginPanics),
                 &self.shared.name,
                 peer,
                 "plugin panicked in connection_lost",

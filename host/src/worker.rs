@@ -21,7 +21,7 @@ use tokio::sync::{Notify, Semaphore};
 use crate::bind::{Bound, Transport};
 use crate::connections::Connections;
 use crate::error::HostError;
-use crate::metrics::Counters;
+use crate::metrics::{Counter, Counters, WorkerMetrics};
 
 /// What a worker needs to know from the process-wide configuration.
 #[derive(Clone, Debug)]
@@ -71,7 +71,7 @@ pub struct Hooks {
     /// Thread mode with `--metrics-bind`: serve the metrics endpoint (and `/health`,
     /// `/ready`: serving and not stopping) from this event loop, with each service's plugin
     /// name and version.
-    pub metrics: Option<(std::net::TcpListener, Vec<(String, String)>)>,
+    pub metrics: Option<(std::net::TcpListener, Vec<crate::plugin::PluginId>)>,
     /// Called when the worker starts a graceful stop on its own (`--max-requests`).
     pub retiring: Option<Box<dyn FnOnce()>>,
     /// Called once a stopping worker has stopped accepting.
@@ -105,6 +105,8 @@ pub struct Shared {
     pub proxy_protocol_from: Vec<crate::cidr::Cidr>,
     pub handshake_timeout: Duration,
     pub connections: Rc<Connections>,
+    /// This service's counters.
+    pub metrics: Rc<WorkerMetrics>,
     /// `--max-connections` of this service.
     pub limit: Arc<Semaphore>,
     recycling: Rc<Recycling>,
@@ -120,7 +122,7 @@ struct Recycling {
 impl Shared {
     /// Count one accepted connection; at `--max-requests` ask the worker to recycle.
     pub fn accepted(&self) {
-        crate::metrics::bump(&self.connections.metrics.accepted, 1);
+        self.metrics.bump(Counter::Accepted, 1);
         let r = &self.recycling;
         r.accepted.set(r.accepted.get() + 1);
         if r.max_requests > 0 && r.accepted.get() == r.max_requests {
@@ -208,7 +210,10 @@ async fn serve(
     let count = services.len();
     for (i, service) in services.into_iter().enumerate() {
         let s = service.settings;
-        let connections = Connections::for_service(i, count, &service.name, s.limits.max_pending);
+        let metrics = Rc::new(WorkerMetrics::default());
+        let max_pending = s.limits.max_pending;
+        let connections =
+            Connections::for_service(i, count, &service.name, max_pending, metrics.clone());
         shareds.push(Rc::new(Shared {
             service: i,
             name: service.name.into(),
@@ -218,6 +223,7 @@ async fn serve(
             proxy_protocol_from: s.proxy_protocol_from.clone(),
             handshake_timeout: s.handshake_timeout,
             connections: Rc::new(connections),
+            metrics,
             limit: Arc::new(Semaphore::new(s.max_connections)),
             recycling: recycling.clone(),
         }));
@@ -282,7 +288,7 @@ async fn serve(
     let stats = |shareds: &[Rc<Shared>]| -> Vec<Counters> {
         shareds
             .iter()
-            .map(|s| s.connections.metrics.snapshot(s.connections.len()))
+            .map(|s| s.metrics.snapshot(s.connections.len()))
             .collect()
     };
     let metrics_task = hooks.metrics.take().map(|(listener, plugins)| {
@@ -426,7 +432,7 @@ async fn serve(
 fn plugin_call(what: &str, shared: &Shared, call: impl FnOnce(&Factory) -> Result<(), String>) {
     crate::services::enter(shared.service);
     if let Err(message) = call(&shared.factory) {
-        let panics = &shared.connections.metrics.plugin_panics;
+        let panics = shared.metrics.cell(Counter::PluginPanics);
         crate::logging::protocol_panic(panics, &shared.name, what, &message);
     }
 }

@@ -168,12 +168,7 @@ fn serve(spec: &WorkerSpec<'_>, status: &mut StatusWriter) -> Result<(), String>
         generation
             .plugin_of
             .iter()
-            .map(|&p| {
-                (
-                    plugins[p].meta.name.clone(),
-                    plugins[p].meta.version.clone(),
-                )
-            })
+            .map(|&p| plugins[p].id())
             .collect(),
     ));
     tracing::debug!(pid = std::process::id(), slot = spec.slot, "worker serving");

@@ -35,8 +35,9 @@ use plugin_api::{ConnInfo, LostReason, Output};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::connections::{Expiry, Registration};
+use crate::metrics::Counter;
 use crate::services::endpoint::{Event, Work};
-use crate::{access_log, logging, metrics};
+use crate::{access_log, logging};
 
 /// Stop reading while more than this many bytes wait to be sent.
 pub const HIGH_WATER: usize = 256 * 1024;
@@ -124,14 +125,16 @@ impl Slot {
     /// Bytes read from the peer: counted for the worker and the connection.
     #[inline]
     fn received(&self, n: usize) {
-        metrics::bump(&self.registration.metrics().bytes_in, n as u64);
+        self.registration.metrics().bump(Counter::BytesIn, n as u64);
         access_log::with_open(self.registration.log_key(), |t| t.count(n as u64, 0));
     }
 
     /// Bytes written to the peer: counted for the worker and the connection.
     #[inline]
     fn sent(&self, n: usize) {
-        metrics::bump(&self.registration.metrics().bytes_out, n as u64);
+        self.registration
+            .metrics()
+            .bump(Counter::BytesOut, n as u64);
         access_log::with_open(self.registration.log_key(), |t| t.count(0, n as u64));
     }
 }
@@ -173,7 +176,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             )),
             Err(message) => {
                 access_log::with_open(slot.registration.log_key(), |t| t.set_reason("error"));
-                let panics = &slot.registration.metrics().plugin_panics;
+                let panics = slot.registration.metrics().cell(Counter::PluginPanics);
                 logging::plugin_panic(
                     panics,
                     slot.registration.service_name(),
@@ -408,13 +411,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 
     /// The connection's unsent output passed `--max-pending`: it ends now.
     fn over_limit(&self, what: &str) -> LostReason {
-        metrics::bump(&self.slot.registration.metrics().output_limit_closes, 1);
+        self.slot
+            .registration
+            .metrics()
+            .bump(Counter::OutputLimitCloses, 1);
         tracing::debug!(peer = %self.peer, "unsent {what} above --max-pending ({} bytes); closed", self.slot.registration.max_pending());
         LostReason::Error
     }
 
     fn panicked(&self, message: &str) -> LostReason {
-        let panics = &self.slot.registration.metrics().plugin_panics;
+        let panics = self.slot.registration.metrics().cell(Counter::PluginPanics);
         logging::plugin_panic(
             panics,
             self.slot.registration.service_name(),
@@ -538,7 +544,10 @@ impl<S> Drop for Connection<S> {
                 self.reason = LostReason::IdleTimeout;
             }
             Some(Expiry::SendTimeout) => {
-                metrics::bump(&self.slot.registration.metrics().output_limit_closes, 1);
+                self.slot
+                    .registration
+                    .metrics()
+                    .bump(Counter::OutputLimitCloses, 1);
                 tracing::debug!(peer = %self.peer, "output waited longer than --send-timeout; closed");
                 self.reason = LostReason::Error;
             }
@@ -555,7 +564,7 @@ impl<S> Drop for Connection<S> {
             t.set_reason(access_log::reason(ended))
         });
         if let Err(message) = self.session.lose(self.reason) {
-            let panics = &metrics.plugin_panics;
+            let panics = metrics.cell(Counter::PluginPanics);
             logging::plugin_panic(
                 panics,
                 self.slot.registration.service_name(),
