@@ -564,7 +564,7 @@ fn conflicts(config: &Config, origins: &[Origin]) -> Vec<Problem> {
         .enumerate()
         .flat_map(|(i, s)| s.binds.iter().map(move |b| (i, b)))
         // Port 0 is a new free port each time.
-        .filter(|(_, b)| b.port != 0 || b.transport == crate::bind::Transport::Unix)
+        .filter(|(_, b)| b.port != 0 || b.transport == crate::bind::SocketKind::Unix)
         .collect();
     for (n, (i, bind)) in all.iter().enumerate() {
         if let Some((j, _)) = all[..n].iter().find(|(_, b)| b == bind) {

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use socket2::Socket;
 
-use crate::bind::{canonical, BindSpec, Bound, Transport};
+use crate::bind::{canonical, BindSpec, Bound, SocketKind};
 use crate::error::HostError;
 
 /// The first inherited descriptor (`SD_LISTEN_FDS_START`).
@@ -86,7 +86,7 @@ pub fn inherited(binds: &[BindSpec]) -> Result<Option<Vec<Option<Bound>>>, HostE
         }
     }
     for (spec, slot) in binds.iter().zip(matched.iter_mut()) {
-        if slot.is_none() && spec.port == 0 && spec.transport != Transport::Unix {
+        if slot.is_none() && spec.port == 0 && spec.transport != SocketKind::Unix {
             *slot = take(&mut pool, &|b: &Bound| b.transport == spec.transport);
         }
     }
@@ -107,15 +107,15 @@ fn adopt(socket: Socket, name: &str) -> Result<Bound, HostError> {
         (None, None) => return Err(fail("neither an IP socket nor a Unix socket with a path")),
     };
     let transport = match socket.r#type().map_err(|e| fail(&e.to_string()))? {
-        socket2::Type::STREAM if path.is_some() => Transport::Unix,
-        socket2::Type::STREAM => Transport::Tcp,
-        socket2::Type::DGRAM => Transport::Udp,
+        socket2::Type::STREAM if path.is_some() => SocketKind::Unix,
+        socket2::Type::STREAM => SocketKind::Tcp,
+        socket2::Type::DGRAM => SocketKind::Udp,
         _ => return Err(fail("neither a stream nor a datagram socket")),
     };
-    if transport != Transport::Udp && !socket.is_listener().unwrap_or(false) {
+    if transport != SocketKind::Udp && !socket.is_listener().unwrap_or(false) {
         return Err(fail("a stream socket that is not listening"));
     }
-    if transport == Transport::Udp && path.is_some() {
+    if transport == SocketKind::Udp && path.is_some() {
         return Err(fail("a Unix datagram socket (not supported)"));
     }
     socket.set_cloexec(true).map_err(|e| fail(&e.to_string()))?;

@@ -7,9 +7,9 @@
 use std::path::Path;
 
 use plugin_api::host::{Factory, Library, LoadError, PluginMeta};
-use plugin_api::Transport as PluginTransport;
+use plugin_api::Transport;
 
-use crate::bind::{BindSpec, Transport};
+use crate::bind::{BindSpec, SocketKind};
 use crate::error::HostError;
 
 /// Which plugin a service runs: its declared name and version (the
@@ -69,8 +69,8 @@ impl Plugin {
     pub fn check_binds(&self, binds: &[BindSpec]) -> Result<(), HostError> {
         for spec in binds {
             let (wanted, name) = match spec.transport {
-                Transport::Tcp | Transport::Unix => (PluginTransport::Tcp, "tcp"),
-                Transport::Udp => (PluginTransport::Udp, "udp"),
+                SocketKind::Tcp | SocketKind::Unix => (Transport::Tcp, "tcp"),
+                SocketKind::Udp => (Transport::Udp, "udp"),
             };
             if !self.meta.transports.contains(wanted) {
                 return Err(HostError::TransportNotServed {
@@ -126,10 +126,10 @@ pub fn inspect(path: &Path) -> Result<(), HostError> {
 
 fn describe(meta: &PluginMeta) -> String {
     let mut transports = Vec::new();
-    if meta.transports.contains(PluginTransport::Tcp) {
+    if meta.transports.contains(Transport::Tcp) {
         transports.push("tcp");
     }
-    if meta.transports.contains(PluginTransport::Udp) {
+    if meta.transports.contains(Transport::Udp) {
         transports.push("udp");
     }
     let mut s = format!(

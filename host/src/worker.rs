@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{Notify, Semaphore};
 
-use crate::bind::{Bound, Transport};
+use crate::bind::{Bound, SocketKind};
 use crate::connections::Connections;
 use crate::error::HostError;
 use crate::metrics::{Counter, Counters, WorkerMetrics};
@@ -243,7 +243,7 @@ async fn serve(
     for (shared, (bounds, s)) in shareds.iter().zip(listeners) {
         for bound in bounds {
             match bound.transport {
-                Transport::Tcp => {
+                SocketKind::Tcp => {
                     let std_listener: std::net::TcpListener = bound.socket.into();
                     let listener = TcpListener::from_std(std_listener)
                         .map_err(|e| HostError::io("registering a listening socket", e))?;
@@ -252,7 +252,7 @@ async fn serve(
                         shared.clone(),
                     )));
                 }
-                Transport::Unix => {
+                SocketKind::Unix => {
                     let std_listener: std::os::unix::net::UnixListener = bound.socket.into();
                     let listener = tokio::net::UnixListener::from_std(std_listener)
                         .map_err(|e| HostError::io("registering a listening socket", e))?;
@@ -261,7 +261,7 @@ async fn serve(
                         shared.clone(),
                     )));
                 }
-                Transport::Udp => {
+                SocketKind::Udp => {
                     let std_socket: std::net::UdpSocket = bound.socket.into();
                     let socket = tokio::net::UdpSocket::from_std(std_socket)
                         .map_err(|e| HostError::io("registering a UDP socket", e))?;

@@ -53,7 +53,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-use crate::bind::{Bound, Transport};
+use crate::bind::{Bound, SocketKind};
 use crate::cli::Config;
 use crate::error::HostError;
 use crate::metrics;
@@ -313,7 +313,7 @@ impl Arbiter<'_> {
                 }
                 // One socket (and accept queue) for all workers: Unix sockets have no
                 // SO_REUSEPORT groups (nor steering).
-                Err(_) if b.transport == Transport::Unix => {
+                Err(_) if b.transport == SocketKind::Unix => {
                     sockets.push(b.share().map_err(|e| {
                         HostError::io(format!("sharing the socket {}", b.listening_line()), e)
                     })?);
@@ -913,7 +913,7 @@ impl Arbiter<'_> {
         let mut moved = 0;
         for bind in 0..self.slots[slot].sockets.len() {
             let old = &self.slots[slot].sockets[bind];
-            if old.transport != Transport::Tcp || !self.steering.steered(bind) {
+            if old.transport != SocketKind::Tcp || !self.steering.steered(bind) {
                 continue;
             }
             // Bound, not yet listening: it joins the group (and could be picked as a target
