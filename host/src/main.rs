@@ -84,7 +84,7 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<(), HostError> {
     }
     let config = match config::load(&given) {
         Ok((config, _)) => config,
-        Err(problems) => return Err(HostError::Config(problems[0].to_string())),
+        Err(mut problems) => return Err(HostError::Config(problems.swap_remove(0))),
     };
     logging::init(
         LogFilter::effective(config.log_filter.as_ref(), config.log_level),

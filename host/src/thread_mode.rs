@@ -73,10 +73,7 @@ pub fn run(config: &Config) -> Result<(), HostError> {
     let mut services = Vec::new();
     for (i, service) in config.services.iter().enumerate() {
         let plugin = &plugins[plugin_of[i]];
-        let named = |e: HostError| match many {
-            true => HostError::Config(format!("service {}: {e}", service.name)),
-            false => e,
-        };
+        let named = |e: HostError| e.in_service(&service.name, many);
         plugin.check_binds(&service.binds).map_err(named)?;
         let factory = plugin.factory(&service.plugin_opts).map_err(named)?;
         services.push(worker::Service {

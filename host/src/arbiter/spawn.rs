@@ -107,7 +107,7 @@ fn child_main(spec: WorkerSpec<'_>, status: OwnedFd, arbiter: Pid) -> ! {
 /// The worker's life after fork; `Err` is a startup failure message.
 fn serve(spec: &WorkerSpec<'_>, status: &mut StatusWriter) -> Result<(), String> {
     if let Some(identity) = spec.identity {
-        identity.apply()?;
+        identity.apply().map_err(|e| e.to_string())?;
         // The kernel clears the parent-death signal when credentials change: arm it again,
         // and make sure the arbiter did not die in between.
         let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);

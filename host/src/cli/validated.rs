@@ -98,11 +98,7 @@ impl ServeArgs {
             self.bind
         };
         let secs = |s: u64| Duration::from_secs(s);
-        let plugin = self.plugin.ok_or_else(|| {
-            crate::error::HostError::Config(
-                "no plugin: give --plugin PATH (or `plugin` in the --config file)".to_string(),
-            )
-        })?;
+        let plugin = self.plugin.ok_or(crate::error::HostError::NoPlugin)?;
         Ok(Config {
             services: vec![Service {
                 name: service_name_for(&plugin),

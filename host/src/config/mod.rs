@@ -110,15 +110,12 @@ pub fn load(given: &Given<'_>) -> Result<(Config, Vec<Origin>), Vec<Problem>> {
 pub fn reload() -> Result<Config, HostError> {
     let argv: Vec<OsString> = std::env::args_os().collect();
     let cmd = cli::command();
-    let matches = cmd
-        .try_get_matches_from(&argv)
-        .map_err(|e| HostError::Config(first_line(&e.to_string())))?;
+    let matches = cmd.try_get_matches_from(&argv)?;
     let (matches, tokens) = match matches.subcommand() {
         Some(("check", sub)) => (sub.clone(), argv.iter().skip(2).cloned().collect()),
         _ => (matches.clone(), argv.iter().skip(1).cloned().collect()),
     };
-    let args = ServeArgs::from_arg_matches(&matches)
-        .map_err(|e| HostError::Config(first_line(&e.to_string())))?;
+    let args = ServeArgs::from_arg_matches(&matches)?;
     let given = Given {
         args: &args,
         matches: &matches,
@@ -126,7 +123,7 @@ pub fn reload() -> Result<Config, HostError> {
     };
     load(&given)
         .map(|(config, _)| config)
-        .map_err(|problems| HostError::Config(problems[0].to_string()))
+        .map_err(|mut problems| HostError::Config(problems.swap_remove(0)))
 }
 
 /// The first line of a clap error, without its `error: ` prefix.

@@ -31,6 +31,8 @@ impl fmt::Display for Problem {
     }
 }
 
+impl std::error::Error for Problem {}
+
 /// Where a service's settings came from, for problems found later (`sockhost check`).
 #[derive(Clone, Debug, Default)]
 pub struct Origin {
