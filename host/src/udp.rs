@@ -303,7 +303,7 @@ impl UdpServer {
             sent += datagram.len();
         }
         self.count_sent(peer, sent);
-        self.out.reset();
+        self.out.clear();
         self.out.shrink(2 * RECV_BUFFER);
         let ending = match result {
             Delivered::Panicked(message) => {

@@ -319,7 +319,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 }
             };
             let absorbed = self.absorb(result, out, cx);
-            out.reset();
+            out.clear();
             out.shrink(SCRATCH_KEEP);
             Poll::Ready(absorbed)
         })
@@ -339,7 +339,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 Delivered::Ignored => Ok(()),
                 Delivered::Panicked(message) => Err(self.panicked(&message)),
             };
-            out.reset();
+            out.clear();
             out.shrink(SCRATCH_KEEP);
             absorbed
         })
