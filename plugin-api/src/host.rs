@@ -669,7 +669,7 @@ impl Output {
         Output::new(true)
     }
 
-    fn new(datagram: bool) -> Output {
+    pub(crate) fn new(datagram: bool) -> Output {
         Output {
             buf: RVec::with_capacity(if datagram { 2048 } else { 16 * 1024 }),
             bounds: RVec::new(),

@@ -20,6 +20,9 @@ pub struct Supervision {
     pub plugins: Vec<PluginId>,
 }
 
+/// A metric family written out: name, kind, help, and its samples (labels, value).
+type Family<'a> = (&'a str, &'a str, &'a str, &'a [(&'a str, u64)]);
+
 /// The Prometheus text exposition of each service's counters `per_service` (labelled
 /// `service="NAME"`, in the order of `services`) and of `s`.
 pub fn render(services: &[&str], per_service: &[Counters], s: &Supervision) -> String {
@@ -47,7 +50,7 @@ pub fn render(services: &[&str], per_service: &[Counters], s: &Supervision) -> S
         }
         first = end;
     }
-    let supervision: [(&str, &str, &str, &[(&str, u64)]); 4] = [
+    let supervision: [Family; 4] = [
         (
             "sockhost_workers",
             "gauge",
