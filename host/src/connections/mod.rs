@@ -26,15 +26,15 @@ pub use registration::Registration;
 mod registration;
 
 /// Open connection tasks of one service in one worker (single-threaded). A worker has one
-/// set per service: each with its own counters and output bounds (and sweeper, see
+/// set per service: each with its own output bounds (and sweeper, see
 /// [`crate::keep_alive`]); the services hub finds a connection of any of them by its
 /// [`ConnId`], which carries the set's index.
 #[derive(Default)]
 pub struct Connections {
     entries: RefCell<Entries>,
-    /// A handle on the service's counters (owned by the service, see
-    /// [`crate::worker::Shared`]): a connection task reaches them through its
-    /// [`Registration`], so the connection future does not grow by a pointer.
+    /// A handle on the service's counters (the service owns them, beside this set): a
+    /// connection task reaches them through its [`Registration`], so the connection future
+    /// does not grow by a pointer.
     metrics: Rc<WorkerMetrics>,
     /// The service's index in the worker (part of every [`ConnId`] of this set).
     service: u32,
