@@ -1,4 +1,11 @@
-//! TCP serving: the accept loop ([`accept`]) and the per-connection driver ([`connection`]).
+//! TCP serving: the accept loop ([`accept`]), the per-connection driver ([`connection`]; its
+//! output in `output`, host-services work in `work`, its end in `closing`), and the worker's
+//! readiness set for accepted sockets ([`reactor`]).
 
 pub mod accept;
+mod closing;
 pub mod connection;
+mod output;
+pub mod reactor;
+mod slot;
+mod work;
