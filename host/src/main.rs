@@ -6,6 +6,7 @@ mod arbiter;
 mod bind;
 mod check;
 mod cidr;
+mod civil_date;
 mod cli;
 mod config;
 mod connections;
