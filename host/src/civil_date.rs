@@ -17,6 +17,39 @@ pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (year, month, day)
 }
 
+/// A UTC instant split for printing.
+pub struct Utc {
+    pub year: i64,
+    pub month: u32,
+    pub day: u32,
+    pub hour: u64,
+    pub minute: u64,
+    pub second: u64,
+    /// Time within the second.
+    pub subsec: std::time::Duration,
+}
+
+impl Utc {
+    /// `time` in UTC (times before 1970 print as 1970-01-01T00:00:00).
+    pub fn of(time: std::time::SystemTime) -> Utc {
+        let since = time
+            .duration_since(std::time::SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        let secs = since.as_secs();
+        let (days, rem) = (secs / 86_400, secs % 86_400);
+        let (year, month, day) = civil_from_days(days as i64);
+        Utc {
+            year,
+            month,
+            day,
+            hour: rem / 3600,
+            minute: rem / 60 % 60,
+            second: rem % 60,
+            subsec: std::time::Duration::from_nanos(u64::from(since.subsec_nanos())),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::civil_from_days;

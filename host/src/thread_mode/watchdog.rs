@@ -114,19 +114,17 @@ extern "C" fn on_alarm(_: nix::libc::c_int) {
 /// `2026-12-02T13:53:36.360321Z`, as the log lines start (UTC, microseconds). Allocates
 /// nothing, so the signal handler may call it.
 fn write_timestamp(out: &mut impl Write, now: SystemTime) -> std::io::Result<()> {
-    let since = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
-    let secs = since.as_secs();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (year, month, day) = crate::civil_date::civil_from_days(days as i64);
+    let t = crate::civil_date::Utc::of(now);
     write!(
         out,
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60,
-        since.subsec_micros()
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+        t.year,
+        t.month,
+        t.day,
+        t.hour,
+        t.minute,
+        t.second,
+        t.subsec.as_micros()
     )
 }
 
