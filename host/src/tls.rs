@@ -19,13 +19,14 @@
 //! starts, and every worker of a generation shares the same session-ticket keys, so a
 //! client resumes its session whichever worker its next connection lands on.
 
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use pki_types::pem::PemObject;
 use pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::{ServerConfig, WebPkiClientVerifier};
-use rustls::ServerConnection;
+use rustls::server::{ClientHello, ResolvesServerCert, ServerConfig, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
 
 use crate::error::{HostError, TlsError};
 
@@ -91,6 +92,7 @@ impl TlsFiles {
             },
         })?;
         config.alpn_protocols = self.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+        config.cert_resolver = Arc::new(NoteServerName(config.cert_resolver.clone()));
         config.ignore_client_order = true;
         // Stateless resumption; the keys are shared by every worker forked after this. TLS
         // 1.3 tickets: rustls's default, 2 after every handshake (as OpenSSL sends).
@@ -167,6 +169,36 @@ fn warn_if_not_valid_now(path: &Path, leaf: &CertificateDer<'_>) {
     }
 }
 
+thread_local! {
+    /// The server name (SNI) of the last ClientHello this thread's rustls processed.
+    static SERVER_NAME: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// The server name of the ClientHello processed since the last call, if any. The TLS stream
+/// ([`crate::tcp::tls_stream`]) calls it around each step of a handshake: rustls 0.23's
+/// unbuffered server connection, unlike its buffered one, has no `server_name()`, but rustls
+/// calls the certificate resolver with every ClientHello, synchronously, on the thread that
+/// processes it.
+pub fn take_server_name() -> Option<String> {
+    SERVER_NAME.take()
+}
+
+/// The configured certificate resolver, noting each ClientHello's server name on the way
+/// (see [`take_server_name`]).
+#[derive(Debug)]
+struct NoteServerName(Arc<dyn ResolvesServerCert>);
+
+impl ResolvesServerCert for NoteServerName {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        SERVER_NAME.set(hello.server_name().map(str::to_string));
+        self.0.resolve(hello)
+    }
+
+    fn only_raw_public_keys(&self) -> bool {
+        self.0.only_raw_public_keys()
+    }
+}
+
 /// What the consumer learns of a finished handshake: SNI, ALPN, client certificate subject
 /// (and the access log, the protocol version).
 pub struct Details {
@@ -177,7 +209,7 @@ pub struct Details {
 }
 
 impl Details {
-    pub fn of(conn: &ServerConnection) -> Details {
+    pub fn of(conn: &rustls::CommonState, sni: Option<String>) -> Details {
         let peer_cert_subject = conn
             .peer_certificates()
             .and_then(|chain| chain.first())
@@ -192,7 +224,7 @@ impl Details {
                 rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2",
                 _ => "other",
             }),
-            sni: conn.server_name().map(str::to_string),
+            sni,
             alpn: conn.alpn_protocol().map(<[u8]>::to_vec),
             peer_cert_subject,
         }

@@ -24,6 +24,7 @@ use crate::rate_limit::RateLimit;
 use crate::shared::Shared;
 use crate::tcp::connection::{Connection, Slot};
 use crate::tcp::reactor::{Listener, Socket};
+use crate::tcp::tls_stream::TlsStream;
 use crate::{access_log, proxy_protocol};
 
 /// A listening stream socket: TCP or Unix.
@@ -208,11 +209,13 @@ async fn serve_tls_or_plain<S>(
         }
         return;
     };
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls.config.clone());
     // Boxed: the handshake state is large and needed only until the handshake ends.
-    let handshake = Box::pin(tokio::time::timeout_at(deadline, acceptor.accept(stream)));
-    let stream = match handshake.await {
-        Ok(Ok(stream)) => stream,
+    let handshake = Box::pin(tokio::time::timeout_at(
+        deadline,
+        TlsStream::accept(stream, tls.config.clone()),
+    ));
+    let (stream, sni) = match handshake.await {
+        Ok(Ok(accepted)) => accepted,
         Ok(Err(e)) => {
             shared.metrics.bump(Counter::TlsHandshakeFailures, 1);
             tracing::debug!(service = %shared.name, peer = %info.peer, "TLS handshake failed: {e}");
@@ -226,7 +229,7 @@ async fn serve_tls_or_plain<S>(
             return;
         }
     };
-    let details = crate::tls::Details::of(stream.get_ref().1);
+    let details = crate::tls::Details::of(stream.session(), sni);
     access_log::with_open(slot.registration.log_key(), |t| {
         t.set_tls(access_log::TlsSummary {
             version: details.version,
