@@ -601,3 +601,80 @@ fn tls13_prefers_aes128_gcm_and_later_connections_resume() {
         );
     }
 }
+
+/// TLS 1.3 key updates (RFC 8446 §4.6.3) from the client, asking the server to update too:
+/// the server reads under the client's new keys and answers with its own update before its
+/// next record, or the echo after each update would not decrypt.
+#[test]
+fn the_server_follows_and_answers_a_clients_key_updates() {
+    let pki = Pki::new("keyupdate");
+    let server = tls_server(&pki, "echo", &["--concurrency", "thread"]);
+    let config = client_config(&pki, &[&rustls::version::TLS13], &[], None);
+    let mut tls = tls_connect(server.addr(), config).unwrap();
+    for round in 0..3u64 {
+        tls.conn
+            .refresh_traffic_keys()
+            .expect("a TLS 1.3 key update");
+        let data = payload(40_000, round);
+        tls.write_all(&data).unwrap();
+        let mut back = vec![0u8; data.len()];
+        tls.read_exact(&mut back)
+            .unwrap_or_else(|e| panic!("echo after key update {round}: {e}"));
+        assert!(
+            back == data,
+            "echo after key update {round} came back different"
+        );
+    }
+}
+
+/// A server that closes the connection (here: hello after an HTTP/1.0 response) says so
+/// with a close_notify alert, over TLS 1.3 and 1.2: the client sees a clean end of stream,
+/// not a truncation (rustls reports a TCP close without close_notify as `UnexpectedEof`).
+#[test]
+fn a_closing_server_sends_close_notify() {
+    let pki = Pki::new("closenotify");
+    let server = tls_server(&pki, "hello", &["--concurrency", "thread"]);
+    for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+        let config = client_config(&pki, &[version], &[], None);
+        let mut tls = tls_connect(server.addr(), config).unwrap();
+        tls.sock
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        tls.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        let mut reply = Vec::new();
+        let end = tls.read_to_end(&mut reply);
+        let text = String::from_utf8_lossy(&reply);
+        assert!(
+            end.is_ok(),
+            "{:?}: the server closed without close_notify: {end:?} after {text:?}",
+            version.version
+        );
+        assert!(
+            text.starts_with("HTTP/1.0 200") || text.starts_with("HTTP/1.1 200"),
+            "{text}"
+        );
+    }
+}
+
+/// Data and the client's close_notify in one flight: the data still reaches the plugin
+/// (and is echoed) before the end of the stream does.
+#[test]
+fn data_sent_just_before_close_notify_is_delivered() {
+    let pki = Pki::new("lastdata");
+    let server = tls_server(&pki, "echo", &["--concurrency", "thread"]);
+    let config = client_config(&pki, BOTH, &[], None);
+    let mut tls = tls_connect(server.addr(), config).unwrap();
+    tls.sock
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let data = payload(20_000, 7);
+    tls.conn.writer().write_all(&data).unwrap();
+    tls.conn.send_close_notify();
+    while tls.conn.wants_write() {
+        tls.conn.write_tls(&mut tls.sock).unwrap();
+    }
+    let mut back = vec![0u8; data.len()];
+    tls.read_exact(&mut back).unwrap();
+    assert!(back == data, "the last data came back different");
+}

@@ -32,6 +32,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// The shared receive buffer's size: rustls reassembles a handshake message of up to 64 KiB
 /// in place, and a whole record (16 KiB and its overhead) may follow it.
 const INPUT_MAX: usize = 96 * 1024;
+/// Bytes read from the socket at once: records whose plaintext fits the connection
+/// driver's 64 KiB read buffer, so that one read is decrypted straight into it.
+const READ_MAX: usize = 64 * 1024;
 /// Plaintext encrypted per `poll_write`: four full records.
 const WRITE_MAX: usize = 64 * 1024;
 
@@ -190,7 +193,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
     /// Process buffered and newly read records until `want` is met (see [`Step`]), reading
     /// from the socket while rustls needs more; what processing produced is sent (or kept
     /// in `outgoing`).
-    fn poll_records(&mut self, cx: &mut Context<'_>, want: &mut Want<'_, '_>) -> Poll<io::Result<Step>> {
+    fn poll_records(
+        &mut self,
+        cx: &mut Context<'_>,
+        want: &mut Want<'_, '_>,
+    ) -> Poll<io::Result<Step>> {
         SCRATCH.with_borrow_mut(|s| {
             let Scratch { input, output } = s;
             input.len = 0;
@@ -222,7 +229,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
                         "TLS: a handshake message larger than 64 KiB",
                     )));
                 }
-                let mut buf = ReadBuf::new(input.spare(0));
+                let spare = input.spare(0);
+                let n = spare.len().min(READ_MAX);
+                let mut buf = ReadBuf::new(&mut spare[..n]);
                 match Pin::new(&mut self.io).poll_read(cx, &mut buf) {
                     Poll::Pending => break Poll::Pending,
                     Poll::Ready(Err(e)) => break Poll::Ready(Err(e)),
@@ -276,6 +285,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
         want: &mut Want<'_, '_>,
     ) -> (usize, Result<Step, rustls::Error>) {
         let mut used = 0;
+        // Read: records go on into the reader's buffer while it has room.
+        let mut delivered = false;
         loop {
             let status = self.conn.process_tls_records(&mut input[used..]);
             let mut discard = status.discard;
@@ -288,7 +299,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
                     // Left in rustls for the first read.
                     Want::Handshake => Some(Step::Data),
                     Want::Read(dst) => {
-                        let mut got = 0;
                         while let Some(record) = records.next_record() {
                             let record = match record {
                                 Ok(r) => r,
@@ -298,9 +308,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
                             let fits = record.payload.len().min(dst.remaining());
                             dst.put_slice(&record.payload[..fits]);
                             self.plaintext.extend_from_slice(&record.payload[fits..]);
-                            got += record.payload.len();
+                            delivered |= !record.payload.is_empty();
                         }
-                        (got > 0).then_some(Step::Data)
+                        (delivered && dst.remaining() == 0).then_some(Step::Data)
                     }
                     Want::Write(_) | Want::CloseNotify => {
                         while let Some(record) = records.next_record() {
@@ -317,6 +327,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
                 ConnectionState::PeerClosed => {
                     self.peer_closed = true;
                     match want {
+                        // The data first; the end of the stream on the next read.
+                        Want::Read(_) if delivered => Some(Step::Data),
                         Want::Handshake | Want::Read(_) => Some(Step::PeerClosed),
                         Want::Write(_) | Want::CloseNotify => None,
                     }
@@ -332,6 +344,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
                                 )),
                             )
                         }
+                        Want::Read(_) if delivered => Some(Step::Data),
                         _ => Some(Step::Closed),
                     }
                 }
@@ -346,8 +359,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
                     sent.done();
                     None
                 }
+                ConnectionState::BlockedHandshake if delivered => Some(Step::Data),
                 ConnectionState::BlockedHandshake => Some(Step::NeedData),
                 ConnectionState::WriteTraffic(mut traffic) => match want {
+                    Want::Read(_) if delivered => Some(Step::Data),
                     Want::Handshake | Want::Read(_) => Some(Step::NeedData),
                     Want::Write(data) => {
                         let data = *data;
@@ -372,7 +387,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
                 other => {
                     return (
                         used + discard,
-                        Err(rustls::Error::General(format!("unexpected TLS state {other:?}"))),
+                        Err(rustls::Error::General(format!(
+                            "unexpected TLS state {other:?}"
+                        ))),
                     )
                 }
             };
