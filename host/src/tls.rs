@@ -92,7 +92,7 @@ impl TlsFiles {
             },
         })?;
         config.alpn_protocols = self.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
-        config.cert_resolver = Arc::new(NoteServerName(config.cert_resolver.clone()));
+        note_server_names(&mut config);
         config.ignore_client_order = true;
         // Stateless resumption; the keys are shared by every worker forked after this. TLS
         // 1.3 tickets: rustls's default, 2 after every handshake (as OpenSSL sends).
@@ -181,6 +181,12 @@ thread_local! {
 /// processes it.
 pub fn take_server_name() -> Option<String> {
     SERVER_NAME.take()
+}
+
+/// Make `config` note each ClientHello's server name for [`take_server_name`] (every
+/// configuration the TLS stream serves with needs this for `ConnInfo::sni`).
+pub fn note_server_names(config: &mut ServerConfig) {
+    config.cert_resolver = Arc::new(NoteServerName(config.cert_resolver.clone()));
 }
 
 /// The configured certificate resolver, noting each ClientHello's server name on the way

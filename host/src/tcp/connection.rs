@@ -1,5 +1,6 @@
 //! The connection driver: socket → consumer → socket for one TCP connection, plain or TLS
-//! (generic over the stream: `TcpStream` or a rustls `TlsStream`).
+//! (generic over the stream: a [`Socket`](super::reactor::Socket), tokio's `TcpStream` or
+//! `UnixStream`, or a [`TlsStream`](super::tls_stream::TlsStream) over one of them).
 //!
 //! Data flows one way: a read lands in the worker's shared read buffer, the consumer's
 //! `data_received` writes into the worker's shared [`Output`], and the driver writes that

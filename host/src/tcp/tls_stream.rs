@@ -38,25 +38,42 @@ const READ_MAX: usize = 64 * 1024;
 /// Plaintext encrypted per `poll_write`: four full records.
 const WRITE_MAX: usize = 64 * 1024;
 
-/// A byte buffer kept at its full length (zeroed once) with a fill mark, so that reading
-/// or encrypting into it costs no zeroing per use.
+/// A byte buffer kept at its full length (zeroed once) with marks for the filled part
+/// (`start..len`), so that reading, decrypting or encrypting into it costs no zeroing, and
+/// taking bytes from its front no copy.
 #[derive(Default)]
 struct Bytes {
     data: Vec<u8>,
+    start: usize,
     len: usize,
 }
 
 impl Bytes {
     fn filled(&self) -> &[u8] {
-        &self.data[..self.len]
+        &self.data[self.start..self.len]
     }
 
     fn filled_mut(&mut self) -> &mut [u8] {
-        &mut self.data[..self.len]
+        &mut self.data[self.start..self.len]
     }
 
-    /// The unfilled part, at least `n` bytes long.
+    fn is_empty(&self) -> bool {
+        self.start == self.len
+    }
+
+    fn clear(&mut self) {
+        self.start = 0;
+        self.len = 0;
+    }
+
+    /// The unfilled part, at least `n` bytes long; the filled part moves to the front
+    /// first if that makes room.
     fn spare(&mut self, n: usize) -> &mut [u8] {
+        if self.data.len() - self.len < n.max(1) && self.start > 0 {
+            self.data.copy_within(self.start..self.len, 0);
+            self.len -= self.start;
+            self.start = 0;
+        }
         if self.data.len() < self.len + n {
             self.data.resize(self.len + n, 0);
         }
@@ -68,10 +85,12 @@ impl Bytes {
         self.len += bytes.len();
     }
 
-    /// Drop the first `n` bytes.
+    /// Take the first `n` filled bytes away.
     fn consume(&mut self, n: usize) {
-        self.data.copy_within(n..self.len, 0);
-        self.len -= n;
+        self.start += n;
+        if self.start == self.len {
+            self.clear();
+        }
     }
 }
 
@@ -85,7 +104,7 @@ struct Scratch {
 
 thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch {
-        input: Bytes { data: vec![0; INPUT_MAX], len: 0 },
+        input: Bytes { data: vec![0; INPUT_MAX], start: 0, len: 0 },
         output: Bytes::default(),
     });
 }
@@ -200,10 +219,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
     ) -> Poll<io::Result<Step>> {
         SCRATCH.with_borrow_mut(|s| {
             let Scratch { input, output } = s;
-            input.len = 0;
+            input.clear();
             input.append(&self.incoming);
             self.incoming = Vec::new();
-            output.len = 0;
+            output.clear();
+            // Some application data is in the reader's buffer already.
+            let mut delivered = false;
             let result = loop {
                 let (used, step) = self.process(input.filled_mut(), output, want);
                 input.consume(used);
@@ -213,6 +234,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
                         break Poll::Ready(Err(tls_error(e)));
                     }
                     Ok(Step::NeedData) => {}
+                    // Room for more: read on, so that a record the last read cut in two is
+                    // completed now rather than copied out and back.
+                    Ok(Step::Data) if self.has_room(want) => delivered = true,
                     Ok(step) => break Poll::Ready(Ok(step)),
                 }
                 if matches!(want, Want::Handshake) && !self.conn.is_handshaking() {
@@ -222,17 +246,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
                 if let Err(e) = self.send(output.filled(), cx) {
                     break Poll::Ready(Err(e));
                 }
-                output.len = 0;
-                if input.len == INPUT_MAX {
+                output.clear();
+                if input.filled().len() == INPUT_MAX {
                     break Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::InvalidData,
                         "TLS: a handshake message larger than 64 KiB",
                     )));
                 }
-                let spare = input.spare(0);
-                let n = spare.len().min(READ_MAX);
-                let mut buf = ReadBuf::new(&mut spare[..n]);
+                let n = READ_MAX.min(INPUT_MAX - input.filled().len());
+                let mut buf = ReadBuf::new(&mut input.spare(n)[..n]);
                 match Pin::new(&mut self.io).poll_read(cx, &mut buf) {
+                    // (The end of the stream, read again, will be seen by the next read.)
+                    Poll::Pending | Poll::Ready(Ok(())) if delivered && buf.filled().is_empty() => {
+                        break Poll::Ready(Ok(Step::Data));
+                    }
                     Poll::Pending => break Poll::Pending,
                     Poll::Ready(Err(e)) => break Poll::Ready(Err(e)),
                     Poll::Ready(Ok(())) if buf.filled().is_empty() => {
@@ -245,7 +272,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
                 }
             };
             let sent = self.send(output.filled(), cx);
-            if input.len > 0 {
+            if !input.is_empty() {
                 self.incoming = input.filled().to_vec();
             }
             match (result, sent) {
@@ -253,6 +280,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
                 (result, _) => result,
             }
         })
+    }
+
+    /// Whether a read has room for more application data.
+    fn has_room(&self, want: &Want<'_, '_>) -> bool {
+        matches!(want, Want::Read(dst) if dst.remaining() > 0) && !self.peer_closed
     }
 
     /// Encrypt application data or a close_notify (`want`) into `output`, first taking in
@@ -519,6 +551,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsStream<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        // Records still waiting to go out go first (a caller may read without flushing;
+        // if the socket is full, its waker is registered and the read goes on).
+        if let Poll::Ready(Err(e)) = this.poll_send_outgoing(cx) {
+            return Poll::Ready(Err(e));
+        }
         if !this.plaintext.is_empty() {
             let n = this.plaintext.len().min(buf.remaining());
             buf.put_slice(&this.plaintext[..n]);
@@ -551,9 +588,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsStream<S> {
         if data.is_empty() {
             return Poll::Ready(Ok(0));
         }
+        if this.close_notify_sent {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "write after TLS close_notify",
+            )));
+        }
         let data = &data[..data.len().min(WRITE_MAX)];
         Poll::Ready(SCRATCH.with_borrow_mut(|s| {
-            s.output.len = 0;
+            s.output.clear();
             this.encrypt(&mut Want::Write(data), &mut s.output)?;
             this.send(s.output.filled(), cx)?;
             Ok(data.len())
@@ -572,7 +615,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsStream<S> {
         if !this.close_notify_sent {
             this.close_notify_sent = true;
             let queued = SCRATCH.with_borrow_mut(|s| {
-                s.output.len = 0;
+                s.output.clear();
                 // A connection rustls has already failed has nothing to say.
                 let _ = this.encrypt(&mut Want::CloseNotify, &mut s.output);
                 this.send(s.output.filled(), cx)
@@ -581,5 +624,174 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsStream<S> {
         }
         ready!(this.poll_send_outgoing(cx))?;
         Pin::new(&mut this.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The stream against a rustls client over an in-memory pipe of a few bytes: every record
+    //! arrives in pieces (the unfinished-record path), every write is partial (`outgoing`),
+    //! and the reader's buffer is smaller than a record (`plaintext`).
+
+    use std::io::{self, Read, Write};
+    use std::sync::Arc;
+
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    use rustls::ClientConnection;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, ReadHalf, WriteHalf};
+
+    use super::{Bytes, TlsStream};
+
+    fn configs(
+        version: &'static rustls::SupportedProtocolVersion,
+    ) -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let der = CertificateDer::from(cert.cert.der().to_vec());
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der()));
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![der.clone()], key)
+            .unwrap();
+        crate::tls::note_server_names(&mut server);
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(der).unwrap();
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[version])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        (Arc::new(server), Arc::new(client))
+    }
+
+    /// The client's side: what it has received, and whether the server's close_notify came.
+    #[derive(Default)]
+    struct Received {
+        plaintext: Vec<u8>,
+        closed: bool,
+    }
+
+    /// Move TLS bytes both ways, reading and writing at once (the pipe holds a few bytes),
+    /// until `done`.
+    async fn pump(
+        conn: &mut ClientConnection,
+        rd: &mut ReadHalf<DuplexStream>,
+        wr: &mut WriteHalf<DuplexStream>,
+        got: &mut Received,
+        done: impl Fn(&ClientConnection, &Received) -> bool,
+    ) -> io::Result<()> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 1024];
+        loop {
+            while conn.wants_write() {
+                conn.write_tls(&mut out)?;
+            }
+            loop {
+                match conn.reader().read(&mut buf) {
+                    Ok(0) => {
+                        got.closed = true;
+                        break;
+                    }
+                    Ok(n) => got.plaintext.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(e),
+                }
+            }
+            if out.is_empty() && done(conn, got) {
+                return Ok(());
+            }
+            tokio::select! {
+                n = wr.write(&out), if !out.is_empty() => {
+                    out.drain(..n?);
+                }
+                n = rd.read(&mut buf) => {
+                    let n = n?;
+                    if n == 0 {
+                        return Err(io::ErrorKind::UnexpectedEof.into());
+                    }
+                    conn.read_tls(&mut &buf[..n])?;
+                    conn.process_new_packets().map_err(io::Error::other)?;
+                }
+            }
+        }
+    }
+
+    async fn echo_through_a_narrow_pipe(version: &'static rustls::SupportedProtocolVersion) {
+        let (server_config, client_config) = configs(version);
+        let (server_io, client_io) = tokio::io::duplex(7);
+        let server = tokio::spawn(async move {
+            let (mut tls, sni) = TlsStream::accept(server_io, server_config).await.unwrap();
+            assert_eq!(sni.as_deref(), Some("localhost"));
+            // Echo through a reader buffer smaller than a record, until close_notify.
+            let mut buf = [0u8; 5];
+            loop {
+                let n = tls.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                tls.write_all(&buf[..n]).await.unwrap();
+            }
+            tls.shutdown().await.unwrap();
+        });
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut conn = ClientConnection::new(client_config, name).unwrap();
+        let (mut rd, mut wr) = tokio::io::split(client_io);
+        let mut got = Received::default();
+        pump(&mut conn, &mut rd, &mut wr, &mut got, |c, _| {
+            !c.is_handshaking()
+        })
+        .await
+        .unwrap();
+        assert_eq!(conn.protocol_version(), Some(version.version));
+        let data: Vec<u8> = (0..40_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+        for (i, chunk) in data.chunks(10_000).enumerate() {
+            if i == 2 && version.version == rustls::ProtocolVersion::TLSv1_3 {
+                conn.refresh_traffic_keys().unwrap();
+            }
+            conn.writer().write_all(chunk).unwrap();
+            let want = (i + 1) * 10_000;
+            pump(&mut conn, &mut rd, &mut wr, &mut got, |_, g| {
+                g.plaintext.len() >= want
+            })
+            .await
+            .unwrap();
+        }
+        assert!(got.plaintext == data, "the echo came back different");
+        conn.send_close_notify();
+        pump(&mut conn, &mut rd, &mut wr, &mut got, |_, g| g.closed)
+            .await
+            .unwrap();
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn tls13_echo_key_update_and_close_notify_through_a_narrow_pipe() {
+        echo_through_a_narrow_pipe(&rustls::version::TLS13).await;
+    }
+
+    #[tokio::test]
+    async fn tls12_echo_and_close_notify_through_a_narrow_pipe() {
+        echo_through_a_narrow_pipe(&rustls::version::TLS12).await;
+    }
+
+    #[test]
+    fn bytes_take_from_the_front_and_compact_when_short_of_room() {
+        let mut b = Bytes {
+            data: vec![0; 8],
+            start: 0,
+            len: 0,
+        };
+        b.append(b"abcdef");
+        b.consume(4);
+        assert_eq!(b.filled(), b"ef");
+        // 2 bytes free at the end, 4 wanted: "ef" moves to the front, nothing grows.
+        assert_eq!(b.spare(4).len(), 6);
+        assert_eq!(b.filled(), b"ef");
+        assert_eq!(b.data.len(), 8);
+        b.consume(2);
+        assert!(b.is_empty());
+        assert_eq!((b.start, b.len), (0, 0));
     }
 }
