@@ -35,6 +35,9 @@ const INPUT_MAX: usize = 96 * 1024;
 /// Bytes read from the socket at once: records whose plaintext fits the connection
 /// driver's 64 KiB read buffer, so that one read is decrypted straight into it.
 const READ_MAX: usize = 64 * 1024;
+/// The largest TLS record on the wire: 16 KiB of payload, TLS 1.3's 256 bytes of expansion
+/// and the 5-byte header.
+const RECORD_MAX: usize = 16 * 1024 + 256 + 5;
 /// Plaintext encrypted per `poll_write`: four full records.
 const WRITE_MAX: usize = 64 * 1024;
 
@@ -253,8 +256,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
                         "TLS: a handshake message larger than 64 KiB",
                     )));
                 }
+                // What room there is, if a whole record fits (the front is freed only then).
                 let n = READ_MAX.min(INPUT_MAX - input.filled().len());
-                let mut buf = ReadBuf::new(&mut input.spare(n)[..n]);
+                let spare = input.spare(n.min(RECORD_MAX));
+                let n = n.min(spare.len());
+                let mut buf = ReadBuf::new(&mut spare[..n]);
                 match Pin::new(&mut self.io).poll_read(cx, &mut buf) {
                     // (The end of the stream, read again, will be seen by the next read.)
                     Poll::Pending | Poll::Ready(Ok(())) if delivered && buf.filled().is_empty() => {
