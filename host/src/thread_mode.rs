@@ -101,7 +101,7 @@ struct Loaded {
     _plugins: Vec<Plugin>,
     services: Vec<worker::Service>,
     /// Each service's plugin name and version.
-    running: Vec<crate::plugin::PluginId>,
+    running: Vec<crate::metrics::PluginId>,
 }
 
 /// Load every service's plugin from the generation's snapshots and make its factory; each

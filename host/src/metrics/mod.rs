@@ -19,4 +19,4 @@ mod prometheus;
 
 pub use counters::{bump, Counter, Counters, WorkerMetrics, COUNTERS};
 pub use endpoint::{serve_async, Endpoint};
-pub use prometheus::{render, Supervision};
+pub use prometheus::{render, PluginId, Supervision};

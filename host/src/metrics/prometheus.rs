@@ -4,7 +4,25 @@
 use std::fmt::Write as _;
 
 use super::counters::{Counters, ROWS};
-use crate::plugin::PluginId;
+
+/// Which plugin a service runs: its declared name and version (the
+/// `sockhost_plugin_info` labels, reported by each worker once it serves). Here, below
+/// [`crate::plugin`] (which makes them), so that metrics need not depend on the plugin
+/// boundary.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PluginId {
+    pub name: String,
+    pub version: String,
+}
+
+impl PluginId {
+    pub fn new(name: impl Into<String>, version: impl Into<String>) -> PluginId {
+        PluginId {
+            name: name.into(),
+            version: version.into(),
+        }
+    }
+}
 
 /// What the arbiter itself counts.
 #[derive(Clone, Debug, Default)]
