@@ -17,6 +17,6 @@ mod counters;
 mod endpoint;
 mod prometheus;
 
-pub use counters::{bump, Counter, Counters, WorkerMetrics, COUNTERS};
+pub use counters::{bump, Counter, Counters, SupervisionCounter, WorkerMetrics, COUNTERS};
 pub use endpoint::{serve_async, Endpoint};
 pub use prometheus::{render, PluginId, Supervision};

@@ -7,6 +7,7 @@ use nix::unistd::Pid;
 
 use super::{Action, Life, Notify, Phase, Supervisor, HEARTBEAT_GRACE};
 use crate::error::HostError;
+use crate::metrics::SupervisionCounter;
 
 impl Supervisor {
     /// A signal to the arbiter (USR1 and CHLD are the shell's: it reopens the log, it reaps).
@@ -142,11 +143,11 @@ impl Supervisor {
         self.free_cells.push(w.cell);
         let expected = matches!(w.phase, Phase::Retiring { .. });
         if w.timed_out {
-            self.supervision.worker_timeouts += 1;
+            self.supervision[SupervisionCounter::WorkerExitsTimeout] += 1;
         } else if expected {
-            self.supervision.worker_exits += 1;
+            self.supervision[SupervisionCounter::WorkerExitsRetired] += 1;
         } else {
-            self.supervision.worker_crashes += 1;
+            self.supervision[SupervisionCounter::WorkerExitsCrashed] += 1;
         }
         let pid = pid.as_raw();
         if expected {
