@@ -12,6 +12,10 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use crate::error::HostError;
 
+#[cfg_attr(unix, path = "bind/reuse_unix.rs")]
+#[cfg_attr(windows, path = "bind/reuse_windows.rs")]
+mod reuse;
+
 /// TCP or UDP.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Transport {
@@ -146,7 +150,7 @@ impl Bound {
         let made = open(spec.transport, addr, dual_stack, Some(backlog), false);
         let made = match made {
             // No IPv6 on this machine: all interfaces means all IPv4 interfaces.
-            Err(e) if dual_stack && e.raw_os_error() == Some(libc_eafnosupport()) => {
+            Err(e) if dual_stack && e.raw_os_error() == Some(reuse::NO_ADDRESS_FAMILY) => {
                 let v4 = (Ipv4Addr::UNSPECIFIED, spec.port).into();
                 open(spec.transport, v4, false, Some(backlog), false)
             }
@@ -163,6 +167,7 @@ impl Bound {
     }
 
     /// Another socket of this one's SO_REUSEPORT group (same address, own accept queue).
+    #[cfg_attr(not(unix), allow(dead_code))] // process mode only
     pub fn sibling(&self, backlog: i32) -> io::Result<Bound> {
         let dual_stack = self.local.is_ipv6() && self.local.ip().is_unspecified();
         open(self.transport, self.local, dual_stack, Some(backlog), true)
@@ -170,6 +175,7 @@ impl Bound {
 
     /// As [`Bound::sibling`], but a TCP socket is left bound and not yet listening: it joins
     /// the group only when the caller calls `listen`.
+    #[cfg_attr(not(unix), allow(dead_code))] // process mode only
     pub fn sibling_unlistened(&self) -> io::Result<Bound> {
         let dual_stack = self.local.is_ipv6() && self.local.ip().is_unspecified();
         open(self.transport, self.local, dual_stack, None, true)
@@ -179,10 +185,6 @@ impl Bound {
     pub fn listening_line(&self) -> String {
         format!("listening on {}://{}", self.transport, self.local)
     }
-}
-
-fn libc_eafnosupport() -> i32 {
-    nix::errno::Errno::EAFNOSUPPORT as i32
 }
 
 fn open(
@@ -201,12 +203,7 @@ fn open(
     if addr.is_ipv6() {
         socket.set_only_v6(!dual_stack)?;
     }
-    if transport == Transport::Tcp {
-        socket.set_reuse_address(true)?;
-    }
-    if reuseport {
-        socket.set_reuse_port(true)?;
-    }
+    reuse::set_reuse(&socket, transport, reuseport)?;
     socket.set_nonblocking(true)?;
     socket.bind(&SockAddr::from(addr))?;
     if let (Transport::Tcp, Some(backlog)) = (transport, backlog) {

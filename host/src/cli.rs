@@ -53,10 +53,19 @@ pub enum Command {
 /// How requests are spread over CPUs.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Concurrency {
-    /// Pre-forked worker processes sharing the listening sockets (default).
+    /// Pre-forked worker processes sharing the listening sockets (default; Unix only).
     Process,
-    /// One process serving every socket on its own event loop.
+    /// One process serving every socket on its own event loop (default on Windows).
     Thread,
+}
+
+impl Concurrency {
+    /// Process mode where there is `fork`; thread mode on Windows.
+    pub const DEFAULT: Concurrency = if cfg!(unix) {
+        Concurrency::Process
+    } else {
+        Concurrency::Thread
+    };
 }
 
 /// Log verbosity.
@@ -120,7 +129,7 @@ pub struct ServeArgs {
     pub handshake_timeout: u64,
 
     /// Pre-forked worker processes, or one process serving on its own event loop.
-    #[arg(long, value_enum, default_value_t = Concurrency::Process)]
+    #[arg(long, value_enum, default_value_t = Concurrency::DEFAULT)]
     pub concurrency: Concurrency,
 
     /// Worker processes (process mode); default: the number of CPUs.

@@ -40,6 +40,11 @@ pub enum HostError {
     #[error("socket handoff: {0}")]
     Handoff(String),
 
+    /// An option or mode this platform does not have.
+    #[cfg_attr(unix, allow(dead_code))]
+    #[error("{0}")]
+    Unsupported(String),
+
     #[error("{what}: {source}")]
     Io { what: String, source: io::Error },
 }

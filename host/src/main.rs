@@ -1,17 +1,25 @@
 //! `sockhost`: parse the command line, run, and turn any error into one `error:` line.
 
+// Process mode forks: on Windows `arbiter_windows.rs` only refuses it.
+#[cfg_attr(windows, path = "arbiter_windows.rs")]
 mod arbiter;
 mod bind;
 mod cli;
 mod connections;
 mod error;
+// Socket inheritance (systemd, a reload's predecessor): none on Windows.
+#[cfg_attr(windows, path = "handoff_windows.rs")]
 mod handoff;
 mod keep_alive;
 mod logging;
 mod metrics;
+// Unix only: systemd notification, pid files, privilege drop.
+#[cfg(unix)]
 mod notify;
+#[cfg(unix)]
 mod pid_file;
 mod plugin;
+#[cfg(unix)]
 mod privileges;
 mod proxy_protocol;
 mod services;

@@ -1,11 +1,11 @@
 //! `--concurrency thread`: one process that binds, drops privileges, loads the plugin and
 //! serves every socket on its own event loop. HUP hands the sockets to a successor process
-//! ([`handoff`]) that loads the plugin as it is now on disk.
+//! (`handoff.rs`) that loads the plugin as it is now on disk.
 //!
 //! Startup runs in this order, so that plugin code never runs with root's rights and
 //! nothing is announced until startup can no longer fail:
 //! 1. resolve `--user`/`--group` (a typo is an `error:` before anything else);
-//! 2. copy the plugin into a sealed memfd ([`Snapshot`], as process mode does), read the
+//! 2. copy the plugin into a sealed memfd (`Snapshot`, as process mode does), read the
 //!    certificates, bind (or take over inherited sockets), write `--pid-file`;
 //! 3. drop privileges;
 //! 4. arm the [`watchdog`], load the plugin from the copy (then close the copy) and build
@@ -14,40 +14,33 @@
 //!    and tell the predecessor / systemd we are ready (a signal sent on reading them must
 //!    find the handlers in place).
 //!
+//! On Windows only steps 4 (without the watchdog) and 5 apply: see `lifecycle_windows.rs`.
+//! The platform's parts of these steps live in `thread_mode/lifecycle_{unix,windows}.rs`.
+//!
 //! A successor started on reload runs the same steps as the user it was started as (the
 //! predecessor's, after its privilege drop): it needs read access to the plugin and
 //! certificate files, and write access to the pid file's directory.
 
+#[cfg_attr(unix, path = "thread_mode/lifecycle_unix.rs")]
+#[cfg_attr(windows, path = "thread_mode/lifecycle_windows.rs")]
+mod lifecycle;
+#[cfg(unix)]
 mod watchdog;
 
-use std::os::fd::{AsRawFd, RawFd};
-
-use crate::arbiter::snapshot::Snapshot;
 use crate::bind::Bound;
 use crate::cli::Config;
 use crate::error::HostError;
-use crate::handoff;
-use crate::notify;
-use crate::pid_file::PidFile;
-use crate::plugin::Plugin;
-use crate::privileges::Identity;
 use crate::worker;
 
 /// Bind, drop privileges, load, announce, serve until stopped.
 pub fn run(config: &Config) -> Result<(), HostError> {
-    let identity = Identity::resolve(config.user.as_deref(), config.group.as_deref())?;
-    let snapshot = Snapshot::take(&config.plugin)?;
+    let startup = lifecycle::Startup::begin(config)?;
     let tls = config.tls.as_ref().map(|files| files.load()).transpose()?;
     let bound = crate::bind_all(&config.binds, config.backlog, false)?;
     let metrics_listener = config.metrics_bind.map(bind_metrics).transpose()?;
-    let pid_file = config.pid_file.as_deref().map(PidFile::write).transpose()?;
-    if let Some(identity) = &identity {
-        identity.apply().map_err(HostError::Privileges)?;
-    }
+    let mut lifecycle = startup.bound(config, &bound)?;
 
-    let watchdog = std::rc::Rc::new(watchdog::Watchdog::arm(config.timeout)?);
-    let plugin = Plugin::load_snapshot(&snapshot.path, &snapshot.load_path())?;
-    drop(snapshot); // mapped: the descriptor is no longer needed
+    let plugin = lifecycle.load_plugin()?;
     plugin.check_binds(&config.binds)?;
     let factory = plugin.factory(&config.plugin_opts, config.log_level)?;
 
@@ -61,48 +54,16 @@ pub fn run(config: &Config) -> Result<(), HostError> {
         let plugin = (plugin.meta.name.clone(), plugin.meta.version.clone());
         (listener, plugin)
     });
-    let listeners: Vec<RawFd> = bound.iter().map(|b| b.socket.as_raw_fd()).collect();
-    let pid_file_fd = pid_file.as_ref().map(PidFile::raw_fd);
-    let ready_timeout = config.timeout;
+    let announce = Box::new(move || {
+        crate::print_flushed(listening)?;
+        if let Some(addr) = metrics_addr {
+            crate::announce_metrics(addr)?;
+        }
+        Ok(())
+    });
     let hooks = worker::Hooks {
-        // The event loop's proof of life (twice a second) feeds the watchdog.
-        heartbeat: Some(Box::new({
-            let watchdog = watchdog.clone();
-            move |_| watchdog.tick()
-        })),
-        reload: Some(Box::new(move || {
-            let listeners = listeners.clone();
-            notify::reloading();
-            Box::pin(async move {
-                let successor = match handoff::start_successor(&listeners, pid_file_fd) {
-                    Ok(s) => s.ready(ready_timeout).await,
-                    Err(e) => Err(e),
-                };
-                if successor.is_err() {
-                    notify::ready(); // still us
-                }
-                successor
-            })
-        })),
-        stopping: Some(Box::new(|handed_over| {
-            if !handed_over {
-                notify::stopping();
-            }
-        })),
         metrics,
-        // Announced once the event loop handles its signals: whoever reads `listening on`
-        // or `READY=1` may signal us at once.
-        serving: Some(Box::new(move || {
-            watchdog.tick();
-            crate::print_flushed(listening)?;
-            if let Some(addr) = metrics_addr {
-                crate::announce_metrics(addr)?;
-            }
-            handoff::notify_ready();
-            notify::ready();
-            Ok(())
-        })),
-        ..Default::default()
+        ..lifecycle.hooks(config, announce)
     };
     tracing::info!(
         plugin = %plugin.meta.name,
@@ -112,6 +73,7 @@ pub fn run(config: &Config) -> Result<(), HostError> {
     );
     worker::run(bound, factory, config.worker_settings(tls), hooks)?;
     tracing::info!("stopped");
+    drop(lifecycle); // the pid file stays until the end
     Ok(())
 }
 

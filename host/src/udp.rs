@@ -14,7 +14,8 @@
 //! not starved.
 //!
 //! Datagrams are received with `MSG_TRUNC`, which reports a datagram's real length: one
-//! larger than the buffer is dropped with a log line, never delivered as if whole.
+//! larger than the buffer is dropped with a log line, never delivered as if whole. (Windows
+//! reports truncation without the real length: see [`truncation`].)
 
 use std::io;
 use std::mem::MaybeUninit;
@@ -36,6 +37,10 @@ use crate::connections::Registration;
 use crate::metrics::bump;
 use crate::services::endpoint::{Endpoint, Event, Inbox, Work};
 use crate::worker::Shared;
+
+#[cfg_attr(unix, path = "udp/truncation_unix.rs")]
+#[cfg_attr(windows, path = "udp/truncation_windows.rs")]
+mod truncation;
 
 /// Receive buffer: larger than the largest UDP payload (65,507 bytes over IPv4, 65,527 over
 /// IPv6), so truncation means a jumbogram.
@@ -350,11 +355,11 @@ enum Received {
     Nothing,
 }
 
-/// Receive one datagram with `MSG_TRUNC`, which makes the kernel report the datagram's real
-/// length even when it did not fit.
+/// Receive one datagram, noticing when it did not fit (with `MSG_TRUNC` on Unix, which
+/// makes the kernel report the datagram's real length).
 fn receive(socket: &UdpSocket, buf: &mut [MaybeUninit<u8>]) -> Received {
     let received = socket.try_io(Interest::READABLE, || {
-        socket2::SockRef::from(socket).recv_from_with_flags(buf, nix::libc::MSG_TRUNC)
+        truncation::recv_from(socket2::SockRef::from(socket), buf)
     });
     match received {
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => Received::Nothing,

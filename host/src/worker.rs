@@ -14,13 +14,16 @@ use std::time::Duration;
 
 use plugin_api::host::Factory;
 use tokio::net::TcpListener;
-use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{Notify, Semaphore};
 
 use crate::bind::{Bound, Transport};
 use crate::connections::Connections;
 use crate::error::HostError;
 use crate::metrics::Counters;
+
+#[cfg_attr(unix, path = "worker/signals_unix.rs")]
+#[cfg_attr(windows, path = "worker/signals_windows.rs")]
+mod signals;
 
 /// What a worker needs to know from the configuration.
 #[derive(Clone, Debug)]
@@ -96,6 +99,17 @@ impl Shared {
 const RECYCLE: &str = "--max-requests reached";
 const RELOADED: &str = "reloaded";
 
+/// What a signal (Unix) or console event (Windows) asks of the worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StopSignal {
+    /// Stop accepting and drain; the signal's name for the log.
+    Graceful(&'static str),
+    /// Cancel everything at once (QUIT).
+    Immediate,
+    /// Start a successor (HUP, thread mode); the signal's name for the log.
+    Reload(&'static str),
+}
+
 /// How the worker was told to stop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Stop {
@@ -111,25 +125,13 @@ pub fn run(
     settings: Settings,
     hooks: Hooks,
 ) -> Result<(), HostError> {
-    keep_sigpipe_ignored()?;
+    signals::keep_sigpipe_ignored()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| HostError::io("starting the event loop", e))?;
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, serve(listeners, factory, settings, hooks))
-}
-
-/// SIGPIPE must stay ignored in every serving process (both modes): a write to a socket
-/// that the peer reset, or that we shut down ourselves, then fails with EPIPE and ends that
-/// connection only. Rust's runtime ignores it at startup and forked workers keep that
-/// (`arbiter::signals::reset_in_child`), but the plugin just loaded may have changed it.
-fn keep_sigpipe_ignored() -> Result<(), HostError> {
-    use nix::sys::signal::{signal, SigHandler, Signal};
-    // SAFETY: SIG_IGN installs no handler code, so no async-signal-safety requirement.
-    unsafe { signal(Signal::SIGPIPE, SigHandler::SigIgn) }
-        .map(drop)
-        .map_err(|e| HostError::io("ignoring SIGPIPE", e.into()))
 }
 
 async fn serve(
@@ -322,25 +324,13 @@ fn plugin_call(what: &str, result: Result<(), String>, shared: &Shared) {
 }
 
 async fn wait_for_stop(shared: &Shared, hooks: &mut Hooks) -> Result<Stop, HostError> {
-    let listen =
-        |kind: SignalKind| signal(kind).map_err(|e| HostError::io("installing signal handlers", e));
-    let mut term = listen(SignalKind::terminate())?;
-    let mut int = listen(SignalKind::interrupt())?;
-    let mut quit = listen(SignalKind::quit())?;
-    // HUP reloads in thread mode; in process mode it and TTIN/TTOU belong to the arbiter,
-    // and a worker must not die or be suspended by them (their default actions).
-    let mut hup = listen(SignalKind::hangup())?;
-    let mut ttin = listen(SignalKind::from_raw(nix::libc::SIGTTIN))?;
-    let mut ttou = listen(SignalKind::from_raw(nix::libc::SIGTTOU))?;
+    let mut signals = signals::StopSignals::install()?;
     if let Some(serving) = hooks.serving.take() {
         serving()?;
     }
     let mut successor: Option<Successor> = None;
     loop {
         tokio::select! {
-            _ = term.recv() => return Ok(Stop::Graceful("SIGTERM")),
-            _ = int.recv() => return Ok(Stop::Graceful("SIGINT")),
-            _ = quit.recv() => return Ok(Stop::Immediate),
             () = shared.recycle.notified() => return Ok(Stop::Graceful(RECYCLE)),
             done = async { successor.as_mut().expect("guarded").await }, if successor.is_some() => {
                 successor = None;
@@ -352,16 +342,18 @@ async fn wait_for_stop(shared: &Shared, hooks: &mut Hooks) -> Result<Stop, HostE
                     Err(why) => tracing::error!("reload aborted: {why}; this process keeps serving"),
                 }
             }
-            _ = hup.recv() => match (&mut hooks.reload, &successor) {
-                (Some(_), Some(_)) => tracing::info!("SIGHUP: a reload is already in progress"),
-                (Some(start), None) => {
-                    tracing::info!("reload started: starting a new process with the plugin as it is on disk");
-                    successor = Some(start());
-                }
-                (None, _) => tracing::debug!("SIGHUP ignored by this worker"),
+            signal = signals.next() => match signal {
+                StopSignal::Graceful(why) => return Ok(Stop::Graceful(why)),
+                StopSignal::Immediate => return Ok(Stop::Immediate),
+                StopSignal::Reload(name) => match (&mut hooks.reload, &successor) {
+                    (Some(_), Some(_)) => tracing::info!("{name}: a reload is already in progress"),
+                    (Some(start), None) => {
+                        tracing::info!("reload started: starting a new process with the plugin as it is on disk");
+                        successor = Some(start());
+                    }
+                    (None, _) => tracing::debug!("{name} ignored by this worker"),
+                },
             },
-            _ = ttin.recv() => tracing::debug!("SIGTTIN ignored by this worker"),
-            _ = ttou.recv() => tracing::debug!("SIGTTOU ignored by this worker"),
         }
     }
 }

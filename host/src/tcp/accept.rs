@@ -19,6 +19,21 @@ use crate::proxy_protocol;
 use crate::tcp::connection::{Connection, Slot};
 use crate::worker::Shared;
 
+#[cfg_attr(unix, path = "accept/errors_unix.rs")]
+#[cfg_attr(windows, path = "accept/errors_windows.rs")]
+mod errors;
+
+/// An `accept` failure, by what the accept loop does about it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AcceptError {
+    /// A peer that left before we accepted it (or an interrupted call): try again at once.
+    PeerGone,
+    /// Out of descriptors, buffers or memory: pause accepts until some are freed.
+    OutOfResources,
+    /// Anything else: log it and retry shortly.
+    Other,
+}
+
 /// Accept connections until cancelled (the worker aborts this task to stop accepting).
 pub async fn accept_loop(listener: TcpListener, shared: Rc<Shared>) {
     // For a wildcard bind each connection asks the kernel for its local address.
@@ -145,15 +160,13 @@ async fn serve_tls_or_plain<S>(
 /// Errors from `accept`: a peer that left before we accepted is nothing; running out of
 /// descriptors or memory is logged and waited out instead of spinning.
 async fn backoff(e: io::Error) {
-    use nix::errno::Errno;
-    let errno = e.raw_os_error().map(Errno::from_raw);
-    match errno {
-        Some(Errno::ECONNABORTED | Errno::EINTR | Errno::EPROTO | Errno::EPERM) => {}
-        Some(Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM) => {
+    match errors::classify(&e) {
+        AcceptError::PeerGone => {}
+        AcceptError::OutOfResources => {
             tracing::warn!("accept: {e}; pausing accepts for 100 ms (raise the fd limit or lower --max-connections)");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        _ => {
+        AcceptError::Other => {
             tracing::warn!("accept: {e}");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }

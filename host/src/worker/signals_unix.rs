@@ -1,0 +1,63 @@
+//! The worker's signals on Unix: TERM/INT stop gracefully, QUIT at once, HUP asks for a
+//! reload; TTIN/TTOU belong to the arbiter and are swallowed here so that a worker is not
+//! suspended by their default action.
+
+use tokio::signal::unix::{signal, Signal, SignalKind};
+
+use super::StopSignal;
+use crate::error::HostError;
+
+/// The installed handlers (installed on creation: from then on no default action applies).
+pub struct StopSignals {
+    term: Signal,
+    int: Signal,
+    quit: Signal,
+    hup: Signal,
+    ttin: Signal,
+    ttou: Signal,
+}
+
+impl StopSignals {
+    pub fn install() -> Result<StopSignals, HostError> {
+        let listen = |kind: SignalKind| {
+            signal(kind).map_err(|e| HostError::io("installing signal handlers", e))
+        };
+        Ok(StopSignals {
+            term: listen(SignalKind::terminate())?,
+            int: listen(SignalKind::interrupt())?,
+            quit: listen(SignalKind::quit())?,
+            // HUP reloads in thread mode; in process mode it and TTIN/TTOU belong to the
+            // arbiter, and a worker must not die or be suspended by them (their default
+            // actions).
+            hup: listen(SignalKind::hangup())?,
+            ttin: listen(SignalKind::from_raw(nix::libc::SIGTTIN))?,
+            ttou: listen(SignalKind::from_raw(nix::libc::SIGTTOU))?,
+        })
+    }
+
+    /// The next signal that means something to the worker.
+    pub async fn next(&mut self) -> StopSignal {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => return StopSignal::Graceful("SIGTERM"),
+                _ = self.int.recv() => return StopSignal::Graceful("SIGINT"),
+                _ = self.quit.recv() => return StopSignal::Immediate,
+                _ = self.hup.recv() => return StopSignal::Reload("SIGHUP"),
+                _ = self.ttin.recv() => tracing::debug!("SIGTTIN ignored by this worker"),
+                _ = self.ttou.recv() => tracing::debug!("SIGTTOU ignored by this worker"),
+            }
+        }
+    }
+}
+
+/// SIGPIPE must stay ignored in every serving process (both modes): a write to a socket
+/// that the peer reset, or that we shut down ourselves, then fails with EPIPE and ends that
+/// connection only. Rust's runtime ignores it at startup and forked workers keep that
+/// (`arbiter::signals::reset_in_child`), but the plugin just loaded may have changed it.
+pub fn keep_sigpipe_ignored() -> Result<(), HostError> {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: SIG_IGN installs no handler code, so no async-signal-safety requirement.
+    unsafe { signal(Signal::SIGPIPE, SigHandler::SigIgn) }
+        .map(drop)
+        .map_err(|e| HostError::io("ignoring SIGPIPE", e.into()))
+}
