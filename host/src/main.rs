@@ -1,5 +1,9 @@
 //! `sockhost`: parse the command line, run, and turn any error into one `error:` line.
 
+// Windows serves in thread mode only: process mode's shared pieces (metrics snapshots,
+// the arbiter's endpoint, QUIT, reload) are compiled but unused there.
+#![cfg_attr(windows, allow(dead_code))]
+
 // Process mode forks: on Windows `arbiter_windows.rs` only refuses it.
 #[cfg_attr(windows, path = "arbiter_windows.rs")]
 mod arbiter;

@@ -9,8 +9,18 @@ use socket2::{MaybeUninitSlice, SockAddr, SockRef};
 
 /// Receive one datagram into `buf`; a length above `buf.len()` means it was truncated (on
 /// Windows always `buf.len() + 1`: the real length is unknown).
-pub fn recv_from(socket: SockRef<'_>, buf: &mut [MaybeUninit<u8>]) -> io::Result<(usize, SockAddr)> {
+pub fn recv_from(
+    socket: SockRef<'_>,
+    buf: &mut [MaybeUninit<u8>],
+) -> io::Result<(usize, SockAddr)> {
     let capacity = buf.len();
     let (len, flags, from) = socket.recv_from_vectored(&mut [MaybeUninitSlice::new(buf)])?;
-    Ok((if flags.is_truncated() { capacity + 1 } else { len }, from))
+    Ok((
+        if flags.is_truncated() {
+            capacity + 1
+        } else {
+            len
+        },
+        from,
+    ))
 }
