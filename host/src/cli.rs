@@ -53,15 +53,15 @@ pub enum Command {
 /// How requests are spread over CPUs.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Concurrency {
-    /// Pre-forked worker processes sharing the listening sockets (default; Unix only).
+    /// Pre-forked worker processes sharing the listening sockets (default; Linux only).
     Process,
-    /// One process serving every socket on its own event loop (default on Windows).
+    /// One process serving every socket on its own event loop (default elsewhere).
     Thread,
 }
 
 impl Concurrency {
-    /// Process mode where there is `fork`; thread mode on Windows.
-    pub const DEFAULT: Concurrency = if cfg!(unix) {
+    /// Process mode on Linux; thread mode elsewhere (Windows, macOS).
+    pub const DEFAULT: Concurrency = if cfg!(target_os = "linux") {
         Concurrency::Process
     } else {
         Concurrency::Thread

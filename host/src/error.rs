@@ -41,7 +41,7 @@ pub enum HostError {
     Handoff(String),
 
     /// An option or mode this platform does not have.
-    #[cfg_attr(unix, allow(dead_code))]
+    #[cfg_attr(target_os = "linux", allow(dead_code))]
     #[error("{0}")]
     Unsupported(String),
 

@@ -1,29 +1,30 @@
 //! `sockhost`: parse the command line, run, and turn any error into one `error:` line.
 
-// Windows serves in thread mode only: process mode's shared pieces (metrics snapshots,
-// the arbiter's endpoint, QUIT, reload) are compiled but unused there.
-#![cfg_attr(windows, allow(dead_code))]
+// Outside Linux sockhost serves in thread mode only: process mode's shared pieces (metrics
+// snapshots, the arbiter's endpoint, QUIT, reload) are compiled but unused there.
+#![cfg_attr(not(target_os = "linux"), allow(dead_code))]
 
-// Process mode forks: on Windows `arbiter_windows.rs` only refuses it.
-#[cfg_attr(windows, path = "arbiter_windows.rs")]
+// Process mode (fork, SO_REUSEPORT balancing, Linux process APIs) is Linux only:
+// elsewhere `arbiter_other.rs` refuses it.
+#[cfg_attr(not(target_os = "linux"), path = "arbiter_other.rs")]
 mod arbiter;
 mod bind;
 mod cli;
 mod connections;
 mod error;
-// Socket inheritance (systemd, a reload's predecessor): none on Windows.
-#[cfg_attr(windows, path = "handoff_windows.rs")]
+// Socket inheritance (systemd, a reload's predecessor) is Linux only.
+#[cfg_attr(not(target_os = "linux"), path = "handoff_other.rs")]
 mod handoff;
 mod keep_alive;
 mod logging;
 mod metrics;
-// Unix only: systemd notification, pid files, privilege drop.
-#[cfg(unix)]
+// Linux only: systemd notification, pid files, privilege drop.
+#[cfg(target_os = "linux")]
 mod notify;
-#[cfg(unix)]
+#[cfg(target_os = "linux")]
 mod pid_file;
 mod plugin;
-#[cfg(unix)]
+#[cfg(target_os = "linux")]
 mod privileges;
 mod proxy_protocol;
 mod services;

@@ -14,17 +14,18 @@
 //!    and tell the predecessor / systemd we are ready (a signal sent on reading them must
 //!    find the handlers in place).
 //!
-//! On Windows only steps 4 (without the watchdog) and 5 apply: see `lifecycle_windows.rs`.
-//! The platform's parts of these steps live in `thread_mode/lifecycle_{unix,windows}.rs`.
+//! The platform's parts of these steps live in `thread_mode/lifecycle_linux.rs`; elsewhere
+//! (Windows, macOS) only steps 4 (without the watchdog) and 5 apply: see
+//! `lifecycle_other.rs`.
 //!
 //! A successor started on reload runs the same steps as the user it was started as (the
 //! predecessor's, after its privilege drop): it needs read access to the plugin and
 //! certificate files, and write access to the pid file's directory.
 
-#[cfg_attr(unix, path = "thread_mode/lifecycle_unix.rs")]
-#[cfg_attr(windows, path = "thread_mode/lifecycle_windows.rs")]
+#[cfg_attr(target_os = "linux", path = "thread_mode/lifecycle_linux.rs")]
+#[cfg_attr(not(target_os = "linux"), path = "thread_mode/lifecycle_other.rs")]
 mod lifecycle;
-#[cfg(unix)]
+#[cfg(target_os = "linux")]
 mod watchdog;
 
 use crate::bind::Bound;

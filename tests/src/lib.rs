@@ -22,25 +22,84 @@ pub fn profile_dir() -> PathBuf {
         .to_path_buf()
 }
 
+/// A cross-built target under test (`SOCKHOST_TARGET`, e.g. `x86_64-pc-windows-gnu` for the
+/// Windows subset under wine, run by `.ci/windows.sh`): its binaries are in
+/// `target/<triple>/<profile>/` and are started through `SOCKHOST_RUNNER` (e.g. `wine`).
+fn cross_target() -> Option<String> {
+    std::env::var("SOCKHOST_TARGET")
+        .ok()
+        .filter(|t| !t.is_empty())
+}
+
+/// Whether the binary under test is a Windows one.
+pub fn testing_windows() -> bool {
+    cross_target().is_some_and(|t| t.contains("windows"))
+}
+
+/// Where the binaries under test are: the tests' own profile directory, or the cross
+/// target's.
+fn artifact_dir() -> PathBuf {
+    let profile = profile_dir();
+    match cross_target() {
+        None => profile,
+        Some(triple) => {
+            let name = profile.file_name().expect("profile name").to_owned();
+            let target = profile.parent().expect("target dir");
+            target.join(triple).join(name)
+        }
+    }
+}
+
+fn build_hint(p: &std::path::Path) -> String {
+    match cross_target() {
+        None => format!(
+            "{} is missing: run `cargo build --release --workspace` before the tests",
+            p.display()
+        ),
+        Some(t) => format!(
+            "{} is missing: cross-build it first (`cargo build --release --target {t}`)",
+            p.display()
+        ),
+    }
+}
+
 /// The `sockhost` binary.
 pub fn sockhost_bin() -> PathBuf {
-    let p = profile_dir().join("sockhost");
-    assert!(
-        p.exists(),
-        "{} is missing: run `cargo build --release --workspace` before the tests",
-        p.display()
-    );
+    let name = if testing_windows() {
+        "sockhost.exe"
+    } else {
+        "sockhost"
+    };
+    let p = artifact_dir().join(name);
+    assert!(p.exists(), "{}", build_hint(&p));
     p
 }
 
-/// A plugin built by the workspace, by crate name (`echo`, `testkit`, `testkit_b`, ...).
+/// A command that runs the `sockhost` under test (through `SOCKHOST_RUNNER`, if set).
+pub fn sockhost_command() -> Command {
+    match std::env::var("SOCKHOST_RUNNER")
+        .ok()
+        .filter(|r| !r.is_empty())
+    {
+        Some(runner) => {
+            let mut cmd = Command::new(runner);
+            cmd.arg(sockhost_bin());
+            cmd
+        }
+        None => sockhost_command(),
+    }
+}
+
+/// A plugin built by the workspace, by crate name (`echo`, `testkit`, `testkit_b`, ...),
+/// named as the target names dynamic libraries (`libecho.so`, `echo.dll`).
 pub fn plugin(name: &str) -> PathBuf {
-    let p = profile_dir().join(format!("lib{name}.so"));
-    assert!(
-        p.exists(),
-        "{} is missing: run `cargo build --release --workspace` before the tests",
-        p.display()
-    );
+    let file = if testing_windows() {
+        format!("{name}.dll")
+    } else {
+        format!("lib{name}.so")
+    };
+    let p = artifact_dir().join(file);
+    assert!(p.exists(), "{}", build_hint(&p));
     p
 }
 
@@ -117,7 +176,7 @@ impl Server {
 
     /// As [`Server::start`], with extra environment variables.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
-        let mut cmd = Command::new(sockhost_bin());
+        let mut cmd = sockhost_command();
         cmd.args(args);
         for (k, v) in env {
             cmd.env(k, v);
@@ -140,7 +199,7 @@ impl Server {
         names: &[&str],
     ) -> Server {
         use std::os::unix::process::CommandExt;
-        let mut cmd = Command::new(sockhost_bin());
+        let mut cmd = sockhost_command();
         cmd.args(args);
         let fds: Vec<i32> = sockets.to_vec();
         let count = std::ffi::CString::new(fds.len().to_string()).unwrap();
@@ -308,7 +367,7 @@ pub fn serve_thread(plugin_name: &str, extra: &[&str]) -> Server {
 /// as given, stdout read straight up to the first `listening on` line (whose address is
 /// returned; `args` must put a TCP bind first) and drained from then on.
 pub fn start_bare(args: &[&str], stderr: Stdio) -> (Child, SocketAddr) {
-    let mut child = Command::new(sockhost_bin())
+    let mut child = sockhost_command()
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -358,7 +417,7 @@ pub fn run_to_exit(args: &[&str], timeout: Duration) -> Finished {
 /// [`run_to_exit`] with extra environment variables.
 pub fn run_to_exit_with_env(args: &[&str], env: &[(&str, &str)], timeout: Duration) -> Finished {
     let start = Instant::now();
-    let mut child = Command::new(sockhost_bin())
+    let mut child = sockhost_command()
         .args(args)
         .envs(env.iter().copied())
         .stdin(Stdio::null())

@@ -1,4 +1,4 @@
-//! Thread mode's Unix lifecycle around the event loop: `--user`/`--group`, the plugin's
+//! Thread mode's Linux lifecycle around the event loop: `--user`/`--group`, the plugin's
 //! sealed snapshot, `--pid-file`, the [`watchdog`](super::watchdog), the HUP reload that
 //! hands the sockets to a successor ([`handoff`]) and systemd's readiness protocol
 //! ([`notify`]).

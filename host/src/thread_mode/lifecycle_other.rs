@@ -1,8 +1,9 @@
-//! Thread mode's Windows lifecycle around the event loop: the plugin `.dll` is loaded
-//! where it lies, and the process stops on Ctrl-C, Ctrl-Break or console close. The
-//! Unix-only parts are refused with one `error:` line each: `--user`/`--group` (no
-//! privilege drop), `--pid-file`; there is no reload (no HUP, no socket handoff), no
-//! `--timeout` watchdog (it is `SIGALRM`), and no systemd notification.
+//! Thread mode's lifecycle outside Linux (Windows; macOS, type-checked only): the plugin
+//! (`name.dll`, `libname.dylib`) is loaded where it lies, and the process stops on the
+//! worker's stop signals (Windows: Ctrl-C, Ctrl-Break, console close). The Linux-only parts
+//! are refused with one `error:` line each: `--user`/`--group` (privilege drop),
+//! `--pid-file`; there is no reload (no socket handoff), no `--timeout` watchdog and no
+//! systemd notification.
 
 use crate::bind::Bound;
 use crate::cli::Config;
@@ -16,7 +17,7 @@ pub struct Startup {
 }
 
 impl Startup {
-    /// Refuse the options that have no meaning on Windows.
+    /// Refuse the Linux-only options.
     pub fn begin(config: &Config) -> Result<Startup, HostError> {
         let unix_only = [
             ("--user", config.user.is_some()),
@@ -25,7 +26,7 @@ impl Startup {
         ];
         if let Some((flag, _)) = unix_only.iter().find(|(_, given)| *given) {
             return Err(HostError::Unsupported(format!(
-                "{flag} is not supported on Windows (Unix only)"
+                "{flag} is supported on Linux only"
             )));
         }
         Ok(Startup {
@@ -47,7 +48,7 @@ pub struct Lifecycle {
 }
 
 impl Lifecycle {
-    /// Load the plugin `.dll` from its path.
+    /// Load the plugin from its path.
     pub fn load_plugin(&mut self) -> Result<Plugin, HostError> {
         Plugin::load(&self.plugin)
     }
