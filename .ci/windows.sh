@@ -35,3 +35,8 @@ CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER=wine \
 
 out="target/$target/release"
 python3 .ci/wine/smoke.py "$out/sockhost.exe" "$out/echo.dll"
+
+# The black-box subset (tests/tests/platform.rs), a Linux test binary driving sockhost.exe
+# under wine over 127.0.0.1.
+SOCKHOST_TARGET="$target" SOCKHOST_RUNNER=wine \
+  cargo test --release -p sockhost-tests --test platform -- --test-threads 2

@@ -90,6 +90,15 @@ pub fn sockhost_command() -> Command {
     }
 }
 
+/// How long a starting sockhost may take to listen: wine starts processes slowly.
+fn startup_deadline() -> Duration {
+    if std::env::var_os("SOCKHOST_RUNNER").is_some() {
+        Duration::from_secs(60)
+    } else {
+        Duration::from_secs(10)
+    }
+}
+
 /// A plugin built by the workspace, by crate name (`echo`, `testkit`, `testkit_b`, ...),
 /// named as the target names dynamic libraries (`libecho.so`, `echo.dll`).
 pub fn plugin(name: &str) -> PathBuf {
@@ -169,7 +178,8 @@ fn expected_binds(args: &[&str]) -> usize {
 }
 
 impl Server {
-    /// Start sockhost with `args` and wait (up to 10 s) for its `listening on` lines.
+    /// Start sockhost with `args` and wait (up to 10 s, 60 s through a runner such as wine)
+    /// for its `listening on` lines.
     pub fn start(args: &[&str]) -> Server {
         Self::start_with_env(args, &[])
     }
@@ -248,7 +258,7 @@ impl Server {
                 out_lines.push(line);
             }
         });
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + startup_deadline();
         let listening = loop {
             let lines: Vec<(String, SocketAddr)> = stdout
                 .text()
@@ -270,7 +280,8 @@ impl Server {
             }
             assert!(
                 Instant::now() < deadline,
-                "sockhost printed no `listening on` lines within 10 s; stderr:\n{}",
+                "sockhost printed no `listening on` lines within {:?}; stderr:\n{}",
+                startup_deadline(),
                 stderr.text()
             );
             std::thread::sleep(Duration::from_millis(10));
