@@ -56,7 +56,7 @@ build_release() {
     if ! cargo build --release --quiet 2>"$BENCH_TMP/build.log"; then
         echo "# workspace build failed; building only what the benchmarks run (see below)" >&2
         tail -n 5 "$BENCH_TMP/build.log" >&2
-        if ! cargo build --release --quiet -p sockhost -p echo -p hello -p sockhost-bench \
+        if ! cargo build --release --quiet -p sockhost -p echo -p hello -p chat -p sockhost-bench \
             2>"$BENCH_TMP/build.log"; then
             echo "# building sockhost failed too; using the existing $RELEASE/sockhost and" \
                 "$RELEASE/libecho.so" >&2
@@ -279,6 +279,31 @@ NGINX
     cat "$ngx/stdout" "$ngx/logs/error.log" >&2 || true
     stop_server "$NGINX_PID"
     return 1
+}
+
+# start_redis NAME CPUS: redis-server (Debian's) on a free loopback port, pinned to CPUS,
+# with persistence off (no RDB snapshots, no AOF: a pub/sub benchmark writes nothing to
+# disk) and the default client limits. Sets REDIS_PID and REDIS_ADDR (HOST:PORT).
+start_redis() {
+    local name=$1 cpus=$2 port attempt i
+    for attempt in 1 2 3; do
+        port=$(free_port)
+        "${PRIO[@]}" taskset -c "$cpus" redis-server --port "$port" --bind 127.0.0.1 \
+            --save "" --appendonly no --daemonize no --logfile "" \
+            >"$BENCH_TMP/$name.out" 2>&1 &
+        REDIS_PID=$!
+        BENCH_PIDS+=("$REDIS_PID")
+        REDIS_ADDR="127.0.0.1:$port"
+        for ((i = 0; i < 100; i++)); do
+            [[ -n $(ss -Htln "( sport = :$port )" 2>/dev/null) ]] && return 0
+            kill -0 "$REDIS_PID" 2>/dev/null || break
+            sleep 0.1
+        done
+        tail -n 5 "$BENCH_TMP/$name.out" >&2
+        stop_server "$REDIS_PID"
+        echo "# redis-server could not start (attempt $attempt); trying another port" >&2
+    done
+    die "$name (redis-server) did not start"
 }
 
 # measure_idle NAME PID ADDR [loadgen idle flags...]: open CONNS idle connections to ADDR

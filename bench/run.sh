@@ -12,6 +12,9 @@
 #   services     plugin timers (set+cancel ns, bytes per armed timer) and a wake from a plugin
 #                thread (latency p50/p99), through servicekit  vs  services-baseline (tokio's
 #                own timer wheel and an unbounded channel, in a plain tokio program)
+#   fanout       one publisher, 1,000 subscribers, 64-byte messages, deliveries/s:
+#                sockhost + libchat  vs  redis-server PUBLISH/SUBSCRIBE (Debian's), and vs
+#                fanout-baseline (plain tokio, the same line protocol as chat)
 #
 # Method: single-worker servers run pinned to CPU $SERVER_CPU and the load generator
 # (loadgen, or wrk with one thread) to CPU $CLIENT_CPU, both at real-time priority when
@@ -26,9 +29,10 @@
 # Usage: bench/run.sh          (from anywhere; about 6 minutes on 2 cores)
 # Environment: REPS (3), DURATION seconds per loadgen run (2), WARMUP (0.5), WRK_DURATION
 #              (3), CONNS idle connections (10000), NO_BUILD=1 to skip the build,
-#              ONLY="echo connect http idle udp tls services" to run some sections, QUIET_WAIT
-#              (30): seconds in all to wait for other processes (a build) to go quiet.
-# Installs nginx, wrk (and openssl, if missing) from Debian's packages.
+#              ONLY="echo connect http idle udp tls services fanout" to run some sections,
+#              QUIET_WAIT (30): seconds in all to wait for other processes (a build) to go
+#              quiet, FANOUT_MESSAGES (10000) messages per fan-out run.
+# Installs nginx, wrk (and openssl, redis-server, if missing) from Debian's packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=bench/lib.sh
@@ -41,7 +45,8 @@ WRK_DURATION=${WRK_DURATION:-3}
 CONNS=${CONNS:-10000}
 HOLD=${HOLD:-4}
 SETTLE=${SETTLE:-1}
-ONLY=${ONLY:-"echo connect http idle udp tls services"}
+ONLY=${ONLY:-"echo connect http idle udp tls services fanout"}
+FANOUT_MESSAGES=${FANOUT_MESSAGES:-10000}
 SERVER_CPU=0
 CLIENT_CPU=1
 STARTED=$(date +%s)
@@ -134,13 +139,14 @@ wait_quiet() {
 #      A_NAME A_PID A_ADDR B_NAME B_PID B_ADDR -- CMD...
 # Measure CMD (in which @ADDR@ stands for the server's address) against A and B, back to
 # back, REPS times; add a row with the medians. PARSER is `json:FIELD` (a loadgen --json
-# field) or `wrk` (Requests/sec). SPAN: seconds of load per run, for CPU per operation.
+# field) or `wrk` (Requests/sec). SPAN: seconds of load per run, for CPU per operation, or
+# `json:FIELD` for a run whose length the load generator reports (a fixed amount of work).
 pair() {
     local figure=$1 unit=$2 target=$3 parser=$4 span=$5 cpus=$6
     local names=("$7" "${10}") pids=("$8" "${11}") addrs=("$9" "${12}")
     shift 13
     local -a rate_a=() rate_b=() us_a=() us_b=() cl_a=() cl_b=() sv_a=() sv_b=() other=()
-    local rep side out rate us srv cmd
+    local rep side out rate us srv cmd run_span
     wait_quiet
     for ((rep = 1; rep <= REPS; rep++)); do
         for side in 0 1; do
@@ -161,15 +167,21 @@ pair() {
                 ;;
             esac
             rate=${rate:-0}
+            run_span=$span
+            if [[ $span == json:* ]]; then
+                run_span=$(json_get "${span#json:}" "$(tail -n 1 "$out")")
+                run_span=${run_span:-0}
+            fi
             if ((!RUN_OK)); then
                 echo "# $figure, ${names[$side]}: the load generator reported a failure:" >&2
                 cat "$out" >&2
                 tail -n 5 "$BENCH_TMP/client.err" >&2
                 FAILED=1
             fi
-            srv=$(awk -v t="$RUN_TICKS" -v hz="$HZ" -v s="$span" 'BEGIN { printf "%.0f", 100 * t / hz / s }')
-            us=$(awk -v t="$RUN_TICKS" -v hz="$HZ" -v r="$rate" -v s="$span" \
-                'BEGIN { if (r > 0) printf "%.2f", t / hz * 1e6 / (r * s); else print "nan" }')
+            srv=$(awk -v t="$RUN_TICKS" -v hz="$HZ" -v s="$run_span" \
+                'BEGIN { if (s > 0) printf "%.0f", 100 * t / hz / s; else print "nan" }')
+            us=$(awk -v t="$RUN_TICKS" -v hz="$HZ" -v r="$rate" -v s="$run_span" \
+                'BEGIN { if (r > 0 && s > 0) printf "%.2f", t / hz * 1e6 / (r * s); else print "nan" }')
             echo "# $figure: ${names[$side]} $rate $unit, server ${srv}% cpu ${us} us/op," \
                 "client ${RUN_CLIENT}%, others ${RUN_OTHER}%" >&2
             other+=("$RUN_OTHER")
@@ -397,6 +409,32 @@ PY
         unset -n av bv
     done
     NOTES+=("services: servicekit's timerbench/wakebench run inside the plugin (set+cancel through the FFI table, 100,000 timers 1 h ahead; a thread wakes its connection 5,000 times, one wake in flight); the baseline does the same with tokio::time::sleep (boxed, polled once) and a tokio unbounded channel. A sockhost wake is two task hops (the worker's wake channel, then the connection's task).")
+fi
+
+# --- fan-out: one publisher, 1,000 subscribers; sockhost + libchat vs redis and plain tokio --
+if section fanout; then
+    ensure_packages redis-server=redis-server
+    [[ -f $RELEASE/libchat.so && -x $RELEASE/fanout-baseline ]] ||
+        die "$RELEASE/libchat.so or $RELEASE/fanout-baseline is missing"
+    start_server sockhost-chat "${PRIO[@]}" taskset -c $SERVER_CPU "$SOCKHOST" --plugin "$RELEASE/libchat.so" \
+        --bind 127.0.0.1:0 --concurrency thread --keep-alive 0
+    SH_PID=$SERVER_PID SH_ADDR=$SERVER_ADDR
+    start_server fanout-baseline "${PRIO[@]}" taskset -c $SERVER_CPU "$RELEASE/fanout-baseline" --bind 127.0.0.1:0
+    BL_PID=$SERVER_PID BL_ADDR=$SERVER_ADDR
+    start_redis redis $SERVER_CPU
+    # loadgen speaks RESP to a redis:// address and chat's line protocol to the others.
+    fanout=("$RELEASE/loadgen" fanout --addr @ADDR@ --subscribers 1000 --size 64
+        --messages "$FANOUT_MESSAGES" --json)
+    pair "fan-out 1 pub -> 1000 subs, 64B" deliv/s "-" json:deliveries_per_sec json:elapsed_s \
+        $CLIENT_CPU sockhost "$SH_PID" "$SH_ADDR" redis "$REDIS_PID" "redis://$REDIS_ADDR" -- \
+        "${fanout[@]}"
+    pair "fan-out 1 pub -> 1000 subs, 64B" deliv/s "-" json:deliveries_per_sec json:elapsed_s \
+        $CLIENT_CPU sockhost "$SH_PID" "$SH_ADDR" tokio "$BL_PID" "$BL_ADDR" -- \
+        "${fanout[@]}"
+    NOTES+=("fan-out: loadgen fanout, $FANOUT_MESSAGES messages of 64 B to 1000 subscribers of one channel (chat: 79 B per delivery, redis: 99 B in RESP), the publisher at most 64 messages ahead of the slowest subscriber; timed from the first PUBLISH to the last delivery; server CPU includes the 1000 connects and SUBSCRIBEs. redis $(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p'), --save '' --appendonly no.")
+    stop_server "$SH_PID"
+    stop_server "$BL_PID"
+    stop_server "$REDIS_PID"
 fi
 
 echo

@@ -645,6 +645,20 @@ mod tests {
     use super::summarise_layout_report;
 
     #[test]
+    fn an_output_shrinks_back_after_a_large_callback() {
+        let mut out = crate::Output::for_stream();
+        let small = out.capacity();
+        out.write(&vec![0u8; 4 << 20]);
+        out.reset();
+        out.shrink(64 * 1024);
+        assert_eq!(out.capacity(), small, "back to the default size");
+        out.write(&[1, 2, 3]);
+        out.reset();
+        out.shrink(64 * 1024);
+        assert_eq!(out.capacity(), small, "a small one is kept as it is");
+    }
+
+    #[test]
     fn layout_report_summary_names_the_difference() {
         let report = "Layout of expected type:\n  blah\n\nError:mismatched package\nExpected:\n    sockhost-plugin-api\nFound:\n    other\n";
         assert_eq!(

@@ -325,3 +325,50 @@ fn udp_sessions_get_timers_wakes_and_posts() {
     assert_eq!(recv(&a), "post Queued");
     assert_eq!(recv(&b), "to a udp peer");
 }
+
+#[test]
+fn a_peer_that_reads_a_trickle_is_closed_at_the_send_timeout() {
+    // 32 MiB of output (more than the kernel's socket buffers hold, under --max-pending)
+    // that the peer drains at ~5 KiB/s: the host's unsent output stays above the 64 KiB
+    // low-water mark, so --send-timeout 1 ends it, though every read makes progress.
+    let server = serve_thread(
+        "servicekit",
+        &[
+            "--send-timeout",
+            "1",
+            "--max-pending",
+            "67108864",
+            "--log-level",
+            "debug",
+        ],
+    );
+    let mut slow = connect(server.addr());
+    slow.write_all(b"flood 33554432\n").unwrap();
+    let start = Instant::now();
+    let mut buf = vec![0u8; 1 << 16];
+    // Trickle until the server says it gave up on this peer.
+    while !server.stderr.text().contains("longer than --send-timeout") {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "not closed by --send-timeout"
+        );
+        let n = slow.read(&mut buf[..1024]).expect("the trickle read");
+        assert!(n > 0, "closed before the server logged why");
+        std::thread::sleep(Duration::from_millis(200)); // the trickle reader is the subject
+    }
+    // What the kernel still holds drains, then the end: the connection is closed.
+    let mut total = 0usize;
+    loop {
+        match slow.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => total += n,
+        }
+        assert!(
+            total < 32 << 20,
+            "read {total} bytes: the connection was not closed"
+        );
+    }
+    // A normal client meanwhile is served.
+    let mut other = connect(server.addr());
+    assert_eq!(ask(&mut other, "still\n"), "still");
+}

@@ -105,9 +105,14 @@ impl Flags {
         Ok(Duration::from_secs_f64(s))
     }
 
+    /// The value of `--name` as given, without taking it.
+    pub fn peek(&self, name: &str) -> Option<&str> {
+        self.values.get(name).map(String::as_str)
+    }
+
     /// The required `--addr`, which must resolve to a loopback address: the load generator
     /// refuses to send traffic anywhere else. Accepts `tcp://HOST:PORT` and `udp://HOST:PORT`
-    /// as sockhost prints them.
+    /// as sockhost prints them, and `redis://HOST:PORT` (fanout's redis protocol).
     pub fn addr(&mut self) -> Result<SocketAddr, String> {
         let raw = self
             .values
@@ -116,6 +121,7 @@ impl Flags {
         let text = raw
             .strip_prefix("tcp://")
             .or_else(|| raw.strip_prefix("udp://"))
+            .or_else(|| raw.strip_prefix("redis://"))
             .unwrap_or(&raw);
         let addr = text
             .to_socket_addrs()

@@ -12,6 +12,8 @@
 //!   idle connection.
 //! - `udp`: N sockets, K datagrams in flight each; every echoed datagram is verified and
 //!   losses are counted.
+//! - `fanout`: N subscribers on one channel, one publisher; deliveries per second, every
+//!   delivered byte verified (chat's line protocol or redis pub/sub).
 //!
 //! `echo` and `connect` run over TLS with `--tls` (see `stream.rs` for the client's TLS
 //! settings), and `connect --http` does an HTTP/1.1 GET instead of an echo.
@@ -22,6 +24,7 @@
 mod args;
 mod connect;
 mod echo;
+mod fanout;
 mod histogram;
 mod idle;
 mod stream;
@@ -52,6 +55,13 @@ usage: loadgen MODE --addr HOST:PORT [flags]     (loopback addresses only)
            --duration SECS (5)  --warmup SECS (1)  [--json]
            Each socket keeps K datagrams in flight and verifies every echoed datagram;
            datagrams lost (or back too late) are counted, not failed.
+  fanout   --subscribers N (1000)  --protocol chat|redis (chat; redis for --addr redis://)
+           --messages M (2000)
+           --size BYTES (64)  --window K (64)  --deadline SECS (30)  [--json]
+           N connections subscribe to one channel; one publisher sends M messages of
+           BYTES payload, at most K ahead of its replies and of the slowest subscriber;
+           prints deliveries/s (M x N deliveries, each byte verified) from the first
+           publish to the last delivery. Needs N + 1 descriptors (ulimit -n).
 
 TLS (echo, connect): --tls, or --tls-ca FILE to also verify the server's certificate
 against FILE (PEM); --server-name NAME (localhost). Full handshakes only (no resumption),
@@ -221,8 +231,11 @@ fn main() -> ExitCode {
         }
         Some("idle") => idle::Config::from_flags(flags).map(|c| runtime.block_on(idle::run(c))),
         Some("udp") => udp::Config::from_flags(flags).map(|c| runtime.block_on(udp::run(c))),
+        Some("fanout") => {
+            fanout::Config::from_flags(flags).map(|c| runtime.block_on(fanout::run(c)))
+        }
         Some(other) => Err(format!(
-            "unknown mode {other:?} (echo, connect, idle or udp)"
+            "unknown mode {other:?} (echo, connect, idle, udp or fanout)"
         )),
         None => unreachable!(),
     };
