@@ -24,10 +24,8 @@ struct Scratch(PathBuf);
 
 impl Scratch {
     fn new(tag: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!(
-            "sockhost-platform-{tag}-{}",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("sockhost-platform-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         Scratch(dir)
@@ -47,7 +45,11 @@ impl Drop for Scratch {
 /// The single `error:` line of a run that must fail.
 fn one_error_line(stderr: &str) -> &str {
     let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
-    assert_eq!(errors.len(), 1, "expected one error: line; stderr:\n{stderr}");
+    assert_eq!(
+        errors.len(),
+        1,
+        "expected one error: line; stderr:\n{stderr}"
+    );
     errors[0]
 }
 
@@ -83,7 +85,10 @@ fn echo_over_udp() {
         let mut buf = vec![0u8; 65_536];
         let (n, from) = client.recv_from(&mut buf).expect("a reply datagram");
         assert_eq!(from, addr, "reply from the server's address");
-        assert!(buf[..n] == data[..], "{len}-byte datagram came back different");
+        assert!(
+            buf[..n] == data[..],
+            "{len}-byte datagram came back different"
+        );
     }
 }
 
@@ -104,7 +109,9 @@ fn echo_over_tls() {
     );
 
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(CertificateDer::from(cert.der().to_vec())).unwrap();
+    roots
+        .add(CertificateDer::from(cert.der().to_vec()))
+        .unwrap();
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -119,7 +126,8 @@ fn echo_over_tls() {
     tls.write_all(&data).unwrap();
     tls.flush().unwrap();
     let mut back = vec![0u8; data.len()];
-    tls.read_exact(&mut back).expect("the echoed bytes over TLS");
+    tls.read_exact(&mut back)
+        .expect("the echoed bytes over TLS");
     assert!(back == data, "TLS payload came back different");
 }
 
@@ -223,10 +231,20 @@ fn a_bad_plugin_file_is_refused_with_one_error_line() {
     let bad = dir.path(name);
     std::fs::write(&bad, b"this is not a dynamic library").unwrap();
     let done = run_to_exit(
-        &["--plugin", &bad, "--bind", "127.0.0.1:0", "--concurrency", "thread"],
+        &[
+            "--plugin",
+            &bad,
+            "--bind",
+            "127.0.0.1:0",
+            "--concurrency",
+            "thread",
+        ],
         EXIT_DEADLINE,
     );
     assert!(!done.status.success(), "a bad plugin file was served");
     let line = one_error_line(&done.stderr);
-    assert!(line.contains(name), "the error does not name the file: {line}");
+    assert!(
+        line.contains(name),
+        "the error does not name the file: {line}"
+    );
 }
