@@ -56,7 +56,7 @@ build_release() {
     if ! cargo build --release --quiet 2>"$BENCH_TMP/build.log"; then
         echo "# workspace build failed; building only what the benchmarks run (see below)" >&2
         tail -n 5 "$BENCH_TMP/build.log" >&2
-        if ! cargo build --release --quiet -p sockhost -p echo -p hello -p chat -p sockhost-bench \
+        if ! cargo build --release --quiet -p sockhost -p echo -p hello -p chat -p proxy -p sockhost-bench \
             2>"$BENCH_TMP/build.log"; then
             echo "# building sockhost failed too; using the existing $RELEASE/sockhost and" \
                 "$RELEASE/libecho.so" >&2
@@ -72,11 +72,17 @@ build_release() {
 }
 
 # ensure_packages CMD=PACKAGE...: install (apt-get, Debian's packages) the packages whose
-# command is missing; `apt-get update` only if a first install attempt fails.
+# command is missing (CMD may be an absolute path instead: a file the package installs);
+# `apt-get update` only if a first install attempt fails.
 ensure_packages() {
-    local missing=() pair
+    local missing=() pair have
     for pair in "$@"; do
-        command -v "${pair%%=*}" >/dev/null 2>&1 || missing+=("${pair#*=}")
+        have=${pair%%=*}
+        if [[ $have == /* ]]; then
+            [[ -e $have ]] || missing+=("${pair#*=}")
+        else
+            command -v "$have" >/dev/null 2>&1 || missing+=("${pair#*=}")
+        fi
     done
     ((${#missing[@]} == 0)) && return 0
     echo "# installing ${missing[*]} (apt-get)" >&2
@@ -234,7 +240,10 @@ start_nginx_once() {
         # Same protocols as sockhost (TLS 1.3 and 1.2); nginx 1.22's default lacks 1.3.
         tls_conf="ssl_certificate $cert; ssl_certificate_key $key; ssl_protocols TLSv1.2 TLSv1.3;"
     fi
-    cat >"$ngx/nginx.conf" <<NGINX
+    {
+        # A layer-4 proxy (start_nginx_stream) needs the stream module, as Debian ships it.
+        [[ -z ${NGINX_STREAM_TO:-} ]] || echo "load_module $NGINX_STREAM_MODULE;"
+        cat <<NGINX
 daemon off;
 master_process on;
 worker_processes $workers;
@@ -242,6 +251,18 @@ worker_rlimit_nofile 20000;
 pid $ngx/nginx.pid;
 error_log $ngx/logs/error.log warn;
 events { worker_connections 20000; }
+NGINX
+        if [[ -n ${NGINX_STREAM_TO:-} ]]; then
+            cat <<NGINX
+stream {
+    server {
+        listen 127.0.0.1:$NGINX_PORT backlog=4096;
+        proxy_pass $NGINX_STREAM_TO;
+    }
+}
+NGINX
+        else
+            cat <<NGINX
 http {
     access_log off;
     keepalive_timeout 3600;
@@ -259,6 +280,8 @@ http {
     }
 }
 NGINX
+        fi
+    } >"$ngx/nginx.conf"
     "${PRIO[@]}" taskset -c "$cpus" nginx -p "$ngx" -e "$ngx/logs/error.log" -c "$ngx/nginx.conf" \
         >"$ngx/stdout" 2>&1 &
     NGINX_PID=$!
@@ -279,6 +302,51 @@ NGINX
     cat "$ngx/stdout" "$ngx/logs/error.log" >&2 || true
     stop_server "$NGINX_PID"
     return 1
+}
+
+# Debian's nginx loads its stream module (package libnginx-mod-stream) from here.
+NGINX_STREAM_MODULE=/usr/lib/nginx/modules/ngx_stream_module.so
+
+# start_nginx_stream NAME CPUS UPSTREAM: nginx as a layer-4 proxy (`stream { proxy_pass
+# UPSTREAM; }`), one worker pinned to CPUS; sets what start_nginx sets.
+start_nginx_stream() {
+    NGINX_STREAM_TO=$3 start_nginx "$1" 1 "$2"
+}
+
+# start_haproxy NAME CPUS UPSTREAM: HAProxy in `mode tcp` (one thread, Debian's defaults
+# otherwise: no splicing) forwarding a free loopback port to UPSTREAM, pinned to CPUS. Sets
+# HAPROXY_PID and HAPROXY_ADDR.
+start_haproxy() {
+    local name=$1 cpus=$2 upstream=$3 port i
+    port=$(free_port)
+    HAPROXY_ADDR="127.0.0.1:$port"
+    mkdir -p "$BENCH_TMP/$name"
+    cat >"$BENCH_TMP/$name/haproxy.cfg" <<HAPROXY
+global
+    nbthread 1
+    maxconn 9000
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+frontend front
+    bind 127.0.0.1:$port
+    default_backend upstream
+backend upstream
+    server upstream $upstream
+HAPROXY
+    "${PRIO[@]}" taskset -c "$cpus" haproxy -db -f "$BENCH_TMP/$name/haproxy.cfg" \
+        >"$BENCH_TMP/$name/out" 2>&1 &
+    HAPROXY_PID=$!
+    BENCH_PIDS+=("$HAPROXY_PID")
+    for ((i = 0; i < 100; i++)); do
+        [[ -n $(ss -Htln "( sport = :$port )" 2>/dev/null) ]] && return 0
+        kill -0 "$HAPROXY_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    cat "$BENCH_TMP/$name/out" >&2
+    die "$name (haproxy) did not start listening"
 }
 
 # start_redis NAME CPUS: redis-server (Debian's) on a free loopback port, pinned to CPUS,

@@ -15,6 +15,12 @@
 #   fanout       one publisher, 1,000 subscribers, 64-byte messages, deliveries/s:
 #                sockhost + libchat  vs  redis-server PUBLISH/SUBSCRIBE (Debian's), and vs
 #                fanout-baseline (plain tokio, the same line protocol as chat)
+#   proxy        sockhost + libproxy (thread mode)        vs  HAProxy `mode tcp` and nginx
+#                `stream { proxy_pass }`, one worker each: wrk -c50/-c500 to nginx `return
+#                200`, connect rate (a new upstream connection per request), 64 KiB echo bulk
+#   redis        sockhost + libredis (thread mode)        vs  redis-server (save "", appendonly
+#                no, one I/O thread): redis-benchmark -c 50 -t set,get,incr,lpush,lpop, -P 1
+#                and -P 16; requests/s over the five tests, and server CPU per request
 #
 # Method: single-worker servers run pinned to CPU $SERVER_CPU and the load generator
 # (loadgen, or wrk with one thread) to CPU $CLIENT_CPU, both at real-time priority when
@@ -26,13 +32,17 @@
 # the client, not the server, is the bottleneck (client CPU near 100%, server below), that
 # is the figure that compares the servers' cost.
 #
-# Usage: bench/run.sh          (from anywhere; about 6 minutes on 2 cores)
+# Usage: bench/run.sh          (from anywhere; about 8 minutes on 2 cores)
 # Environment: REPS (3), DURATION seconds per loadgen run (2), WARMUP (0.5), WRK_DURATION
 #              (3), CONNS idle connections (10000), NO_BUILD=1 to skip the build,
-#              ONLY="echo connect http idle udp tls services fanout" to run some sections,
-#              QUIET_WAIT (30): seconds in all to wait for other processes (a build) to go
-#              quiet, FANOUT_MESSAGES (10000) messages per fan-out run.
-# Installs nginx, wrk (and openssl, redis-server, if missing) from Debian's packages.
+#              PROXY_WRK_DURATION (2) for the proxy rows,
+#              REDIS_N (100000) and REDIS_N_PIPELINED (1000000) requests per redis-benchmark
+#              test at -P 1 and -P 16,
+#              ONLY="echo connect http idle udp tls services fanout proxy redis" to run some
+#              sections, QUIET_WAIT (30): seconds in all to wait for other processes (a build)
+#              to go quiet, FANOUT_MESSAGES (10000) messages per fan-out run.
+# Installs nginx, wrk, redis-server, redis-tools (and openssl, haproxy, libnginx-mod-stream,
+# if missing) from Debian's packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=bench/lib.sh
@@ -45,7 +55,10 @@ WRK_DURATION=${WRK_DURATION:-3}
 CONNS=${CONNS:-10000}
 HOLD=${HOLD:-4}
 SETTLE=${SETTLE:-1}
-ONLY=${ONLY:-"echo connect http idle udp tls services fanout"}
+PROXY_WRK_DURATION=${PROXY_WRK_DURATION:-2}
+REDIS_N=${REDIS_N:-100000}
+REDIS_N_PIPELINED=${REDIS_N_PIPELINED:-1000000}
+ONLY=${ONLY:-"echo connect http idle udp tls services fanout proxy redis"}
 FANOUT_MESSAGES=${FANOUT_MESSAGES:-10000}
 SERVER_CPU=0
 CLIENT_CPU=1
@@ -136,20 +149,27 @@ wait_quiet() {
 }
 
 # pair FIGURE UNIT TARGET PARSER SPAN CLIENT_CPUS \
-#      A_NAME A_PID A_ADDR B_NAME B_PID B_ADDR -- CMD...
-# Measure CMD (in which @ADDR@ stands for the server's address) against A and B, back to
-# back, REPS times; add a row with the medians. PARSER is `json:FIELD` (a loadgen --json
-# field) or `wrk` (Requests/sec). SPAN: seconds of load per run, for CPU per operation, or
-# `json:FIELD` for a run whose length the load generator reports (a fixed amount of work).
+#      A_NAME A_PID A_ADDR B_NAME B_PID B_ADDR [C_NAME C_PID C_ADDR ...] -- CMD...
+# Measure CMD (in which @ADDR@ stands for the server's address) against A and the others,
+# back to back (A, B, [C,] A, B, ...), REPS times; add a row with the medians of A against
+# each other server. PARSER is `json:FIELD` (a loadgen --json field) or `wrk`
+# (Requests/sec). SPAN: seconds of load per run, for CPU per operation, or `json:FIELD` for
+# a run whose length the load generator reports (a fixed amount of work).
 pair() {
     local figure=$1 unit=$2 target=$3 parser=$4 span=$5 cpus=$6
-    local names=("$7" "${10}") pids=("$8" "${11}") addrs=("$9" "${12}")
-    shift 13
-    local -a rate_a=() rate_b=() us_a=() us_b=() cl_a=() cl_b=() sv_a=() sv_b=() other=()
+    shift 6
+    local -a names=() pids=() addrs=() other=()
+    while [[ $1 != -- ]]; do
+        names+=("$1") pids+=("$2") addrs+=("$3")
+        shift 3
+    done
+    shift
+    # Per server: the runs' figures, space-separated.
+    local -A rates=() uss=() cls=() svs=()
     local rep side out rate us srv cmd run_span
     wait_quiet
     for ((rep = 1; rep <= REPS; rep++)); do
-        for side in 0 1; do
+        for side in "${!names[@]}"; do
             out="$BENCH_TMP/run.out.$side"
             cmd=("${@//@ADDR@/${addrs[$side]}}")
             measured_run "${pids[$side]}" "$cpus" "$out" "${cmd[@]}"
@@ -185,25 +205,27 @@ pair() {
             echo "# $figure: ${names[$side]} $rate $unit, server ${srv}% cpu ${us} us/op," \
                 "client ${RUN_CLIENT}%, others ${RUN_OTHER}%" >&2
             other+=("$RUN_OTHER")
-            if ((side == 0)); then
-                rate_a+=("$rate") us_a+=("$us") cl_a+=("$RUN_CLIENT") sv_a+=("$srv")
-            else
-                rate_b+=("$rate") us_b+=("$us") cl_b+=("$RUN_CLIENT") sv_b+=("$srv")
-            fi
+            rates[$side]+="$rate " uss[$side]+="$us " cls[$side]+="$RUN_CLIENT " svs[$side]+="$srv "
         done
     done
-    local ma mb r
-    ma=$(median "${rate_a[@]}")
-    mb=$(median "${rate_b[@]}")
-    r=$(ratio "$ma" "$mb")
-    local detail ua ub
-    ua=$(median "${us_a[@]}")
-    ub=$(median "${us_b[@]}")
-    detail=$(printf 'srv us/op %s/%s  srv cpu %s/%s%%  client cpu %s/%s%%  others %s%%' \
-        "$ua" "$ub" "$(median "${sv_a[@]}")" "$(median "${sv_b[@]}")" \
-        "$(median "${cl_a[@]}")" "$(median "${cl_b[@]}")" "$(median "${other[@]}")")
-    row "$figure" "$unit" "$(printf '%.0f' "$ma")" "${names[1]}" "$(printf '%.0f' "$mb")" \
-        "$r" "$target" "$(verdict "$r" "$target")" "$(ratio "$ub" "$ua")" "$detail"
+    local ma mb r detail ua ub
+    # shellcheck disable=SC2086 # one number per word
+    ma=$(median ${rates[0]})
+    # shellcheck disable=SC2086
+    ua=$(median ${uss[0]})
+    for ((side = 1; side < ${#names[@]}; side++)); do
+        # shellcheck disable=SC2086
+        mb=$(median ${rates[$side]})
+        # shellcheck disable=SC2086
+        ub=$(median ${uss[$side]})
+        r=$(ratio "$ma" "$mb")
+        # shellcheck disable=SC2086
+        detail=$(printf 'srv us/op %s/%s  srv cpu %s/%s%%  client cpu %s/%s%%  others %s%%' \
+            "$ua" "$ub" "$(median ${svs[0]})" "$(median ${svs[$side]})" \
+            "$(median ${cls[0]})" "$(median ${cls[$side]})" "$(median "${other[@]}")")
+        row "$figure" "$unit" "$(printf '%.0f' "$ma")" "${names[$side]}" "$(printf '%.0f' "$mb")" \
+            "$r" "$target" "$(verdict "$r" "$target")" "$(ratio "$ub" "$ua")" "$detail"
+    done
 }
 
 # sockhost ARGS...: the sockhost command line with the given arguments.
@@ -434,6 +456,150 @@ if section fanout; then
     NOTES+=("fan-out: loadgen fanout, $FANOUT_MESSAGES messages of 64 B to 1000 subscribers of one channel (chat: 79 B per delivery, redis: 99 B in RESP), the publisher at most 64 messages ahead of the slowest subscriber; timed from the first PUBLISH to the last delivery; server CPU includes the 1000 connects and SUBSCRIBEs. redis $(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p'), --save '' --appendonly no.")
     stop_server "$SH_PID"
     stop_server "$BL_PID"
+    stop_server "$REDIS_PID"
+fi
+
+# --- proxy: sockhost + libproxy vs HAProxy (mode tcp) and nginx stream, one worker each ----
+# Each proxy runs pinned to CPU $SERVER_CPU; the load generator and the upstream share CPU
+# $CLIENT_CPU (on 2 cores they cannot also be pinned apart from each other). The three
+# proxies are measured back to back for each figure, and each gets a row against sockhost.
+if section proxy; then
+    ensure_packages haproxy=haproxy "$NGINX_STREAM_MODULE=libnginx-mod-stream"
+    [[ -f $RELEASE/libproxy.so ]] || die "$RELEASE/libproxy.so is missing (cargo build --release -p proxy)"
+    # start_proxies NAME UPSTREAM: the three proxies in front of UPSTREAM; sets PX_PID and
+    # PX_ADDR (sockhost), HAPROXY_PID/ADDR and NGINX_PID/ADDR (nginx stream).
+    start_proxies() {
+        start_server "sockhost-proxy-$1" "${PRIO[@]}" taskset -c $SERVER_CPU "$SOCKHOST" \
+            --plugin "$RELEASE/libproxy.so" --bind 127.0.0.1:0 --concurrency thread \
+            --keep-alive 0 --plugin-opt "upstream=$2" --plugin-opt stats-interval=0
+        PX_PID=$SERVER_PID PX_ADDR=$SERVER_ADDR
+        start_haproxy "haproxy-$1" $SERVER_CPU "$2"
+        start_nginx_stream "nginx-stream-$1" $SERVER_CPU "$2"
+    }
+    stop_proxies() {
+        stop_server "$PX_PID"
+        stop_server "$HAPROXY_PID"
+        stop_server "$NGINX_PID"
+    }
+    # proxy_pair FIGURE UNIT PARSER SPAN -- CMD: one figure, the three proxies.
+    proxy_pair() {
+        local figure=$1 unit=$2 parser=$3 span=$4
+        shift 5
+        pair "$figure" "$unit" ">=1.0" "$parser" "$span" $CLIENT_CPU \
+            sockhost "$PX_PID" "$PX_ADDR" haproxy "$HAPROXY_PID" "$HAPROXY_ADDR" \
+            nginx-stream "$NGINX_PID" "$NGINX_ADDR" -- "$@"
+    }
+
+    start_nginx nginx-upstream 1 $CLIENT_CPU
+    UP_PID=$NGINX_PID UP_ADDR=$NGINX_ADDR
+    start_proxies http "$UP_ADDR"
+    for addr in "$PX_ADDR" "$HAPROXY_ADDR" "$NGINX_ADDR"; do
+        check_http "proxy to nginx" "http://$addr/" >/dev/null
+    done
+    for c in 50 500; do
+        proxy_pair "proxy HTTP, wrk -c$c" req/s wrk "$PROXY_WRK_DURATION" -- \
+            wrk -t1 -c"$c" -d"$PROXY_WRK_DURATION"s "http://@ADDR@/"
+    done
+    proxy_pair "proxy connect rate, 16 loops" conns/s json:conns_per_sec "$SPAN" -- \
+        "$RELEASE/loadgen" connect --http --addr @ADDR@ --concurrency 16 \
+        --duration "$DURATION" --warmup "$WARMUP" --json
+    stop_proxies
+    stop_server "$UP_PID"
+
+    start_server echo-upstream "${PRIO[@]}" taskset -c $CLIENT_CPU "$RELEASE/echo-baseline" \
+        --bind 127.0.0.1:0
+    UP_PID=$SERVER_PID UP_ADDR=$SERVER_ADDR
+    start_proxies bulk "$UP_ADDR"
+    proxy_pair "proxy bulk 64KiB echo, 10 conns" msgs/s json:msgs_per_sec "$SPAN" -- \
+        "$RELEASE/loadgen" echo --addr @ADDR@ --connections 10 --size 65536 \
+        --duration "$DURATION" --warmup "$WARMUP" --json
+    stop_proxies
+    stop_server "$UP_PID"
+    NOTES+=("proxy rows: every proxy (sockhost thread mode + libproxy; $(haproxy -v | awk 'NR == 1 { print "HAProxy", $3 }') mode tcp, nbthread 1, no splicing; nginx $(nginx -v 2>&1 | sed 's|.*/||') stream proxy_pass, default buffers) runs one worker pinned to CPU $SERVER_CPU; the load generator and the upstream (nginx return 200, 1 worker; echo-baseline for bulk) share CPU $CLIENT_CPU, so the client side saturates first: compare cpu/op (proxy CPU per request).")
+fi
+
+# --- redis: sockhost + libredis vs redis-server, redis-benchmark -------------------------
+# redis_pair FIGURE PIPELINE N: redis-benchmark -c 50 -P PIPELINE -n N over
+# set,get,incr,lpush,lpop against sockhost ($SH_PID at $SH_ADDR) and redis-server, back to
+# back, REPS times. The rate of a run is its requests (5 N) over the time the five tests
+# took (the sum of N / each test's requests/s); CPU per request is the server's CPU time
+# over 5 N. Adds a row with the medians, and a note with each test's median ratio.
+redis_pair() {
+    local figure=$1 pipeline=$2 n=$3
+    local names=(sockhost redis) pids=("$SH_PID" "$REDIS_PID") addrs=("$SH_ADDR" "$REDIS_ADDR")
+    local -a rate_a=() rate_b=() us_a=() us_b=() cl_a=() cl_b=() sv_a=() sv_b=() other=()
+    local rep side out rate us srv secs per_test
+    declare -A tests_a=() tests_b=()
+    wait_quiet
+    for ((rep = 1; rep <= REPS; rep++)); do
+        for side in 0 1; do
+            out="$BENCH_TMP/redis.out.$side"
+            measured_run "${pids[$side]}" $CLIENT_CPU "$out" redis-benchmark -h 127.0.0.1 \
+                -p "${addrs[$side]##*:}" -c 50 -n "$n" -P "$pipeline" \
+                -t set,get,incr,lpush,lpop --csv
+            # "SET","178571.42",... one line per test.
+            per_test=$(awk -F'"' 'NR > 1 && $4 > 0 { printf "%s=%s ", $2, $4 }' "$out")
+            secs=$(awk -F'"' -v n="$n" 'NR > 1 && $4 > 0 { t += n / $4; c++ }
+                END { if (c == 5) printf "%.6f", t; else print 0 }' "$out")
+            if ((!RUN_OK)) || [[ $secs == 0 ]]; then
+                echo "# $figure, ${names[$side]}: redis-benchmark failed:" >&2
+                cat "$out" >&2
+                tail -n 5 "$BENCH_TMP/client.err" >&2
+                FAILED=1
+                secs=0
+            fi
+            rate=$(awk -v n="$n" -v s="$secs" 'BEGIN { if (s > 0) printf "%.0f", 5 * n / s; else print 0 }')
+            us=$(awk -v t="$RUN_TICKS" -v hz="$HZ" -v n="$n" 'BEGIN { printf "%.3f", t / hz * 1e6 / (5 * n) }')
+            srv=$(awk -v t="$RUN_TICKS" -v hz="$HZ" -v s="$secs" 'BEGIN { if (s > 0) printf "%.0f", 100 * t / hz / s; else print 0 }')
+            echo "# $figure: ${names[$side]} $rate req/s ($per_test), server ${srv}% cpu" \
+                "${us} us/req, client ${RUN_CLIENT}%, others ${RUN_OTHER}%" >&2
+            other+=("$RUN_OTHER")
+            local t
+            for t in $per_test; do
+                if ((side == 0)); then
+                    tests_a[${t%%=*}]+="${t#*=} "
+                else
+                    tests_b[${t%%=*}]+="${t#*=} "
+                fi
+            done
+            if ((side == 0)); then
+                rate_a+=("$rate") us_a+=("$us") cl_a+=("$RUN_CLIENT") sv_a+=("$srv")
+            else
+                rate_b+=("$rate") us_b+=("$us") cl_b+=("$RUN_CLIENT") sv_b+=("$srv")
+            fi
+        done
+    done
+    local ma mb r ua ub detail name ratios=""
+    ma=$(median "${rate_a[@]}")
+    mb=$(median "${rate_b[@]}")
+    r=$(ratio "$ma" "$mb")
+    ua=$(median "${us_a[@]}")
+    ub=$(median "${us_b[@]}")
+    detail=$(printf 'srv us/req %s/%s  srv cpu %s/%s%%  client cpu %s/%s%%  others %s%%' \
+        "$ua" "$ub" "$(median "${sv_a[@]}")" "$(median "${sv_b[@]}")" \
+        "$(median "${cl_a[@]}")" "$(median "${cl_b[@]}")" "$(median "${other[@]}")")
+    local target=">=1.0"
+    ((pipeline > 1)) && target=">=0.8"
+    row "$figure" req/s "$(printf '%.0f' "$ma")" redis-server "$(printf '%.0f' "$mb")" \
+        "$r" "$target" "$(verdict "$r" "$target")" "$(ratio "$ub" "$ua")" "$detail"
+    for name in SET GET INCR LPUSH LPOP; do
+        # shellcheck disable=SC2086 # one number per word
+        ratios+="$name $(ratio "$(median ${tests_a[$name]:-0})" "$(median ${tests_b[$name]:-0})") "
+    done
+    NOTES+=("$figure, per test (sockhost/redis-server req/s): $ratios")
+}
+
+if section redis; then
+    ensure_packages redis-server=redis-server redis-benchmark=redis-tools
+    [[ -f $RELEASE/libredis.so ]] || die "$RELEASE/libredis.so is missing (cargo build --release -p redis)"
+    start_server sockhost-redis "${PRIO[@]}" taskset -c $SERVER_CPU "$SOCKHOST" --plugin "$RELEASE/libredis.so" \
+        --bind 127.0.0.1:0 --concurrency thread --keep-alive 0
+    SH_PID=$SERVER_PID SH_ADDR=$SERVER_ADDR
+    start_redis redis-server $SERVER_CPU
+    redis_pair "redis -c50 -P1, 5 commands" 1 "$REDIS_N"
+    redis_pair "redis -c50 -P16, 5 commands" 16 "$REDIS_N_PIPELINED"
+    NOTES+=("redis: $(redis-server --version | awk '{ print $1, $2, $3 }'); req/s = 5 N / (sum over set,get,incr,lpush,lpop of N / that test's req/s); srv us/req = server CPU time / 5 N.")
+    stop_server "$SH_PID"
     stop_server "$REDIS_PID"
 fi
 

@@ -21,12 +21,23 @@ use tokio::task::AbortHandle;
 
 pub use crate::services::endpoint::Endpoint;
 
-/// Open connection tasks of one worker (single-threaded).
+/// Open connection tasks of one service in one worker (single-threaded). A worker has one
+/// set per service: each with its own counters and output bounds (and sweeper, see
+/// [`crate::keep_alive`]); the services hub finds a connection of any of them by its
+/// [`ConnId`], which carries the set's index.
 #[derive(Default)]
 pub struct Connections {
     entries: RefCell<Entries>,
-    /// The worker's counters (kept here so every connection can reach them).
+    /// This service's counters (kept here so every connection can reach them).
     pub metrics: crate::metrics::WorkerMetrics,
+    /// The service's index in the worker (part of every [`ConnId`] of this set).
+    service: u32,
+    /// How many services the worker serves (for [`Registration::log_key`]).
+    services: u32,
+    /// `--max-pending` of this service.
+    max_pending: Cell<usize>,
+    /// The service's name, for log lines.
+    name: std::rc::Rc<str>,
     /// The coarse clock the sweeper advances.
     epoch: Cell<u32>,
     /// Generations for [`ConnId`]s: never reused within the worker.
@@ -79,7 +90,38 @@ pub struct Swept {
     pub stalled: usize,
 }
 
+/// A [`ConnId`]'s entry key stays below this: the bits above it hold the service index
+/// (no worker holds 16 M connections of one service: that many descriptors cannot open).
+const KEY_BITS: u32 = 24;
+
 impl Connections {
+    /// The set of service `service` (its index in the worker, below 256), whose
+    /// connections may hold `max_pending` unsent bytes.
+    pub fn for_service(
+        service: usize,
+        services: usize,
+        name: &str,
+        max_pending: usize,
+    ) -> Connections {
+        Connections {
+            service: u32::try_from(service).expect("few services") & 0xff,
+            services: u32::try_from(services).expect("few services"),
+            max_pending: Cell::new(max_pending),
+            name: name.into(),
+            ..Connections::default()
+        }
+    }
+
+    /// The service index a [`ConnId`] belongs to.
+    pub fn service_of(id: ConnId) -> usize {
+        ((id.to_raw() & 0xffff_ffff) >> KEY_BITS) as usize
+    }
+
+    /// `--max-pending` of this service.
+    pub fn max_pending(&self) -> usize {
+        self.max_pending.get()
+    }
+
     /// Register a connection; its [`Registration`] frees the entry when dropped.
     pub fn register(self: &Rc<Self>) -> Registration {
         self.register_with(None, true)
@@ -202,6 +244,9 @@ impl Connections {
 
     /// Run `f` on the endpoint of connection `id`, if it is still there.
     pub fn with_endpoint<R>(&self, id: ConnId, f: impl FnOnce(&mut Endpoint) -> R) -> Option<R> {
+        if Connections::service_of(id) != self.service as usize {
+            return None;
+        }
         let (key, generation) = split(id);
         let mut e = self.entries.borrow_mut();
         let entry = e.slots.get_mut(key)?;
@@ -214,11 +259,12 @@ impl Connections {
 
 fn split(id: ConnId) -> (usize, u32) {
     let raw = id.to_raw();
-    ((raw & 0xffff_ffff) as usize, (raw >> 32) as u32)
+    ((raw & ((1 << KEY_BITS) - 1)) as usize, (raw >> 32) as u32)
 }
 
-fn join(key: usize, generation: u32) -> ConnId {
-    ConnId::from_raw((u64::from(generation) << 32) | key as u64)
+fn join(service: u32, key: usize, generation: u32) -> ConnId {
+    debug_assert!(key < 1 << KEY_BITS);
+    ConnId::from_raw((u64::from(generation) << 32) | u64::from(service) << KEY_BITS | key as u64)
 }
 
 /// A connection's entry in [`Connections`], released when the connection ends.
@@ -233,11 +279,17 @@ impl Registration {
         self.key
     }
 
+    /// A key unique in the worker across its services, dense from 0 (the access log's
+    /// table of open connections is indexed by it).
+    pub fn log_key(&self) -> usize {
+        self.key * (self.set.services.max(1) as usize) + self.set.service as usize
+    }
+
     /// Its services identity ([`ConnId::NONE`] without services).
     pub fn id(&self) -> ConnId {
         let e = self.set.entries.borrow();
         match e.slots.get(self.key).and_then(|e| e.ext.as_ref()) {
-            Some(ep) => join(self.key, ep.generation),
+            Some(ep) => join(self.set.service, self.key, ep.generation),
             None => ConnId::NONE,
         }
     }
@@ -272,10 +324,27 @@ impl Registration {
         }
     }
 
-    /// The worker's counters.
+    /// Its service's counters.
     #[inline]
     pub fn metrics(&self) -> &crate::metrics::WorkerMetrics {
         &self.set.metrics
+    }
+
+    /// Its service's `--max-pending`.
+    #[inline]
+    pub fn max_pending(&self) -> usize {
+        self.set.max_pending.get()
+    }
+
+    /// Its service's index in the worker.
+    #[inline]
+    pub fn service(&self) -> usize {
+        self.set.service as usize
+    }
+
+    /// Its service's name (for log lines).
+    pub fn service_name(&self) -> &str {
+        &self.set.name
     }
 
     /// Whether the sweeper cancelled it, and why.
@@ -307,6 +376,17 @@ impl Registration {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn ids_carry_their_service() {
+        let set = std::rc::Rc::new(super::Connections::for_service(3, 4, "a", 1024));
+        let r = set.register_with(Some(super::Endpoint::stream(false)), true);
+        let id = r.id();
+        assert_eq!(super::Connections::service_of(id), 3);
+        assert!(set.with_endpoint(id, |_| ()).is_some());
+        let other = super::Connections::for_service(2, 4, "b", 1024);
+        assert!(other.with_endpoint(id, |_| ()).is_none());
+    }
+
     #[test]
     fn an_entry_is_24_bytes() {
         // Every connection pays for its entry (and for the vector's spare capacity).

@@ -24,7 +24,8 @@ pub enum HostError {
     #[error("--bind {spec}: cannot resolve: {reason}")]
     Resolve { spec: String, reason: String },
 
-    #[error("--bind {spec}: {source}")]
+    /// `spec` names the flag too: `--bind tcp://…` or `--metrics-bind …`.
+    #[error("{spec}: {source}")]
     Bind { spec: String, source: io::Error },
 
     #[error("{0}")]
@@ -39,6 +40,14 @@ pub enum HostError {
 
     #[error("socket handoff: {0}")]
     Handoff(String),
+
+    /// A configuration problem (file, line and key where there is a file).
+    #[error("{0}")]
+    Config(String),
+
+    /// Failure already reported on stderr (by `sockhost check`, one line per problem).
+    #[error("")]
+    Reported,
 
     /// An option or mode this platform does not have.
     #[cfg_attr(target_os = "linux", allow(dead_code))]

@@ -72,6 +72,10 @@ pub fn inherited(binds: &[BindSpec]) -> Result<Option<Vec<Option<Bound>>>, HostE
         Some(bound)
     };
     for (spec, slot) in binds.iter().zip(matched.iter_mut()) {
+        if let crate::bind::Host::Unix(unix) = &spec.host {
+            *slot = take(&mut pool, &|b: &Bound| b.path.as_ref() == Some(&unix.path));
+            continue;
+        }
         if spec.port == 0 {
             continue;
         }
@@ -82,7 +86,7 @@ pub fn inherited(binds: &[BindSpec]) -> Result<Option<Vec<Option<Bound>>>, HostE
         }
     }
     for (spec, slot) in binds.iter().zip(matched.iter_mut()) {
-        if slot.is_none() && spec.port == 0 {
+        if slot.is_none() && spec.port == 0 && spec.transport != Transport::Unix {
             *slot = take(&mut pool, &|b: &Bound| b.transport == spec.transport);
         }
     }
@@ -95,18 +99,24 @@ pub fn inherited(binds: &[BindSpec]) -> Result<Option<Vec<Option<Bound>>>, HostE
 /// Check an inherited descriptor and make it ours.
 fn adopt(socket: Socket, name: &str) -> Result<Bound, HostError> {
     let fail = |what: &str| HostError::Handoff(format!("inherited socket {name}: {what}"));
-    let local = socket
-        .local_addr()
-        .ok()
-        .and_then(|a| a.as_socket())
-        .ok_or_else(|| fail("not an IP socket"))?;
+    let addr = socket.local_addr().map_err(|e| fail(&e.to_string()))?;
+    let path = addr.as_pathname().map(std::path::Path::to_path_buf);
+    let local = match (addr.as_socket(), &path) {
+        (Some(ip), _) => ip,
+        (None, Some(_)) => crate::bind::UNIX_ADDR,
+        (None, None) => return Err(fail("neither an IP socket nor a Unix socket with a path")),
+    };
     let transport = match socket.r#type().map_err(|e| fail(&e.to_string()))? {
+        socket2::Type::STREAM if path.is_some() => Transport::Unix,
         socket2::Type::STREAM => Transport::Tcp,
         socket2::Type::DGRAM => Transport::Udp,
         _ => return Err(fail("neither a stream nor a datagram socket")),
     };
-    if transport == Transport::Tcp && !socket.is_listener().unwrap_or(false) {
-        return Err(fail("a TCP socket that is not listening"));
+    if transport != Transport::Udp && !socket.is_listener().unwrap_or(false) {
+        return Err(fail("a stream socket that is not listening"));
+    }
+    if transport == Transport::Udp && path.is_some() {
+        return Err(fail("a Unix datagram socket (not supported)"));
     }
     socket.set_cloexec(true).map_err(|e| fail(&e.to_string()))?;
     socket
@@ -116,7 +126,14 @@ fn adopt(socket: Socket, name: &str) -> Result<Bound, HostError> {
         transport,
         socket,
         local: canonical(local),
+        path,
     })
+}
+
+/// Whether the sockets handed to this process come from a thread-mode predecessor (which
+/// waits for our `ready`), not from systemd.
+pub fn from_predecessor() -> bool {
+    std::env::var_os(READY_FD_VAR).is_some()
 }
 
 /// Tell the process that started us (if any) that we are ready to serve.

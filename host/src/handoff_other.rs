@@ -8,3 +8,8 @@ use crate::error::HostError;
 pub fn inherited(_binds: &[BindSpec]) -> Result<Option<Vec<Option<Bound>>>, HostError> {
     Ok(None)
 }
+
+/// Whether the sockets come from a reload's predecessor: never outside Linux.
+pub fn from_predecessor() -> bool {
+    false
+}

@@ -1,4 +1,7 @@
-//! `--metrics-bind ADDR`: Prometheus metrics at `http://ADDR/metrics`.
+//! `--metrics-bind ADDR`: Prometheus metrics at `http://ADDR/metrics`, and health checks:
+//! `/health` answers 200 while the process answers at all (liveness); `/ready` answers 200
+//! while every worker slot serves and nothing is stopping, 503 otherwise (readiness: a load
+//! balancer stops routing here while it starts, drains or is short of workers).
 //!
 //! Workers count in plain cells on their own thread ([`WorkerMetrics`]: no atomics on the
 //! connection path) and post a [`Counters`] snapshot with each heartbeat — to the arbiter's
@@ -17,7 +20,7 @@ use std::time::{Duration, Instant};
 use plugin_api::LostReason;
 
 /// Number of values in a [`Counters`] snapshot.
-pub const COUNTERS: usize = 17;
+pub const COUNTERS: usize = 18;
 
 /// One worker's figures (counters, plus the `open` gauges).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -36,6 +39,7 @@ pub struct Counters {
     pub output_limit_closes: u64,
     pub outbound_connects: u64,
     pub outbound_failures: u64,
+    pub proxy_refused: u64,
 }
 
 impl Counters {
@@ -60,6 +64,7 @@ impl Counters {
             self.output_limit_closes,
             self.outbound_connects,
             self.outbound_failures,
+            self.proxy_refused,
         ]
     }
 
@@ -79,6 +84,7 @@ impl Counters {
             output_limit_closes: a[14],
             outbound_connects: a[15],
             outbound_failures: a[16],
+            proxy_refused: a[17],
         }
     }
 
@@ -111,6 +117,7 @@ pub struct WorkerMetrics {
     pub output_limit_closes: Cell<u64>,
     pub outbound_connects: Cell<u64>,
     pub outbound_failures: Cell<u64>,
+    pub proxy_refused: Cell<u64>,
 }
 
 /// Add `n` to a counter cell.
@@ -141,6 +148,7 @@ impl WorkerMetrics {
             output_limit_closes: self.output_limit_closes.get(),
             outbound_connects: self.outbound_connects.get(),
             outbound_failures: self.outbound_failures.get(),
+            proxy_refused: self.proxy_refused.get(),
         }
     }
 }
@@ -167,99 +175,136 @@ pub struct Supervision {
     pub worker_timeouts: u64,
     pub reloads_ok: u64,
     pub reloads_aborted: u64,
-    /// `(name, version)` of the plugin the current workers run.
-    pub plugin: Option<(String, String)>,
+    /// `(name, version)` of the plugin each service of the current workers runs.
+    pub plugins: Vec<(String, String)>,
 }
 
-/// The Prometheus text exposition of `c` and `s`.
-pub fn render(c: &Counters, s: &Supervision) -> String {
-    let mut out = String::with_capacity(2048);
+/// The Prometheus text exposition of each service's counters `per_service` (labelled
+/// `service="NAME"`, in the order of `services`) and of `s`.
+pub fn render(services: &[&str], per_service: &[Counters], s: &Supervision) -> String {
+    let mut out = String::with_capacity(2048 * services.len().max(1));
     let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for (labels, value) in samples {
             let _ = writeln!(out, "{name}{labels} {value}");
         }
     };
-    metric(
+    // One sample per service and extra label set: `{service="echo",reason="closed"}`.
+    let labelled =
+        |extra: &[&str], value: &dyn Fn(&Counters, usize) -> u64| -> Vec<(String, u64)> {
+            let mut samples = Vec::new();
+            for (name, c) in services.iter().zip(per_service) {
+                let service = format!("service=\"{}\"", escape(name));
+                if extra.is_empty() {
+                    samples.push((format!("{{{service}}}"), value(c, 0)));
+                }
+                for (i, e) in extra.iter().enumerate() {
+                    samples.push((format!("{{{service},{e}}}"), value(c, i)));
+                }
+            }
+            samples
+        };
+    let mut per = |name: &str,
+                   kind: &str,
+                   help: &str,
+                   extra: &[&str],
+                   value: &dyn Fn(&Counters, usize) -> u64| {
+        let samples = labelled(extra, value);
+        let samples: Vec<(&str, u64)> = samples.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+        metric(name, kind, help, &samples);
+    };
+    per(
         "sockhost_connections_accepted_total",
         "counter",
-        "TCP connections accepted.",
-        &[("", c.accepted)],
+        "Connections accepted (TCP and Unix).",
+        &[],
+        &|c, _| c.accepted,
     );
-    metric(
+    per(
         "sockhost_connections_open",
         "gauge",
-        "TCP connections open now.",
-        &[("", c.open)],
+        "Connections open now.",
+        &[],
+        &|c, _| c.open,
     );
-    let closed: Vec<(String, u64)> = REASONS
-        .iter()
-        .zip(c.closed)
-        .map(|(r, v)| (format!("{{reason=\"{r}\"}}"), v))
-        .collect();
-    let closed: Vec<(&str, u64)> = closed.iter().map(|(l, v)| (l.as_str(), *v)).collect();
-    metric(
+    let reasons: Vec<String> = REASONS.iter().map(|r| format!("reason=\"{r}\"")).collect();
+    let reasons: Vec<&str> = reasons.iter().map(String::as_str).collect();
+    per(
         "sockhost_connections_closed_total",
         "counter",
-        "TCP connections closed, by reason.",
-        &closed,
+        "Connections closed, by reason.",
+        &reasons,
+        &|c, i| c.closed[i],
     );
-    metric(
+    per(
         "sockhost_received_bytes_total",
         "counter",
         "Bytes received from peers (after TLS).",
-        &[("", c.bytes_in)],
+        &[],
+        &|c, _| c.bytes_in,
     );
-    metric(
+    per(
         "sockhost_sent_bytes_total",
         "counter",
         "Bytes sent to peers (before TLS).",
-        &[("", c.bytes_out)],
+        &[],
+        &|c, _| c.bytes_out,
     );
-    metric(
+    per(
         "sockhost_udp_sessions_open",
         "gauge",
         "UDP peer sessions open now.",
-        &[("", c.udp_sessions_open)],
+        &[],
+        &|c, _| c.udp_sessions_open,
     );
-    metric(
+    per(
         "sockhost_udp_sessions_total",
         "counter",
         "UDP peer sessions started.",
-        &[("", c.udp_sessions)],
+        &[],
+        &|c, _| c.udp_sessions,
     );
-    metric(
+    per(
         "sockhost_udp_sessions_evicted_total",
         "counter",
         "UDP sessions evicted at --max-sessions.",
-        &[("", c.udp_evicted)],
+        &[],
+        &|c, _| c.udp_evicted,
     );
-    metric(
+    per(
         "sockhost_tls_handshake_failures_total",
         "counter",
         "TLS handshakes that failed or timed out.",
-        &[("", c.tls_handshake_failures)],
+        &[],
+        &|c, _| c.tls_handshake_failures,
     );
-    metric(
+    per(
         "sockhost_output_limit_closes_total",
         "counter",
         "Connections closed for unsent output above --max-pending or past --send-timeout.",
-        &[("", c.output_limit_closes)],
+        &[],
+        &|c, _| c.output_limit_closes,
     );
-    metric(
+    per(
         "sockhost_outbound_connections_total",
         "counter",
         "Outbound connections plugins opened, by result.",
-        &[
-            ("{result=\"attempted\"}", c.outbound_connects),
-            ("{result=\"failed\"}", c.outbound_failures),
-        ],
+        &["result=\"attempted\"", "result=\"failed\""],
+        &|c, i| [c.outbound_connects, c.outbound_failures][i],
     );
-    metric(
+    per(
+        "sockhost_proxy_protocol_refused_total",
+        "counter",
+        "Connections closed because they came from outside --proxy-protocol-from.",
+        &[],
+        &|c, _| c.proxy_refused,
+    );
+    per(
         "sockhost_plugin_panics_total",
         "counter",
         "Panics caught at the plugin boundary.",
-        &[("", c.plugin_panics)],
+        &[],
+        &|c, _| c.plugin_panics,
     );
     metric(
         "sockhost_workers",
@@ -292,17 +337,25 @@ pub fn render(c: &Counters, s: &Supervision) -> String {
             ("{result=\"aborted\"}", s.reloads_aborted),
         ],
     );
-    if let Some((name, version)) = &s.plugin {
-        let labels = format!(
-            "{{name=\"{}\",version=\"{}\"}}",
-            escape(name),
-            escape(version)
-        );
+    if !s.plugins.is_empty() {
+        let labels: Vec<String> = services
+            .iter()
+            .zip(&s.plugins)
+            .map(|(service, (name, version))| {
+                format!(
+                    "{{service=\"{}\",name=\"{}\",version=\"{}\"}}",
+                    escape(service),
+                    escape(name),
+                    escape(version)
+                )
+            })
+            .collect();
+        let samples: Vec<(&str, u64)> = labels.iter().map(|l| (l.as_str(), 1)).collect();
         metric(
             "sockhost_plugin_info",
             "gauge",
-            "The plugin being served.",
-            &[(labels.as_str(), 1)],
+            "The plugin each service runs.",
+            &samples,
         );
     }
     out
@@ -314,15 +367,29 @@ fn escape(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// The HTTP response for one request head.
-pub fn respond(request: &[u8], body: impl FnOnce() -> String) -> Vec<u8> {
+/// The HTTP response for one request head: `/metrics` (the text `body` makes), `/health`,
+/// `/ready` (200 if `ready`, else 503).
+pub fn respond(request: &[u8], ready: bool, body: impl FnOnce() -> String) -> Vec<u8> {
     let line = request.split(|&b| b == b'\n').next().unwrap_or_default();
-    let (status, body, kind) =
-        if line.starts_with(b"GET /metrics ") || line.starts_with(b"GET /metrics?") {
-            ("200 OK", body(), "text/plain; version=0.0.4")
-        } else {
-            ("404 Not Found", "see /metrics\n".to_string(), "text/plain")
-        };
+    let path = line
+        .strip_prefix(b"GET ")
+        .and_then(|rest| rest.split(|&b| b == b' ' || b == b'?').next())
+        .unwrap_or_default();
+    let (status, body, kind) = match path {
+        b"/metrics" => ("200 OK", body(), "text/plain; version=0.0.4"),
+        b"/health" => ("200 OK", "ok\n".to_string(), "text/plain"),
+        b"/ready" if ready => ("200 OK", "ready\n".to_string(), "text/plain"),
+        b"/ready" => (
+            "503 Service Unavailable",
+            "not ready\n".to_string(),
+            "text/plain",
+        ),
+        _ => (
+            "404 Not Found",
+            "see /metrics, /health, /ready\n".to_string(),
+            "text/plain",
+        ),
+    };
     format!("HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
         .into_bytes()
 }
@@ -363,8 +430,9 @@ impl Endpoint {
         fds
     }
 
-    /// Accept, read and answer whatever is ready (never blocks).
-    pub fn serve(&mut self, body: impl Fn() -> String) {
+    /// Accept, read and answer whatever is ready (never blocks); `ready` is what `/ready`
+    /// answers.
+    pub fn serve(&mut self, ready: bool, body: impl Fn() -> String) {
         while let Ok((stream, _)) = self.listener.accept() {
             if stream.set_nonblocking(true).is_err() {
                 continue;
@@ -390,7 +458,7 @@ impl Endpoint {
             }
             if buf.windows(4).any(|w| w == b"\r\n\r\n") {
                 // A few KiB: the socket buffer takes it whole.
-                let _ = stream.write_all(&respond(buf, &body));
+                let _ = stream.write_all(&respond(buf, ready, &body));
                 return false;
             }
             now.duration_since(*since) < CLIENT_DEADLINE
@@ -404,7 +472,11 @@ impl Endpoint {
 /// exchange. A failed `accept` (out of descriptors: EMFILE/ENFILE) pauses accepting for
 /// [`ACCEPT_PAUSE`]: the waiting connection keeps the listener readable, and retrying at
 /// once would spin.
-pub async fn serve_async(listener: tokio::net::TcpListener, body: std::rc::Rc<dyn Fn() -> String>) {
+pub async fn serve_async(
+    listener: tokio::net::TcpListener,
+    body: std::rc::Rc<dyn Fn() -> String>,
+    ready: std::rc::Rc<dyn Fn() -> bool>,
+) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut clients: std::collections::VecDeque<tokio::task::JoinHandle<()>> =
         std::collections::VecDeque::with_capacity(MAX_CLIENTS);
@@ -423,6 +495,7 @@ pub async fn serve_async(listener: tokio::net::TcpListener, body: std::rc::Rc<dy
             }
         }
         let body = body.clone();
+        let ready = ready.clone();
         clients.push_back(tokio::task::spawn_local(async move {
             let _ = tokio::time::timeout(CLIENT_DEADLINE, async {
                 let mut buf = Vec::new();
@@ -436,7 +509,7 @@ pub async fn serve_async(listener: tokio::net::TcpListener, body: std::rc::Rc<dy
                         return;
                     }
                 }
-                let _ = stream.write_all(&respond(&buf, || body())).await;
+                let _ = stream.write_all(&respond(&buf, ready(), || body())).await;
             })
             .await;
         }));
@@ -463,6 +536,7 @@ mod tests {
             output_limit_closes: 15,
             outbound_connects: 16,
             outbound_failures: 17,
+            proxy_refused: 18,
         };
         assert_eq!(Counters::from_array(c.to_array()), c);
         assert_eq!(c.add(c).accepted, 2);
@@ -478,25 +552,47 @@ mod tests {
         };
         let s = Supervision {
             workers: 2,
-            plugin: Some(("echo".into(), "0.1.0".into())),
+            plugins: vec![
+                ("echo".into(), "0.1.0".into()),
+                ("kv".into(), "0.2.0".into()),
+            ],
             ..Default::default()
         };
-        let text = render(&c, &s);
-        assert!(text.contains("# TYPE sockhost_connections_accepted_total counter\nsockhost_connections_accepted_total 5\n"));
-        assert!(text.contains("sockhost_connections_closed_total{reason=\"idle_timeout\"} 2\n"));
-        assert!(text.contains("sockhost_plugin_info{name=\"echo\",version=\"0.1.0\"} 1\n"));
+        let other = Counters {
+            accepted: 7,
+            ..Default::default()
+        };
+        let text = render(&["echo", "store"], &[c, other], &s);
+        assert!(text.contains("# TYPE sockhost_connections_accepted_total counter\nsockhost_connections_accepted_total{service=\"echo\"} 5\nsockhost_connections_accepted_total{service=\"store\"} 7\n"), "{text}");
+        assert!(text.contains(
+            "sockhost_connections_closed_total{service=\"echo\",reason=\"idle_timeout\"} 2\n"
+        ));
+        assert!(text.contains(
+            "sockhost_plugin_info{service=\"echo\",name=\"echo\",version=\"0.1.0\"} 1\n"
+        ));
+        assert!(text
+            .contains("sockhost_plugin_info{service=\"store\",name=\"kv\",version=\"0.2.0\"} 1\n"));
         assert!(text.contains("sockhost_workers 2\n"));
     }
 
     #[test]
-    fn only_get_metrics_is_served() {
-        let ok = String::from_utf8(respond(b"GET /metrics HTTP/1.1\r\n\r\n", || "x 1\n".into()))
-            .unwrap();
+    fn only_metrics_health_and_ready_are_served() {
+        let get = |request: &[u8], ready: bool| {
+            String::from_utf8(respond(request, ready, || "x 1\n".into())).unwrap()
+        };
+        let ok = get(b"GET /metrics HTTP/1.1\r\n\r\n", true);
         assert!(
             ok.starts_with("HTTP/1.1 200 OK\r\n") && ok.ends_with("\r\n\r\nx 1\n"),
             "{ok}"
         );
-        let nf = String::from_utf8(respond(b"GET / HTTP/1.1\r\n\r\n", || unreachable!())).unwrap();
+        assert!(get(b"GET /metrics?x=1 HTTP/1.1\r\n\r\n", true).ends_with("x 1\n"));
+        let health = get(b"GET /health HTTP/1.1\r\n\r\n", false);
+        assert!(health.starts_with("HTTP/1.1 200 OK") && health.ends_with("ok\n"));
+        assert!(get(b"GET /ready HTTP/1.1\r\n\r\n", true).starts_with("HTTP/1.1 200 OK"));
+        assert!(get(b"GET /ready HTTP/1.1\r\n\r\n", false).starts_with("HTTP/1.1 503"));
+        let nf =
+            String::from_utf8(respond(b"GET / HTTP/1.1\r\n\r\n", true, || unreachable!())).unwrap();
         assert!(nf.starts_with("HTTP/1.1 404"));
+        assert!(get(b"GET /healthz HTTP/1.1\r\n\r\n", true).starts_with("HTTP/1.1 404"));
     }
 }

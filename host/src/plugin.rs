@@ -10,7 +10,6 @@ use plugin_api::host::{Factory, Library, LoadError, PluginMeta};
 use plugin_api::Transport as PluginTransport;
 
 use crate::bind::{BindSpec, Transport};
-use crate::cli::LogLevel;
 use crate::error::HostError;
 
 /// A loaded, ABI-checked plugin and its metadata.
@@ -48,7 +47,7 @@ impl Plugin {
     pub fn check_binds(&self, binds: &[BindSpec]) -> Result<(), HostError> {
         for spec in binds {
             let (wanted, name) = match spec.transport {
-                Transport::Tcp => (PluginTransport::Tcp, "tcp"),
+                Transport::Tcp | Transport::Unix => (PluginTransport::Tcp, "tcp"),
                 Transport::Udp => (PluginTransport::Udp, "udp"),
             };
             if !self.meta.transports.contains(wanted) {
@@ -80,13 +79,9 @@ impl Plugin {
     }
 
     /// Build the factory; the plugin may refuse its options with a message.
-    pub fn factory(
-        &self,
-        options: &[(String, String)],
-        log_level: LogLevel,
-    ) -> Result<Factory, HostError> {
+    pub fn factory(&self, options: &[(String, String)]) -> Result<Factory, HostError> {
         self.check_options(options)?;
-        let sink = crate::logging::plugin_sink(&self.meta.name, log_level);
+        let sink = crate::logging::plugin_sink();
         self.library
             .factory(options, sink)
             .map_err(|m| self.rejected(m))
@@ -136,9 +131,10 @@ fn describe(meta: &PluginMeta) -> String {
         }
     }
     s.push_str(&format!(
-        "abi:         compatible (plugin built against plugin-api {}, host plugin-api {})\n",
+        "abi:         compatible (plugin built against sockhost-plugin-api {}, host sockhost-plugin-api {}; root module ABI {})\n",
         meta.api_version,
-        plugin_api::host::host_api_version()
+        plugin_api::host::host_api_version(),
+        plugin_api::host::root_module_abi(plugin_api::host::host_api_version())
     ));
     s.push_str(&match meta.services_level {
         None => "services:    none (built before host services; root module ABI 0.1)\n".to_string(),

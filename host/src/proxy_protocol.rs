@@ -39,8 +39,42 @@ pub enum Parsed {
     Invalid(String),
 }
 
+/// The longest v1 header, CRLF included (the specification's bound).
+const V1_MAX: usize = 107;
+
 /// Parse the start of a connection's input.
 pub fn parse(input: &[u8]) -> Parsed {
+    // A v1 header is one line, complete only with its CRLF. Until then ppp's verdict on the
+    // part so far is not to be trusted: ppp 2.3 reads a line cut right after the source port
+    // ("PROXY TCP4 … 40000 ") as an invalid destination port, so a header split across
+    // reads there was refused. And ppp ends the line at its first CR, whatever follows it:
+    // "PROXY UNKNOWN x\ry\r\n" was a header of 17 bytes, and the rest of the line went to
+    // the plugin. So the line must end at its first CR, with an LF. (Both found by
+    // tests/fuzz's proxy_protocol target.)
+    if input.starts_with(b"PROXY ") {
+        let line = &input[..input.len().min(V1_MAX)];
+        let wait = || {
+            if input.len() >= V1_MAX {
+                Parsed::Invalid(format!(
+                    "no end of line in the first {V1_MAX} bytes of a v1 header"
+                ))
+            } else {
+                Parsed::Incomplete
+            }
+        };
+        match line.iter().position(|&b| b == b'\r') {
+            None => return wait(),
+            Some(cr) => match line.get(cr + 1) {
+                None => return wait(),
+                Some(b'\n') => {}
+                Some(_) => {
+                    return Parsed::Invalid(
+                        "invalid PROXY header: a CR not followed by LF".to_string(),
+                    )
+                }
+            },
+        }
+    }
     let result = HeaderResult::parse(input);
     if result.is_incomplete() {
         return if input.len() >= MAX_HEADER {
@@ -285,6 +319,47 @@ mod tests {
             assert_eq!(parse(&h[..cut]), Parsed::Incomplete, "v2 cut at {cut}");
         }
         assert_eq!(parse(b"PROXY TCP4 192.0.2.1 198.5"), Parsed::Incomplete);
+    }
+
+    #[test]
+    fn v1_headers_cut_anywhere_are_incomplete() {
+        for h in [
+            &b"PROXY TCP4 203.0.113.7 198.51.100.1 40000 443\r\n"[..],
+            b"PROXY TCP6 2001:db8::1 2001:db8::2 1000 2000\r\n",
+            b"PROXY UNKNOWN\r\n",
+        ] {
+            for cut in 1..h.len() {
+                assert_eq!(
+                    parse(&h[..cut]),
+                    Parsed::Incomplete,
+                    "{:?}",
+                    String::from_utf8_lossy(&h[..cut])
+                );
+            }
+            assert!(matches!(parse(h), Parsed::Header { len, .. } if len == h.len()));
+        }
+    }
+
+    #[test]
+    fn a_v1_line_ends_at_its_first_cr_lf() {
+        assert!(matches!(
+            parse(b"PROXY UNKNOWN x\ry\r\nrest"),
+            Parsed::Invalid(_)
+        ));
+        assert_eq!(parse(b"PROXY UNKNOWN x\r"), Parsed::Incomplete);
+        assert!(matches!(
+            parse(b"PROXY UNKNOWN x\nstill the line\r\nrest"),
+            Parsed::Header { len: 32, .. }
+        ));
+    }
+
+    #[test]
+    fn a_v1_line_without_its_end_is_invalid_past_the_bound() {
+        let mut h = b"PROXY TCP4 ".to_vec();
+        h.resize(V1_MAX - 1, b'1');
+        assert_eq!(parse(&h), Parsed::Incomplete);
+        h.push(b'1');
+        assert!(matches!(parse(&h), Parsed::Invalid(_)));
     }
 
     #[test]

@@ -1,11 +1,11 @@
 //! `--concurrency thread`: one process that binds, drops privileges, loads the plugin and
 //! serves every socket on its own event loop. HUP hands the sockets to a successor process
-//! (`handoff.rs`) that loads the plugin as it is now on disk.
+//! ([`handoff`]) that loads the plugin as it is now on disk.
 //!
 //! Startup runs in this order, so that plugin code never runs with root's rights and
 //! nothing is announced until startup can no longer fail:
 //! 1. resolve `--user`/`--group` (a typo is an `error:` before anything else);
-//! 2. copy the plugin into a sealed memfd (`Snapshot`, as process mode does), read the
+//! 2. copy the plugin into a sealed memfd ([`Snapshot`], as process mode does), read the
 //!    certificates, bind (or take over inherited sockets), write `--pid-file`;
 //! 3. drop privileges;
 //! 4. arm the [`watchdog`], load the plugin from the copy (then close the copy) and build
@@ -14,67 +14,155 @@
 //!    and tell the predecessor / systemd we are ready (a signal sent on reading them must
 //!    find the handlers in place).
 //!
-//! The platform's parts of these steps live in `thread_mode/lifecycle_linux.rs`; elsewhere
-//! (Windows, macOS) only steps 4 (without the watchdog) and 5 apply: see
-//! `lifecycle_other.rs`.
-//!
 //! A successor started on reload runs the same steps as the user it was started as (the
 //! predecessor's, after its privilege drop): it needs read access to the plugin and
 //! certificate files, and write access to the pid file's directory.
 
-#[cfg_attr(target_os = "linux", path = "thread_mode/lifecycle_linux.rs")]
-#[cfg_attr(not(target_os = "linux"), path = "thread_mode/lifecycle_other.rs")]
-mod lifecycle;
-#[cfg(target_os = "linux")]
 mod watchdog;
+
+use std::os::fd::{AsRawFd, RawFd};
 
 use crate::bind::Bound;
 use crate::cli::Config;
 use crate::error::HostError;
+use crate::handoff;
+use crate::notify;
+use crate::pid_file::PidFile;
+use crate::plugin::Plugin;
+use crate::privileges::Identity;
 use crate::worker;
 
 /// Bind, drop privileges, load, announce, serve until stopped.
 pub fn run(config: &Config) -> Result<(), HostError> {
-    let startup = lifecycle::Startup::begin(config)?;
-    let tls = config.tls.as_ref().map(|files| files.load()).transpose()?;
-    let bound = crate::bind_all(&config.binds, config.backlog, false)?;
+    let identity = Identity::resolve(config.user.as_deref(), config.group.as_deref())?;
+    let access_log = config
+        .access_log
+        .as_ref()
+        .map(|d| d.open(identity.as_ref()))
+        .transpose()?;
+    // Plugins and certificates of every service, as process mode prepares a generation.
+    let generation = crate::arbiter::Generation::prepare(1, config.clone())?;
+    let binds: Vec<_> = config.binds().cloned().collect();
+    let (bound, unix_files) = crate::bind_all(&binds, config.backlog, false)?;
+    // Removed at exit, unless handed over to a successor.
+    let unix_files = std::rc::Rc::new(std::cell::RefCell::new(unix_files));
+    let _unix_files = unix_files.clone();
     let metrics_listener = config.metrics_bind.map(bind_metrics).transpose()?;
-    let mut lifecycle = startup.bound(config, &bound)?;
+    let pid_file = config.pid_file.as_deref().map(PidFile::write).transpose()?;
+    if let Some(identity) = &identity {
+        identity.apply().map_err(HostError::Privileges)?;
+    }
 
-    let plugin = lifecycle.load_plugin()?;
-    plugin.check_binds(&config.binds)?;
-    let factory = plugin.factory(&config.plugin_opts, config.log_level)?;
+    let watchdog = std::rc::Rc::new(watchdog::Watchdog::arm(config.timeout)?);
+    let crate::arbiter::Generation {
+        snapshots,
+        plugin_of,
+        tls,
+        ..
+    } = generation;
+    let mut plugins = Vec::new();
+    for snapshot in snapshots {
+        plugins.push(Plugin::load_snapshot(
+            &snapshot.path,
+            &snapshot.load_path(),
+        )?);
+        // Mapped: the descriptor is no longer needed.
+    }
+    let many = config.services.len() > 1;
+    let mut bound = bound.into_iter();
+    let mut services = Vec::new();
+    for (i, service) in config.services.iter().enumerate() {
+        let plugin = &plugins[plugin_of[i]];
+        let named = |e: HostError| match many {
+            true => HostError::Config(format!("service {}: {e}", service.name)),
+            false => e,
+        };
+        plugin.check_binds(&service.binds).map_err(named)?;
+        let factory = plugin.factory(&service.plugin_opts).map_err(named)?;
+        services.push(worker::Service {
+            name: service.name.clone(),
+            listeners: bound.by_ref().take(service.binds.len()).collect(),
+            factory,
+            settings: service.worker_settings(tls[i].clone()),
+        });
+    }
+    let bound: Vec<&Bound> = services.iter().flat_map(|s| s.listeners.iter()).collect();
 
-    let listening: Vec<String> = bound.iter().map(Bound::listening_line).collect();
+    let listening: Vec<String> = bound.iter().map(|b| b.listening_line()).collect();
     let metrics_addr = metrics_listener
         .as_ref()
         .map(std::net::TcpListener::local_addr)
         .transpose()
         .map_err(|e| HostError::io("--metrics-bind", e))?;
     let metrics = metrics_listener.map(|listener| {
-        let plugin = (plugin.meta.name.clone(), plugin.meta.version.clone());
-        (listener, plugin)
+        let plugins = plugin_of
+            .iter()
+            .map(|&p| {
+                (
+                    plugins[p].meta.name.clone(),
+                    plugins[p].meta.version.clone(),
+                )
+            })
+            .collect();
+        (listener, plugins)
     });
-    let announce = Box::new(move || {
-        crate::print_flushed(listening)?;
-        if let Some(addr) = metrics_addr {
-            crate::announce_metrics(addr)?;
-        }
-        Ok(())
-    });
+    let listeners: Vec<RawFd> = bound.iter().map(|b| b.socket.as_raw_fd()).collect();
+    let pid_file_fd = pid_file.as_ref().map(PidFile::raw_fd);
+    let ready_timeout = config.timeout;
     let hooks = worker::Hooks {
+        // The event loop's proof of life (twice a second) feeds the watchdog.
+        heartbeat: Some(Box::new({
+            let watchdog = watchdog.clone();
+            move |_| watchdog.tick()
+        })),
+        reload: Some(Box::new(move || {
+            let listeners = listeners.clone();
+            notify::reloading();
+            Box::pin(async move {
+                let successor = match handoff::start_successor(&listeners, pid_file_fd) {
+                    Ok(s) => s.ready(ready_timeout).await,
+                    Err(e) => Err(e),
+                };
+                if successor.is_err() {
+                    notify::ready(); // still us
+                }
+                successor
+            })
+        })),
+        stopping: Some(Box::new(move |handed_over| {
+            if handed_over {
+                // The successor serves the Unix sockets: their files stay.
+                unix_files.borrow_mut().keep();
+            } else {
+                notify::stopping();
+            }
+        })),
         metrics,
-        ..lifecycle.hooks(config, announce)
+        // Announced once the event loop handles its signals: whoever reads `listening on`
+        // or `READY=1` may signal us at once.
+        serving: Some(Box::new(move || {
+            watchdog.tick();
+            crate::print_flushed(listening)?;
+            if let Some(addr) = metrics_addr {
+                crate::announce_metrics(addr)?;
+            }
+            handoff::notify_ready();
+            notify::ready();
+            Ok(())
+        })),
+        ..Default::default()
     };
-    tracing::info!(
-        plugin = %plugin.meta.name,
-        version = %plugin.meta.version,
-        "serving in thread mode (pid {})",
-        std::process::id()
-    );
-    worker::run(bound, factory, config.worker_settings(tls), hooks)?;
+    for (service, &p) in config.services.iter().zip(&plugin_of) {
+        tracing::info!(
+            service = %service.name,
+            plugin = %plugins[p].meta.name,
+            version = %plugins[p].meta.version,
+            "serving in thread mode (pid {})",
+            std::process::id()
+        );
+    }
+    worker::run(services, config.worker_settings(access_log), hooks)?;
     tracing::info!("stopped");
-    drop(lifecycle); // the pid file stays until the end
     Ok(())
 }
 

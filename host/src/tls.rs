@@ -146,8 +146,10 @@ fn warn_if_not_valid_now(path: &Path, leaf: &CertificateDer<'_>) {
     }
 }
 
-/// What the consumer learns of a finished handshake: SNI, ALPN, client certificate subject.
+/// What the consumer learns of a finished handshake: SNI, ALPN, client certificate subject
+/// (and the access log, the protocol version).
 pub struct Details {
+    pub version: Option<&'static str>,
     pub sni: Option<String>,
     pub alpn: Option<Vec<u8>>,
     pub peer_cert_subject: Option<String>,
@@ -164,6 +166,11 @@ impl Details {
                     .map(|(_, c)| c.subject().to_string())
             });
         Details {
+            version: conn.protocol_version().map(|v| match v {
+                rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3",
+                rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2",
+                _ => "other",
+            }),
             sni: conn.server_name().map(str::to_string),
             alpn: conn.alpn_protocol().map(<[u8]>::to_vec),
             peer_cert_subject,

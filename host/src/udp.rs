@@ -32,8 +32,10 @@ use tokio::time::Instant;
 
 use std::rc::Rc;
 
+use crate::access_log;
 use crate::bind::canonical;
 use crate::connections::Registration;
+use crate::logging;
 use crate::metrics::bump;
 use crate::services::endpoint::{Endpoint, Event, Inbox, Work};
 use crate::worker::Shared;
@@ -54,6 +56,8 @@ struct Peer {
     last_active: Instant,
     /// Its services identity, for plugins that use services.
     registration: Option<Registration>,
+    /// With the access log on: what its record will say.
+    tally: Option<Box<access_log::Tally>>,
 }
 
 /// The sessions of one UDP socket.
@@ -104,7 +108,7 @@ impl UdpServer {
             tokio::select! {
                 ready = self.socket.readable() => {
                     if let Err(e) = ready {
-                        tracing::warn!(local = %self.local, "udp socket: {e}");
+                        tracing::warn!(service = %self.shared.name, local = %self.local, "udp socket: {e}");
                         return;
                     }
                     self.receive_batch();
@@ -121,8 +125,7 @@ impl UdpServer {
                 _ = sweep.tick() => {
                     self.expire_idle();
                     if self.evicted > 0 {
-                        tracing::warn!(
-                            local = %self.local,
+                        tracing::warn!(service = %self.shared.name, local = %self.local,
                             evicted = self.evicted,
                             "udp: evicted the least recently used sessions (--max-sessions {} reached)",
                             self.max_sessions
@@ -137,6 +140,7 @@ impl UdpServer {
     /// Handle up to [`BATCH`] waiting datagrams.
     fn receive_batch(&mut self) {
         let shared = self.shared.clone();
+        crate::services::enter(shared.service);
         // Out of `self` for the batch, so a datagram can be lent to `deliver` without a copy.
         let mut buf = std::mem::take(&mut self.buf);
         for _ in 0..BATCH {
@@ -148,7 +152,7 @@ impl UdpServer {
                     self.deliver(peer, data, &shared.factory);
                 }
                 Received::Truncated(peer, len) => {
-                    tracing::warn!(%peer, len, "udp: datagram larger than the {}-byte buffer dropped (truncated)", buf.len());
+                    tracing::warn!(service = %self.shared.name, %peer, len, "udp: datagram larger than the {}-byte buffer dropped (truncated)", buf.len());
                 }
                 Received::Error(e) => {
                     // ICMP errors for earlier sends surface here; they concern one peer.
@@ -171,6 +175,9 @@ impl UdpServer {
         if let Some(r) = &session.registration {
             r.touch();
         }
+        if let Some(t) = &mut session.tally {
+            t.count(data.len() as u64, 0);
+        }
         let result = session.session.deliver(Input::Data(data), &mut self.out);
         self.flush(peer, result);
     }
@@ -178,6 +185,7 @@ impl UdpServer {
     /// Do what host services queued for session `id`: send posted datagrams, run timer and
     /// wake callbacks, close.
     fn serve_work(&mut self, id: ConnId) {
+        crate::services::enter(self.shared.service);
         let connections = &self.shared.connections;
         let Some((Some(peer), work)) =
             connections.with_endpoint(id, |ep| (ep.peer, ep.take_work()))
@@ -194,6 +202,7 @@ impl UdpServer {
             self.send(peer, &posted[start..end as usize]);
             start = end as usize;
         }
+        self.count_sent(peer, start);
         for event in events {
             let Some(p) = self.sessions.peek_mut(&peer) else {
                 return;
@@ -255,8 +264,15 @@ impl UdpServer {
         let consumer = match factory.consumer(&info, id) {
             Ok(c) => c,
             Err(message) => {
-                bump(&self.shared.connections.metrics.plugin_panics, 1);
-                tracing::warn!(%peer, "plugin panicked making a consumer: {message}; datagram dropped");
+                let panics = &self.shared.connections.metrics.plugin_panics;
+                logging::plugin_panic(
+                    panics,
+                    &self.shared.name,
+                    peer,
+                    "plugin panicked making a consumer",
+                    &message,
+                    "datagram dropped",
+                );
                 return false;
             }
         };
@@ -264,12 +280,18 @@ impl UdpServer {
         bump(&self.shared.connections.metrics.udp_sessions_open, 1);
         let mut session = Session::new(consumer);
         let made = session.deliver(Input::Made, &mut self.out);
+        let tally = access_log::enabled().then(|| {
+            let mut tally = access_log::Tally::new("udp", peer, self.local);
+            tally.set_service(self.shared.name.clone());
+            Box::new(tally)
+        });
         self.sessions.push(
             peer,
             Peer {
                 session,
                 last_active: now,
                 registration,
+                tally,
             },
         );
         self.flush(peer, made);
@@ -280,15 +302,25 @@ impl UdpServer {
     /// or panic.
     fn flush(&mut self, peer: SocketAddr, result: Delivered) {
         // The session core discarded what a panicking callback wrote.
+        let mut sent = 0;
         for datagram in self.out.written_datagrams() {
             self.send(peer, datagram);
+            sent += datagram.len();
         }
+        self.count_sent(peer, sent);
         self.out.reset();
         self.out.shrink(2 * RECV_BUFFER);
         let ending = match result {
             Delivered::Panicked(message) => {
-                bump(&self.shared.connections.metrics.plugin_panics, 1);
-                tracing::warn!(%peer, "plugin panicked: {message}; ending this peer's session");
+                let panics = &self.shared.connections.metrics.plugin_panics;
+                logging::plugin_panic(
+                    panics,
+                    &self.shared.name,
+                    peer,
+                    "plugin panicked",
+                    &message,
+                    "ending this peer's session",
+                );
                 Some(LostReason::Error)
             }
             Delivered::Ran(requests) if requests.close => Some(LostReason::Closed),
@@ -318,9 +350,23 @@ impl UdpServer {
 }
 
 impl UdpServer {
+    /// Count bytes sent to `peer` in its access log tally.
+    fn count_sent(&mut self, peer: SocketAddr, bytes: usize) {
+        if bytes > 0 && access_log::enabled() {
+            if let Some(Peer { tally: Some(t), .. }) = self.sessions.peek_mut(&peer) {
+                t.count(0, bytes as u64);
+            }
+        }
+    }
+
     /// End a session (already removed from the table) and tell its consumer why.
     fn end(&self, peer: SocketAddr, mut session: Peer, reason: LostReason) {
-        tracing::trace!(%peer, ?reason, "udp session ended");
+        crate::services::enter(self.shared.service);
+        tracing::debug!(%peer, reason = %access_log::reason(reason), service = %self.shared.name, "udp session ended");
+        if let Some(mut tally) = session.tally.take() {
+            tally.set_reason(access_log::reason(reason));
+            access_log::write(&tally);
+        }
         if let Some(r) = &session.registration {
             r.with_endpoint(|ep| ep.closing = true);
         }
@@ -329,8 +375,14 @@ impl UdpServer {
             .udp_sessions_open
             .set(metrics.udp_sessions_open.get().saturating_sub(1));
         if let Err(message) = session.session.lose(reason) {
-            bump(&metrics.plugin_panics, 1);
-            tracing::warn!(%peer, "plugin panicked in connection_lost: {message}");
+            logging::plugin_panic(
+                &metrics.plugin_panics,
+                &self.shared.name,
+                peer,
+                "plugin panicked in connection_lost",
+                &message,
+                "ended",
+            );
         }
     }
 }

@@ -302,6 +302,7 @@ extern "C" fn new_factory<P: Protocol>(
 ) -> RResult<FactoryBox, RString> {
     let made = catch_unwind(AssertUnwindSafe(|| {
         crate::logging::install(host);
+        crate::panic_hook::install();
         let options = Options::new(P::INFO.options, pairs.as_slice());
         P::new(&options)
     }));

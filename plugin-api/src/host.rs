@@ -111,8 +111,10 @@ impl fmt::Display for LoadError {
             LoadError::Incompatible { path, plugin_api, host_api, summary, .. } => {
                 write!(
                     f,
-                    "plugin {}: built against plugin-api {plugin_api}, incompatible with this sockhost's plugin-api {host_api}: {summary}; rebuild the plugin against plugin-api {host_api}",
-                    path.display()
+                    "plugin {}: built against sockhost-plugin-api {plugin_api} (root module ABI {}), this sockhost has {host_api} (root module ABI {}): {summary}; rebuild the plugin against sockhost-plugin-api {host_api}",
+                    path.display(),
+                    root_module_abi(plugin_api),
+                    root_module_abi(host_api),
                 )?;
                 if summary.contains("layouts differ") {
                     f.write_str(" (--log-level debug shows the full layout difference)")?;
@@ -173,6 +175,9 @@ pub struct PluginMeta {
 #[derive(Clone, Copy)]
 pub struct Library {
     module: PluginModRef,
+    /// Its slot among [`LOG_SINKS`]: the plugin's log records reach the host through a
+    /// function of their own, so the host knows which plugin wrote them.
+    log_slot: usize,
     api_version: &'static str,
     /// The plugin's services table, if it was built with services (plugin-api ≥ 0.1.1).
     services: Option<&'static PluginServices>,
@@ -182,6 +187,19 @@ pub struct Library {
 /// The plugin-api version this host was built with.
 pub fn host_api_version() -> &'static str {
     abi::API_VERSION
+}
+
+#[cfg(feature = "host")]
+/// The root module ABI of a plugin-api `version`: what must match for a plugin to load, by
+/// abi_stable's semver rule — the minor version while the major is 0 (`0.1.1` → `0.1`), else
+/// the major (`1.2.0` → `1`).
+pub fn root_module_abi(version: &str) -> String {
+    let mut parts = version.split('.');
+    match (parts.next(), parts.next()) {
+        (Some("0"), Some(minor)) => format!("0.{minor}"),
+        (Some(major), _) => major.to_string(),
+        (None, _) => version.to_string(),
+    }
 }
 
 #[cfg(feature = "host")]
@@ -273,6 +291,9 @@ impl Library {
             })?;
         Ok(Library {
             module,
+            log_slot: NEXT_LOG_SLOT
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                .min(LOG_SLOTS - 1),
             api_version: plugin_api,
             services,
         })
@@ -310,10 +331,10 @@ impl Library {
                 value: RStr::from_str(v),
             })
             .collect();
-        let _ = LOG_SINK.set(log.sink);
+        let _ = LOG_SINKS[self.log_slot].set((log.sink, self.module.name().to_string()));
         let host = HostVTable {
             max_level: log.max_level as u8,
-            log: host_log,
+            log: HOST_LOGS[self.log_slot],
         }
         .leak_into_prefix();
         match (self.module.new_factory())(host, RSlice::from_slice(&pairs)) {
@@ -373,8 +394,9 @@ fn summarise_layout_report(report: &str) -> String {
 /// Plugin log records, forwarded to the host's logger.
 #[derive(Clone, Copy)]
 pub struct LogSink {
-    /// Called for each record: level, plugin-side target (module path), message.
-    pub sink: fn(LogLevel, &str, &str),
+    /// Called for each record: the plugin's name, level, plugin-side target (module
+    /// path), message.
+    pub sink: fn(&str, LogLevel, &str, &str),
     /// The most verbose level worth sending.
     pub max_level: LogLevel,
 }
@@ -398,11 +420,49 @@ pub enum LogLevel {
     Trace = 5,
 }
 
+/// Libraries whose log records can be told apart (a process loads a handful; any beyond
+/// share the last slot).
 #[cfg(feature = "host")]
-static LOG_SINK: OnceLock<fn(LogLevel, &str, &str)> = OnceLock::new();
+const LOG_SLOTS: usize = 16;
+
+/// What [`LogSink::sink`] is.
+#[cfg(feature = "host")]
+type SinkFn = fn(&str, LogLevel, &str, &str);
+
+/// Each library's sink and plugin name, by slot.
+#[cfg(feature = "host")]
+static LOG_SINKS: [OnceLock<(SinkFn, String)>; LOG_SLOTS] = [const { OnceLock::new() }; LOG_SLOTS];
 
 #[cfg(feature = "host")]
-extern "C" fn host_log(level: u8, target: RStr<'_>, message: RStr<'_>) {
+static NEXT_LOG_SLOT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+#[cfg(feature = "host")]
+type HostLogFn = extern "C" fn(level: u8, target: RStr<'_>, message: RStr<'_>);
+
+/// One log function per slot: a plugin keeps the function it was given, and so says which
+/// library it is.
+#[cfg(feature = "host")]
+const HOST_LOGS: [HostLogFn; LOG_SLOTS] = [
+    host_log::<0>,
+    host_log::<1>,
+    host_log::<2>,
+    host_log::<3>,
+    host_log::<4>,
+    host_log::<5>,
+    host_log::<6>,
+    host_log::<7>,
+    host_log::<8>,
+    host_log::<9>,
+    host_log::<10>,
+    host_log::<11>,
+    host_log::<12>,
+    host_log::<13>,
+    host_log::<14>,
+    host_log::<15>,
+];
+
+#[cfg(feature = "host")]
+extern "C" fn host_log<const SLOT: usize>(level: u8, target: RStr<'_>, message: RStr<'_>) {
     let level = match level {
         1 => LogLevel::Error,
         2 => LogLevel::Warn,
@@ -410,9 +470,9 @@ extern "C" fn host_log(level: u8, target: RStr<'_>, message: RStr<'_>) {
         4 => LogLevel::Debug,
         _ => LogLevel::Trace,
     };
-    if let Some(sink) = LOG_SINK.get() {
+    if let Some((sink, plugin)) = LOG_SINKS[SLOT].get() {
         // A panicking sink must not unwind into the plugin.
-        let _ = std::panic::catch_unwind(|| sink(level, target.as_str(), message.as_str()));
+        let _ = std::panic::catch_unwind(|| sink(plugin, level, target.as_str(), message.as_str()));
     }
 }
 
@@ -642,7 +702,14 @@ impl Output {
 
 #[cfg(test)]
 mod tests {
-    use super::summarise_layout_report;
+    use super::{root_module_abi, summarise_layout_report};
+
+    #[test]
+    fn the_root_module_abi_is_the_semver_compatible_part() {
+        assert_eq!(root_module_abi("0.1.1"), "0.1");
+        assert_eq!(root_module_abi("0.2.0"), "0.2");
+        assert_eq!(root_module_abi("1.4.2"), "1");
+    }
 
     #[test]
     fn an_output_shrinks_back_after_a_large_callback() {

@@ -59,9 +59,11 @@ use abi_stable::StableAbi;
 
 #[doc(hidden)]
 pub mod abi;
+pub mod framing;
 #[cfg(any(feature = "host", feature = "testing"))]
 pub mod host;
 mod logging;
+mod panic_hook;
 pub mod services;
 #[doc(hidden)]
 pub mod services_abi;

@@ -76,7 +76,7 @@
 //!
 //! ```toml
 //! [dev-dependencies]
-//! plugin-api = { path = "../plugin-api", package = "sockhost-plugin-api", features = ["testing"] }
+//! sockhost-plugin-api = { path = "../plugin-api", features = ["testing"] }
 //! ```
 //!
 //! and test the protocol like this:
@@ -219,6 +219,13 @@
 //! assert_eq!(client.take_text(), "backend too slow\n");
 //! assert!(!client.is_open());
 //! ```
+
+//!
+//! # Black-box tests
+//! [`server::Sockhost`] starts the real `sockhost` binary on the library your crate built, for
+//! integration tests over loopback.
+
+pub mod server;
 
 use std::any::TypeId;
 use std::cell::{Cell, Ref, RefCell, RefMut};
@@ -1831,9 +1838,15 @@ impl World {
         }
     }
 
-    /// The peer's end of stream: `eof_received`, then the connection ends (`Closed`).
+    /// The peer's end of stream: `eof_received`; then, as in the host, a plugin without
+    /// services has nothing more that could run and the connection ends (`Closed`), while a
+    /// services plugin's connection stays open until it closes it (a timer, a wake or a post
+    /// may still write — a proxy relays the rest of its upstream's answer).
     fn deliver_eof(self: &Rc<Self>, id: ConnId) -> Result<(), Panicked> {
         self.deliver(id, Input::Eof)?;
+        if self.services {
+            return Ok(());
+        }
         self.end(id, LostReason::Closed)
     }
 

@@ -86,7 +86,7 @@ pub fn sockhost_command() -> Command {
             cmd.arg(sockhost_bin());
             cmd
         }
-        None => sockhost_command(),
+        None => Command::new(sockhost_bin()),
     }
 }
 
@@ -166,6 +166,8 @@ pub struct Server {
     child: Child,
     /// `(transport, address)` from each `listening on` line, in order.
     pub listening: Vec<(String, SocketAddr)>,
+    /// The path of each `listening on unix:PATH` line, in order.
+    pub unix: Vec<PathBuf>,
     /// Every stdout line (the `listening on` lines and anything after).
     pub stdout: LogLines,
     /// Every stderr line.
@@ -192,6 +194,17 @@ impl Server {
             cmd.env(k, v);
         }
         Self::spawn(cmd, expected_binds(args))
+    }
+
+    /// As [`Server::start_with_env`], waiting for `want` `listening on` lines (a
+    /// configuration file says how many binds there are, not the arguments).
+    pub fn start_expecting(args: &[&str], env: &[(&str, &str)], want: usize) -> Server {
+        let mut cmd = Command::new(sockhost_bin());
+        cmd.args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Self::spawn(cmd, want)
     }
 
     /// As [`Server::start`], from a prepared command (a test that sets up the child itself,
@@ -259,7 +272,7 @@ impl Server {
             }
         });
         let deadline = Instant::now() + startup_deadline();
-        let listening = loop {
+        let (listening, unix) = loop {
             let lines: Vec<(String, SocketAddr)> = stdout
                 .text()
                 .lines()
@@ -269,8 +282,14 @@ impl Server {
                     Some((transport.to_string(), addr.parse().ok()?))
                 })
                 .collect();
-            if lines.len() >= want {
-                break lines;
+            let unix: Vec<PathBuf> = stdout
+                .text()
+                .lines()
+                .filter_map(|l| l.strip_prefix("listening on unix:"))
+                .map(PathBuf::from)
+                .collect();
+            if lines.len() + unix.len() >= want {
+                break (lines, unix);
             }
             if let Ok(Some(status)) = child.try_wait() {
                 panic!(
@@ -289,6 +308,7 @@ impl Server {
         Server {
             child,
             listening,
+            unix,
             stdout,
             stderr,
         }
@@ -535,6 +555,52 @@ pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> 
     }
 }
 
+/// VmRSS of a process in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS in /proc/PID/status")
+}
+
+/// A loopback listener with a backlog of one, filled, that never accepts: the kernel drops
+/// further SYNs, so a connect to [`addr`](Unaccepting::addr) neither succeeds nor fails by
+/// itself (what a connect timeout is for). Lives until dropped.
+pub struct Unaccepting {
+    pub addr: SocketAddr,
+    _socket: socket2::Socket,
+    _fillers: Vec<TcpStream>,
+}
+
+impl Unaccepting {
+    pub fn new() -> Unaccepting {
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket
+            .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+            .unwrap();
+        socket.listen(0).unwrap();
+        let addr: SocketAddr = socket.local_addr().unwrap().as_socket().unwrap();
+        let fillers = (0..8)
+            .filter_map(|_| TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok())
+            .collect();
+        Unaccepting {
+            addr,
+            _socket: socket,
+            _fillers: fillers,
+        }
+    }
+}
+
+impl Default for Unaccepting {
+    fn default() -> Self {
+        Unaccepting::new()
+    }
+}
+
 /// A deterministic pseudo-random payload (so misordered bytes are detected).
 pub fn payload(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed
@@ -644,4 +710,101 @@ impl LoadLoop {
         }
         (ok, failures)
     }
+}
+
+/// The metrics endpoint a server announced (`metrics on http://ADDR/metrics`, with
+/// `--metrics-bind`).
+pub fn metrics_addr(server: &Server) -> SocketAddr {
+    // Printed with (not necessarily before) the `listening on` lines.
+    let line = server
+        .stdout
+        .wait_for("metrics on http://", Duration::from_secs(10));
+    line.trim_start_matches("metrics on http://")
+        .trim_end_matches("/metrics")
+        .parse()
+        .unwrap()
+}
+
+/// One `GET /metrics`: the whole HTTP reply.
+pub fn scrape(addr: SocketAddr) -> String {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
+        .unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200 OK"), "{reply}");
+    reply
+}
+
+/// The value of the sample `name` (with its labels) in a scrape; 0 if absent.
+pub fn metric_value(text: &str, sample: &str) -> u64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(sample)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or(0)
+}
+
+/// Scrape until `sample` reaches `at_least` (bounded); returns that scrape.
+pub fn wait_for_metric(addr: SocketAddr, sample: &str, at_least: u64) -> String {
+    let mut last = String::new();
+    wait_until(
+        &format!("{sample} >= {at_least}"),
+        Duration::from_secs(5),
+        || {
+            last = scrape(addr);
+            metric_value(&last, sample) >= at_least
+        },
+    );
+    last
+}
+
+/// The lowest descriptor number `pid` does not use: an fd limit at that number leaves it
+/// no descriptor to open.
+pub fn lowest_free_fd(pid: u32) -> u64 {
+    let used: Vec<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    (0..).find(|n| !used.contains(n)).unwrap()
+}
+
+/// Set process `pid`'s RLIMIT_NOFILE (prlimit: the process need not cooperate).
+pub fn set_fd_limit(pid: u32, soft: u64, hard: u64) {
+    let limit = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: hard,
+    };
+    // SAFETY: prlimit reads `limit` and writes nothing (no old-limit pointer).
+    let rc = unsafe {
+        libc::prlimit(
+            pid as libc::pid_t,
+            libc::RLIMIT_NOFILE,
+            &limit,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+}
+
+/// Process `pid`'s RLIMIT_NOFILE: (soft, hard).
+pub fn fd_limit(pid: u32) -> (u64, u64) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: prlimit writes the current limit into `limit` and changes nothing.
+    let rc = unsafe {
+        libc::prlimit(
+            pid as libc::pid_t,
+            libc::RLIMIT_NOFILE,
+            std::ptr::null(),
+            &mut limit,
+        )
+    };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+    (limit.rlim_cur, limit.rlim_max)
 }

@@ -253,7 +253,7 @@ fn inspect_finds_every_frozen_plugin_compatible() {
         for needle in [
             format!("name:        {name}\n"),
             "version:     0.1.0\n".to_string(),
-            "abi:         compatible (plugin built against plugin-api 0.1.0,".to_string(),
+            "abi:         compatible (plugin built against sockhost-plugin-api 0.1.0,".to_string(),
         ] {
             assert!(
                 f.stdout.contains(&needle),

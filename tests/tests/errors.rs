@@ -98,9 +98,12 @@ fn incompatible_plugin_is_refused_with_both_versions() {
         err.contains("libincompatible.so"),
         "names the plugin: {err}"
     );
+    // The fixture claims 0.1.0: the same root module ABI as this host's, so the layout
+    // check is what refuses it, and the message says both.
     assert!(
-        err.contains("built against plugin-api 0.1.0")
-            && err.contains("this sockhost's plugin-api"),
+        err.contains(
+            "built against sockhost-plugin-api 0.1.0 (root module ABI 0.1), this sockhost has 0.1."
+        ) && err.contains("(root module ABI 0.1): their type layouts differ"),
         "{err}"
     );
     assert!(err.contains("layouts differ"), "says what differs: {err}");
@@ -176,6 +179,107 @@ fn usage_errors_exit_2() {
         let f = run_to_exit(&args, Duration::from_secs(10));
         assert_eq!(f.status.code(), Some(2), "{args:?}: {}", f.stderr);
         assert!(f.stderr.starts_with("error:"), "{}", f.stderr);
+    }
+}
+
+#[test]
+fn a_negative_number_names_its_flag() {
+    for flag in [
+        "--keep-alive",
+        "--timeout",
+        "--graceful-timeout",
+        "--handshake-timeout",
+        "--max-requests",
+        "--workers",
+        "--backlog",
+        "--max-connections",
+        "--max-sessions",
+    ] {
+        let f = run_to_exit(&["--plugin", "x.so", flag, "-1"], Duration::from_secs(10));
+        assert_eq!(f.status.code(), Some(2), "{flag} -1: {}", f.stderr);
+        let first = f.stderr.lines().next().unwrap_or_default();
+        assert!(
+            first.starts_with("error: invalid value '-1' for '")
+                && first.contains(&format!("'{flag} <")),
+            "{flag} -1: {first}"
+        );
+    }
+}
+
+#[test]
+fn metrics_bind_errors_name_metrics_bind() {
+    let named_right = |err: &str| {
+        err.contains("--metrics-bind") && !err.replace("--metrics-bind", "").contains("--bind")
+    };
+    // An address that does not resolve: a usage error.
+    let f = run_to_exit(
+        &[
+            "--plugin",
+            "x.so",
+            "--metrics-bind",
+            "no-such-host.invalid:9100",
+        ],
+        Duration::from_secs(10),
+    );
+    assert_eq!(f.status.code(), Some(2), "{}", f.stderr);
+    let first = f.stderr.lines().next().unwrap_or_default();
+    assert!(
+        named_right(first) && first.contains("cannot resolve"),
+        "{first}"
+    );
+
+    // An address in use, in both modes: one `error:` line.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let echo = plugin("echo");
+    for mode in ["thread", "process"] {
+        let f = start_fails(&[
+            "--plugin",
+            echo.to_str().unwrap(),
+            "--bind",
+            "127.0.0.1:0",
+            "--concurrency",
+            mode,
+            "--metrics-bind",
+            &addr,
+        ]);
+        assert!(
+            named_right(&f.stderr) && f.stderr.contains(&addr),
+            "{mode}: {}",
+            f.stderr
+        );
+    }
+}
+
+#[test]
+fn proxy_protocol_from_needs_proxy_protocol_and_real_blocks() {
+    for (args, needle) in [
+        (
+            vec!["--proxy-protocol-from", "10.0.0.0/8"],
+            "--proxy-protocol",
+        ),
+        (
+            vec![
+                "--proxy-protocol",
+                "--proxy-protocol-from",
+                "10.0.0.0/8,nonsense",
+            ],
+            "'nonsense' for '--proxy-protocol-from",
+        ),
+        (
+            vec!["--proxy-protocol", "--proxy-protocol-from", "10.1.0.0/8"],
+            "did you mean 10.0.0.0/8?",
+        ),
+    ] {
+        let mut all = vec!["--plugin", "x.so"];
+        all.extend(&args);
+        let f = run_to_exit(&all, Duration::from_secs(10));
+        assert_eq!(f.status.code(), Some(2), "{args:?}: {}", f.stderr);
+        assert!(
+            f.stderr.starts_with("error:") && f.stderr.contains(needle),
+            "{args:?}: {}",
+            f.stderr
+        );
     }
 }
 

@@ -1,56 +1,8 @@
 //! `--metrics-bind`: Prometheus text that moves with real traffic and worker events.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
-
-use sockhost_tests::{children_of, connect, round_trip, wait_until, Server};
-
-fn metrics_addr(server: &Server) -> SocketAddr {
-    // Printed with (not necessarily before) the `listening on` lines.
-    let line = server
-        .stdout
-        .wait_for("metrics on http://", Duration::from_secs(10));
-    line.trim_start_matches("metrics on http://")
-        .trim_end_matches("/metrics")
-        .parse()
-        .unwrap()
-}
-
-fn scrape(addr: SocketAddr) -> String {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
-        .unwrap();
-    let mut reply = String::new();
-    s.read_to_string(&mut reply).unwrap();
-    assert!(reply.starts_with("HTTP/1.1 200 OK"), "{reply}");
-    reply
-}
-
-/// The value of the sample `name` (with its labels) in a scrape; 0 if absent.
-fn value(text: &str, sample: &str) -> u64 {
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(sample)
-                .and_then(|rest| rest.strip_prefix(' '))
-        })
-        .map(|v| v.trim().parse().unwrap())
-        .unwrap_or(0)
-}
-
-fn wait_for_metric(addr: SocketAddr, sample: &str, at_least: u64) -> String {
-    let mut last = String::new();
-    wait_until(
-        &format!("{sample} >= {at_least}"),
-        Duration::from_secs(5),
-        || {
-            last = scrape(addr);
-            value(&last, sample) >= at_least
-        },
-    );
-    last
-}
+use sockhost_tests::{
+    children_of, connect, metric_value as value, metrics_addr, round_trip, scrape, wait_for_metric,
+};
 
 #[test]
 fn process_mode_counters_move_with_traffic_and_a_worker_kill() {
@@ -68,28 +20,38 @@ fn process_mode_counters_move_with_traffic_and_a_worker_kill() {
     let m = metrics_addr(&server);
     let first = scrape(m);
     assert!(
-        first.contains("sockhost_plugin_info{name=\"echo\",version=\"0.1.0\"} 1"),
+        first.contains("sockhost_plugin_info{service=\"echo\",name=\"echo\",version=\"0.1.0\"} 1"),
         "{first}"
     );
     assert_eq!(value(&first, "sockhost_workers"), 2);
-    assert_eq!(value(&first, "sockhost_connections_accepted_total"), 0);
+    assert_eq!(
+        value(
+            &first,
+            "sockhost_connections_accepted_total{service=\"echo\"}"
+        ),
+        0
+    );
 
     for i in 0..10 {
         let mut s = connect(server.addr());
         let data = vec![i as u8; 1000];
         assert_eq!(round_trip(&mut s, &data), data);
     }
-    let after = wait_for_metric(m, "sockhost_connections_accepted_total", 10);
-    wait_for_metric(m, "sockhost_received_bytes_total", 10_000);
-    let after = if value(&after, "sockhost_sent_bytes_total") >= 10_000 {
+    let after = wait_for_metric(
+        m,
+        "sockhost_connections_accepted_total{service=\"echo\"}",
+        10,
+    );
+    wait_for_metric(m, "sockhost_received_bytes_total{service=\"echo\"}", 10_000);
+    let after = if value(&after, "sockhost_sent_bytes_total{service=\"echo\"}") >= 10_000 {
         after
     } else {
-        wait_for_metric(m, "sockhost_sent_bytes_total", 10_000)
+        wait_for_metric(m, "sockhost_sent_bytes_total{service=\"echo\"}", 10_000)
     };
     assert!(
         value(
             &after,
-            "sockhost_connections_closed_total{reason=\"closed\"}"
+            "sockhost_connections_closed_total{service=\"echo\",reason=\"closed\"}"
         ) <= 10
     );
 
@@ -103,7 +65,10 @@ fn process_mode_counters_move_with_traffic_and_a_worker_kill() {
     assert!(value(&later, "sockhost_worker_starts_total") >= 2);
     wait_for_metric(m, "sockhost_worker_starts_total", 3);
     assert!(
-        value(&later, "sockhost_connections_accepted_total") >= 10,
+        value(
+            &later,
+            "sockhost_connections_accepted_total{service=\"echo\"}"
+        ) >= 10,
         "a dead worker's counts are kept"
     );
 
@@ -127,10 +92,17 @@ fn thread_mode_serves_metrics_too() {
     let m = metrics_addr(&server);
     let mut s = connect(server.addr());
     assert_eq!(round_trip(&mut s, b"count me"), b"count me");
-    let text = wait_for_metric(m, "sockhost_connections_accepted_total", 1);
+    let text = wait_for_metric(
+        m,
+        "sockhost_connections_accepted_total{service=\"echo\"}",
+        1,
+    );
     assert!(
         text.contains("# TYPE sockhost_connections_open gauge"),
         "{text}"
     );
-    assert_eq!(value(&text, "sockhost_connections_open"), 1);
+    assert_eq!(
+        value(&text, "sockhost_connections_open{service=\"echo\"}"),
+        1
+    );
 }

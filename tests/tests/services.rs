@@ -4,7 +4,7 @@
 //! peer that never reads from costing unbounded memory.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use sockhost_tests::{ask, closed_within, connect, serve, serve_thread, Server};
@@ -140,20 +140,9 @@ fn outbound_connect_to_a_closed_port_fails_within_the_timeout() {
 
 #[test]
 fn outbound_connect_to_a_listener_that_never_accepts_fails_at_the_timeout() {
-    // A listener with a backlog of one that never accepts: once its queue is full the
-    // kernel drops further SYNs, so a connect neither succeeds nor fails by itself.
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket
-        .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
-        .unwrap();
-    socket.listen(0).unwrap();
-    let addr: SocketAddr = socket.local_addr().unwrap().as_socket().unwrap();
-    let mut fillers = Vec::new();
-    for _ in 0..8 {
-        if let Ok(s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
-            fillers.push(s);
-        }
-    }
+    // A listener that never accepts: a connect neither succeeds nor fails by itself.
+    let stuck = sockhost_tests::Unaccepting::new();
+    let addr = stuck.addr;
     let server = serve_thread("servicekit", &[]);
     let mut c = connect(server.addr());
     let start = Instant::now();
@@ -165,7 +154,6 @@ fn outbound_connect_to_a_listener_that_never_accepts_fails_at_the_timeout() {
         took >= Duration::from_millis(600) && took < Duration::from_millis(2500),
         "the failure should come at the 700 ms timeout, came after {took:?}"
     );
-    drop(fillers);
 }
 
 #[test]
@@ -217,17 +205,6 @@ fn a_protocol_idle_timeout_replaces_keep_alive() {
     assert!(!ask(&mut kept, "id\n").is_empty(), "still served");
 }
 
-/// VmRSS of a process in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS in /proc/PID/status")
-}
-
 #[test]
 fn a_peer_that_never_reads_is_closed_at_the_output_cap_and_memory_stays_bounded() {
     let server = serve_thread(
@@ -235,7 +212,7 @@ fn a_peer_that_never_reads_is_closed_at_the_output_cap_and_memory_stays_bounded(
         &["--max-pending", "4194304", "--log-level", "debug"],
     );
     let pid = server.pid();
-    let before = rss_kib(pid);
+    let before = sockhost_tests::rss_kib(pid);
     let mut hog = connect(server.addr());
     // Ask for 1 GiB and never read: the plugin writes 64 KiB per wake regardless.
     hog.write_all(b"flood 1073741824\n").unwrap();
@@ -264,7 +241,7 @@ fn a_peer_that_never_reads_is_closed_at_the_output_cap_and_memory_stays_bounded(
         !String::from_utf8_lossy(&buf).contains("flooded"),
         "the flood must not finish"
     );
-    let after = rss_kib(pid);
+    let after = sockhost_tests::rss_kib(pid);
     assert!(
         after < before + 32 * 1024,
         "server RSS grew from {before} KiB to {after} KiB for one non-reading peer"

@@ -2,13 +2,13 @@
 //! before startup can no longer fail, and a bounded metrics endpoint.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sockhost_tests::{
-    ask, closed_within, connect, plugin, round_trip, run_to_exit, serve_thread, start_bare,
-    Finished, Server,
+    ask, closed_within, connect, fd_limit, lowest_free_fd, metrics_addr, plugin, round_trip,
+    run_to_exit, serve_thread, set_fd_limit, start_bare, Finished, Server,
 };
 
 /// The status thread mode exits with when its watchdog fires (documented in the README).
@@ -301,16 +301,6 @@ fn the_watchdog_leaves_a_live_event_loop_alone() {
     assert_eq!(server.stderr.count("watchdog"), 0);
 }
 
-fn metrics_addr(server: &Server) -> SocketAddr {
-    let line = server
-        .stdout
-        .wait_for("metrics on http://", Duration::from_secs(5));
-    line.trim_start_matches("metrics on http://")
-        .trim_end_matches("/metrics")
-        .parse()
-        .unwrap()
-}
-
 fn scrape(stream: &mut TcpStream) -> String {
     stream
         .write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
@@ -367,51 +357,6 @@ fn cpu_ticks(pid: u32) -> u64 {
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // After "pid (comm)": state is field 3, utime 14 and stime 15 (1-based).
     fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
-}
-
-/// The lowest descriptor number `pid` does not use: an fd limit at that number leaves it
-/// no descriptor to open.
-fn lowest_free_fd(pid: u32) -> u64 {
-    let used: Vec<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
-    (0..).find(|n| !used.contains(n)).unwrap()
-}
-
-fn set_fd_limit(pid: u32, soft: u64, hard: u64) {
-    let limit = libc::rlimit {
-        rlim_cur: soft,
-        rlim_max: hard,
-    };
-    // SAFETY: prlimit reads `limit` and writes nothing (no old-limit pointer).
-    let rc = unsafe {
-        libc::prlimit(
-            pid as libc::pid_t,
-            libc::RLIMIT_NOFILE,
-            &limit,
-            std::ptr::null_mut(),
-        )
-    };
-    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
-}
-
-fn fd_limit(pid: u32) -> (u64, u64) {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: prlimit writes the current limit into `limit` and changes nothing.
-    let rc = unsafe {
-        libc::prlimit(
-            pid as libc::pid_t,
-            libc::RLIMIT_NOFILE,
-            std::ptr::null(),
-            &mut limit,
-        )
-    };
-    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
-    (limit.rlim_cur, limit.rlim_max)
 }
 
 #[test]

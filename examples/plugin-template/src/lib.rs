@@ -4,6 +4,9 @@
 //! Build it with `cargo build --release` and serve it with
 //! `sockhost --plugin target/release/libgreeter.so`. See README.md for the walk-through.
 
+use std::ops::ControlFlow;
+
+use plugin_api::framing::Lines;
 use plugin_api::{
     ConnInfo, Consumer, LostReason, OptionSpec, Options, Output, PluginInfo, Protocol,
 };
@@ -43,52 +46,47 @@ impl Protocol for Greeter {
     fn consumer(&self, _info: &ConnInfo) -> GreeterConsumer {
         GreeterConsumer {
             greeting: self.greeting.clone(),
-            partial: Vec::new(),
+            lines: Lines::new(MAX_LINE),
         }
     }
 }
 
-/// One connection's state: the start of a line whose end has not arrived yet.
+/// One connection's state: its line framing (which keeps the start of a line whose end has
+/// not arrived yet, up to `MAX_LINE` bytes).
 pub struct GreeterConsumer {
     greeting: String,
-    partial: Vec<u8>,
+    lines: Lines,
 }
 
 impl GreeterConsumer {
-    /// Answer one complete line; `false` once the connection is closing.
-    fn answer(&self, line: &[u8], out: &mut Output) -> bool {
+    /// Answer one complete line; `Break` once the connection is closing.
+    fn answer(greeting: &str, line: &[u8], out: &mut Output) -> ControlFlow<()> {
         let name = String::from_utf8_lossy(line);
         let name = name.trim();
         if name == "bye" {
             out.write(b"goodbye\n");
             out.close();
-            return false;
+            return ControlFlow::Break(()); // nothing more is read from a closing connection
         }
         if !name.is_empty() {
-            out.write(format!("{}, {name}!\n", self.greeting).as_bytes());
+            out.write(format!("{greeting}, {name}!\n").as_bytes());
         }
-        true
+        ControlFlow::Continue(())
     }
 }
 
 impl Consumer for GreeterConsumer {
     // TCP keeps no message boundaries: one read may hold part of a line, or several lines.
+    // `Lines` hands out complete lines (without `\n` / `\r\n`) and refuses one longer than
+    // MAX_LINE as soon as it passes the limit.
     fn data_received(&mut self, data: &[u8], out: &mut Output) {
-        for &byte in data {
-            if byte != b'\n' {
-                if self.partial.len() == MAX_LINE {
-                    out.write(b"line too long\n");
-                    out.close();
-                    return; // nothing more is read from a closing connection
-                }
-                self.partial.push(byte);
-                continue;
-            }
-            let open = self.answer(&self.partial, out);
-            self.partial.clear();
-            if !open {
-                return;
-            }
+        let greeting = &self.greeting;
+        let fed = self
+            .lines
+            .feed(data, |line| GreeterConsumer::answer(greeting, line, out));
+        if fed.is_err() {
+            out.write(b"line too long\n");
+            out.close();
         }
     }
 

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use nix::sys::mman::{mmap_anonymous, munmap, MapFlags, ProtFlags};
 use nix::time::{clock_gettime, ClockId};
 
+use crate::config::MAX_SERVICES;
 use crate::metrics::{Counters, COUNTERS};
 
 /// One worker's posted figures.
@@ -17,28 +18,35 @@ use crate::metrics::{Counters, COUNTERS};
 pub struct Cell {
     /// CLOCK_MONOTONIC milliseconds of the last heartbeat from inside the event loop.
     pub heartbeat_ms: AtomicU64,
-    /// The worker's [`Counters`], in [`Counters::to_array`] order.
-    counters: [AtomicU64; COUNTERS],
+    /// Bumped by the arbiter on USR1: the worker reopens its access log when it sees a
+    /// value it has not acted on (0 at start).
+    pub reopen: AtomicU64,
+    /// The worker's [`Counters`] per service, in [`Counters::to_array`] order (2 KiB; only
+    /// the cells of live workers are ever touched, so only their pages are resident).
+    counters: [[AtomicU64; COUNTERS]; MAX_SERVICES],
 }
 
 impl Cell {
     /// Start a worker's cell fresh: counters at zero, heartbeat now.
     pub fn reset(&self) {
         self.heartbeat_ms.store(now_ms(), Ordering::Relaxed);
-        self.post(Counters::default());
+        self.reopen.store(0, Ordering::Relaxed);
+        self.post(&[Counters::default(); MAX_SERVICES]);
     }
 
-    /// Post the worker's figures (from the worker).
-    pub fn post(&self, counters: Counters) {
-        for (slot, value) in self.counters.iter().zip(counters.to_array()) {
-            slot.store(value, Ordering::Relaxed);
+    /// Post the worker's figures, one [`Counters`] per service (from the worker).
+    pub fn post(&self, per_service: &[Counters]) {
+        for (cells, counters) in self.counters.iter().zip(per_service) {
+            for (slot, value) in cells.iter().zip(counters.to_array()) {
+                slot.store(value, Ordering::Relaxed);
+            }
         }
     }
 
-    /// The last posted figures (from the arbiter).
-    pub fn counters(&self) -> Counters {
+    /// The last posted figures of service `service` (from the arbiter).
+    pub fn counters(&self, service: usize) -> Counters {
         Counters::from_array(std::array::from_fn(|i| {
-            self.counters[i].load(Ordering::Relaxed)
+            self.counters[service][i].load(Ordering::Relaxed)
         }))
     }
 }
@@ -103,12 +111,14 @@ mod tests {
     #[test]
     fn cells_start_at_zero_and_reset_stamps_now() {
         let board = Board::new(4).unwrap();
-        assert_eq!(board.cell(3).counters(), Counters::default());
-        board.cell(3).post(Counters {
+        assert_eq!(board.cell(3).counters(0), Counters::default());
+        let seven = Counters {
             accepted: 7,
             ..Default::default()
-        });
-        assert_eq!(board.cell(3).counters().accepted, 7);
+        };
+        board.cell(3).post(&[Counters::default(), seven]);
+        assert_eq!(board.cell(3).counters(1).accepted, 7);
+        assert_eq!(board.cell(3).counters(0).accepted, 0);
         board.cell(3).reset();
         assert!(now_ms() - board.cell(3).heartbeat_ms.load(Ordering::Relaxed) < 1000);
     }

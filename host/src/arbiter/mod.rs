@@ -87,21 +87,54 @@ struct Slot {
     replaceable: bool,
 }
 
-/// One set of workers running the same plugin snapshot (and the same TLS configuration,
-/// certificates re-read at each reload).
-struct Generation {
+/// One set of workers running the same configuration (re-read from the file at each
+/// reload), plugin snapshots and TLS configurations (certificates re-read at each reload).
+pub struct Generation {
     id: u64,
-    snapshot: Snapshot,
-    tls: Option<Tls>,
+    pub config: Config,
+    /// One snapshot per distinct plugin file: two services of one plugin share a library
+    /// in each worker (two factories).
+    pub snapshots: Vec<Snapshot>,
+    /// Each service's index in `snapshots`.
+    pub plugin_of: Vec<usize>,
+    /// Each service's TLS configuration.
+    pub tls: Vec<Option<Tls>>,
 }
 
 impl Generation {
-    /// Snapshot the plugin and read the certificates, as they are on disk now.
-    fn prepare(id: u64, config: &Config) -> Result<Generation, HostError> {
-        let tls = config.tls.as_ref().map(|files| files.load()).transpose()?;
+    /// Snapshot the plugins and read the certificates, as they are on disk now. Any
+    /// service's failure fails the whole generation.
+    pub(crate) fn prepare(id: u64, config: Config) -> Result<Generation, HostError> {
+        let mut tls = Vec::new();
+        let mut snapshots: Vec<Snapshot> = Vec::new();
+        let mut plugin_of = Vec::new();
+        let many = config.services.len() > 1;
+        for service in &config.services {
+            let named = |e: HostError| match many {
+                true => HostError::Config(format!("service {}: {e}", service.name)),
+                false => e,
+            };
+            tls.push(
+                service
+                    .tls
+                    .as_ref()
+                    .map(|files| files.load())
+                    .transpose()
+                    .map_err(named)?,
+            );
+            match snapshots.iter().position(|s| s.path == service.plugin) {
+                Some(i) => plugin_of.push(i),
+                None => {
+                    snapshots.push(Snapshot::take(&service.plugin).map_err(named)?);
+                    plugin_of.push(snapshots.len() - 1);
+                }
+            }
+        }
         Ok(Generation {
             id,
-            snapshot: Snapshot::take(&config.plugin)?,
+            config,
+            snapshots,
+            plugin_of,
             tls,
         })
     }
@@ -186,21 +219,31 @@ struct Arbiter<'c> {
     state: State,
     /// `--metrics-bind`: the endpoint, and what exited workers counted.
     metrics: Option<metrics::Endpoint>,
-    retired: metrics::Counters,
+    /// Per service: what exited workers counted.
+    retired: Vec<metrics::Counters>,
     supervision: metrics::Supervision,
     /// Which slots new connections may reach.
     steering: Steering,
     /// The slots new connections were last announced (logged) to avoid.
     announced_down: Vec<usize>,
+    /// `--access-log`, opened here so that workers inherit it (and reopened here on USR1).
+    access_log: Option<crate::access_log::Sink>,
 }
 
 /// Run process mode to the end.
 pub fn run(config: &Config) -> Result<(), HostError> {
     let identity = Identity::resolve(config.user.as_deref(), config.group.as_deref())?;
-    let generation = Generation::prepare(1, config)?;
+    let access_log = config
+        .access_log
+        .as_ref()
+        .map(|d| d.open(identity.as_ref()))
+        .transpose()?;
+    let generation = Generation::prepare(1, config.clone())?;
     // Socket activation: slot 0's sockets may be systemd's, which must never be shut down.
     let activated = std::env::var_os("LISTEN_FDS").is_some();
-    let first = crate::bind_all(&config.binds, config.backlog, true)?;
+    let binds: Vec<_> = config.binds().cloned().collect();
+    // Unix socket files are removed at exit (workers leave by `_exit`, never removing them).
+    let (first, _unix_files) = crate::bind_all(&binds, config.backlog, true)?;
     let metrics = config
         .metrics_bind
         .map(|addr| {
@@ -231,8 +274,9 @@ pub fn run(config: &Config) -> Result<(), HostError> {
         next_generation: 2,
         state: State::Starting,
         metrics,
-        retired: metrics::Counters::default(),
+        retired: vec![metrics::Counters::default(); config.services.len()],
         supervision: metrics::Supervision::default(),
+        access_log,
     };
     arbiter.add_slot(first, !activated);
     for _ in 1..config.workers {
@@ -267,6 +311,14 @@ impl Arbiter<'_> {
                     sockets.push(sibling);
                     own.push(true);
                 }
+                // One socket (and accept queue) for all workers: Unix sockets have no
+                // SO_REUSEPORT groups (nor steering).
+                Err(_) if b.transport == Transport::Unix => {
+                    sockets.push(b.share().map_err(|e| {
+                        HostError::io(format!("sharing the socket {}", b.listening_line()), e)
+                    })?);
+                    own.push(false);
+                }
                 Err(e) => {
                     tracing::warn!(local = %b.local, "cannot add a SO_REUSEPORT socket ({e}); workers share this one (for systemd sockets, set ReusePort=yes)");
                     let shared = b.socket.try_clone().map_err(|e| {
@@ -276,6 +328,7 @@ impl Arbiter<'_> {
                         transport: b.transport,
                         socket: shared,
                         local: b.local,
+                        path: b.path.clone(),
                     });
                     own.push(false);
                 }
@@ -314,19 +367,59 @@ impl Arbiter<'_> {
 
     /// Answer metrics scrapes that are ready (never blocks).
     fn serve_metrics(&mut self) {
+        let ready = self.is_ready();
         let Some(endpoint) = &mut self.metrics else {
             return;
         };
-        let live = self
-            .workers
-            .iter()
-            .fold(metrics::Counters::default(), |sum, w| {
-                sum.add(self.board.cell(w.cell).counters())
-            });
-        let counters = self.retired.add(live);
+        let counters: Vec<metrics::Counters> = (0..self.retired.len())
+            .map(|service| {
+                self.workers.iter().fold(self.retired[service], |sum, w| {
+                    sum.add(self.board.cell(w.cell).counters(service))
+                })
+            })
+            .collect();
         let mut supervision = self.supervision.clone();
         supervision.workers = self.workers.len() as u64;
-        endpoint.serve(|| metrics::render(&counters, &supervision));
+        let names: Vec<&str> = self
+            .config
+            .services
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect();
+        endpoint.serve(ready, || metrics::render(&names, &counters, &supervision));
+    }
+
+    /// `/ready`: running (not starting, not stopping) and every slot has a serving worker of
+    /// the current generation (or of a reload's, which is newer).
+    fn is_ready(&self) -> bool {
+        self.state == State::Running
+            && (0..self.slots.len()).all(|slot| {
+                self.workers.iter().any(|w| {
+                    w.slot == slot && w.phase == Phase::Serving && w.generation >= self.current.id
+                })
+            })
+    }
+
+    /// USR1: reopen the access log here, then have every worker reopen it.
+    fn reopen_access_log(&mut self) {
+        let Some(sink) = &mut self.access_log else {
+            tracing::debug!("SIGUSR1: no --access-log to reopen");
+            return;
+        };
+        if let Err(e) = sink.reopen(self.identity.as_ref()) {
+            tracing::error!("SIGUSR1: reopening the access log: {e}; it stays as it was");
+            return;
+        }
+        for w in &self.workers {
+            self.board
+                .cell(w.cell)
+                .reopen
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        tracing::info!(
+            workers = self.workers.len(),
+            "SIGUSR1: access log reopened; the workers follow within half a second"
+        );
     }
 
     /// Sleep until a signal, a worker report, or the next tick.
@@ -408,9 +501,9 @@ impl Arbiter<'_> {
         let spawned = spawn(WorkerSpec {
             arbiter: nix::unistd::getpid(),
             slot,
+            access_log: self.access_log.as_ref(),
             sockets: &self.slots[slot].sockets,
-            snapshot: &gen.snapshot,
-            tls: gen.tls.as_ref(),
+            generation: gen,
             cell: self.board.cell(cell),
             config: self.config,
             identity: self.identity.as_ref(),
@@ -461,6 +554,7 @@ impl Arbiter<'_> {
             Signal::SIGTERM | Signal::SIGINT => self.stop(false, sig),
             Signal::SIGQUIT => self.stop(true, sig),
             Signal::SIGHUP => self.begin_reload(),
+            Signal::SIGUSR1 => self.reopen_access_log(),
             Signal::SIGTTIN if self.state == State::Running => match self.add_sibling_slot() {
                 Ok(()) => tracing::info!(workers = self.slots.len(), "SIGTTIN: one worker more"),
                 Err(e) => tracing::warn!("SIGTTIN: cannot add a worker: {e}"),
@@ -545,9 +639,13 @@ impl Arbiter<'_> {
             self.reload_again = true;
             return;
         }
-        tracing::info!(plugin = %self.config.plugin.display(), "reload started");
+        tracing::info!("reload started: re-reading the configuration, plugins and certificates");
         crate::notify::reloading();
-        match Generation::prepare(self.next_generation, self.config) {
+        let prepared = crate::config::reload().and_then(|config| {
+            same_sockets(self.config, &config)?;
+            Generation::prepare(self.next_generation, config)
+        });
+        match prepared {
             Ok(generation) => {
                 self.next_generation += 1;
                 self.reload = Some(Reload {
@@ -643,7 +741,7 @@ impl Arbiter<'_> {
         for w in &mut self.workers {
             for report in w.status.read() {
                 match report {
-                    Report::Ready(plugin) => {
+                    Report::Ready(plugins) => {
                         if w.phase == Phase::Starting {
                             w.phase = Phase::Serving;
                             // Its event loop beats from now on; loading the plugin may have
@@ -651,8 +749,8 @@ impl Arbiter<'_> {
                             let cell = self.board.cell(w.cell);
                             cell.heartbeat_ms.store(now_ms(), Ordering::Relaxed);
                         }
-                        if plugin.is_some() && w.generation >= self.current.id {
-                            self.supervision.plugin = plugin;
+                        if !plugins.is_empty() && w.generation >= self.current.id {
+                            self.supervision.plugins = plugins;
                         }
                     }
                     Report::Failed(message) => {
@@ -684,9 +782,16 @@ impl Arbiter<'_> {
                 crate::announce_metrics(endpoint.local_addr())?;
             }
             crate::notify::ready();
+            let services: Vec<&str> = self
+                .config
+                .services
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect();
             tracing::info!(
                 workers = self.workers.len(),
                 pid = std::process::id(),
+                services = %services.join(","),
                 "serving in process mode"
             );
         }
@@ -740,9 +845,12 @@ impl Arbiter<'_> {
                 Report::Failed(m) => Some(m),
                 _ => None,
             });
-            let counted = self.board.cell(w.cell).counters();
-            let accepted = counted.accepted;
-            self.retired = self.retired.add(counted.without_gauges());
+            let mut accepted = 0;
+            for (service, retired) in self.retired.iter_mut().enumerate() {
+                let counted = self.board.cell(w.cell).counters(service);
+                accepted += counted.accepted;
+                *retired = retired.add(counted.without_gauges());
+            }
             self.free_cells.push(w.cell);
             let expected = matches!(w.phase, Phase::Retiring { .. });
             if w.timed_out {
@@ -962,4 +1070,49 @@ impl Arbiter<'_> {
             let _ = waitpid(w.pid, None);
         }
     }
+}
+
+/// A reload keeps the listening sockets: the re-read configuration must have the same
+/// services with the same binds (a change to them needs a restart).
+fn same_sockets(running: &Config, reread: &Config) -> Result<(), HostError> {
+    let shape = |c: &Config| -> Vec<(String, Vec<String>)> {
+        c.services
+            .iter()
+            .map(|s| {
+                (
+                    s.name.clone(),
+                    s.binds.iter().map(ToString::to_string).collect(),
+                )
+            })
+            .collect()
+    };
+    let process_wide = |c: &Config| {
+        format!(
+            "{:?}",
+            (
+                c.backlog,
+                c.concurrency,
+                c.workers,
+                c.timeout,
+                c.graceful_timeout,
+                c.max_requests,
+                &c.pid_file,
+                &c.user,
+                &c.group,
+                c.log_level,
+                c.metrics_bind,
+            )
+        )
+    };
+    if process_wide(running) != process_wide(reread) {
+        tracing::warn!("reload: process-wide settings changed in the configuration (workers, user, pid-file, ...); they take effect at the next start");
+    }
+    if shape(running) != shape(reread) {
+        return Err(HostError::Config(
+            "the services or their binds changed in the configuration; a reload keeps the \
+             listening sockets, so restart sockhost to apply that"
+                .to_string(),
+        ));
+    }
+    Ok(())
 }

@@ -12,7 +12,7 @@ use nix::fcntl::OFlag;
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 
 /// The signals the arbiter acts on.
-pub const HANDLED: [Signal; 8] = [
+pub const HANDLED: [Signal; 9] = [
     Signal::SIGTERM,
     Signal::SIGINT,
     Signal::SIGQUIT,
@@ -21,6 +21,7 @@ pub const HANDLED: [Signal; 8] = [
     Signal::SIGTTOU,
     Signal::SIGCHLD,
     Signal::SIGPIPE,
+    Signal::SIGUSR1,
 ];
 
 static WRITE_FD: AtomicI32 = AtomicI32::new(-1);
@@ -125,10 +126,21 @@ impl Drop for ForkGuard {
 /// (or the worker's own handler, once installed) and nothing reaches the arbiter's pipe.
 /// SIGPIPE stays ignored: a write to a socket that is shut down must fail with EPIPE, not
 /// kill the worker (not every writer can pass `MSG_NOSIGNAL`; tokio-rustls' `writev` does
-/// not).
+/// not). SIGUSR1 is ignored until the worker's event loop handles it: `systemctl kill -s USR1`
+/// and `pkill -USR1 sockhost` reach workers too, and its default action would end them.
 pub fn reset_in_child(guard: ForkGuard) {
     WRITE_FD.store(-1, Ordering::Relaxed);
-    for sig in HANDLED.into_iter().filter(|s| *s != Signal::SIGPIPE) {
+    // SAFETY: SIG_IGN installs no handler code.
+    let _ = unsafe {
+        sigaction(
+            Signal::SIGUSR1,
+            &SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty()),
+        )
+    };
+    for sig in HANDLED
+        .into_iter()
+        .filter(|s| !matches!(s, Signal::SIGPIPE | Signal::SIGUSR1))
+    {
         // SAFETY: restoring the default disposition has no preconditions.
         let _ = unsafe {
             sigaction(

@@ -59,10 +59,9 @@ impl Snapshot {
         )
         .map_err(|e| HostError::io("creating the plugin snapshot (memfd)", e.into()))?;
         let mut dst = File::from(fd);
-        std::io::copy(&mut src, &mut dst)
+        copy_by_value(&mut src, &mut dst)
             .map_err(|e| HostError::io(format!("copying plugin {}", path.display()), e))?;
-        fcntl(&dst, FcntlArg::F_ADD_SEALS(SEALS))
-            .map_err(|e| HostError::io("sealing the plugin snapshot (memfd)", e.into()))?;
+        seal(&dst).map_err(|e| HostError::io("sealing the plugin snapshot (memfd)", e.into()))?;
         Ok(Snapshot {
             path: path.to_path_buf(),
             fd: dst.into(),
@@ -77,6 +76,41 @@ impl Snapshot {
     /// The descriptor a worker must keep open until it has loaded the plugin.
     pub fn raw_fd(&self) -> i32 {
         self.fd.as_raw_fd()
+    }
+}
+
+/// Copy with `read`/`write` through a buffer of our own.
+///
+/// `std::io::copy` between two files takes the kernel's zero-copy paths (`copy_file_range`,
+/// `sendfile`, `splice`); pages of the memfd that such a path still references when we
+/// seal it make `F_SEAL_WRITE` fail with `EBUSY` (seen once in CI on a loaded machine).
+/// A plugin is a few MiB at most, copied once per generation: plain copies cost nothing.
+fn copy_by_value(src: &mut File, dst: &mut File) -> std::io::Result<()> {
+    use std::io::{Read, Write};
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        match src.read(&mut buf) {
+            Ok(0) => return dst.flush(),
+            Ok(n) => dst.write_all(&buf[..n])?,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Add every seal. `F_SEAL_WRITE` answers `EBUSY` while something still holds a reference
+/// to one of the file's pages (the kernel itself waits ~150 ms for such references first);
+/// retry a few times, bounded, before giving up with the kernel's error.
+fn seal(file: &File) -> nix::Result<()> {
+    let mut attempt = 0;
+    loop {
+        match fcntl(file, FcntlArg::F_ADD_SEALS(SEALS)) {
+            Err(nix::errno::Errno::EBUSY) if attempt < 5 => {
+                attempt += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20 << attempt));
+            }
+            other => return other.map(drop),
+        }
     }
 }
 

@@ -17,14 +17,13 @@ use nix::unistd::{fork, getppid, ForkResult, Pid};
 
 use super::board::{now_ms, Cell};
 use super::signals;
-use super::snapshot::Snapshot;
 use super::status::{Report, StatusReader, StatusWriter};
+use super::Generation;
 use crate::bind::Bound;
 use crate::cli::Config;
 use crate::error::HostError;
 use crate::plugin::Plugin;
 use crate::privileges::Identity;
-use crate::tls::Tls;
 use crate::worker;
 
 /// What one worker is started with.
@@ -32,10 +31,14 @@ pub struct WorkerSpec<'a> {
     /// The arbiter's pid (set by [`spawn`]).
     pub arbiter: Pid,
     pub slot: usize,
+    /// The arbiter's open `--access-log`, inherited.
+    pub access_log: Option<&'a crate::access_log::Sink>,
+    /// Every service's sockets, in the order of the configuration's binds.
     pub sockets: &'a [Bound],
-    pub snapshot: &'a Snapshot,
-    pub tls: Option<&'a Tls>,
+    /// The configuration, plugin snapshots and TLS of the worker's generation.
+    pub generation: &'a Generation,
     pub cell: &'static Cell,
+    /// The process-wide settings (as at startup).
     pub config: &'a Config,
     pub identity: Option<&'a Identity>,
 }
@@ -81,9 +84,15 @@ fn child_main(spec: WorkerSpec<'_>, status: OwnedFd, arbiter: Pid) -> ! {
     if getppid() != arbiter {
         exit_now(1);
     }
-    let mut keep: Vec<i32> = vec![0, 1, 2, status.as_raw_fd(), spec.snapshot.raw_fd()];
+    let mut keep: Vec<i32> = vec![0, 1, 2, status.as_raw_fd()];
+    keep.extend(spec.generation.snapshots.iter().map(|s| s.raw_fd()));
     keep.extend(spec.sockets.iter().map(|b| b.socket.as_raw_fd()));
+    keep.extend(spec.access_log.and_then(|a| a.raw_fd()));
     close_all_but(&keep);
+    crate::proc_title::set(
+        &format!("sockhost: worker {} gen {}", spec.slot, spec.generation.id),
+        &format!("sockhost w{} g{}", spec.slot, spec.generation.id),
+    );
     let mut status = StatusWriter::new(status);
     let code = match serve(&spec, &mut status) {
         Ok(()) => 0,
@@ -106,48 +115,83 @@ fn serve(spec: &WorkerSpec<'_>, status: &mut StatusWriter) -> Result<(), String>
             return Err("the arbiter exited while this worker was starting".to_string());
         }
     }
-    let config = spec.config;
-    let plugin = Plugin::load_snapshot(&spec.snapshot.path, &spec.snapshot.load_path())
-        .map_err(|e| e.to_string())?;
-    // Loaded (mapped): the worker needs the snapshot's descriptor no more.
-    // SAFETY: its owner is a copy of arbiter state that this child never drops (it ends in
-    // `_exit`), so nothing else closes or uses this descriptor here.
-    unsafe { nix::libc::close(spec.snapshot.raw_fd()) };
-    plugin
-        .check_binds(&config.binds)
-        .map_err(|e| e.to_string())?;
-    let factory = plugin
-        .factory(&config.plugin_opts, config.log_level)
-        .map_err(|e| e.to_string())?;
+    let generation = spec.generation;
+    let mut plugins = Vec::new();
+    for snapshot in &generation.snapshots {
+        plugins.push(
+            Plugin::load_snapshot(&snapshot.path, &snapshot.load_path())
+                .map_err(|e| e.to_string())?,
+        );
+        // Loaded (mapped): the worker needs the snapshot's descriptor no more.
+        // SAFETY: its owner is a copy of arbiter state that this child never drops (it ends
+        // in `_exit`), so nothing else closes or uses this descriptor here.
+        unsafe { nix::libc::close(snapshot.raw_fd()) };
+    }
+    let many = generation.config.services.len() > 1;
+    let mut factories = Vec::new();
+    for (i, service) in generation.config.services.iter().enumerate() {
+        let plugin = &plugins[generation.plugin_of[i]];
+        let named = |e: HostError| match many {
+            true => format!("service {}: {e}", service.name),
+            false => e.to_string(),
+        };
+        plugin.check_binds(&service.binds).map_err(named)?;
+        factories.push(plugin.factory(&service.plugin_opts).map_err(named)?);
+    }
     // Take over the inherited descriptors themselves (not duplicates): when this worker
     // stops accepting and drops them, its copy of the socket must really close, so that once
     // the arbiter has closed its own a connection attempt is refused (a load balancer then
     // retries elsewhere) instead of queueing for a process that will never accept it.
-    let sockets: Vec<Bound> = spec
-        .sockets
+    let mut sockets = spec.sockets.iter().map(|b| Bound {
+        transport: b.transport,
+        // SAFETY: in this forked child the descriptor is owned by a copy of arbiter state
+        // that is never used or dropped again (the child ends in `_exit`), so the new
+        // `Socket` is its only owner.
+        socket: unsafe { socket2::Socket::from_raw_fd(b.socket.as_raw_fd()) },
+        local: b.local,
+        path: b.path.clone(),
+    });
+    let services: Vec<worker::Service> = generation
+        .config
+        .services
         .iter()
-        .map(|b| Bound {
-            transport: b.transport,
-            // SAFETY: in this forked child the descriptor is owned by a copy of arbiter state
-            // that is never used or dropped again (the child ends in `_exit`), so the new
-            // `Socket` is its only owner.
-            socket: unsafe { socket2::Socket::from_raw_fd(b.socket.as_raw_fd()) },
-            local: b.local,
+        .zip(factories)
+        .enumerate()
+        .map(|(i, (service, factory))| worker::Service {
+            name: service.name.clone(),
+            listeners: sockets.by_ref().take(service.binds.len()).collect(),
+            factory,
+            settings: service.worker_settings(generation.tls[i].clone()),
         })
         .collect();
-    status.send(&Report::Ready(Some((
-        plugin.meta.name.clone(),
-        plugin.meta.version.clone(),
-    ))));
+    status.send(&Report::Ready(
+        generation
+            .plugin_of
+            .iter()
+            .map(|&p| {
+                (
+                    plugins[p].meta.name.clone(),
+                    plugins[p].meta.version.clone(),
+                )
+            })
+            .collect(),
+    ));
     tracing::debug!(pid = std::process::id(), slot = spec.slot, "worker serving");
 
     let cell = spec.cell;
     let retiring_status = StatusWriter::new(status.try_clone().map_err(|e| e.to_string())?);
     let draining_status = StatusWriter::new(status.try_clone().map_err(|e| e.to_string())?);
+    let mut reopened = 0;
     let hooks = worker::Hooks {
         heartbeat: Some(Box::new(move |counters| {
             cell.heartbeat_ms.store(now_ms(), Ordering::Relaxed);
             cell.post(counters);
+            // USR1 to the arbiter: it has reopened the access log; follow.
+            let asked = cell.reopen.load(Ordering::Relaxed);
+            if asked != reopened {
+                reopened = asked;
+                crate::access_log::reopen();
+            }
         })),
         metrics: None,
         retiring: Some(Box::new(move || {
@@ -162,13 +206,8 @@ fn serve(spec: &WorkerSpec<'_>, status: &mut StatusWriter) -> Result<(), String>
         stopping: None,
         serving: None,
     };
-    worker::run(
-        sockets,
-        factory,
-        config.worker_settings(spec.tls.cloned()),
-        hooks,
-    )
-    .map_err(|e| e.to_string())
+    let settings = spec.config.worker_settings(spec.access_log.cloned());
+    worker::run(services, settings, hooks).map_err(|e| e.to_string())
 }
 
 /// Close every descriptor not in `keep`.

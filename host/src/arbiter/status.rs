@@ -12,8 +12,8 @@ use std::os::fd::OwnedFd;
 /// What a worker reports.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Report {
-    /// Serving, with the plugin's name and version.
-    Ready(Option<(String, String)>),
+    /// Serving, with each service's plugin name and version.
+    Ready(Vec<(String, String)>),
     Failed(String),
     Retiring,
     Draining,
@@ -22,12 +22,16 @@ pub enum Report {
 impl Report {
     fn encode(&self) -> String {
         match self {
-            Report::Ready(None) => "ready\n".to_string(),
-            Report::Ready(Some((name, version))) => format!(
-                "ready {} {}\n",
-                name.replace([' ', '\n'], "_"),
-                version.replace([' ', '\n'], "_")
-            ),
+            Report::Ready(plugins) => {
+                let mut line = "ready".to_string();
+                for (name, version) in plugins {
+                    line.push(' ');
+                    line.push_str(&name.replace([' ', '\n'], "_"));
+                    line.push(' ');
+                    line.push_str(&version.replace([' ', '\n'], "_"));
+                }
+                line + "\n"
+            }
             Report::Failed(m) => format!("failed {}\n", m.replace('\n', " ")),
             Report::Retiring => "retiring\n".to_string(),
             Report::Draining => "draining\n".to_string(),
@@ -36,12 +40,19 @@ impl Report {
 
     fn decode(line: &str) -> Option<Report> {
         match line {
-            "ready" => Some(Report::Ready(None)),
+            "ready" => Some(Report::Ready(Vec::new())),
             _ if line.starts_with("ready ") => {
-                let mut words = line.split(' ').skip(1);
-                let name = words.next().unwrap_or_default().to_string();
-                let version = words.next().unwrap_or_default().to_string();
-                Some(Report::Ready(Some((name, version))))
+                let words: Vec<&str> = line.split(' ').skip(1).collect();
+                let plugins = words
+                    .chunks(2)
+                    .map(|p| {
+                        (
+                            p[0].to_string(),
+                            p.get(1).copied().unwrap_or_default().to_string(),
+                        )
+                    })
+                    .collect();
+                Some(Report::Ready(plugins))
             }
             "retiring" => Some(Report::Retiring),
             "draining" => Some(Report::Draining),
@@ -115,13 +126,19 @@ mod tests {
         let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_NONBLOCK).unwrap();
         let mut writer = StatusWriter::new(w);
         let mut reader = StatusReader::new(r);
-        writer.send(&Report::Ready(Some(("echo".into(), "0.1.0".into()))));
+        writer.send(&Report::Ready(vec![
+            ("echo".into(), "0.1.0".into()),
+            ("kv".into(), "0.2.0".into()),
+        ]));
         writer.send(&Report::Failed("plugin x: bad\nthing".into()));
         writer.send(&Report::Retiring);
         assert_eq!(
             reader.read(),
             vec![
-                Report::Ready(Some(("echo".into(), "0.1.0".into()))),
+                Report::Ready(vec![
+                    ("echo".into(), "0.1.0".into()),
+                    ("kv".into(), "0.2.0".into())
+                ]),
                 Report::Failed("plugin x: bad thing".into()),
                 Report::Retiring
             ]

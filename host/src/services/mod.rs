@@ -27,55 +27,70 @@ use plugin_api::ConnId;
 use tokio::sync::mpsc;
 
 use crate::connections::Connections;
-use crate::tcp::connection::{Limits, HIGH_WATER};
-use endpoint::Event;
+use crate::tcp::connection::HIGH_WATER;
+use endpoint::{Endpoint, Event};
 use timers::{TimerKind, Timers};
 
-/// One worker's services.
+thread_local! {
+    /// The service whose plugin code runs now (set by the drivers before they call a
+    /// consumer or factory): an outbound connection a plugin opens belongs to it.
+    static CURRENT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Plugin code of service `service` is about to run on this thread.
+#[inline]
+pub fn enter(service: usize) {
+    CURRENT.set(service);
+}
+
+/// One worker's services, over the connection sets of all its services (a [`ConnId`] says
+/// which set it is in).
 pub struct Hub {
-    connections: Rc<Connections>,
+    sets: Vec<Rc<Connections>>,
     timers: Rc<Timers>,
     wake_tx: mpsc::UnboundedSender<(ConnId, u64)>,
-    limits: Limits,
 }
 
 impl Hub {
     /// The hub of a worker, with its background tasks (timers, wakes) spawned on the current
     /// `LocalSet`; they end when the worker's runtime does.
-    pub fn start(connections: Rc<Connections>, limits: Limits) -> Rc<Hub> {
+    pub fn start(sets: Vec<Rc<Connections>>) -> Rc<Hub> {
         let (wake_tx, mut wake_rx) = mpsc::unbounded_channel::<(ConnId, u64)>();
         let hub = Rc::new(Hub {
-            connections,
+            sets,
             timers: Rc::new(Timers::default()),
             wake_tx,
-            limits,
         });
         let h = hub.clone();
         tokio::task::spawn_local(async move {
             while let Some((id, token)) = wake_rx.recv().await {
-                h.connections
-                    .with_endpoint(id, |ep| ep.event(Event::Woken(token), id));
+                h.with_endpoint(id, |ep| ep.event(Event::Woken(token), id));
             }
         });
         let h = hub.clone();
         tokio::task::spawn_local(async move {
-            let connections = h.connections.clone();
-            h.timers
-                .run(|id, kind| fire(&connections, &h.timers, id, kind))
-                .await
+            h.timers.run(|id, kind| fire(&h, &h.timers, id, kind)).await
         });
         hub
     }
 
-    /// The worker's connection set.
+    /// The connection set of the service whose plugin code runs now.
     pub fn connections(&self) -> &Rc<Connections> {
-        &self.connections
+        let current = CURRENT.get();
+        self.sets.get(current).unwrap_or(&self.sets[0])
+    }
+
+    /// Run `f` on the endpoint of connection `id`, in whichever service's set it is.
+    fn with_endpoint<R>(&self, id: ConnId, f: impl FnOnce(&mut Endpoint) -> R) -> Option<R> {
+        self.sets
+            .get(Connections::service_of(id))?
+            .with_endpoint(id, f)
     }
 }
 
 /// A timer came due.
-fn fire(connections: &Connections, timers: &Timers, id: ConnId, kind: TimerKind) {
-    connections.with_endpoint(id, |ep| match kind {
+fn fire(hub: &Hub, timers: &Timers, id: ConnId, kind: TimerKind) {
+    hub.with_endpoint(id, |ep| match kind {
         TimerKind::User(token) => ep.event(Event::Timer(token), id),
         TimerKind::Idle => {
             let Some(Some(timeout)) = ep.idle_timeout else {
@@ -93,30 +108,32 @@ fn fire(connections: &Connections, timers: &Timers, id: ConnId, kind: TimerKind)
 
 impl Backend for Hub {
     fn post(&self, to: ConnId, data: &[u8]) -> PostStatus {
-        let max = self.limits.max_pending;
-        self.connections
-            .with_endpoint(to, |ep| {
-                if ep.closing {
-                    return PostStatus::Gone;
-                }
-                let queued = ep.pending + ep.posted_len() + data.len();
-                if queued > max {
-                    ep.closing = true;
-                    ep.event(Event::Overflow, to);
-                    return PostStatus::Overflow;
-                }
-                ep.post(data, to);
-                if queued > HIGH_WATER {
-                    PostStatus::Backlogged
-                } else {
-                    PostStatus::Queued
-                }
-            })
-            .unwrap_or(PostStatus::Gone)
+        let Some(set) = self.sets.get(Connections::service_of(to)) else {
+            return PostStatus::Gone;
+        };
+        let max = set.max_pending();
+        set.with_endpoint(to, |ep| {
+            if ep.closing {
+                return PostStatus::Gone;
+            }
+            let queued = ep.pending + ep.posted_len() + data.len();
+            if queued > max {
+                ep.closing = true;
+                ep.event(Event::Overflow, to);
+                return PostStatus::Overflow;
+            }
+            ep.post(data, to);
+            if queued > HIGH_WATER {
+                PostStatus::Backlogged
+            } else {
+                PostStatus::Queued
+            }
+        })
+        .unwrap_or(PostStatus::Gone)
     }
 
     fn close(&self, id: ConnId) {
-        self.connections.with_endpoint(id, |ep| {
+        self.with_endpoint(id, |ep| {
             if !ep.closing {
                 ep.closing = true;
                 ep.event(Event::Close, id);
@@ -125,7 +142,7 @@ impl Backend for Hub {
     }
 
     fn shutdown_write(&self, id: ConnId) {
-        self.connections.with_endpoint(id, |ep| {
+        self.with_endpoint(id, |ep| {
             if !ep.closing {
                 ep.event(Event::ShutdownWrite, id);
             }
@@ -133,7 +150,7 @@ impl Backend for Hub {
     }
 
     fn set_timer(&self, id: ConnId, after: Duration, token: u64) -> Option<TimerId> {
-        self.connections.with_endpoint(id, |_| ())?;
+        self.with_endpoint(id, |_| ())?;
         Some(self.timers.set(id, after, TimerKind::User(token)))
     }
 
@@ -142,7 +159,7 @@ impl Backend for Hub {
     }
 
     fn pause_reading(&self, id: ConnId, paused: bool) {
-        self.connections.with_endpoint(id, |ep| {
+        self.with_endpoint(id, |ep| {
             if ep.paused != paused {
                 ep.paused = paused;
                 if !paused {
@@ -153,7 +170,7 @@ impl Backend for Hub {
     }
 
     fn set_idle_timeout(&self, id: ConnId, timeout: Option<Duration>) {
-        let arm = self.connections.with_endpoint(id, |ep| {
+        let arm = self.with_endpoint(id, |ep| {
             let first = ep.idle_timeout.is_none();
             ep.idle_timeout = Some(timeout);
             ep.last_read = tokio::time::Instant::now();
@@ -166,7 +183,7 @@ impl Backend for Hub {
     }
 
     fn waker(&self, id: ConnId, token: u64) -> Option<Waker> {
-        let alive = self.connections.with_endpoint(id, |ep| ep.alive())?;
+        let alive = self.with_endpoint(id, |ep| ep.alive())?;
         Some(Waker::new(Arc::new(WakeTarget {
             tx: self.wake_tx.clone(),
             alive,

@@ -88,8 +88,10 @@ fn failed(registration: &Registration, session: &mut Session, target: &str, why:
     registration.with_endpoint(|ep| ep.closing = true);
     tracing::debug!(%target, "outbound connection failed: {why}");
     if let Err(message) = session.lose(LostReason::ConnectFailed) {
-        metrics::bump(&metrics.plugin_panics, 1);
-        tracing::warn!(%target, "plugin panicked in connection_lost: {message}");
+        let panics = &metrics.plugin_panics;
+        let what = "plugin panicked in connection_lost";
+        let service = registration.service_name();
+        crate::logging::plugin_panic(panics, service, target, what, &message, "connection failed");
     }
 }
 

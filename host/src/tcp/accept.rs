@@ -1,10 +1,12 @@
-//! The accept loop of one listening socket.
+//! The accept loop of one listening socket: TCP or Unix-domain (both are streams served
+//! the same way; see [`Acceptor`] for what a consumer learns of a Unix peer).
 //!
 //! `--max-connections` is a semaphore shared by all of a worker's listeners: a permit is
 //! taken *before* `accept`, so at the limit the worker stops accepting and new connections
 //! wait in the kernel's backlog (they are not accepted and then dropped). The permit is
 //! released when the connection task ends.
 
+use std::cell::RefCell;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -12,12 +14,67 @@ use std::time::Duration;
 
 use plugin_api::{ConnInfo, Transport};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
+use tracing::Level;
 
 use crate::bind::canonical;
-use crate::proxy_protocol;
+use crate::cidr::Cidr;
+use crate::rate_limit::RateLimit;
 use crate::tcp::connection::{Connection, Slot};
 use crate::worker::Shared;
+use crate::{access_log, proxy_protocol};
+
+/// A listening stream socket: TCP or Unix.
+#[allow(async_fn_in_trait)] // used with concrete types on one thread only
+pub trait Acceptor: 'static {
+    type Stream: AsyncRead + AsyncWrite + Unpin + 'static;
+    /// `tcp` or `unix`, for the access log.
+    const TRANSPORT: &'static str;
+    /// The next connection and what its consumer is told about it.
+    async fn next(&self) -> io::Result<(Self::Stream, ConnInfo)>;
+}
+
+/// A TCP listener; for a wildcard bind each connection asks the kernel for its local address.
+pub struct Tcp {
+    listener: TcpListener,
+    fixed_local: Option<SocketAddr>,
+}
+
+impl Tcp {
+    pub fn new(listener: TcpListener) -> Tcp {
+        let fixed_local = listener
+            .local_addr()
+            .ok()
+            .filter(|a| !a.ip().is_unspecified());
+        Tcp {
+            listener,
+            fixed_local,
+        }
+    }
+}
+
+impl Acceptor for Tcp {
+    type Stream = tokio::net::TcpStream;
+    const TRANSPORT: &'static str = "tcp";
+
+    async fn next(&self) -> io::Result<(Self::Stream, ConnInfo)> {
+        let (stream, peer) = self.listener.accept().await?;
+        let _ = stream.set_nodelay(true);
+        let local = self
+            .fixed_local
+            .or_else(|| stream.local_addr().ok().map(canonical))
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+        Ok((
+            stream,
+            ConnInfo::new(Transport::Tcp, canonical(peer), local),
+        ))
+    }
+}
+
+#[cfg_attr(unix, path = "accept/unix_socket_unix.rs")]
+#[cfg_attr(windows, path = "accept/unix_socket_windows.rs")]
+mod unix_socket;
+pub use unix_socket::Unix;
 
 #[cfg_attr(unix, path = "accept/errors_unix.rs")]
 #[cfg_attr(windows, path = "accept/errors_windows.rs")]
@@ -35,12 +92,7 @@ enum AcceptError {
 }
 
 /// Accept connections until cancelled (the worker aborts this task to stop accepting).
-pub async fn accept_loop(listener: TcpListener, shared: Rc<Shared>) {
-    // For a wildcard bind each connection asks the kernel for its local address.
-    let fixed_local = listener
-        .local_addr()
-        .ok()
-        .filter(|a| !a.ip().is_unspecified());
+pub async fn accept_loop<A: Acceptor>(acceptor: A, shared: Rc<Shared>) {
     loop {
         let permit = shared
             .limit
@@ -48,7 +100,7 @@ pub async fn accept_loop(listener: TcpListener, shared: Rc<Shared>) {
             .acquire_owned()
             .await
             .expect("the limit is never closed");
-        let (stream, peer) = match listener.accept().await {
+        let (stream, info) = match acceptor.next().await {
             Ok(accepted) => accepted,
             Err(e) => {
                 drop(permit);
@@ -64,12 +116,15 @@ pub async fn accept_loop(listener: TcpListener, shared: Rc<Shared>) {
             shared.connections.register()
         };
         let key = registration.key();
-        let _ = stream.set_nodelay(true);
-        let local = fixed_local
-            .or_else(|| stream.local_addr().ok().map(canonical))
-            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-        let info = ConnInfo::new(Transport::Tcp, canonical(peer), local);
-        tracing::trace!(peer = %info.peer, "connection accepted");
+        tracing::trace!(service = %shared.name, peer = %info.peer, "connection accepted");
+        if crate::access_log::enabled() {
+            let log_key = registration.log_key();
+            crate::access_log::opened(log_key, info.peer, info.local);
+            crate::access_log::with_open(log_key, |t| {
+                t.set_service(shared.name.clone());
+                t.set_transport(A::TRANSPORT);
+            });
+        }
         let slot = Slot {
             registration,
             _permit: Some(permit),
@@ -91,10 +146,17 @@ pub async fn accept_loop(listener: TcpListener, shared: Rc<Shared>) {
 /// A connection with a PROXY header and/or TLS in front of the protocol. One deadline,
 /// `--handshake-timeout`, covers both: a peer that sends nothing or stalls must not hold a
 /// slot. Failures are logged at debug level and cost only this connection.
-async fn serve_wrapped(slot: Slot, stream: TcpStream, mut info: ConnInfo, shared: Rc<Shared>) {
+async fn serve_wrapped<S>(slot: Slot, stream: S, mut info: ConnInfo, shared: Rc<Shared>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let deadline = tokio::time::Instant::now() + shared.handshake_timeout;
     if !shared.proxy_protocol {
         return serve_tls_or_plain(slot, stream, info, deadline, &shared).await;
+    }
+    if !trusted_proxy(&shared, info.peer) {
+        ended_before_open(&slot, "proxy_refused");
+        return;
     }
     let header = Box::pin(tokio::time::timeout_at(
         deadline,
@@ -103,16 +165,19 @@ async fn serve_wrapped(slot: Slot, stream: TcpStream, mut info: ConnInfo, shared
     let (proxied, stream) = match header.await {
         Ok(Ok(read)) => read,
         Ok(Err(why)) => {
-            tracing::debug!(peer = %info.peer, "PROXY protocol: {why}; closed");
+            tracing::debug!(service = %shared.name, peer = %info.peer, "PROXY protocol: {why}; closed");
+            ended_before_open(&slot, "proxy_failed");
             return;
         }
         Err(_) => {
-            tracing::debug!(peer = %info.peer, "no PROXY header within {:?}; closed", shared.handshake_timeout);
+            tracing::debug!(service = %shared.name, peer = %info.peer, "no PROXY header within {:?}; closed", shared.handshake_timeout);
+            ended_before_open(&slot, "handshake_timeout");
             return;
         }
     };
     if let Some(client) = proxied.source {
         info.peer = canonical(client);
+        access_log::with_open(slot.registration.log_key(), |t| t.set_peer(info.peer));
     }
     serve_tls_or_plain(slot, stream, info, deadline, &shared).await
 }
@@ -139,16 +204,28 @@ async fn serve_tls_or_plain<S>(
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {
             crate::metrics::bump(&shared.connections.metrics.tls_handshake_failures, 1);
-            tracing::debug!(peer = %info.peer, "TLS handshake failed: {e}");
+            tracing::debug!(service = %shared.name, peer = %info.peer, "TLS handshake failed: {e}");
+            ended_before_open(&slot, "tls_failed");
             return;
         }
         Err(_) => {
             crate::metrics::bump(&shared.connections.metrics.tls_handshake_failures, 1);
-            tracing::debug!(peer = %info.peer, "TLS handshake not finished within {:?}; closed", shared.handshake_timeout);
+            tracing::debug!(service = %shared.name, peer = %info.peer, "TLS handshake not finished within {:?}; closed", shared.handshake_timeout);
+            ended_before_open(&slot, "handshake_timeout");
             return;
         }
     };
     let details = crate::tls::Details::of(stream.get_ref().1);
+    access_log::with_open(slot.registration.log_key(), |t| {
+        t.set_tls(access_log::TlsSummary {
+            version: details.version,
+            alpn: details
+                .alpn
+                .as_deref()
+                .map(|a| String::from_utf8_lossy(a).into_owned()),
+            sni: details.sni.clone(),
+        })
+    });
     info.sni = details.sni;
     info.alpn = details.alpn;
     info.peer_cert_subject = details.peer_cert_subject;
@@ -157,18 +234,58 @@ async fn serve_tls_or_plain<S>(
     }
 }
 
-/// Errors from `accept`: a peer that left before we accepted is nothing; running out of
-/// descriptors or memory is logged and waited out instead of spinning.
-async fn backoff(e: io::Error) {
-    match errors::classify(&e) {
-        AcceptError::PeerGone => {}
-        AcceptError::OutOfResources => {
-            tracing::warn!("accept: {e}; pausing accepts for 100 ms (raise the fd limit or lower --max-connections)");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        AcceptError::Other => {
-            tracing::warn!("accept: {e}");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+/// The access log's reason for a connection that ended before its consumer was made.
+fn ended_before_open(slot: &Slot, reason: &'static str) {
+    access_log::with_open(slot.registration.log_key(), |t| t.set_reason(reason));
+}
+
+/// Lines about connections from outside `--proxy-protocol-from`, per worker.
+const UNTRUSTED_PROXY_WINDOW: Duration = Duration::from_secs(10);
+
+thread_local! {
+    static UNTRUSTED_PROXIES: RefCell<RateLimit> = const {
+        RefCell::new(RateLimit::new("connections from untrusted PROXY sources", Level::WARN, 1, UNTRUSTED_PROXY_WINDOW))
+    };
+}
+
+/// Whether a PROXY header from `peer` may be believed (`--proxy-protocol-from`; anyone
+/// when not given; a Unix socket's peer always: its file's rights say who connects). A
+/// connection from elsewhere is closed before a byte is read: counted, and logged
+/// (rate-limited, a client can repeat it at will).
+fn trusted_proxy(shared: &Shared, peer: SocketAddr) -> bool {
+    let from = &shared.proxy_protocol_from;
+    if from.is_empty() || peer == crate::bind::UNIX_ADDR || Cidr::any_contains(from, peer.ip()) {
+        return true;
     }
+    crate::metrics::bump(&shared.connections.metrics.proxy_refused, 1);
+    UNTRUSTED_PROXIES.with_borrow_mut(|limit| {
+        limit.log(|| tracing::warn!(%peer, "connection from outside --proxy-protocol-from; closed"))
+    });
+    false
+}
+
+/// `accept` failure lines per worker: one per window, then the count of the others.
+/// Out of descriptors, every listener of every worker fails again every 100 ms.
+const ACCEPT_ERROR_WINDOW: Duration = Duration::from_secs(10);
+
+thread_local! {
+    static ACCEPT_ERRORS: RefCell<RateLimit> =
+        const { RefCell::new(RateLimit::new("accept errors", Level::WARN, 1, ACCEPT_ERROR_WINDOW)) };
+}
+
+/// Errors from `accept`: a peer that left before we accepted is nothing; running out of
+/// descriptors or memory is logged (rate-limited) and waited out instead of spinning.
+async fn backoff(e: io::Error) {
+    let (pause, hint) = match errors::classify(&e) {
+        AcceptError::PeerGone => return,
+        AcceptError::OutOfResources => (
+            Duration::from_millis(100),
+            " (raise the fd limit or lower --max-connections)",
+        ),
+        AcceptError::Other => (Duration::from_millis(10), ""),
+    };
+    ACCEPT_ERRORS.with_borrow_mut(|limit| {
+        limit.log(|| tracing::warn!("accept: {e}; pausing accepts for {pause:?}{hint}"))
+    });
+    tokio::time::sleep(pause).await;
 }

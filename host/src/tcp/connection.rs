@@ -23,7 +23,7 @@
 //! Lifecycle: open (`connection_made`) → serving (reads and writes) → closing (the consumer
 //! asked to close: flush, half-close, linger) → closed (`connection_lost`, on drop).
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -35,8 +35,8 @@ use plugin_api::{ConnInfo, LostReason, Output};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::connections::{Expiry, Registration};
-use crate::metrics;
 use crate::services::endpoint::{Event, Work};
+use crate::{access_log, logging, metrics};
 
 /// Stop reading while more than this many bytes wait to be sent.
 pub const HIGH_WATER: usize = 256 * 1024;
@@ -63,15 +63,6 @@ impl Default for Limits {
     }
 }
 
-thread_local! {
-    /// This worker's limits (one worker per thread).
-    static MAX_PENDING: Cell<usize> = const { Cell::new(4 * 1024 * 1024) };
-}
-
-/// Set this thread's (worker's) limits.
-pub fn set_limits(limits: Limits) {
-    MAX_PENDING.set(limits.max_pending);
-}
 /// Size of the worker's shared read buffer.
 const READ_BUFFER: usize = 64 * 1024;
 /// Reads handled in one poll before yielding to other connections (fairness).
@@ -120,10 +111,35 @@ enum Ending {
 }
 
 /// What a connection holds in its worker: its entry in the connection set (cancel handle,
-/// idle stamp) and its `--max-connections` permit, both released when it ends.
+/// idle stamp) and its `--max-connections` permit, both released when it ends — and then
+/// its access log record is written (with the access log on, accepted connections have a
+/// tally keyed by their entry, from accept to here, so the connection itself does not
+/// grow).
 pub struct Slot {
     pub registration: Registration,
     pub _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl Slot {
+    /// Bytes read from the peer: counted for the worker and the connection.
+    #[inline]
+    fn received(&self, n: usize) {
+        metrics::bump(&self.registration.metrics().bytes_in, n as u64);
+        access_log::with_open(self.registration.log_key(), |t| t.count(n as u64, 0));
+    }
+
+    /// Bytes written to the peer: counted for the worker and the connection.
+    #[inline]
+    fn sent(&self, n: usize) {
+        metrics::bump(&self.registration.metrics().bytes_out, n as u64);
+        access_log::with_open(self.registration.log_key(), |t| t.count(0, n as u64));
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        access_log::closed(self.registration.log_key());
+    }
 }
 
 /// One connection's state. Dropping it (also when the task is cancelled by the keep-alive
@@ -156,8 +172,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 Session::new(consumer),
             )),
             Err(message) => {
-                metrics::bump(&slot.registration.metrics().plugin_panics, 1);
-                tracing::warn!(peer = %info.peer, "plugin panicked making a consumer: {message}; connection closed");
+                access_log::with_open(slot.registration.log_key(), |t| t.set_reason("error"));
+                let panics = &slot.registration.metrics().plugin_panics;
+                logging::plugin_panic(
+                    panics,
+                    slot.registration.service_name(),
+                    info.peer,
+                    "plugin panicked making a consumer",
+                    &message,
+                    "connection closed",
+                );
                 None
             }
         }
@@ -190,6 +214,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     #[allow(clippy::manual_async_fn)] // deliberate, see above
     pub fn run(mut self) -> impl std::future::Future<Output = ()> {
         async move {
+            crate::services::enter(self.slot.registration.service());
             let ending = match self.call(Input::Made) {
                 Err(reason) => Ending::Now(reason),
                 Ok(()) => std::future::poll_fn(|cx| self.poll_serve(cx)).await,
@@ -221,6 +246,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// wakers, so an idle connection's future holds no readiness future and no timer (the
     /// keep-alive sweeper cancels this task if it stays idle).
     fn poll_serve(&mut self, cx: &mut Context<'_>) -> Poll<Ending> {
+        crate::services::enter(self.slot.registration.service());
         let mut reads = 0;
         loop {
             let paused = match self.poll_services(cx) {
@@ -285,10 +311,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 }
                 Poll::Ready(Ok(())) => {
                     self.slot.registration.touch();
-                    metrics::bump(
-                        &self.slot.registration.metrics().bytes_in,
-                        buf.filled().len() as u64,
-                    );
+                    self.slot.received(buf.filled().len());
                     self.session.deliver(Input::Data(buf.filled()), out)
                 }
             };
@@ -372,7 +395,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             tracing::debug!(peer = %self.peer, "consumer wrote after shutting down its side; dropped");
             return Ok(());
         }
-        if self.pending.len() + data.len() > MAX_PENDING.get() {
+        if self.pending.len() + data.len() > self.slot.registration.max_pending() {
             return Err(self.over_limit("output"));
         }
         self.pending.extend_from_slice(data);
@@ -386,13 +409,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// The connection's unsent output passed `--max-pending`: it ends now.
     fn over_limit(&self, what: &str) -> LostReason {
         metrics::bump(&self.slot.registration.metrics().output_limit_closes, 1);
-        tracing::debug!(peer = %self.peer, "unsent {what} above --max-pending ({} bytes); closed", MAX_PENDING.get());
+        tracing::debug!(peer = %self.peer, "unsent {what} above --max-pending ({} bytes); closed", self.slot.registration.max_pending());
         LostReason::Error
     }
 
     fn panicked(&self, message: &str) -> LostReason {
-        metrics::bump(&self.slot.registration.metrics().plugin_panics, 1);
-        tracing::warn!(peer = %self.peer, "plugin panicked: {message}; closing this connection");
+        let panics = &self.slot.registration.metrics().plugin_panics;
+        logging::plugin_panic(
+            panics,
+            self.slot.registration.service_name(),
+            self.peer,
+            "plugin panicked",
+            message,
+            "closing this connection",
+        );
         LostReason::Error
     }
 
@@ -415,7 +445,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 match Pin::new(&mut self.stream).poll_write(cx, data) {
                     Poll::Ready(Ok(0)) => return Err(LostReason::PeerClosed),
                     Poll::Ready(Ok(n)) => {
-                        metrics::bump(&self.slot.registration.metrics().bytes_out, n as u64);
+                        self.slot.sent(n);
                         data = &data[n..];
                     }
                     Poll::Ready(Err(e)) => return Err(lost_on(e)),
@@ -450,7 +480,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         }
         if sent > 0 {
             self.slot.registration.touch();
-            metrics::bump(&self.slot.registration.metrics().bytes_out, sent as u64);
+            self.slot.sent(sent);
         }
         if sent == self.pending.len() {
             // Give the memory back: an idle connection holds no buffer.
@@ -517,10 +547,23 @@ impl<S> Drop for Connection<S> {
         self.slot.registration.with_endpoint(|ep| ep.closing = true);
         let metrics = self.slot.registration.metrics();
         // A panicked session has already ended (with Error) and is counted as such.
-        metrics.closed(self.session.lost_reason().unwrap_or(self.reason));
+        let ended = self.session.lost_reason().unwrap_or(self.reason);
+        metrics.closed(ended);
+        // `--log-level debug`: one line per connection (the access log has the figures).
+        tracing::debug!(peer = %self.peer, reason = %access_log::reason(ended), service = %self.slot.registration.service_name(), "connection closed");
+        access_log::with_open(self.slot.registration.log_key(), |t| {
+            t.set_reason(access_log::reason(ended))
+        });
         if let Err(message) = self.session.lose(self.reason) {
-            metrics::bump(&metrics.plugin_panics, 1);
-            tracing::warn!(peer = %self.peer, "plugin panicked in connection_lost: {message}");
+            let panics = &metrics.plugin_panics;
+            logging::plugin_panic(
+                panics,
+                self.slot.registration.service_name(),
+                self.peer,
+                "plugin panicked in connection_lost",
+                &message,
+                "closed",
+            );
         }
     }
 }

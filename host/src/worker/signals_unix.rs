@@ -1,6 +1,8 @@
 //! The worker's signals on Unix: TERM/INT stop gracefully, QUIT at once, HUP asks for a
 //! reload; TTIN/TTOU belong to the arbiter and are swallowed here so that a worker is not
-//! suspended by their default action.
+//! suspended by their default action. USR1 reopens thread mode's access log (in process
+//! mode the arbiter flags its workers through the board, and a USR1 sent to a worker itself
+//! does the same).
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
@@ -15,6 +17,7 @@ pub struct StopSignals {
     hup: Signal,
     ttin: Signal,
     ttou: Signal,
+    usr1: Signal,
 }
 
 impl StopSignals {
@@ -32,6 +35,7 @@ impl StopSignals {
             hup: listen(SignalKind::hangup())?,
             ttin: listen(SignalKind::from_raw(nix::libc::SIGTTIN))?,
             ttou: listen(SignalKind::from_raw(nix::libc::SIGTTOU))?,
+            usr1: listen(SignalKind::user_defined1())?,
         })
     }
 
@@ -43,6 +47,7 @@ impl StopSignals {
                 _ = self.int.recv() => return StopSignal::Graceful("SIGINT"),
                 _ = self.quit.recv() => return StopSignal::Immediate,
                 _ = self.hup.recv() => return StopSignal::Reload("SIGHUP"),
+                _ = self.usr1.recv() => return StopSignal::ReopenLogs,
                 _ = self.ttin.recv() => tracing::debug!("SIGTTIN ignored by this worker"),
                 _ = self.ttou.recv() => tracing::debug!("SIGTTOU ignored by this worker"),
             }

@@ -102,13 +102,11 @@ use plugin_api::{
 
 mod command;
 mod hub;
-/// Line framing, shared with the kv plugin (one copy of the code, tested there and here).
-#[path = "../../kv/src/lines.rs"]
-mod lines;
 
 use command::Command;
 use hub::{CutOff, Hub};
-use lines::Lines;
+// Bounded line framing from the plugin API (as kv).
+use plugin_api::framing::Lines;
 
 /// The largest `max-line` accepted.
 const MAX_LINE_LIMIT: usize = 1 << 20;

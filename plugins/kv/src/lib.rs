@@ -58,11 +58,12 @@ use plugin_api::{
 };
 
 mod command;
-mod lines;
 mod store;
 
 use command::Command;
-use lines::Lines;
+// Bounded line framing from the plugin API: complete lines straight from the read, only
+// an unfinished tail kept, refused as soon as it passes `max-line`.
+use plugin_api::framing::Lines;
 use store::Store;
 
 /// The largest `max-line` accepted.

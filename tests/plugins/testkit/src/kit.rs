@@ -1,7 +1,8 @@
 // The test plugin's behaviour, shared by the `testkit` and `testkit-b` builds (which differ
 // only in `TAG`). Every chunk is echoed unless it starts with a command word:
 //
-//   panic   panic inside data_received (the host must close only this connection)
+//   panic   panic inside data_received (the host must close only this connection); the
+//           message is "testkit was asked to panic" followed by the rest of the chunk
 //   spin    loop forever (the worker's heartbeat stops; --timeout must replace it)
 //   hang    block forever in a system call (sleep), as a plugin stuck on a lock or a
 //           blocking read would
@@ -65,8 +66,8 @@ impl Consumer for KitConsumer {
 
     fn data_received(&mut self, data: &[u8], out: &mut Output) {
         self.chunks += 1;
-        if data.starts_with(b"panic") {
-            panic!("testkit was asked to panic");
+        if let Some(rest) = data.strip_prefix(b"panic") {
+            panic!("testkit was asked to panic{}", String::from_utf8_lossy(rest));
         } else if data.starts_with(b"spin") {
             #[allow(clippy::empty_loop)]
             loop {
