@@ -24,7 +24,8 @@ pub fn profile_dir() -> PathBuf {
 
 /// A cross-built target under test (`SOCKHOST_TARGET`, e.g. `x86_64-pc-windows-gnu` for the
 /// Windows subset under wine, run by `.ci/windows.sh`): its binaries are in
-/// `target/<triple>/<profile>/` and are started through `SOCKHOST_RUNNER` (e.g. `wine`).
+/// `target/<triple>/<profile>/` (`SOCKHOST_TARGET_PROFILE`, default: the tests' own
+/// profile) and are started through `SOCKHOST_RUNNER` (e.g. `wine`).
 fn cross_target() -> Option<String> {
     std::env::var("SOCKHOST_TARGET")
         .ok()
@@ -43,7 +44,9 @@ fn artifact_dir() -> PathBuf {
     match cross_target() {
         None => profile,
         Some(triple) => {
-            let name = profile.file_name().expect("profile name").to_owned();
+            let name = std::env::var_os("SOCKHOST_TARGET_PROFILE")
+                .filter(|p| !p.is_empty())
+                .unwrap_or_else(|| profile.file_name().expect("profile name").to_owned());
             let target = profile.parent().expect("target dir");
             target.join(triple).join(name)
         }
@@ -57,7 +60,7 @@ fn build_hint(p: &std::path::Path) -> String {
             p.display()
         ),
         Some(t) => format!(
-            "{} is missing: cross-build it first (`cargo build --release --target {t}`)",
+            "{} is missing: cross-build it first (.ci/windows.sh, or `cargo build --target {t}`)",
             p.display()
         ),
     }
