@@ -46,7 +46,7 @@ cp target/bcryptprimitives.dll "$WINEPREFIX/drive_c/windows/system32/"
 
 # Unit tests under wine. statsd's tests drive it with Linux's python3, and the host's use
 # Unix sockets, so they stay on Linux.
-cargo test --profile "$profile" --target "$target" -p echo -p hello -p kv -p chat
+cargo test --profile "$profile" --target "$target" --lib -p echo -p hello -p kv -p chat
 
 # The black-box subset: a Linux test binary (built by the Linux part) driving sockhost.exe.
 SOCKHOST_TARGET="$target" SOCKHOST_TARGET_PROFILE="$profile" SOCKHOST_RUNNER=wine \
