@@ -166,6 +166,32 @@ impl PostStatus {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConnectError(pub String);
 
+/// The port of a [`connect`] target, or the error [`connect`] answers for a target without
+/// one: `HOST:PORT`, `IP:PORT` and `[IPv6]:PORT` have a non-empty host and a numeric port.
+/// Nothing is resolved here.
+///
+/// ```
+/// use plugin_api::services::target_port;
+///
+/// assert_eq!(target_port("127.0.0.1:6379"), Ok(6379));
+/// assert_eq!(target_port("[::1]:80"), Ok(80));
+/// assert_eq!(target_port("localhost:2003"), Ok(2003));
+/// assert!(target_port("localhost").is_err());
+/// assert!(target_port(":80").is_err());
+/// assert!(target_port("host:99999").is_err());
+/// ```
+pub fn target_port(target: &str) -> Result<u16, ConnectError> {
+    target
+        .rsplit_once(':')
+        .filter(|(host, _)| !host.is_empty())
+        .and_then(|(_, port)| port.parse::<u16>().ok())
+        .ok_or_else(|| {
+            ConnectError(format!(
+                "connect {target:?}: expected HOST:PORT, IP:PORT or [IPv6]:PORT"
+            ))
+        })
+}
+
 impl std::fmt::Display for ConnectError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)

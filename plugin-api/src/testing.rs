@@ -2157,16 +2157,13 @@ impl Backend for World {
     ) -> Result<ConnId, ConnectError> {
         let kind = OUTBOUND_TYPE.with(Cell::take);
         let mut session = Session::new(consumer);
-        let port = target
-            .rsplit_once(':')
-            .filter(|(host, _)| !host.is_empty())
-            .and_then(|(_, port)| port.parse::<u16>().ok());
-        let Some(port) = port else {
-            // As the host: the consumer hears that it never connected, and the caller why.
-            let _ = session.lose(LostReason::ConnectFailed);
-            return Err(ConnectError(format!(
-                "connect {target:?}: expected HOST:PORT, IP:PORT or [IPv6]:PORT"
-            )));
+        let port = match crate::services::target_port(target) {
+            Ok(port) => port,
+            Err(e) => {
+                // As the host: the consumer hears that it never connected, and the caller why.
+                let _ = session.lose(LostReason::ConnectFailed);
+                return Err(e);
+            }
         };
         let peer = target
             .parse::<SocketAddr>()

@@ -32,15 +32,13 @@ pub fn start(
     consumer: ConsumerHandle,
 ) -> Result<ConnId, ConnectError> {
     let mut session = Session::new(consumer);
-    if !has_port(target) {
+    if let Err(e) = plugin_api::services::target_port(target) {
         // The consumer hears only `connection_lost(ConnectFailed)` — after the calling
         // callback returns, as every service's effect (the caller also gets the error now).
         tokio::task::spawn_local(async move {
             let _ = session.lose(LostReason::ConnectFailed);
         });
-        return Err(ConnectError(format!(
-            "connect {target:?}: expected HOST:PORT, IP:PORT or [IPv6]:PORT"
-        )));
+        return Err(e);
     }
     let registration = hub
         .connections()
@@ -50,13 +48,6 @@ pub fn start(
     let task = tokio::task::spawn_local(run(registration, session, target.to_string(), timeout));
     hub.connections().attach(key, task.abort_handle());
     Ok(id)
-}
-
-/// `HOST:PORT` with a numeric port.
-fn has_port(target: &str) -> bool {
-    target
-        .rsplit_once(':')
-        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
 }
 
 async fn run(registration: Registration, mut session: Session, target: String, timeout: Duration) {
@@ -109,17 +100,4 @@ async fn connect(target: &str) -> std::io::Result<(TcpStream, SocketAddr)> {
         }
     }
     Err(last)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn targets_need_a_port() {
-        for ok in ["127.0.0.1:80", "[::1]:6379", "localhost:2003"] {
-            assert!(super::has_port(ok), "{ok}");
-        }
-        for bad in ["127.0.0.1", ":80", "host:port", "host:99999"] {
-            assert!(!super::has_port(bad), "{bad}");
-        }
-    }
 }
