@@ -41,7 +41,7 @@ pub fn run(given: &Given<'_>) -> Result<(), HostError> {
             .iter()
             .map(|s| format!("{} ({})", s.name, s.plugin.display()))
             .collect();
-        crate::print_flushed([format!(
+        crate::stdout::print_flushed([format!(
             "configuration ok: {} service(s): {}",
             names.len(),
             names.join(", ")

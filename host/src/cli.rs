@@ -480,7 +480,7 @@ pub fn print_completions(shell: clap_complete::Shell) -> Result<(), crate::error
     use clap::CommandFactory;
     let mut out = Vec::new();
     clap_complete::generate(shell, &mut Cli::command(), "sockhost", &mut out);
-    crate::print_bytes(&out)
+    crate::stdout::print_bytes(&out)
 }
 
 /// `sockhost manpage`: sockhost(1) in roff, from the clap definition.
@@ -490,7 +490,7 @@ pub fn print_manpage() -> Result<(), crate::error::HostError> {
     clap_mangen::Man::new(Cli::command())
         .render(&mut out)
         .map_err(|e| crate::error::HostError::io("rendering the man page", e))?;
-    crate::print_bytes(&out)
+    crate::stdout::print_bytes(&out)
 }
 
 fn num_cpus() -> usize {

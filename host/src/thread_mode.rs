@@ -18,19 +18,20 @@
 //! predecessor's, after its privilege drop): it needs read access to the plugin and
 //! certificate files, and write access to the pid file's directory.
 
+mod supervise;
 mod watchdog;
 
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 
+use self::supervise::Supervisor;
+use crate::arbiter::Generation;
 use crate::bind::Bound;
 use crate::cli::Config;
 use crate::error::HostError;
-use crate::handoff;
-use crate::notify;
 use crate::pid_file::PidFile;
 use crate::plugin::Plugin;
 use crate::privileges::Identity;
-use crate::worker;
+use crate::worker::{self, MetricsEndpoint, Worker};
 
 /// Bind, drop privileges, load, announce, serve until stopped.
 pub fn run(config: &Config) -> Result<(), HostError> {
@@ -41,20 +42,72 @@ pub fn run(config: &Config) -> Result<(), HostError> {
         .map(|d| d.open(identity.as_ref()))
         .transpose()?;
     // Plugins and certificates of every service, as process mode prepares a generation.
-    let generation = crate::arbiter::Generation::prepare(1, config.clone())?;
+    let generation = Generation::prepare(1, config.clone())?;
     let binds: Vec<_> = config.binds().cloned().collect();
-    let (bound, unix_files) = crate::bind_all(&binds, config.backlog, false)?;
-    // Removed at exit, unless handed over to a successor.
-    let unix_files = std::rc::Rc::new(std::cell::RefCell::new(unix_files));
-    let _unix_files = unix_files.clone();
+    // The Unix socket files are removed at exit, unless handed over to a successor.
+    let (bound, mut unix_files) = crate::sockets::bind_all(&binds, config.backlog, false)?;
     let metrics_listener = config.metrics_bind.map(bind_metrics).transpose()?;
     let pid_file = config.pid_file.as_deref().map(PidFile::write).transpose()?;
     if let Some(identity) = &identity {
         identity.apply().map_err(HostError::Privileges)?;
     }
 
-    let watchdog = std::rc::Rc::new(watchdog::Watchdog::arm(config.timeout)?);
-    let crate::arbiter::Generation {
+    let watchdog = watchdog::Watchdog::arm(config.timeout)?;
+    let Loaded {
+        _plugins,
+        services,
+        running,
+    } = load(config, generation, bound)?;
+    let bound: Vec<&Bound> = services.iter().flat_map(|s| s.listeners.iter()).collect();
+
+    let listening: Vec<String> = bound.iter().map(|b| b.listening_line()).collect();
+    let metrics_addr = metrics_listener
+        .as_ref()
+        .map(std::net::TcpListener::local_addr)
+        .transpose()
+        .map_err(|e| HostError::io("--metrics-bind", e))?;
+    let metrics = metrics_listener.map(|listener| MetricsEndpoint {
+        listener,
+        plugins: running.clone(),
+    });
+    let supervisor = Supervisor {
+        listening,
+        metrics: metrics_addr,
+        listeners: bound.iter().map(|b| b.socket.as_raw_fd()).collect(),
+        pid_file: pid_file.as_ref().map(PidFile::raw_fd),
+        ready_timeout: config.timeout,
+        watchdog: &watchdog,
+        unix_files: &mut unix_files,
+    };
+    for (service, (plugin, version)) in config.services.iter().zip(&running) {
+        tracing::info!(
+            service = %service.name,
+            plugin = %plugin,
+            version = %version,
+            "serving in thread mode (pid {})",
+            std::process::id()
+        );
+    }
+    Worker::new(services, config.worker_settings(access_log))
+        .with_metrics(metrics)
+        .run(|link| supervisor.supervise(link))?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Every service's plugin, loaded, and what the worker serves with it.
+struct Loaded {
+    /// Kept mapped while the worker serves.
+    _plugins: Vec<Plugin>,
+    services: Vec<worker::Service>,
+    /// Each service's plugin name and version.
+    running: Vec<(String, String)>,
+}
+
+/// Load every service's plugin from the generation's snapshots and make its factory; each
+/// service takes its share of `bound`, in order.
+fn load(config: &Config, generation: Generation, bound: Vec<Bound>) -> Result<Loaded, HostError> {
+    let Generation {
         snapshots,
         plugin_of,
         tls,
@@ -86,84 +139,20 @@ pub fn run(config: &Config) -> Result<(), HostError> {
             settings: service.worker_settings(tls[i].clone()),
         });
     }
-    let bound: Vec<&Bound> = services.iter().flat_map(|s| s.listeners.iter()).collect();
-
-    let listening: Vec<String> = bound.iter().map(|b| b.listening_line()).collect();
-    let metrics_addr = metrics_listener
-        .as_ref()
-        .map(std::net::TcpListener::local_addr)
-        .transpose()
-        .map_err(|e| HostError::io("--metrics-bind", e))?;
-    let metrics = metrics_listener.map(|listener| {
-        let plugins = plugin_of
-            .iter()
-            .map(|&p| {
-                (
-                    plugins[p].meta.name.clone(),
-                    plugins[p].meta.version.clone(),
-                )
-            })
-            .collect();
-        (listener, plugins)
-    });
-    let listeners: Vec<RawFd> = bound.iter().map(|b| b.socket.as_raw_fd()).collect();
-    let pid_file_fd = pid_file.as_ref().map(PidFile::raw_fd);
-    let ready_timeout = config.timeout;
-    let hooks = worker::Hooks {
-        // The event loop's proof of life (twice a second) feeds the watchdog.
-        heartbeat: Some(Box::new({
-            let watchdog = watchdog.clone();
-            move |_| watchdog.tick()
-        })),
-        reload: Some(Box::new(move || {
-            let listeners = listeners.clone();
-            notify::reloading();
-            Box::pin(async move {
-                let successor = match handoff::start_successor(&listeners, pid_file_fd) {
-                    Ok(s) => s.ready(ready_timeout).await,
-                    Err(e) => Err(e),
-                };
-                if successor.is_err() {
-                    notify::ready(); // still us
-                }
-                successor
-            })
-        })),
-        stopping: Some(Box::new(move |handed_over| {
-            if handed_over {
-                // The successor serves the Unix sockets: their files stay.
-                unix_files.borrow_mut().keep();
-            } else {
-                notify::stopping();
-            }
-        })),
-        metrics,
-        // Announced once the event loop handles its signals: whoever reads `listening on`
-        // or `READY=1` may signal us at once.
-        serving: Some(Box::new(move || {
-            watchdog.tick();
-            crate::print_flushed(listening)?;
-            if let Some(addr) = metrics_addr {
-                crate::announce_metrics(addr)?;
-            }
-            handoff::notify_ready();
-            notify::ready();
-            Ok(())
-        })),
-        ..Default::default()
-    };
-    for (service, &p) in config.services.iter().zip(&plugin_of) {
-        tracing::info!(
-            service = %service.name,
-            plugin = %plugins[p].meta.name,
-            version = %plugins[p].meta.version,
-            "serving in thread mode (pid {})",
-            std::process::id()
-        );
-    }
-    worker::run(services, config.worker_settings(access_log), hooks)?;
-    tracing::info!("stopped");
-    Ok(())
+    let running = plugin_of
+        .iter()
+        .map(|&p| {
+            (
+                plugins[p].meta.name.clone(),
+                plugins[p].meta.version.clone(),
+            )
+        })
+        .collect();
+    Ok(Loaded {
+        _plugins: plugins,
+        services,
+        running,
+    })
 }
 
 /// The `--metrics-bind` listener (served from the event loop).

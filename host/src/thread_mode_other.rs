@@ -9,7 +9,7 @@
 use crate::cli::Config;
 use crate::error::HostError;
 use crate::plugin::Plugin;
-use crate::worker;
+use crate::worker::{self, Link, MetricsEndpoint, Worker, WorkerEvent};
 
 /// Bind, load, announce, serve until stopped.
 pub fn run(config: &Config) -> Result<(), HostError> {
@@ -52,7 +52,7 @@ pub fn run(config: &Config) -> Result<(), HostError> {
         }
     }
     let binds: Vec<_> = config.binds().cloned().collect();
-    let (bound, _unix_files) = crate::bind_all(&binds, config.backlog, false)?;
+    let (bound, _unix_files) = crate::sockets::bind_all(&binds, config.backlog, false)?;
     let metrics_listener = config.metrics_bind.map(bind_metrics).transpose()?;
 
     let mut bound = bound.into_iter();
@@ -82,34 +82,50 @@ pub fn run(config: &Config) -> Result<(), HostError> {
         .map(std::net::TcpListener::local_addr)
         .transpose()
         .map_err(|e| HostError::io("--metrics-bind", e))?;
-    let metrics = metrics_listener.map(|listener| {
-        let meta = |p: &Plugin| (p.meta.name.clone(), p.meta.version.clone());
-        let plugins = plugin_of.iter().map(|&p| meta(&plugins[p])).collect();
-        (listener, plugins)
+    let running: Vec<(String, String)> = plugin_of
+        .iter()
+        .map(|&p| {
+            (
+                plugins[p].meta.name.clone(),
+                plugins[p].meta.version.clone(),
+            )
+        })
+        .collect();
+    let metrics = metrics_listener.map(|listener| MetricsEndpoint {
+        listener,
+        plugins: running.clone(),
     });
-    let hooks = worker::Hooks {
-        metrics,
-        // Announced once the event loop handles its stop signals.
-        serving: Some(Box::new(move || {
-            crate::print_flushed(listening)?;
-            if let Some(addr) = metrics_addr {
-                crate::announce_metrics(addr)?;
-            }
-            Ok(())
-        })),
-        ..Default::default()
-    };
-    for (service, &p) in config.services.iter().zip(&plugin_of) {
+    for (service, (plugin, version)) in config.services.iter().zip(&running) {
         tracing::info!(
             service = %service.name,
-            plugin = %plugins[p].meta.name,
-            version = %plugins[p].meta.version,
+            plugin = %plugin,
+            version = %version,
             "serving in thread mode (pid {})",
             std::process::id()
         );
     }
-    worker::run(services, config.worker_settings(access_log), hooks)?;
+    Worker::new(services, config.worker_settings(access_log))
+        .with_metrics(metrics)
+        .run(|link| supervise(link, listening, metrics_addr))?;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// React to the worker's events until it has stopped: announce once it serves (its stop
+/// handlers are in place then).
+async fn supervise(
+    mut link: Link,
+    listening: Vec<String>,
+    metrics: Option<std::net::SocketAddr>,
+) -> Result<(), HostError> {
+    while let Some(event) = link.events.recv().await {
+        if let WorkerEvent::Serving = event {
+            crate::stdout::print_flushed(listening.iter().cloned())?;
+            if let Some(addr) = metrics {
+                crate::stdout::announce_metrics(addr)?;
+            }
+        }
+    }
     Ok(())
 }
 

@@ -219,34 +219,40 @@ impl Server {
 
     /// As systemd socket activation does: `sockets` become descriptors 3, 4, … of the child,
     /// with `LISTEN_FDS`, `LISTEN_PID` (the child's own pid) and `LISTEN_FDNAMES` set.
+    ///
+    /// The test binary is multi-threaded, so the forked child may only make
+    /// async-signal-safe calls before `exec` (another thread may hold the allocator's lock):
+    /// everything is prepared before the fork, the `pre_exec` closure only moves
+    /// descriptors into an array allocated beforehand, and `LISTEN_PID` — which only the
+    /// child can know — is set by `sh` from its own pid (`$$`) just before it `exec`s
+    /// sockhost in the same process.
     pub fn start_activated(
         args: &[&str],
         sockets: &[std::os::fd::RawFd],
         names: &[&str],
     ) -> Server {
         use std::os::unix::process::CommandExt;
-        let mut cmd = sockhost_command();
-        cmd.args(args);
+        let mut cmd = Command::new("/bin/sh");
+        cmd.args(["-c", r#"LISTEN_PID=$$; export LISTEN_PID; exec "$0" "$@""#])
+            .arg(sockhost_bin())
+            .args(args)
+            .env("LISTEN_FDS", sockets.len().to_string())
+            .env("LISTEN_FDNAMES", names.join(":"));
         let fds: Vec<i32> = sockets.to_vec();
-        let count = std::ffi::CString::new(fds.len().to_string()).unwrap();
-        let names = std::ffi::CString::new(names.join(":")).unwrap();
-        // SAFETY: runs in the forked child before exec; only fcntl/dup2/setenv/getpid. The
-        // environment is set with setenv because LISTEN_PID must be the child's own pid.
+        let mut high = vec![-1; fds.len()];
+        // SAFETY: runs in the forked child before exec and calls only fcntl and dup2 (both
+        // async-signal-safe), writing into `high`, allocated before the fork.
         unsafe {
             cmd.pre_exec(move || {
-                let high: Vec<i32> = fds
-                    .iter()
-                    .map(|fd| libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 64))
-                    .collect();
+                // First out of the way (a socket may already sit at a target number).
+                for (h, fd) in high.iter_mut().zip(&fds) {
+                    *h = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 64);
+                }
                 for (i, h) in high.iter().enumerate() {
                     if *h < 0 || libc::dup2(*h, 3 + i as i32) < 0 {
                         return Err(std::io::Error::last_os_error());
                     }
                 }
-                let pid = std::ffi::CString::new(libc::getpid().to_string()).unwrap();
-                libc::setenv(c"LISTEN_PID".as_ptr(), pid.as_ptr(), 1);
-                libc::setenv(c"LISTEN_FDS".as_ptr(), count.as_ptr(), 1);
-                libc::setenv(c"LISTEN_FDNAMES".as_ptr(), names.as_ptr(), 1);
                 Ok(())
             });
         }

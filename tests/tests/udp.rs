@@ -217,6 +217,11 @@ fn process_mode_keeps_each_peer_on_one_worker_and_a_killed_workers_peers_go_to_i
             .unwrap_or(0);
         now.len() == 2 && replacement != 0
     });
+    // Forked is not serving: until the replacement reports ready, its slot's peers are
+    // steered to the survivor. The arbiter says when every slot is served again.
+    server
+        .stderr
+        .wait_for("every slot has a serving worker", Duration::from_secs(10));
     for (i, p) in peers.iter().enumerate() {
         let now: u32 = ask(p, addr, "pid").parse().unwrap();
         if owner[i] == victim {

@@ -243,7 +243,7 @@ pub fn run(config: &Config) -> Result<(), HostError> {
     let activated = std::env::var_os("LISTEN_FDS").is_some();
     let binds: Vec<_> = config.binds().cloned().collect();
     // Unix socket files are removed at exit (workers leave by `_exit`, never removing them).
-    let (first, _unix_files) = crate::bind_all(&binds, config.backlog, true)?;
+    let (first, _unix_files) = crate::sockets::bind_all(&binds, config.backlog, true)?;
     let metrics = config
         .metrics_bind
         .map(|addr| {
@@ -777,9 +777,9 @@ impl Arbiter<'_> {
         }
         if self.state == State::Starting && self.workers.iter().all(|w| w.phase == Phase::Serving) {
             self.state = State::Running;
-            crate::announce(&self.slots[0].sockets)?;
+            crate::stdout::announce(&self.slots[0].sockets)?;
             if let Some(endpoint) = &self.metrics {
-                crate::announce_metrics(endpoint.local_addr())?;
+                crate::stdout::announce_metrics(endpoint.local_addr())?;
             }
             crate::notify::ready();
             let services: Vec<&str> = self

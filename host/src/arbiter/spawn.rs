@@ -24,7 +24,7 @@ use crate::cli::Config;
 use crate::error::HostError;
 use crate::plugin::Plugin;
 use crate::privileges::Identity;
-use crate::worker;
+use crate::worker::{self, Link, Stop, StopReason, Worker, WorkerEvent};
 
 /// What one worker is started with.
 pub struct WorkerSpec<'a> {
@@ -178,36 +178,37 @@ fn serve(spec: &WorkerSpec<'_>, status: &mut StatusWriter) -> Result<(), String>
     ));
     tracing::debug!(pid = std::process::id(), slot = spec.slot, "worker serving");
 
-    let cell = spec.cell;
-    let retiring_status = StatusWriter::new(status.try_clone().map_err(|e| e.to_string())?);
-    let draining_status = StatusWriter::new(status.try_clone().map_err(|e| e.to_string())?);
-    let mut reopened = 0;
-    let hooks = worker::Hooks {
-        heartbeat: Some(Box::new(move |counters| {
-            cell.heartbeat_ms.store(now_ms(), Ordering::Relaxed);
-            cell.post(counters);
-            // USR1 to the arbiter: it has reopened the access log; follow.
-            let asked = cell.reopen.load(Ordering::Relaxed);
-            if asked != reopened {
-                reopened = asked;
-                crate::access_log::reopen();
-            }
-        })),
-        metrics: None,
-        retiring: Some(Box::new(move || {
-            let mut s = retiring_status;
-            s.send(&Report::Retiring);
-        })),
-        draining: Some(Box::new(move || {
-            let mut s = draining_status;
-            s.send(&Report::Draining);
-        })),
-        reload: None,
-        stopping: None,
-        serving: None,
-    };
     let settings = spec.config.worker_settings(spec.access_log.cloned());
-    worker::run(services, settings, hooks).map_err(|e| e.to_string())
+    Worker::new(services, settings)
+        .run(|link| report(link, spec.cell, status))
+        .map_err(|e| e.to_string())
+}
+
+/// Pass the worker's events on to the arbiter: heartbeats and counters through the board,
+/// `retiring` and `draining` on the status pipe.
+async fn report(mut link: Link, cell: &Cell, status: &mut StatusWriter) -> Result<(), HostError> {
+    let mut reopened = 0;
+    while let Some(event) = link.events.recv().await {
+        match event {
+            WorkerEvent::Heartbeat(counters) => {
+                cell.heartbeat_ms.store(now_ms(), Ordering::Relaxed);
+                cell.post(&counters);
+                // USR1 to the arbiter: it has reopened the access log; follow.
+                let asked = cell.reopen.load(Ordering::Relaxed);
+                if asked != reopened {
+                    reopened = asked;
+                    crate::access_log::reopen();
+                }
+            }
+            WorkerEvent::Stopping(Stop::Graceful(StopReason::MaxRequests)) => {
+                status.send(&Report::Retiring);
+            }
+            WorkerEvent::Draining => status.send(&Report::Draining),
+            WorkerEvent::ReloadAsked => tracing::debug!("SIGHUP ignored by this worker"),
+            WorkerEvent::Serving | WorkerEvent::Stopping(_) => {}
+        }
+    }
+    Ok(())
 }
 
 /// Close every descriptor not in `keep`.

@@ -71,11 +71,6 @@ impl StatusWriter {
         StatusWriter(fd.into())
     }
 
-    /// A second writer on the same pipe.
-    pub fn try_clone(&self) -> std::io::Result<OwnedFd> {
-        Ok(self.0.try_clone()?.into())
-    }
-
     /// Send one report (best effort: if the arbiter is gone, so is this worker soon).
     pub fn send(&mut self, report: &Report) {
         let _ = self.0.write_all(report.encode().as_bytes());

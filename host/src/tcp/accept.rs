@@ -20,8 +20,8 @@ use tracing::Level;
 use crate::bind::canonical;
 use crate::cidr::Cidr;
 use crate::rate_limit::RateLimit;
+use crate::shared::Shared;
 use crate::tcp::connection::{Connection, Slot};
-use crate::worker::Shared;
 use crate::{access_log, proxy_protocol};
 
 /// A listening stream socket: TCP or Unix.

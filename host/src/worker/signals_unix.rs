@@ -1,16 +1,15 @@
 //! The worker's signals on Unix: TERM/INT stop gracefully, QUIT at once, HUP asks for a
-//! reload; TTIN/TTOU belong to the arbiter and are swallowed here so that a worker is not
-//! suspended by their default action. USR1 reopens thread mode's access log (in process
-//! mode the arbiter flags its workers through the board, and a USR1 sent to a worker itself
-//! does the same).
+//! reload; TTIN/TTOU belong to the arbiter and are swallowed so that a worker is not
+//! suspended by their default action; USR1 reopens the access log.
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
-use super::StopSignal;
+use super::{Signalled, Stop, StopReason};
 use crate::error::HostError;
 
-/// The installed handlers (installed on creation: from then on no default action applies).
-pub struct StopSignals {
+/// Every signal a worker handles, installed together before it announces that it serves
+/// (a signal sent on reading `listening on` must not meet its default action).
+pub struct Signals {
     term: Signal,
     int: Signal,
     quit: Signal,
@@ -20,12 +19,12 @@ pub struct StopSignals {
     usr1: Signal,
 }
 
-impl StopSignals {
-    pub fn install() -> Result<StopSignals, HostError> {
+impl Signals {
+    pub fn install() -> Result<Signals, HostError> {
         let listen = |kind: SignalKind| {
             signal(kind).map_err(|e| HostError::io("installing signal handlers", e))
         };
-        Ok(StopSignals {
+        Ok(Signals {
             term: listen(SignalKind::terminate())?,
             int: listen(SignalKind::interrupt())?,
             quit: listen(SignalKind::quit())?,
@@ -35,21 +34,25 @@ impl StopSignals {
             hup: listen(SignalKind::hangup())?,
             ttin: listen(SignalKind::from_raw(nix::libc::SIGTTIN))?,
             ttou: listen(SignalKind::from_raw(nix::libc::SIGTTOU))?,
+            // Thread mode's access log rotation; in process mode the arbiter flags its
+            // workers through the board, and a USR1 sent to a worker itself (`pkill -USR1`)
+            // does the same.
             usr1: listen(SignalKind::user_defined1())?,
         })
     }
 
-    /// The next signal that means something to the worker.
-    pub async fn next(&mut self) -> StopSignal {
+    /// The next signal that asks for a stop or a reload; the others are handled here.
+    /// Cancel-safe (every branch is).
+    pub async fn next(&mut self) -> Signalled {
         loop {
             tokio::select! {
-                _ = self.term.recv() => return StopSignal::Graceful("SIGTERM"),
-                _ = self.int.recv() => return StopSignal::Graceful("SIGINT"),
-                _ = self.quit.recv() => return StopSignal::Immediate,
-                _ = self.hup.recv() => return StopSignal::Reload("SIGHUP"),
-                _ = self.usr1.recv() => return StopSignal::ReopenLogs,
+                _ = self.term.recv() => return Signalled::Stop(Stop::Graceful(StopReason::Terminate)),
+                _ = self.int.recv() => return Signalled::Stop(Stop::Graceful(StopReason::Interrupt)),
+                _ = self.quit.recv() => return Signalled::Stop(Stop::Immediate),
+                _ = self.hup.recv() => return Signalled::Hangup,
                 _ = self.ttin.recv() => tracing::debug!("SIGTTIN ignored by this worker"),
                 _ = self.ttou.recv() => tracing::debug!("SIGTTOU ignored by this worker"),
+                _ = self.usr1.recv() => crate::access_log::reopen(),
             }
         }
     }

@@ -15,34 +15,31 @@
 //!
 //! Datagrams are received with `MSG_TRUNC`, which reports a datagram's real length: one
 //! larger than the buffer is dropped with a log line, never delivered as if whole. (Windows
-//! reports truncation without the real length: see [`truncation`].)
+//! reports truncation without the real length: see `truncation_windows.rs`.)
+
+mod receive;
+mod sessions;
 
 use std::io;
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::time::Duration;
 
 use lru::LruCache;
 use plugin_api::host::Factory;
 use plugin_api::session::{Delivered, Input, Session};
-use plugin_api::{ConnId, ConnInfo, LostReason, Output, Transport};
-use tokio::io::Interest;
+use plugin_api::{ConnId, LostReason, Output};
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
-use std::rc::Rc;
-
+use self::receive::{receive, Received};
 use crate::access_log;
 use crate::bind::canonical;
 use crate::connections::Registration;
 use crate::logging;
-use crate::metrics::bump;
-use crate::services::endpoint::{Endpoint, Event, Inbox, Work};
-use crate::worker::Shared;
-
-#[cfg_attr(unix, path = "udp/truncation_unix.rs")]
-#[cfg_attr(windows, path = "udp/truncation_windows.rs")]
-mod truncation;
+use crate::services::endpoint::{Event, Inbox, Work};
+use crate::shared::Shared;
 
 /// Receive buffer: larger than the largest UDP payload (65,507 bytes over IPv4, 65,527 over
 /// IPv6), so truncation means a jumbogram.
@@ -100,7 +97,7 @@ impl UdpServer {
 
     /// Serve until cancelled (the worker aborts the task at stop; dropping the server tells
     /// every remaining consumer `connection_lost(Shutdown)`).
-    pub async fn serve(mut self) {
+    pub async fn serve_sessions(mut self) {
         let tick = self.keep_alive.map(crate::keep_alive::tick_for);
         let mut sweep = tokio::time::interval(tick.unwrap_or(Duration::from_secs(1)));
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -244,60 +241,6 @@ impl UdpServer {
         }
     }
 
-    /// Make the consumer for a new peer, evicting the least recently used session at the
-    /// limit. `false` if the plugin panicked.
-    fn open_session(&mut self, peer: SocketAddr, factory: &Factory, now: Instant) -> bool {
-        if self.sessions.len() >= self.max_sessions {
-            if let Some((old_peer, session)) = self.sessions.pop_lru() {
-                self.evicted += 1;
-                bump(&self.shared.connections.metrics.udp_evicted, 1);
-                self.end(old_peer, session, LostReason::Shutdown);
-            }
-        }
-        let info = ConnInfo::new(Transport::Udp, peer, self.local);
-        let registration = factory.uses_services().then(|| {
-            self.shared
-                .connections
-                .register_with(Some(Endpoint::datagram(self.inbox.clone(), peer)), false)
-        });
-        let id = registration.as_ref().map_or(ConnId::NONE, Registration::id);
-        let consumer = match factory.consumer(&info, id) {
-            Ok(c) => c,
-            Err(message) => {
-                let panics = &self.shared.connections.metrics.plugin_panics;
-                logging::plugin_panic(
-                    panics,
-                    &self.shared.name,
-                    peer,
-                    "plugin panicked making a consumer",
-                    &message,
-                    "datagram dropped",
-                );
-                return false;
-            }
-        };
-        bump(&self.shared.connections.metrics.udp_sessions, 1);
-        bump(&self.shared.connections.metrics.udp_sessions_open, 1);
-        let mut session = Session::new(consumer);
-        let made = session.deliver(Input::Made, &mut self.out);
-        let tally = access_log::enabled().then(|| {
-            let mut tally = access_log::Tally::new("udp", peer, self.local);
-            tally.set_service(self.shared.name.clone());
-            Box::new(tally)
-        });
-        self.sessions.push(
-            peer,
-            Peer {
-                session,
-                last_active: now,
-                registration,
-                tally,
-            },
-        );
-        self.flush(peer, made);
-        self.sessions.contains(&peer)
-    }
-
     /// Send what the consumer wrote, one datagram per write, and act on its close request
     /// or panic.
     fn flush(&mut self, peer: SocketAddr, result: Delivered) {
@@ -331,123 +274,5 @@ impl UdpServer {
                 self.end(peer, session, reason);
             }
         }
-    }
-
-    /// End the sessions idle for the keep-alive period (the LRU's stale end).
-    fn expire_idle(&mut self) {
-        let Some(keep_alive) = self.keep_alive else {
-            return;
-        };
-        let now = Instant::now();
-        while let Some((_, oldest)) = self.sessions.peek_lru() {
-            if now.duration_since(oldest.last_active) < keep_alive {
-                break;
-            }
-            let (peer, session) = self.sessions.pop_lru().expect("peeked");
-            self.end(peer, session, LostReason::IdleTimeout);
-        }
-    }
-}
-
-impl UdpServer {
-    /// Count bytes sent to `peer` in its access log tally.
-    fn count_sent(&mut self, peer: SocketAddr, bytes: usize) {
-        if bytes > 0 && access_log::enabled() {
-            if let Some(Peer { tally: Some(t), .. }) = self.sessions.peek_mut(&peer) {
-                t.count(0, bytes as u64);
-            }
-        }
-    }
-
-    /// End a session (already removed from the table) and tell its consumer why.
-    fn end(&self, peer: SocketAddr, mut session: Peer, reason: LostReason) {
-        crate::services::enter(self.shared.service);
-        tracing::debug!(%peer, reason = %access_log::reason(reason), service = %self.shared.name, "udp session ended");
-        if let Some(mut tally) = session.tally.take() {
-            tally.set_reason(access_log::reason(reason));
-            access_log::write(&tally);
-        }
-        if let Some(r) = &session.registration {
-            r.with_endpoint(|ep| ep.closing = true);
-        }
-        let metrics = &self.shared.connections.metrics;
-        metrics
-            .udp_sessions_open
-            .set(metrics.udp_sessions_open.get().saturating_sub(1));
-        if let Err(message) = session.session.lose(reason) {
-            logging::plugin_panic(
-                &metrics.plugin_panics,
-                &self.shared.name,
-                peer,
-                "plugin panicked in connection_lost",
-                &message,
-                "ended",
-            );
-        }
-    }
-}
-
-impl Drop for UdpServer {
-    fn drop(&mut self) {
-        while let Some((peer, session)) = self.sessions.pop_lru() {
-            self.end(peer, session, LostReason::Shutdown);
-        }
-    }
-}
-
-/// The outcome of one non-blocking receive.
-#[derive(Debug)]
-enum Received {
-    /// A whole datagram of this length is in the buffer.
-    Datagram(SocketAddr, usize),
-    /// A datagram of this (real) length did not fit and was cut: drop it.
-    Truncated(SocketAddr, usize),
-    Error(io::Error),
-    /// Nothing waiting.
-    Nothing,
-}
-
-/// Receive one datagram, noticing when it did not fit (with `MSG_TRUNC` on Unix, which
-/// makes the kernel report the datagram's real length).
-fn receive(socket: &UdpSocket, buf: &mut [MaybeUninit<u8>]) -> Received {
-    let received = socket.try_io(Interest::READABLE, || {
-        truncation::recv_from(socket2::SockRef::from(socket), buf)
-    });
-    match received {
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Received::Nothing,
-        Err(e) => Received::Error(e),
-        Ok((len, from)) => match from.as_socket().map(canonical) {
-            None => Received::Error(io::Error::other("datagram from a non-IP address")),
-            Some(peer) if len > buf.len() => Received::Truncated(peer, len),
-            Some(peer) => Received::Datagram(peer, len),
-        },
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn a_datagram_larger_than_the_buffer_is_reported_truncated_with_its_real_length() {
-        let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        client
-            .send_to(&[7u8; 300], server.local_addr().unwrap())
-            .unwrap();
-        client
-            .send_to(&[8u8; 50], server.local_addr().unwrap())
-            .unwrap();
-        let mut small = vec![MaybeUninit::uninit(); 100];
-        server.readable().await.unwrap();
-        match receive(&server, &mut small) {
-            Received::Truncated(peer, 300) => assert_eq!(peer, client.local_addr().unwrap()),
-            other => panic!("expected a truncated 300-byte datagram, got {other:?}"),
-        }
-        server.readable().await.unwrap();
-        assert!(
-            matches!(receive(&server, &mut small), Received::Datagram(_, 50)),
-            "the next one is whole"
-        );
     }
 }

@@ -1,0 +1,36 @@
+//! Every `--bind`'s socket for this process (both modes): inherited where one was handed
+//! over (systemd socket activation, or a thread-mode predecessor), else bound here.
+
+use crate::bind::{BindSpec, Bound, UnixFiles};
+use crate::error::HostError;
+use crate::handoff;
+
+/// Every `--bind`'s socket, in order; and the Unix socket files this process is to remove
+/// at exit: those it bound and those a predecessor handed over, never systemd's (its
+/// socket unit owns the file).
+pub fn bind_all(
+    binds: &[BindSpec],
+    backlog: i32,
+    reuseport: bool,
+) -> Result<(Vec<Bound>, UnixFiles), HostError> {
+    let from_predecessor = handoff::from_predecessor();
+    let inherited =
+        handoff::inherited(binds)?.unwrap_or_else(|| binds.iter().map(|_| None).collect());
+    let mut ours = Vec::new();
+    let bound = binds
+        .iter()
+        .zip(inherited)
+        .map(|(spec, inherited)| match inherited {
+            Some(bound) => {
+                ours.push(from_predecessor);
+                Ok(bound)
+            }
+            None => {
+                ours.push(true);
+                Bound::bind(spec, backlog, reuseport)
+            }
+        })
+        .collect::<Result<Vec<Bound>, HostError>>()?;
+    let files = UnixFiles::of(bound.iter().zip(ours).filter(|(_, o)| *o).map(|(b, _)| b));
+    Ok((bound, files))
+}

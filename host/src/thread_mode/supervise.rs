@@ -1,0 +1,111 @@
+//! Thread mode's reaction to its worker's events: announce once it serves, feed the
+//! watchdog, and reload on `HUP` — start a successor process on the same sockets
+//! ([`handoff`]) and, once it is ready, stop this worker gracefully (it drains while the
+//! successor serves). A successor that fails or is not ready in time aborts the reload:
+//! this process keeps serving.
+
+use std::future::Future;
+use std::os::fd::RawFd;
+use std::pin::Pin;
+use std::time::Duration;
+
+use super::watchdog::Watchdog;
+use crate::bind::UnixFiles;
+use crate::error::HostError;
+use crate::handoff;
+use crate::notify;
+use crate::worker::{Link, Stop, StopReason, WorkerEvent};
+
+/// What the thread-mode process needs to react to its worker's events.
+pub struct Supervisor<'a> {
+    /// The `listening on` lines, printed once the worker serves.
+    pub listening: Vec<String>,
+    /// The `--metrics-bind` address, announced with them.
+    pub metrics: Option<std::net::SocketAddr>,
+    /// The listening sockets, handed to a successor in this order.
+    pub listeners: Vec<RawFd>,
+    /// The locked `--pid-file`, handed to a successor.
+    pub pid_file: Option<RawFd>,
+    /// How long a successor has to say it is ready (`--timeout`).
+    pub ready_timeout: Duration,
+    pub watchdog: &'a Watchdog,
+    /// The Unix socket files removed at exit (kept when a successor serves them).
+    pub unix_files: &'a mut UnixFiles,
+}
+
+/// A successor starting up: its pid once it serves, or why it does not.
+type Starting = Pin<Box<dyn Future<Output = Result<u32, String>>>>;
+
+impl Supervisor<'_> {
+    /// React to the worker's events until it has stopped.
+    pub async fn supervise(self, mut link: Link) -> Result<(), HostError> {
+        let mut successor: Option<Starting> = None;
+        loop {
+            tokio::select! {
+                event = link.events.recv() => match event {
+                    None => return Ok(()),
+                    Some(WorkerEvent::Serving) => self.announce()?,
+                    Some(WorkerEvent::Heartbeat(_)) => self.watchdog.tick(),
+                    Some(WorkerEvent::ReloadAsked) if successor.is_some() => {
+                        tracing::info!("SIGHUP: a reload is already in progress");
+                    }
+                    Some(WorkerEvent::ReloadAsked) => {
+                        tracing::info!("reload started: starting a new process with the plugin as it is on disk");
+                        successor = Some(self.start_successor());
+                    }
+                    Some(WorkerEvent::Stopping(stop)) => {
+                        // Stopping for another reason gives up a reload in progress.
+                        successor = None;
+                        if stop == Stop::Graceful(StopReason::HandedOver) {
+                            // The successor serves the Unix sockets: their files stay.
+                            self.unix_files.keep();
+                        } else {
+                            notify::stopping();
+                        }
+                    }
+                    Some(WorkerEvent::Draining) => {}
+                },
+                done = async { successor.as_mut().expect("guarded").await }, if successor.is_some() => {
+                    successor = None;
+                    match done {
+                        Ok(pid) => {
+                            tracing::info!(successor = pid, "reload finished: the new process serves; this one drains");
+                            let _ = link.stop.send(Stop::Graceful(StopReason::HandedOver));
+                        }
+                        Err(why) => tracing::error!("reload aborted: {why}; this process keeps serving"),
+                    }
+                }
+            }
+        }
+    }
+
+    /// The worker serves and handles its signals: whoever reads `listening on` or `READY=1`
+    /// may signal us at once.
+    fn announce(&self) -> Result<(), HostError> {
+        self.watchdog.tick();
+        crate::stdout::print_flushed(self.listening.iter().cloned())?;
+        if let Some(addr) = self.metrics {
+            crate::stdout::announce_metrics(addr)?;
+        }
+        handoff::notify_ready();
+        notify::ready();
+        Ok(())
+    }
+
+    /// Start a successor on the same sockets and wait (on the event loop) until it is ready.
+    fn start_successor(&self) -> Starting {
+        notify::reloading();
+        let started = handoff::start_successor(&self.listeners, self.pid_file);
+        let ready_timeout = self.ready_timeout;
+        Box::pin(async move {
+            let successor = match started {
+                Ok(s) => s.ready(ready_timeout).await,
+                Err(e) => Err(e),
+            };
+            if successor.is_err() {
+                notify::ready(); // still us
+            }
+            successor
+        })
+    }
+}
