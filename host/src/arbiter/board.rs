@@ -13,9 +13,10 @@ use nix::time::{clock_gettime, ClockId};
 use crate::config::MAX_SERVICES;
 use crate::metrics::{Counters, COUNTERS};
 
-/// One worker's posted figures.
+/// One worker's posted figures (named apart from `std::cell::Cell`: it is a cell of the
+/// board, shared between processes, not an interior-mutability type).
 #[repr(C)]
-pub struct Cell {
+pub struct WorkerCell {
     /// CLOCK_MONOTONIC milliseconds of the last heartbeat from inside the event loop.
     pub heartbeat_ms: AtomicU64,
     /// Bumped by the arbiter on USR1: the worker reopens its access log when it sees a
@@ -26,7 +27,7 @@ pub struct Cell {
     counters: [[AtomicU64; COUNTERS]; MAX_SERVICES],
 }
 
-impl Cell {
+impl WorkerCell {
     /// Start a worker's cell fresh: counters at zero, heartbeat now.
     pub fn reset(&self) {
         self.heartbeat_ms.store(now_ms(), Ordering::Relaxed);
@@ -51,18 +52,19 @@ impl Cell {
     }
 }
 
-/// A fixed array of [`Cell`]s in `MAP_SHARED` memory, inherited by every forked worker.
+/// A fixed array of [`WorkerCell`]s in `MAP_SHARED` memory, inherited by every forked worker.
 pub struct Board {
-    cells: NonNull<Cell>,
+    cells: NonNull<WorkerCell>,
     len: usize,
 }
 
 impl Board {
     /// Map room for `len` workers (live and retiring together).
     pub fn new(len: usize) -> io::Result<Board> {
-        let bytes = NonZeroUsize::new(len * std::mem::size_of::<Cell>()).expect("non-empty board");
+        let bytes =
+            NonZeroUsize::new(len * std::mem::size_of::<WorkerCell>()).expect("non-empty board");
         // SAFETY: a fresh anonymous mapping aliases nothing; zeroed memory is a valid array of
-        // `Cell` (all atomics at 0).
+        // `WorkerCell` (all atomics at 0).
         let ptr = unsafe {
             mmap_anonymous(
                 None,
@@ -78,9 +80,9 @@ impl Board {
     }
 
     /// Cell `i`.
-    pub fn cell(&self, i: usize) -> &Cell {
+    pub fn cell(&self, i: usize) -> &WorkerCell {
         assert!(i < self.len, "board cell {i} out of range");
-        // SAFETY: in bounds; the mapping lives as long as `self`; `Cell` holds only atomics,
+        // SAFETY: in bounds; the mapping lives as long as `self`; `WorkerCell` holds only atomics,
         // so shared access across processes is sound.
         unsafe { &*self.cells.as_ptr().add(i) }
     }
@@ -94,7 +96,12 @@ impl Board {
 impl Drop for Board {
     fn drop(&mut self) {
         // SAFETY: the mapping was made by `new` with this length and is unmapped once.
-        let _ = unsafe { munmap(self.cells.cast(), self.len * std::mem::size_of::<Cell>()) };
+        let _ = unsafe {
+            munmap(
+                self.cells.cast(),
+                self.len * std::mem::size_of::<WorkerCell>(),
+            )
+        };
     }
 }
 

@@ -15,7 +15,7 @@ use nix::fcntl::OFlag;
 use nix::sys::signal::Signal;
 use nix::unistd::{fork, getppid, ForkResult, Pid};
 
-use super::board::{now_ms, Cell};
+use super::board::{now_ms, WorkerCell};
 use super::signals;
 use super::status::{Report, StatusReader, StatusWriter};
 use super::Generation;
@@ -37,7 +37,7 @@ pub struct WorkerSpec<'a> {
     pub sockets: &'a [Bound],
     /// The configuration, plugin snapshots and TLS of the worker's generation.
     pub generation: &'a Generation,
-    pub cell: &'static Cell,
+    pub cell: &'static WorkerCell,
     /// The process-wide settings (as at startup).
     pub config: &'a Config,
     pub identity: Option<&'a Identity>,
@@ -59,7 +59,8 @@ pub fn spawn(spec: WorkerSpec<'_>) -> Result<Spawned, HostError> {
     let arbiter = spec.arbiter;
     let guard = signals::ForkGuard::block();
     // SAFETY: the arbiter is single-threaded (no runtime, no helper threads), so the child
-    // is a consistent copy; it never returns into arbiter code (it ends in `_exit`).
+    // is a consistent copy; it never returns nor unwinds into arbiter code (`child_main`
+    // catches any panic and ends in `_exit`).
     match unsafe { fork() } {
         Ok(ForkResult::Parent { child }) => {
             drop(guard);
@@ -72,17 +73,27 @@ pub fn spawn(spec: WorkerSpec<'_>) -> Result<Spawned, HostError> {
         Ok(ForkResult::Child) => {
             drop(read);
             signals::reset_in_child(guard);
-            child_main(spec, write, arbiter)
+            // A panic must not unwind out of the child's entry: the frames above it are the
+            // arbiter's, and unwinding through them would run arbiter code (and drop its
+            // copies of the pid file, the Unix socket files, the generations) in this
+            // process. The panic hook has already printed the message; leave with the code
+            // of a panicking Rust program.
+            let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                child_main(spec, write, arbiter)
+            }))
+            .unwrap_or(101);
+            exit_now(code)
         }
         Err(e) => Err(HostError::io("fork", e.into())),
     }
 }
 
-fn child_main(spec: WorkerSpec<'_>, status: OwnedFd, arbiter: Pid) -> ! {
+/// The worker process, from fork to its exit code.
+fn child_main(spec: WorkerSpec<'_>, status: OwnedFd, arbiter: Pid) -> i32 {
     // Die with the arbiter, so a SIGKILLed arbiter leaves no worker serving stale code.
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
     if getppid() != arbiter {
-        exit_now(1);
+        return 1;
     }
     let mut keep: Vec<i32> = vec![0, 1, 2, status.as_raw_fd()];
     keep.extend(spec.generation.snapshots.iter().map(|s| s.raw_fd()));
@@ -94,18 +105,73 @@ fn child_main(spec: WorkerSpec<'_>, status: OwnedFd, arbiter: Pid) -> ! {
         &format!("sockhost w{} g{}", spec.slot, spec.generation.id),
     );
     let mut status = StatusWriter::new(status);
-    let code = match serve(&spec, &mut status) {
+    match serve(&spec, &mut status) {
         Ok(()) => 0,
         Err(message) => {
             status.send(&Report::Failed(message));
             3
         }
-    };
-    exit_now(code)
+    }
 }
 
 /// The worker's life after fork; `Err` is a startup failure message.
 fn serve(spec: &WorkerSpec<'_>, status: &mut StatusWriter) -> Result<(), String> {
+    let generation = spec.generation;
+    let (plugins, services) = load(spec)?;
+    status.send(&Report::Ready(
+        generation
+            .plugin_of
+            .iter()
+            .map(|&p| {
+                (
+                    plugins[p].meta.name.clone(),
+                    plugins[p].meta.version.clone(),
+                )
+            })
+            .collect(),
+    ));
+    tracing::debug!(pid = std::process::id(), slot = spec.slot, "worker serving");
+
+    let settings = spec.config.worker_settings(spec.access_log.cloned());
+    Worker::new(services, settings)
+        .run(|link| report(link, spec.cell, status))
+        .map_err(|e| e.to_string())
+}
+
+/// Pass the worker's events on to the arbiter: heartbeats and counters through the board,
+/// `retiring` and `draining` on the status pipe.
+async fn report(
+    mut link: Link,
+    cell: &WorkerCell,
+    status: &mut StatusWriter,
+) -> Result<(), HostError> {
+    let mut reopened = 0;
+    while let Some(event) = link.events.recv().await {
+        match event {
+            WorkerEvent::Heartbeat(counters) => {
+                cell.heartbeat_ms.store(now_ms(), Ordering::Relaxed);
+                cell.post(&counters);
+                // USR1 to the arbiter: it has reopened the access log; follow.
+                let asked = cell.reopen.load(Ordering::Relaxed);
+                if asked != reopened {
+                    reopened = asked;
+                    crate::access_log::reopen();
+                }
+            }
+            WorkerEvent::Stopping(Stop::Graceful(StopReason::MaxRequests)) => {
+                status.send(&Report::Retiring);
+            }
+            WorkerEvent::Draining => status.send(&Report::Draining),
+            WorkerEvent::ReloadAsked => tracing::debug!("SIGHUP ignored by this worker"),
+            WorkerEvent::Serving | WorkerEvent::Stopping(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// Drop privileges, load the generation's plugins and make each service's factory and
+/// listeners; `Err` is a startup failure message.
+fn load(spec: &WorkerSpec<'_>) -> Result<(Vec<Plugin>, Vec<worker::Service>), String> {
     if let Some(identity) = spec.identity {
         identity.apply()?;
         // The kernel clears the parent-death signal when credentials change: arm it again,
@@ -164,51 +230,7 @@ fn serve(spec: &WorkerSpec<'_>, status: &mut StatusWriter) -> Result<(), String>
             settings: service.worker_settings(generation.tls[i].clone()),
         })
         .collect();
-    status.send(&Report::Ready(
-        generation
-            .plugin_of
-            .iter()
-            .map(|&p| {
-                (
-                    plugins[p].meta.name.clone(),
-                    plugins[p].meta.version.clone(),
-                )
-            })
-            .collect(),
-    ));
-    tracing::debug!(pid = std::process::id(), slot = spec.slot, "worker serving");
-
-    let settings = spec.config.worker_settings(spec.access_log.cloned());
-    Worker::new(services, settings)
-        .run(|link| report(link, spec.cell, status))
-        .map_err(|e| e.to_string())
-}
-
-/// Pass the worker's events on to the arbiter: heartbeats and counters through the board,
-/// `retiring` and `draining` on the status pipe.
-async fn report(mut link: Link, cell: &Cell, status: &mut StatusWriter) -> Result<(), HostError> {
-    let mut reopened = 0;
-    while let Some(event) = link.events.recv().await {
-        match event {
-            WorkerEvent::Heartbeat(counters) => {
-                cell.heartbeat_ms.store(now_ms(), Ordering::Relaxed);
-                cell.post(&counters);
-                // USR1 to the arbiter: it has reopened the access log; follow.
-                let asked = cell.reopen.load(Ordering::Relaxed);
-                if asked != reopened {
-                    reopened = asked;
-                    crate::access_log::reopen();
-                }
-            }
-            WorkerEvent::Stopping(Stop::Graceful(StopReason::MaxRequests)) => {
-                status.send(&Report::Retiring);
-            }
-            WorkerEvent::Draining => status.send(&Report::Draining),
-            WorkerEvent::ReloadAsked => tracing::debug!("SIGHUP ignored by this worker"),
-            WorkerEvent::Serving | WorkerEvent::Stopping(_) => {}
-        }
-    }
-    Ok(())
+    Ok((plugins, services))
 }
 
 /// Close every descriptor not in `keep`.
