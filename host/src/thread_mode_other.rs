@@ -9,6 +9,7 @@
 use crate::cli::Config;
 use crate::error::HostError;
 use crate::plugin::Plugin;
+use crate::sockets::bind_metrics;
 use crate::worker::{self, Link, MetricsEndpoint, Worker, WorkerEvent};
 
 /// Bind, load, announce, serve until stopped.
@@ -127,14 +128,4 @@ async fn supervise(
         }
     }
     Ok(())
-}
-
-/// The `--metrics-bind` listener (served from the event loop).
-fn bind_metrics(addr: std::net::SocketAddr) -> Result<std::net::TcpListener, HostError> {
-    std::net::TcpListener::bind(addr)
-        .and_then(|l| l.set_nonblocking(true).map(|()| l))
-        .map_err(|e| HostError::Bind {
-            spec: format!("--metrics-bind {addr}"),
-            source: e,
-        })
 }
