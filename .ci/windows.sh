@@ -51,6 +51,8 @@ cp target/bcryptprimitives.dll "$WINEPREFIX/drive_c/windows/system32/"
 # Unix sockets, so they stay on Linux.
 cargo test --profile "$profile" --target "$target" --lib -p echo -p hello -p kv -p chat
 
-# The black-box subset: a Linux test binary (built by the Linux part) driving sockhost.exe.
+# The black-box subset: a Linux test binary driving sockhost.exe. `--workspace` selects
+# the features the Linux part's `cargo test --release --workspace` built it with, so that
+# binary is reused as it is (`-p sockhost-tests` alone would build another).
 SOCKHOST_TARGET="$target" SOCKHOST_TARGET_PROFILE="$profile" SOCKHOST_RUNNER=wine \
-  cargo test --release -p sockhost-tests --test platform -- --test-threads 2
+  cargo test --release --workspace --test platform -- --test-threads 2
