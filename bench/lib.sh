@@ -145,9 +145,11 @@ rss_kb() {
     awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"
 }
 
-# cpu_ticks PID: user + system CPU time of the whole process, in clock ticks.
+# cpu_ticks PID: user + system CPU time of the whole process, in clock ticks. (The fields
+# are counted after the command name, which may hold spaces: process-mode workers are
+# titled `sockhost w0 g1`; utime and stime are then the 12th and 13th.)
 cpu_ticks() {
-    awk '{ print $14 + $15 }' "/proc/$1/stat"
+    sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'
 }
 
 # tree_pids PID: PID and all its descendants.
@@ -165,7 +167,7 @@ tree_pids() {
 tree_ticks() {
     local total=0 p t
     for p in $(tree_pids "$1"); do
-        t=$(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null || echo 0)
+        t=$(cpu_ticks "$p" 2>/dev/null || echo 0)
         total=$((total + ${t:-0}))
     done
     echo "$total"
@@ -238,7 +240,13 @@ start_nginx_once() {
     if [[ -n $cert ]]; then
         tls_listen=" ssl"
         # Same protocols as sockhost (TLS 1.3 and 1.2); nginx 1.22's default lacks 1.3.
+        # The same TLS 1.3 cipher suite preference as sockhost's (AES-128-GCM first, the
+        # server's order), so that both do the same key schedule and bulk cipher. Session
+        # tickets on (nginx's default, said explicitly: the resumed-handshake rows need them;
+        # the keys are made at start-up and shared by the workers, as sockhost's are).
         tls_conf="ssl_certificate $cert; ssl_certificate_key $key; ssl_protocols TLSv1.2 TLSv1.3;"
+        tls_conf+=" ssl_prefer_server_ciphers on; ssl_session_tickets on;"
+        tls_conf+=" ssl_conf_command Ciphersuites TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256;"
     fi
     {
         # A layer-4 proxy (start_nginx_stream) needs the stream module, as Debian ships it.

@@ -21,6 +21,11 @@
 #   redis        sockhost + libredis (thread mode)        vs  redis-server (save "", appendonly
 #                no, one I/O thread): redis-benchmark -c 50 -t set,get,incr,lpush,lpop, -P 1
 #                and -P 16; requests/s over the five tests, and server CPU per request
+#   scaling      sockhost --workers W + libhello           vs  nginx worker_processes W, for
+#                W = 1, 2, 4, ... up to half the machine's CPUs (and 2 always): wrk req/s,
+#                CPU per request, and the spread of connections over the workers
+#   (tls also:   resumed handshakes vs nginx, and server CPU per handshake vs the crypto
+#                floor: one ECDSA P-256 signature + one X25519 exchange, timed in the run)
 #
 # Method: single-worker servers run pinned to CPU $SERVER_CPU and the load generator
 # (loadgen, or wrk with one thread) to CPU $CLIENT_CPU, both at real-time priority when
@@ -38,9 +43,10 @@
 #              PROXY_WRK_DURATION (2) for the proxy rows,
 #              REDIS_N (100000) and REDIS_N_PIPELINED (1000000) requests per redis-benchmark
 #              test at -P 1 and -P 16,
-#              ONLY="echo connect http idle udp tls services fanout proxy redis" to run some
+#              ONLY="echo connect http idle udp tls services fanout proxy redis scaling" to run some
 #              sections, QUIET_WAIT (30): seconds in all to wait for other processes (a build)
-#              to go quiet, FANOUT_MESSAGES (10000) messages per fan-out run.
+#              to go quiet, FANOUT_MESSAGES (10000) messages per fan-out run,
+#              SCALE_CONNS_PER_WORKER (50) wrk connections per worker in the scaling rows.
 # Installs nginx, wrk, redis-server, redis-tools (and openssl, haproxy, libnginx-mod-stream,
 # if missing) from Debian's packages.
 set -euo pipefail
@@ -58,7 +64,7 @@ SETTLE=${SETTLE:-1}
 PROXY_WRK_DURATION=${PROXY_WRK_DURATION:-2}
 REDIS_N=${REDIS_N:-100000}
 REDIS_N_PIPELINED=${REDIS_N_PIPELINED:-1000000}
-ONLY=${ONLY:-"echo connect http idle udp tls services fanout proxy redis"}
+ONLY=${ONLY:-"echo connect http idle udp tls services fanout proxy redis scaling"}
 FANOUT_MESSAGES=${FANOUT_MESSAGES:-10000}
 SERVER_CPU=0
 CLIENT_CPU=1
@@ -155,6 +161,8 @@ wait_quiet() {
 # each other server. PARSER is `json:FIELD` (a loadgen --json field) or `wrk`
 # (Requests/sec). SPAN: seconds of load per run, for CPU per operation, or `json:FIELD` for
 # a run whose length the load generator reports (a fixed amount of work).
+# Afterwards PAIR_RATE_A / PAIR_US_A hold A's median rate and server CPU per operation (µs),
+# PAIR_RATE_B / PAIR_US_B the last other server's.
 pair() {
     local figure=$1 unit=$2 target=$3 parser=$4 span=$5 cpus=$6
     shift 6
@@ -225,7 +233,9 @@ pair() {
             "$(median ${cls[0]})" "$(median ${cls[$side]})" "$(median "${other[@]}")")
         row "$figure" "$unit" "$(printf '%.0f' "$ma")" "${names[$side]}" "$(printf '%.0f' "$mb")" \
             "$r" "$target" "$(verdict "$r" "$target")" "$(ratio "$ub" "$ua")" "$detail"
+        PAIR_RATE_B=$mb PAIR_US_B=$ub
     done
+    PAIR_RATE_A=$ma PAIR_US_A=$ua
 }
 
 # sockhost ARGS...: the sockhost command line with the given arguments.
@@ -348,6 +358,81 @@ if section udp; then
     stop_server "$BL_PID"
 fi
 
+# tls_handshake_rows: after the full-handshake pair (sockhost at $SH_PID/$SH_ADDR, nginx at
+# $NGINX_PID/$NGINX_ADDR, both serving $CERT/$KEY over TLS): resumed handshakes against
+# nginx, a plain-TCP connection (the same loop without TLS) against nginx, and the full and
+# resumed handshakes' server CPU against the crypto floor measured now on the server's CPU
+# (crypto-floor: one ECDSA P-256 signature + one X25519 exchange through rustls's aws-lc-rs
+# provider, the calls a handshake makes; `openssl speed` for nginx's OpenSSL in a note).
+tls_handshake_rows() {
+    local full_sh=$PAIR_US_A full_ng=$PAIR_US_B resumed_sh resumed_ng plain_sh plain_ng
+    local -a floors=() x25519=() signs=() ring_kx=() ring_signs=()
+    local rep out side name conns resumed
+    [[ -x $RELEASE/crypto-floor ]] || die "$RELEASE/crypto-floor is missing (cargo build --release -p sockhost-bench)"
+    pair "TLS resumed handshakes, 16 loops" conns/s "-" json:conns_per_sec "$SPAN" $CLIENT_CPU \
+        sockhost "$SH_PID" "$SH_ADDR" nginx "$NGINX_PID" "$NGINX_ADDR" -- \
+        "$RELEASE/loadgen" connect --addr @ADDR@ --concurrency 16 --tls --resume --http \
+        --duration "$DURATION" --warmup "$WARMUP" --json
+    resumed_sh=$PAIR_US_A resumed_ng=$PAIR_US_B
+    # Resumption is proven, not assumed: of the last run's handshakes, how many resumed.
+    out="resumed handshakes (of the last run's):"
+    for side in 0 1; do
+        name=$([[ $side == 0 ]] && echo sockhost || echo nginx)
+        conns=$(json_get conns "$(tail -n 1 "$BENCH_TMP/run.out.$side")")
+        resumed=$(json_get resumed "$(tail -n 1 "$BENCH_TMP/run.out.$side")")
+        out+=" $name ${resumed:-0} of ${conns:-0};"
+        if ((${resumed:-0} * 10 < ${conns:-0} * 9)); then
+            echo "# $name resumed only ${resumed:-0} of ${conns:-0} handshakes: are tickets on?" >&2
+            FAILED=1
+        fi
+    done
+    NOTES+=("$out the client (loadgen --resume) keeps every ticket a server sends and offers one per new connection (TLS 1.3 PSK with an X25519 exchange); sockhost: rustls's Ticketer, 2 tickets per handshake (rustls's default); nginx: ssl_session_tickets on (its default, set explicitly), OpenSSL's default of 2 tickets.")
+
+    # The same connection loop without TLS: what a connection costs before any TLS.
+    local plain_sh_pid plain_sh_addr
+    start_server sockhost-plain "${PRIO[@]}" taskset -c $SERVER_CPU "$SOCKHOST" \
+        --plugin "$RELEASE/libhello.so" --bind 127.0.0.1:0 --concurrency thread --keep-alive 0
+    plain_sh_pid=$SERVER_PID plain_sh_addr=$SERVER_ADDR
+    local tls_ng_pid=$NGINX_PID tls_ng_addr=$NGINX_ADDR
+    start_nginx nginx-plain 1 $SERVER_CPU
+    pair "plain TCP + GET (no TLS), 16 loops" conns/s "-" json:conns_per_sec "$SPAN" $CLIENT_CPU \
+        sockhost "$plain_sh_pid" "$plain_sh_addr" nginx "$NGINX_PID" "$NGINX_ADDR" -- \
+        "$RELEASE/loadgen" connect --addr @ADDR@ --concurrency 16 --http \
+        --duration "$DURATION" --warmup "$WARMUP" --json
+    plain_sh=$PAIR_US_A plain_ng=$PAIR_US_B
+    stop_server "$plain_sh_pid"
+    stop_server "$NGINX_PID"
+    NGINX_PID=$tls_ng_pid NGINX_ADDR=$tls_ng_addr
+
+    for ((rep = 1; rep <= REPS; rep++)); do
+        out=$("${PRIO[@]}" taskset -c $SERVER_CPU "$RELEASE/crypto-floor" --key-file "$KEY" --json) ||
+            die "crypto-floor failed"
+        floors+=("$(json_get full_floor_us "$out")")
+        x25519+=("$(json_get x25519_us "$out")")
+        signs+=("$(json_get sign_p256_us "$out")")
+        ring_kx+=("$(json_get ring_x25519_us "$out")")
+        ring_signs+=("$(json_get ring_sign_p256_us "$out")")
+    done
+    local floor kx sign tls_only
+    floor=$(median "${floors[@]}")
+    kx=$(median "${x25519[@]}")
+    sign=$(median "${signs[@]}")
+    tls_only=$(awk -v a="$full_sh" -v b="$plain_sh" 'BEGIN { printf "%.2f", a - b }')
+    row "TLS full hs, srv CPU vs crypto floor" us/hs "$full_sh" "floor" "$floor" \
+        "$(ratio "$full_sh" "$floor")" "<=1.5" "$(verdict "$(ratio "$full_sh" "$floor")" "<=1.5")" "-" \
+        "floor = ECDSA P-256 sign $sign + X25519 $kx us (aws-lc-rs, CPU $SERVER_CPU); nginx ${full_ng} us/hs"
+    row "  the same, less a plain connection" us/hs "$tls_only" "floor" "$floor" \
+        "$(ratio "$tls_only" "$floor")" "-" "-" "-" \
+        "full hs ${full_sh} - plain TCP + GET ${plain_sh} us (nginx ${full_ng} - ${plain_ng})"
+    row "TLS resumed hs, srv CPU vs floor" us/hs "$resumed_sh" "floor" "$kx" \
+        "$(ratio "$resumed_sh" "$kx")" "-" "-" "-" \
+        "floor = one X25519 exchange; less a plain connection: $(awk -v a="$resumed_sh" -v b="$plain_sh" 'BEGIN { printf "%.2f", a - b }') us; nginx ${resumed_ng} us/hs"
+    out=$("${PRIO[@]}" taskset -c $SERVER_CPU openssl speed -seconds 1 -mr ecdsap256 ecdhx25519 2>/dev/null |
+        awk -F: '/^\+F4:/ { sign = 1e6 / $4 } /^\+F5:/ { kx = 1e6 / $4 }
+            END { printf "ECDSA P-256 sign %.2f us, X25519 derive %.2f us", sign, kx }')
+    NOTES+=("crypto floor: crypto-floor (examples/bench) times through rustls's aws-lc-rs provider what a TLS 1.3 server must compute per full handshake: one ECDSA P-256 SHA-256 signature and one X25519 exchange (ephemeral key pair + shared secret); a resumed one needs the exchange only. OpenSSL $(openssl version | awk '{ print $2 }') (nginx's) on the same CPU, openssl speed: $out (the derive alone; its key generation is not timed there). ring 0.17 (rustls's other provider), crypto-floor: ECDSA P-256 sign $(median "${ring_signs[@]}") us, X25519 key pair + secret $(median "${ring_kx[@]}") us (aws-lc-rs: $sign and $kx).")
+}
+
 # --- TLS: the same ECDSA P-256 certificate everywhere --------------------------------------
 if section tls; then
     command -v curl >/dev/null || ensure_packages curl=curl
@@ -366,11 +451,12 @@ if section tls; then
         --resolve "localhost:${SH_ADDR##*:}:127.0.0.1" >/dev/null
     check_http nginx "https://localhost:$NGINX_PORT/" "${resolve[@]}" \
         --resolve "localhost:$NGINX_PORT:127.0.0.1" >/dev/null
-    pair "TLS full handshakes, 16 loops" conns/s ">=1.0" json:conns_per_sec "$SPAN" $CLIENT_CPU \
+    pair "TLS full handshakes, 16 loops" conns/s ">=2.5" json:conns_per_sec "$SPAN" $CLIENT_CPU \
         sockhost "$SH_PID" "$SH_ADDR" nginx "$NGINX_PID" "$NGINX_ADDR" -- \
         "$RELEASE/loadgen" connect --addr @ADDR@ --concurrency 16 --tls --http \
         --duration "$DURATION" --warmup "$WARMUP" --json
     NOTES+=("TLS handshakes negotiated: sockhost $(json_get tls "$(tail -n 1 "$BENCH_TMP/run.out.0")" | tr -d '"'), nginx $(json_get tls "$(tail -n 1 "$BENCH_TMP/run.out.1")" | tr -d '"'); one GET / per connection, then close_notify; no resumption; the client does not verify the signature (so that it is not the bottleneck).")
+    tls_handshake_rows
     pair "HTTPS hello, wrk -c50" req/s "-" wrk "$WRK_DURATION" $CLIENT_CPU \
         sockhost "$SH_PID" "$SH_ADDR" nginx "$NGINX_PID" "$NGINX_ADDR" -- \
         wrk -t1 -c50 -d"$WRK_DURATION"s "https://@ADDR@/"
@@ -601,6 +687,114 @@ if section redis; then
     NOTES+=("redis: $(redis-server --version | awk '{ print $1, $2, $3 }'); req/s = 5 N / (sum over set,get,incr,lpush,lpop of N / that test's req/s); srv us/req = server CPU time / 5 N.")
     stop_server "$SH_PID"
     stop_server "$REDIS_PID"
+fi
+
+# --- scaling: process mode with 1, 2, 4, ... workers vs nginx with as many workers --------
+# The layout comes from the machine (nproc), so the section runs unchanged on a bigger one:
+# the servers get the first half of the CPUs (at least one), wrk the rest, one thread per
+# CPU. Worker counts double from 1 up to the servers' CPUs (pinned to the first W of
+# them), and 2 is always measured: where W workers do not fit on the servers' CPUs (2 on a
+# 2-core machine) servers and wrk share every CPU, and the row is marked *. wrk keeps
+# SCALE_CONNS_PER_WORKER (50) connections per worker open (keep-alive). For W >= 2 a second,
+# shorter wrk run of the same shape counts the established connections of each worker
+# process (ss -p: the same for sockhost's SO_REUSEPORT group and nginx's shared socket) and
+# a row shows the spread: the busiest worker's count over the mean.
+
+# spread_of PID_ROOT PORT WORKERS CPUS THREADS CONNS: while wrk holds CONNS connections to
+# 127.0.0.1:PORT, the number of them each worker process of PID_ROOT holds; sets SPREAD
+# (the counts, busiest first, zeros for workers without any) and SPREAD_MAX_MEAN.
+spread_of() {
+    local root=$1 port=$2 workers=$3 cpus=$4 threads=$5 conns=$6 wrk_pid i seen=0
+    "${PRIO[@]}" taskset -c "$cpus" wrk -t"$threads" -c"$conns" -d5s "http://127.0.0.1:$port/" \
+        >"$BENCH_TMP/spread.wrk" 2>&1 &
+    wrk_pid=$!
+    BENCH_PIDS+=("$wrk_pid")
+    # Bounded: every connection is up well within 2 s, or the count says how many were.
+    for ((i = 0; i < 20; i++)); do
+        sleep 0.1
+        seen=$(established "$port")
+        ((seen >= conns)) && break
+    done
+    # ss -p names a socket's process by scanning /proc/*/fd: at the servers' and wrk's
+    # real-time priority, or on 2 busy cores it may not get to run before wrk is done. Read
+    # again (bounded) until it names them all.
+    local -a counts=()
+    local named=0
+    for ((i = 0; i < 10; i++)); do
+        sleep 0.1
+        mapfile -t counts < <("${PRIO[@]}" ss -Htnp state established "( sport = :$port )" 2>/dev/null |
+            grep -o 'pid=[0-9]*' | sort | uniq -c | awk '{ print $1 }' | sort -rn)
+        named=$(printf '%s\n' "${counts[@]}" | awk '{ t += $1 } END { print t + 0 }')
+        ((named >= seen)) && break
+    done
+    kill -TERM "$wrk_pid" 2>/dev/null || true
+    wait "$wrk_pid" 2>/dev/null || true
+    if ((named < seen)); then
+        echo "# spread: ss -p named the process of $named of the $seen connections to :$port;" \
+            "wrk said:" >&2
+        cat "$BENCH_TMP/spread.wrk" >&2
+    fi
+    while ((${#counts[@]} < workers)); do counts+=(0); done
+    SPREAD="${counts[*]}"
+    SPREAD_MAX_MEAN=$(printf '%s\n' "${counts[@]}" | awk -v w="$workers" \
+        '{ t += $1; if ($1 > m) m = $1 } END { if (t > 0) printf "%.2f", m * w / t; else print "nan" }')
+}
+
+if section scaling; then
+    command -v curl >/dev/null || ensure_packages curl=curl
+    SCALE_CONNS_PER_WORKER=${SCALE_CONNS_PER_WORKER:-50}
+    ncpu=$(nproc)
+    srv_n=$((ncpu / 2 > 0 ? ncpu / 2 : 1))
+    if ((ncpu > 1)); then
+        client_cpus="$srv_n-$((ncpu - 1))" client_n=$((ncpu - srv_n))
+    else
+        client_cpus=0 client_n=1
+    fi
+    counts=()
+    for ((w = 1; w <= srv_n; w *= 2)); do counts+=("$w"); done
+    ((srv_n >= 2)) || counts+=(2)
+    declare -A SCALE_SH=() SCALE_NG=()
+    for w in "${counts[@]}"; do
+        if ((w <= srv_n)); then
+            scpus="0-$((w - 1))" ccpus=$client_cpus threads=$client_n mark=""
+        else
+            scpus=$ALL_CPUS ccpus=$ALL_CPUS threads=1 mark="*"
+        fi
+        c=$((SCALE_CONNS_PER_WORKER * w))
+        ((c >= threads)) || c=$threads
+        start_server "sockhost-scale$w" "${PRIO[@]}" taskset -c "$scpus" "$SOCKHOST" \
+            --plugin "$RELEASE/libhello.so" --bind 127.0.0.1:0 --workers "$w" --keep-alive 0
+        SH_PID=$SERVER_PID SH_ADDR=$SERVER_ADDR
+        start_nginx "nginx-scale$w" "$w" "$scpus"
+        check_http sockhost "http://$SH_ADDR/" >/dev/null
+        check_http nginx "http://$NGINX_ADDR/" >/dev/null
+        label="$w worker"
+        ((w > 1)) && label+="s"
+        pair "scaling HTTP, $label$mark, -c$c" req/s "-" wrk "$WRK_DURATION" "$ccpus" \
+            sockhost "$SH_PID" "$SH_ADDR" nginx "$NGINX_PID" "$NGINX_ADDR" -- \
+            wrk -t"$threads" -c"$c" -d"$WRK_DURATION"s "http://@ADDR@/"
+        SCALE_SH[$w]="$PAIR_RATE_A $PAIR_US_A" SCALE_NG[$w]="$PAIR_RATE_B $PAIR_US_B"
+        if ((w > 1)); then
+            spread_of "$SH_PID" "${SH_ADDR##*:}" "$w" "$ccpus" "$threads" "$c"
+            sh_spread=$SPREAD sh_mm=$SPREAD_MAX_MEAN
+            spread_of "$NGINX_PID" "$NGINX_PORT" "$w" "$ccpus" "$threads" "$c"
+            row "scaling spread, $label$mark" max/mean "$sh_mm" nginx "$SPREAD_MAX_MEAN" \
+                "$(ratio "$sh_mm" "$SPREAD_MAX_MEAN")" "-" "-" "-" \
+                "connections per worker (of $c): $sh_spread / $SPREAD"
+        fi
+        stop_server "$SH_PID"
+        stop_server "$NGINX_PID"
+    done
+    # req/s and CPU per request at each worker count, relative to 1 worker.
+    scale_note="scaling, relative to 1 worker (req/s, srv us/req):"
+    read -r r1 _ <<<"${SCALE_SH[1]}"
+    read -r n1 _ <<<"${SCALE_NG[1]}"
+    for w in "${counts[@]}"; do
+        read -r rw uw <<<"${SCALE_SH[$w]}"
+        read -r nw vw <<<"${SCALE_NG[$w]}"
+        scale_note+=" $w: sockhost $(ratio "$rw" "$r1")x, ${uw} us; nginx $(ratio "$nw" "$n1")x, ${vw} us;"
+    done
+    NOTES+=("$scale_note layout: $ncpu CPUs, servers on CPU 0-$((srv_n - 1)), wrk (-t$client_n) on CPU $client_cpus; * = more workers than the servers' CPUs: servers and wrk share all CPUs, so throughput is the machine's, not the server's; compare srv us/req. Spread: established connections per worker process (ss -p) while wrk holds them.")
 fi
 
 echo

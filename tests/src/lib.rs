@@ -5,6 +5,8 @@
 //! The binaries must be built first (`cargo build --release --workspace`); the tests find
 //! them next to their own executable's profile directory.
 
+pub mod daemon;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
@@ -648,6 +650,39 @@ pub fn children_of(parent: u32) -> Vec<u32> {
     }
     kids.sort_unstable();
     kids
+}
+
+/// Which of `pids` serves the TCP connection from `client` to `server` (IPv4): the one
+/// holding the server side's socket, found by its inode in `/proc/net/tcp` and the
+/// processes' descriptors. `None` if no process of `pids` holds it (not accepted yet: make
+/// a round trip first).
+pub fn serving_process(pids: &[u32], server: SocketAddr, client: SocketAddr) -> Option<u32> {
+    let hex = |addr: SocketAddr| match addr {
+        SocketAddr::V4(a) => format!(
+            "{:08X}:{:04X}",
+            u32::from_ne_bytes(a.ip().octets()),
+            a.port()
+        ),
+        SocketAddr::V6(_) => panic!("serving_process: IPv4 only, got {addr}"),
+    };
+    let (local, remote) = (hex(server), hex(client));
+    let table = std::fs::read_to_string("/proc/self/net/tcp").expect("/proc/self/net/tcp");
+    let inode = table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        (fields.len() > 9 && fields[1] == local && fields[2] == remote)
+            .then(|| fields[9].to_string())
+    })?;
+    let socket = format!("socket:[{inode}]");
+    pids.iter().copied().find(|pid| {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|fd| {
+                std::fs::read_link(fd.path())
+                    .is_ok_and(|target| target.as_os_str() == socket.as_str())
+            })
+    })
 }
 
 /// Whether process `pid` exists (and is not a zombie).

@@ -3,17 +3,17 @@
 //! first), and small servers played by the test (a greeting server, a 100 MB streamer, a
 //! slow reader, half-closing peers) — driven by curl, wrk, redis-cli and raw sockets.
 //!
-//! nginx and redis-server run as children of the test with their configuration in a
-//! temporary directory, on loopback ports; `.ci/run` installs them.
+//! nginx and redis-server run as children of the test ([`sockhost_tests::daemon`]) with
+//! their configuration in a temporary directory, on loopback ports; `.ci/run` installs them.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
+use sockhost_tests::daemon::{dead_port, Daemon, TempDir};
 use sockhost_tests::{closed_within, connect, rss_kib, serve, serve_thread, Server, Unaccepting};
 
 // ------------------------------------------------------------------------------------------
@@ -31,14 +31,6 @@ fn proxy(upstreams: &[SocketAddr], opts: &[&str], flags: &[&str]) -> Server {
     args.extend(flags.iter().map(|f| f.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     serve_thread("proxy", &args)
-}
-
-/// A loopback port nothing listens on (it was free a moment ago).
-fn dead_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
 }
 
 /// A server played by the test: every accepted connection runs `handle` on its own thread.
@@ -106,137 +98,6 @@ fn curl(args: &[&str]) -> String {
     let mut all = vec!["--silent", "--show-error", "--max-time", "10"];
     all.extend(args);
     run("curl", &all)
-}
-
-/// A scratch directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(what: &str) -> TempDir {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "sockhost-proxy-{what}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A server run as a child process of the test (nginx, redis-server), killed on drop.
-struct Daemon {
-    child: Child,
-    addr: SocketAddr,
-    _dir: TempDir,
-}
-
-impl Daemon {
-    /// Start `program` with the arguments `args(dir, port)` gives for a free port, and wait
-    /// until the port accepts connections; another port is tried if that one was taken
-    /// meanwhile.
-    fn start(program: &str, args: impl Fn(&TempDir, u16) -> Vec<String>) -> Daemon {
-        let mut last_words = String::new();
-        for _ in 0..3 {
-            let dir = TempDir::new(program);
-            let addr = dead_port();
-            let output = std::fs::File::create(dir.path("output")).unwrap();
-            let mut child = Command::new(program)
-                .args(args(&dir, addr.port()))
-                .stdin(Stdio::null())
-                .stdout(output.try_clone().unwrap())
-                .stderr(output)
-                .spawn()
-                .unwrap_or_else(|e| panic!("starting {program} (.ci/run installs it): {e}"));
-            let deadline = Instant::now() + Duration::from_secs(10);
-            loop {
-                if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                    return Daemon {
-                        child,
-                        addr,
-                        _dir: dir,
-                    };
-                }
-                if child.try_wait().unwrap().is_some() || Instant::now() > deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    last_words = std::fs::read_to_string(dir.path("output")).unwrap_or_default();
-                    break; // the port was taken, most likely: another one
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        panic!("{program} did not start listening (3 attempts); it said:\n{last_words}");
-    }
-
-    /// nginx answering every request with `location` (a `return` directive), single
-    /// process, listening with `listen_flags` (e.g. `proxy_protocol`).
-    fn nginx(listen_flags: &str, location: &str) -> Daemon {
-        let (listen_flags, location) = (listen_flags.to_string(), location.to_string());
-        Daemon::start("nginx", move |dir, port| {
-            let d = dir.0.display();
-            let conf = format!(
-                "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\n\
-                 error_log {d}/error.log warn;\nevents {{ worker_connections 1024; }}\n\
-                 http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
-                 fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
-                 server {{\n    listen 127.0.0.1:{port} {listen_flags};\n\
-                 location / {{ default_type text/plain; {location} }}\n  }}\n}}\n"
-            );
-            std::fs::write(dir.path("nginx.conf"), conf).unwrap();
-            ["-p", &format!("{d}"), "-e", &format!("{d}/error.log"), "-c"]
-                .iter()
-                .map(|s| s.to_string())
-                .chain([dir.path("nginx.conf").display().to_string()])
-                .collect()
-        })
-    }
-
-    /// nginx reading a PROXY header (v1 or v2: `listen … proxy_protocol`) first on every
-    /// connection and answering with the client address it carried.
-    fn nginx_showing_proxy_protocol() -> Daemon {
-        Daemon::nginx(
-            "proxy_protocol",
-            r#"return 200 "$proxy_protocol_addr:$proxy_protocol_port\n";"#,
-        )
-    }
-
-    fn redis() -> Daemon {
-        Daemon::start("redis-server", |dir, port| {
-            [
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                &dir.0.display().to_string(),
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect()
-        })
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// The byte at offset `i` of the test streams (a pattern that detects loss and reordering).

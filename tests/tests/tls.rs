@@ -555,3 +555,49 @@ fn host_services_work_over_tls() {
         assert_eq!(tls_ask(&mut b, "").unwrap(), "over tls", "{mode:?}");
     }
 }
+
+/// The server picks TLS 1.3's AES-128-GCM-SHA256 even from a client that lists
+/// AES-256-GCM-SHA384 first (rustls's order, and OpenSSL's), and it sends session tickets
+/// a client resumes from: in thread mode every connection after the first is a resumed
+/// handshake; in process mode (connections land on either worker, which share the ticket
+/// keys) at most one more is full: rustls's aws-lc-rs ticketer refuses a ticket longer
+/// than any it has itself issued, so a fresh worker's first ticket from its sibling fails.
+#[test]
+fn tls13_prefers_aes128_gcm_and_later_connections_resume() {
+    use rustls::{CipherSuite, HandshakeKind};
+    let pki = Pki::new("resume");
+    for (mode, workers) in [
+        (&["--concurrency", "thread"][..], 1),
+        (&["--workers", "2"][..], 2),
+    ] {
+        let server = tls_server(&pki, "echo", mode);
+        // One client configuration, hence one session cache, per server.
+        let config = client_config(&pki, &[&rustls::version::TLS13], &[], None);
+        assert_eq!(
+            config.crypto_provider().cipher_suites[0].suite(),
+            CipherSuite::TLS13_AES_256_GCM_SHA384,
+            "the client lists AES-256 first"
+        );
+        let mut kinds = Vec::new();
+        for _ in 0..8 {
+            let mut tls = tls_connect(server.addr(), config.clone()).unwrap();
+            assert_eq!(
+                tls.conn.negotiated_cipher_suite().map(|s| s.suite()),
+                Some(CipherSuite::TLS13_AES_128_GCM_SHA256),
+                "{mode:?}"
+            );
+            // A round trip: the server's tickets arrive before the echo.
+            assert_eq!(tls_ask(&mut tls, "ping\n").unwrap(), "ping", "{mode:?}");
+            kinds.push(tls.conn.handshake_kind());
+        }
+        assert_eq!(kinds[0], Some(HandshakeKind::Full), "{mode:?}");
+        let full = kinds
+            .iter()
+            .filter(|k| **k != Some(HandshakeKind::Resumed))
+            .count();
+        assert!(
+            full <= workers,
+            "{mode:?}: at most one full handshake per worker, then resumed: {kinds:?}"
+        );
+    }
+}

@@ -145,7 +145,8 @@ impl Hub {
     }
 
     /// Hand `message` to every subscriber of `channel` but `from` through `post`, and cut
-    /// off those above their bound (see the module docs).
+    /// off those above their bound (see the module docs). A line from the broker comes
+    /// `from` [`ConnId::NONE`]: every subscriber gets it through `post`.
     pub fn publish(
         &mut self,
         from: ConnId,
@@ -182,6 +183,11 @@ impl Hub {
             }
         }
         published
+    }
+
+    /// How many connections subscribe to `channel`.
+    pub fn subscribers(&self, channel: &[u8]) -> usize {
+        self.channels.get(channel).map_or(0, |s| s.len())
     }
 
     /// Subscribers cut off so far.

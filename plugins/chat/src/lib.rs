@@ -50,7 +50,22 @@
 //! sends it in the same pass of its event loop. Lines published by one connection reach
 //! each subscriber in the order they were published. Subscriptions are per worker: a
 //! subscriber hears the publishers served by its own worker, so run chat with
-//! `--concurrency thread` or `--workers 1` for one chat room per server.
+//! `--concurrency thread` or `--workers 1` for one chat room per server — or give it a
+//! broker.
+//!
+//! # Broker
+//!
+//! With `broker=redis://HOST:PORT[/channel-prefix]` every worker of every sockhost running
+//! with the same broker shares one set of channels through a Redis server's pub/sub: each
+//! worker keeps two outbound connections to it (one publishes, one is subscribed to
+//! `PREFIX:*`), hands its clients' lines to Redis, and fans out what Redis delivers to its
+//! own subscribers — the publisher's own worker included, so every subscriber hears each
+//! line once, all in Redis's order. `+OK N` then counts the subscribers on the
+//! publisher's worker. While the broker is away (either connection down), lines are fanned
+//! out locally as without a broker, counted and logged: they reach only that worker's
+//! subscribers and are never replayed. The connections are retried with back-off; see the
+//! `broker` module for the details and bounds, and `docs/deploy.md` ("Brokered chat") for
+//! the deployment and exactly what an outage loses.
 //!
 //! # Slow subscribers
 //!
@@ -85,6 +100,10 @@
 //!   closed after that long without a byte *from its client*; `0` never closes one for
 //!   idleness. Not given: `--keep-alive` applies. A subscriber that only listens is idle in
 //!   this sense, so either answer the pings or raise the timeout.
+//! * `broker` (none by default): `redis://HOST:PORT[/channel-prefix]`, the Redis server
+//!   whose pub/sub joins the workers and instances (above); the prefix (default `chat`)
+//!   names the Redis channels: chat channel `room` is `chat:room`. A value that is not of
+//!   that form is refused at start.
 //!
 //! [`PostStatus::Backlogged`]: plugin_api::services::PostStatus::Backlogged
 //! [`PostStatus::Overflow`]: plugin_api::services::PostStatus::Overflow
@@ -100,9 +119,11 @@ use plugin_api::{
     ConnId, ConnInfo, Consumer, LostReason, OptionSpec, Options, Output, PluginInfo, Protocol,
 };
 
+mod broker;
 mod command;
 mod hub;
 
+use broker::{Broker, BrokerAddress, Route};
 use command::Command;
 use hub::{CutOff, Hub};
 // Bounded line framing from the plugin API (as kv).
@@ -123,10 +144,11 @@ struct Config {
     idle_timeout: Option<Option<Duration>>,
 }
 
-/// One worker's chat server: its subscriptions and its limits.
+/// One worker's chat server: its subscriptions, its limits, and its broker links.
 pub struct Chat {
     hub: Rc<RefCell<Hub>>,
     config: Config,
+    broker: Option<Broker>,
 }
 
 impl Protocol for Chat {
@@ -135,7 +157,7 @@ impl Protocol for Chat {
     const INFO: PluginInfo = PluginInfo::new(
         "chat",
         env!("CARGO_PKG_VERSION"),
-        "line-based publish/subscribe (SUBSCRIBE/PUBLISH); one set of channels per worker",
+        "line-based publish/subscribe (SUBSCRIBE/PUBLISH); one set of channels per worker, or shared through a Redis broker",
     )
     .services()
     .options(&[
@@ -157,6 +179,10 @@ impl Protocol for Chat {
         OptionSpec::new(
             "idle-timeout",
             "seconds without a byte from the client before closing, replacing --keep-alive (0: never)",
+        ),
+        OptionSpec::new(
+            "broker",
+            "redis://HOST:PORT[/channel-prefix]: publish through this Redis server, so subscribers on every worker and instance hear every line",
         ),
     ]);
 
@@ -181,12 +207,19 @@ impl Protocol for Chat {
             ping: seconds("ping")?.flatten(),
             idle_timeout: seconds("idle-timeout")?,
         };
+        let address = options
+            .get("broker")
+            .map(BrokerAddress::parse)
+            .transpose()?;
         log::info!(
-            "chat ready (max-line {max_line} bytes, max-subscriptions {max_subscriptions}, ping {}; one set of channels per worker)",
-            config.ping.map_or("off".to_string(), |p| format!("every {}s", p.as_secs()))
+            "chat ready (max-line {max_line} bytes, max-subscriptions {max_subscriptions}, ping {}; {})",
+            config.ping.map_or("off".to_string(), |p| format!("every {}s", p.as_secs())),
+            address.as_ref().map_or("one set of channels per worker".to_string(), |a| format!("channels shared through the broker {a}"))
         );
+        let hub = Rc::new(RefCell::new(Hub::new(max_subscriptions)));
         Ok(Chat {
-            hub: Rc::new(RefCell::new(Hub::new(max_subscriptions))),
+            broker: address.map(|a| Broker::new(a, hub.clone(), max_line)),
+            hub,
             config,
         })
     }
@@ -199,12 +232,32 @@ impl Protocol for Chat {
                 peer: info.peer,
                 hub: self.hub.clone(),
                 config: self.config,
+                broker: self.broker.clone(),
                 heard: false,
             },
         }
     }
 
+    fn tick_interval(&self) -> Option<Duration> {
+        self.broker.as_ref().map(|_| broker::TICK)
+    }
+
+    fn tick(&self) {
+        if let Some(broker) = &self.broker {
+            broker.tick();
+        }
+    }
+
+    fn serving(&self) {
+        if let Some(broker) = &self.broker {
+            broker.start();
+        }
+    }
+
     fn stopping(&self) {
+        if let Some(broker) = &self.broker {
+            broker.stop();
+        }
         let cut = self.hub.borrow().cut_off_total();
         if cut > 0 {
             log::info!("{cut} slow subscribers were cut off in this worker");
@@ -225,6 +278,7 @@ struct Session {
     peer: SocketAddr,
     hub: Rc<RefCell<Hub>>,
     config: Config,
+    broker: Option<Broker>,
     /// The client sent something since the ping timer last fired.
     heard: bool,
 }
@@ -266,12 +320,18 @@ impl Session {
         ControlFlow::Continue(())
     }
 
-    /// Fan `text` out to `channel`'s subscribers, then close the ones that fell behind.
+    /// Hand `text` to the broker if it is up (this worker's subscribers get it when the
+    /// broker delivers it back: see [`broker`]); otherwise fan it out to `channel`'s
+    /// subscribers here and now, then close the ones that fell behind.
     fn publish(&mut self, channel: &[u8], text: &[u8], out: &mut Output) {
-        let mut message = Vec::with_capacity(channel.len() + text.len() + 10);
-        for part in [&b"MESSAGE "[..], channel, b" ", text, b"\n"] {
-            message.extend_from_slice(part);
+        if let Some(broker) = &self.broker {
+            if broker.publish(channel, text) == Route::Broker {
+                let here = self.hub.borrow().subscribers(channel);
+                reply(out, format!("+OK {here}").as_bytes());
+                return;
+            }
         }
+        let message = message_line(channel, text);
         let published = self
             .hub
             .borrow_mut()
@@ -298,6 +358,15 @@ impl Session {
         );
         out.close();
     }
+}
+
+/// The line a subscriber receives: `MESSAGE channel text\n`.
+fn message_line(channel: &[u8], text: &[u8]) -> Vec<u8> {
+    let mut message = Vec::with_capacity(channel.len() + text.len() + 10);
+    for part in [&b"MESSAGE "[..], channel, b" ", text, b"\n"] {
+        message.extend_from_slice(part);
+    }
+    message
 }
 
 /// Close a subscriber that fell behind, and say so once.

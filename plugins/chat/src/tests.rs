@@ -216,7 +216,7 @@ fn options_are_validated() {
     assert_eq!(
         err(&[("pings", "5")]).as_deref(),
         Some(
-            r#"plugin chat: unknown option "pings" (accepted: max-line, max-subscriptions, ping, idle-timeout)"#
+            r#"plugin chat: unknown option "pings" (accepted: max-line, max-subscriptions, ping, idle-timeout, broker)"#
         )
     );
     assert_eq!(

@@ -79,20 +79,26 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
-/// The TLS acceptor for `--cert-file`/`--key-file`: aws-lc-rs, TLS 1.3 and 1.2.
+/// The TLS acceptor for `--cert-file`/`--key-file`: aws-lc-rs, TLS 1.3 and 1.2, the same
+/// cipher suite preference as sockhost's (TLS13_AES_128_GCM_SHA256 first, the server's
+/// order), so that the TLS echo comparison moves the same cipher over the same bytes.
 fn acceptor(cert: &str, key: &str) -> Result<TlsAcceptor, String> {
     let chain = CertificateDer::pem_file_iter(cert)
         .map_err(|e| format!("--cert-file {cert}: {e}"))?
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("--cert-file {cert}: {e}"))?;
     let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("--key-file {key}: {e}"))?;
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    provider
+        .cipher_suites
+        .sort_by_key(|s| s.suite() != rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(provider))
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| format!("TLS versions: {e}"))?
         .with_no_client_auth()
         .with_single_cert(chain, key)
         .map_err(|e| format!("--cert-file/--key-file: {e}"))?;
+    config.ignore_client_order = true;
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 

@@ -11,7 +11,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 /// Flags that never take a value.
-const SWITCHES: &[&str] = &["json", "no-probe", "help", "tls", "http"];
+const SWITCHES: &[&str] = &["json", "no-probe", "help", "tls", "http", "resume"];
 
 /// The command line after the mode: flag name (without `--`) to its value.
 pub struct Flags {

@@ -6,7 +6,10 @@
 //! connect-to-echo time recorded.
 //!
 //! With `--tls` each connection also does a full TLS handshake (no resumption) and ends
-//! with a close_notify: the handshake rate. With `--http` the exchange is one HTTP/1.1
+//! with a close_notify: the handshake rate. With `--tls --resume` each loop's connections
+//! after its first resume a session from a ticket the server sent earlier; the output
+//! counts the handshakes that did resume (`resumed`), so a server that sends no tickets,
+//! or refuses them, shows as 0. With `--http` the exchange is one HTTP/1.1
 //! `GET /` whose `200` response is read whole (by its Content-Length) instead of an echo,
 //! so an HTTP server such as nginx can be measured the same way.
 
@@ -61,6 +64,8 @@ impl Config {
 #[derive(Default)]
 struct Stats {
     conns: u64,
+    /// Of `conns`, the TLS handshakes that resumed a session.
+    resumed: u64,
     mismatches: u64,
     errors: Errors,
     hist: Histogram,
@@ -83,6 +88,7 @@ pub async fn run(cfg: Config) -> bool {
     for handle in loops {
         let s = handle.await.expect("connect loop");
         total.conns += s.conns;
+        total.resumed += s.resumed;
         total.mismatches += s.mismatches;
         total.errors.merge(s.errors);
         total.hist.merge(&s.hist);
@@ -97,7 +103,7 @@ pub async fn run(cfg: Config) -> bool {
     if cfg.json {
         say(&format!(
             "{{\"mode\":\"connect\",\"addr\":\"{}\",\"concurrency\":{},\"size\":{},\"http\":{},\
-\"duration_s\":{:.3},\"conns\":{},\"conns_per_sec\":{:.1},\"p50_us\":{:.1},\"p99_us\":{:.1},\
+\"duration_s\":{:.3},\"conns\":{},\"resumed\":{},\"conns_per_sec\":{:.1},\"p50_us\":{:.1},\"p99_us\":{:.1},\
 \"errors\":{},\"mismatches\":{},\"client_cpu\":{},\"tls\":{}}}",
             cfg.addr,
             cfg.concurrency,
@@ -105,6 +111,7 @@ pub async fn run(cfg: Config) -> bool {
             cfg.http,
             secs,
             total.conns,
+            total.resumed,
             rate,
             p50,
             p99,
@@ -116,7 +123,7 @@ pub async fn run(cfg: Config) -> bool {
     } else {
         say(&format!(
             "connect concurrency={} {} duration={:.1}s conns/s={:.0} p50_us={:.1} \
-p99_us={:.1} errors={} mismatches={} client_cpu={} tls={}",
+p99_us={:.1} resumed={} errors={} mismatches={} client_cpu={} tls={}",
             cfg.concurrency,
             if cfg.http {
                 "http".to_string()
@@ -127,6 +134,7 @@ p99_us={:.1} errors={} mismatches={} client_cpu={} tls={}",
             rate,
             p50,
             p99,
+            total.resumed,
             total.errors.count,
             total.mismatches,
             cpu.map_or("n/a".into(), |c| format!("{:.0}%", c * 100.0)),
@@ -138,8 +146,11 @@ p99_us={:.1} errors={} mismatches={} client_cpu={} tls={}",
 
 /// Outcome of one connect / echo / close cycle.
 enum Cycle {
-    /// Done; over TLS, what was negotiated.
-    Done(Option<String>),
+    /// Done; over TLS, what was negotiated and whether the handshake resumed a session.
+    Done {
+        tls: Option<String>,
+        resumed: bool,
+    },
     Mismatch(String),
 }
 
@@ -156,12 +167,13 @@ async fn one_loop(id: u64, cfg: &Config, times: Times) -> Stats {
         let outcome = tokio::time::timeout(CYCLE_TIMEOUT, cycle(cfg, &msg, &mut echo)).await;
         let t1 = Instant::now();
         match outcome {
-            Ok(Ok(Cycle::Done(tls))) => {
+            Ok(Ok(Cycle::Done { tls, resumed })) => {
                 if stats.tls.is_none() {
                     stats.tls = tls;
                 }
                 if times.counts(t1) {
                     stats.conns += 1;
+                    stats.resumed += u64::from(resumed);
                     stats.hist.record(t1 - t0);
                 }
             }
@@ -188,12 +200,13 @@ async fn cycle(cfg: &Config, msg: &[u8], echo: &mut Vec<u8>) -> Result<Cycle, St
         echo_once(&mut stream, msg, echo).await?
     };
     let tls = stream.tls_summary();
+    let resumed = stream.resumed();
     if let Stream::Tls(_) = stream {
         // close_notify, as a well-behaved TLS client ends a connection.
         let _ = stream.shutdown().await;
     }
     Ok(match outcome {
-        None => Cycle::Done(tls),
+        None => Cycle::Done { tls, resumed },
         Some(mismatch) => Cycle::Mismatch(mismatch),
     })
 }

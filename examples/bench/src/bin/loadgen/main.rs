@@ -64,9 +64,11 @@ usage: loadgen MODE --addr HOST:PORT [flags]     (loopback addresses only)
            publish to the last delivery. Needs N + 1 descriptors (ulimit -n).
 
 TLS (echo, connect): --tls, or --tls-ca FILE to also verify the server's certificate
-against FILE (PEM); --server-name NAME (localhost). Full handshakes only (no resumption),
-X25519 key exchange; without --tls-ca the server's signature is not checked, so that the
-client's cost per handshake stays below the server's.
+against FILE (PEM); --server-name NAME (localhost); --resume to resume sessions from the
+tickets the server sends (connect then reports how many handshakes resumed; without it
+every handshake is a full one). X25519 key exchange; without --tls-ca the server's
+signature is not checked, so that the client's cost per handshake stays below the
+server's.
 
 The exit code is 1 if anything failed (error, mismatch, connection not opened or closed
 early by the server), 2 on a usage error.";

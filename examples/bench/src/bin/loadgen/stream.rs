@@ -3,7 +3,12 @@
 //!
 //! TLS is rustls with the aws-lc-rs provider (sockhost's own), with three settings chosen
 //! so that a run measures the *server's* cost of TLS, identically for every server:
-//! - **no resumption**: every connection is a full handshake;
+//! - **no resumption**: every connection is a full handshake — unless `--resume` is given:
+//!   then the client keeps the session tickets servers send (rustls's in-memory client
+//!   cache, 256 servers, up to 8 TLS 1.3 tickets each, every ticket used once) and offers
+//!   one on each new connection, so that after the first connection of a loop every
+//!   handshake is a resumed one (TLS 1.3 PSK with an X25519 exchange, no certificate and
+//!   no signature); `connect` counts how many were;
 //! - **X25519 only** for the key exchange: rustls would otherwise offer the post-quantum
 //!   hybrid X25519MLKEM768 first, which a rustls server picks and OpenSSL 3.0 (nginx) cannot,
 //!   so two servers would do different work;
@@ -36,7 +41,8 @@ pub enum Stream {
     Tls(Box<TlsStream<TcpStream>>),
 }
 
-/// How to open TLS connections (`--tls`, `--tls-ca FILE`, `--server-name NAME`).
+/// How to open TLS connections (`--tls`, `--tls-ca FILE`, `--server-name NAME`,
+/// `--resume`).
 #[derive(Clone)]
 pub struct Tls {
     connector: TlsConnector,
@@ -49,7 +55,11 @@ impl Tls {
         let switch = f.switch("tls");
         let ca: String = f.take("tls-ca", String::new())?;
         let name: String = f.take("server-name", "localhost".to_string())?;
+        let resume = f.switch("resume");
         if !switch && ca.is_empty() {
+            if resume {
+                return Err("--resume needs --tls or --tls-ca".into());
+            }
             return Ok(None);
         }
         let mut provider = rustls::crypto::aws_lc_rs::default_provider();
@@ -77,7 +87,12 @@ impl Tls {
             }
             builder.with_root_certificates(roots).with_no_client_auth()
         };
-        config.resumption = rustls::client::Resumption::disabled();
+        config.resumption = if resume {
+            // Tickets (TLS 1.3) and session IDs or tickets (TLS 1.2), cached in memory.
+            rustls::client::Resumption::default()
+        } else {
+            rustls::client::Resumption::disabled()
+        };
         let name =
             ServerName::try_from(name.clone()).map_err(|e| format!("--server-name {name}: {e}"))?;
         Ok(Some(Tls {
@@ -105,6 +120,12 @@ pub async fn open(addr: SocketAddr, tls: Option<&Tls>) -> Result<Stream, String>
 }
 
 impl Stream {
+    /// Whether the TLS handshake resumed an earlier session (`false` for plain TCP).
+    pub fn resumed(&self) -> bool {
+        let Stream::Tls(s) = self else { return false };
+        s.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
+    }
+
     /// The negotiated TLS version, cipher suite and key exchange (`None` for plain TCP).
     pub fn tls_summary(&self) -> Option<String> {
         let Stream::Tls(s) = self else { return None };
