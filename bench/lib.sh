@@ -230,11 +230,16 @@ start_nginx() {
     die "$1 (nginx) did not start"
 }
 
+# start_nginx_on PORT NAME WORKERS CPUS [CERT KEY]: start_nginx on a given port.
+start_nginx_on() {
+    NGINX_FIXED_PORT=$1 start_nginx_once "${@:2}" || die "$2 (nginx) did not start on port $1"
+}
+
 start_nginx_once() {
     local name=$1 workers=$2 cpus=$3 cert=${4:-} key=${5:-}
-    NGINX_PORT=$(free_port)
+    NGINX_PORT=${NGINX_FIXED_PORT:-$(free_port)}
     NGINX_ADDR="127.0.0.1:$NGINX_PORT"
-    local ngx="$BENCH_TMP/$name" tls_listen="" tls_conf=""
+    local ngx="$BENCH_TMP/$name" tls_listen="" tls_conf="" listen2="" reuseport=""
     [[ -n $name ]] || die "start_nginx: no name"
     mkdir -p "$ngx/logs" "$ngx/tmp"
     if [[ -n $cert ]]; then
@@ -247,6 +252,16 @@ start_nginx_once() {
         tls_conf="ssl_certificate $cert; ssl_certificate_key $key; ssl_protocols TLSv1.2 TLSv1.3;"
         tls_conf+=" ssl_prefer_server_ciphers on; ssl_session_tickets on;"
         tls_conf+=" ssl_conf_command Ciphersuites TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256;"
+    fi
+    # NGINX_EXTRA_PORTS (set by the caller): more listening ports, all in SO_REUSEPORT
+    # groups of one socket per worker (as sockhost's workers), for runs with more
+    # connections than one destination's ephemeral ports allow.
+    if [[ -n ${NGINX_EXTRA_PORTS:-} ]]; then
+        reuseport=" reuseport"
+        local p
+        for p in $NGINX_EXTRA_PORTS; do
+            listen2+="listen 127.0.0.1:$p$tls_listen$reuseport backlog=4096; "
+        done
     fi
     {
         # A layer-4 proxy (start_nginx_stream) needs the stream module, as Debian ships it.
@@ -282,7 +297,8 @@ http {
     uwsgi_temp_path $ngx/tmp/uwsgi;
     scgi_temp_path $ngx/tmp/scgi;
     server {
-        listen 127.0.0.1:$NGINX_PORT$tls_listen backlog=4096;
+        listen 127.0.0.1:$NGINX_PORT$tls_listen$reuseport backlog=4096;
+        $listen2
         $tls_conf
         location / { default_type text/plain; return 200 "Hello, world!\n"; }
     }
@@ -422,4 +438,79 @@ measure_idle() {
     fi
     IDLE_PER_CONN=$(((IDLE_AFTER - IDLE_BEFORE) * 1024 / (IDLE_OPENED > 0 ? IDLE_OPENED : 1)))
     echo "# $name: $line; server saw $IDLE_SEEN established; rss ${IDLE_BEFORE} -> ${IDLE_AFTER} KiB" >&2
+}
+
+# tree_rss_kb PID: VmRSS of PID and its live descendants (process-mode workers), in KiB.
+tree_rss_kb() {
+    local total=0 p
+    for p in $(tree_pids "$1"); do
+        total=$((total + $(rss_kb "$p" 2>/dev/null || echo 0)))
+    done
+    echo "$total"
+}
+
+# measure_idle_many NAME ROOT_PID PER_CLIENT ADDR... -- [loadgen idle flags...]: measure_idle
+# over several client processes, one per ADDR with PER_CLIENT connections each (no process
+# may hold more than 20,000 descriptors, and one destination address has only ~28,000
+# ephemeral ports), and over the server's whole process tree. The clients hold their
+# connections until the RSS is read, then are stopped. Sets the same variables as
+# measure_idle; IDLE_OK is 1 when every connection opened and the server shows them all
+# established.
+measure_idle_many() {
+    local name=$1 root=$2 per=$3
+    shift 3
+    local addrs=() logs=() lgs=() a log line i n
+    while [[ $1 != -- ]]; do
+        addrs+=("$1")
+        shift
+    done
+    shift
+    sleep 0.3
+    IDLE_BEFORE=$(tree_rss_kb "$root")
+    for a in "${addrs[@]}"; do
+        log="$BENCH_TMP/$name.${#lgs[@]}.loadgen"
+        "$RELEASE/loadgen" idle --addr "$a" --connections "$per" --hold 3600 "$@" >"$log" 2>"$log.err" &
+        lgs+=("$!")
+        BENCH_PIDS+=("$!")
+        logs+=("$log")
+    done
+    IDLE_OPENED=0
+    for log in "${logs[@]}"; do
+        line=""
+        for ((i = 0; i < 3000; i++)); do
+            line=$(grep -m1 '^opened' "$log" 2>/dev/null || true)
+            [[ -n $line ]] && break
+            sleep 0.1
+        done
+        [[ -n $line ]] || {
+            cat "$log.err" >&2
+            die "$name: loadgen never printed 'opened'"
+        }
+        IDLE_OPENED=$((IDLE_OPENED + $(awk '{ print $2 }' <<<"$line")))
+    done
+    sleep "$SETTLE"
+    IDLE_AFTER=$(tree_rss_kb "$root")
+    IDLE_SEEN=0
+    for a in "${addrs[@]}"; do
+        n=$(established "${a##*:}")
+        IDLE_SEEN=$((IDLE_SEEN + n))
+    done
+    for i in "${lgs[@]}"; do
+        kill -TERM "$i" 2>/dev/null || true
+        wait "$i" 2>/dev/null || true
+    done
+    IDLE_OK=0
+    ((IDLE_OPENED == per * ${#addrs[@]} && IDLE_SEEN == IDLE_OPENED)) && IDLE_OK=1
+    IDLE_PER_CONN=$(((IDLE_AFTER - IDLE_BEFORE) * 1024 / (IDLE_OPENED > 0 ? IDLE_OPENED : 1)))
+    echo "# $name: opened $IDLE_OPENED from ${#addrs[@]} clients; server saw $IDLE_SEEN established; rss ${IDLE_BEFORE} -> ${IDLE_AFTER} KiB" >&2
+}
+
+# make_cert: a fresh ECDSA P-256 certificate for localhost in CERT / KEY (once per run).
+make_cert() {
+    CERT="$BENCH_TMP/cert.pem" KEY="$BENCH_TMP/key.pem"
+    [[ -s $CERT ]] && return 0
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 7 \
+        -subj /CN=localhost -addext subjectAltName=DNS:localhost \
+        -addext basicConstraints=critical,CA:FALSE \
+        -keyout "$KEY" -out "$CERT" >/dev/null 2>&1 || die "openssl could not make a certificate"
 }

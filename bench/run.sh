@@ -5,7 +5,8 @@
 #   echo         sockhost --concurrency thread + libecho  vs  echo-baseline (plain tokio)
 #   connect      the same pair, one connection per round trip
 #   HTTP         sockhost + libhello                      vs  nginx `return 200`  (wrk)
-#   idle memory  sockhost + libhello                      vs  nginx, 10,000 keep-alive connections
+#   idle memory  sockhost + libhello, plain and TLS       vs  nginx, 10,000 keep-alive connections,
+#                and the most the fd limit allows (a worker and two client processes per CPU)
 #   UDP          sockhost + libecho over UDP              vs  udp-baseline (plain tokio)
 #   TLS          handshakes/s and HTTPS requests/s        vs  nginx, the same ECDSA P-256 cert;
 #                echo bulk over TLS                       vs  echo-baseline over tokio-rustls
@@ -39,7 +40,8 @@
 #
 # Usage: bench/run.sh          (from anywhere; about 8 minutes on 2 cores)
 # Environment: REPS (3), DURATION seconds per loadgen run (2), WARMUP (0.5), WRK_DURATION
-#              (3), CONNS idle connections (10000), NO_BUILD=1 to skip the build,
+#              (3), CONNS idle connections (10000), IDLE_MAX_PER_WORKER (18000) idle
+#              connections per worker in the largest idle run, NO_BUILD=1 to skip the build,
 #              PROXY_WRK_DURATION (2) for the proxy rows,
 #              REDIS_N (100000) and REDIS_N_PIPELINED (1000000) requests per redis-benchmark
 #              test at -P 1 and -P 16,
@@ -59,6 +61,7 @@ DURATION=${DURATION:-2}
 WARMUP=${WARMUP:-0.5}
 WRK_DURATION=${WRK_DURATION:-3}
 CONNS=${CONNS:-10000}
+IDLE_MAX_PER_WORKER=${IDLE_MAX_PER_WORKER:-18000}
 HOLD=${HOLD:-4}
 SETTLE=${SETTLE:-1}
 PROXY_WRK_DURATION=${PROXY_WRK_DURATION:-2}
@@ -316,29 +319,90 @@ if section http; then
     stop_server "$NGINX_PID"
 fi
 
-# --- idle memory: 10,000 keep-alive HTTP connections, each after one request --------------
+# --- idle memory: keep-alive HTTP connections after one request each, plain and TLS -------
+# CONNS connections to one single-threaded server of each (REPS runs, median); then the most
+# this machine's fd limit allows (20,000 per process): one worker process per CPU with
+# IDLE_MAX_PER_WORKER connections each, from two client processes per worker, each to its
+# own listening port (one destination has ~28,000 ephemeral ports), one run each.
 if section idle; then
-    declare -a IDLE_SH=() IDLE_NG=()
-    for ((rep = 1; rep <= REPS; rep++)); do
-        start_server "sockhost-idle$rep" "${PRIO[@]}" "$SOCKHOST" --plugin "$RELEASE/libhello.so" \
-            --bind 127.0.0.1:0 --concurrency thread --keep-alive 0 \
-            --max-connections $((CONNS + 100))
-        measure_idle "sockhost-idle$rep" "$SERVER_PID" "$SERVER_ADDR" --probe http
+    make_cert
+    idle_rows() {
+        local kind=$1 sh ng r target
+        local -a srv_tls=() ngx_tls=() lg_tls=() sh_runs=() ng_runs=()
+        if [[ $kind == TLS ]]; then
+            srv_tls=(--cert-file "$CERT" --key-file "$KEY")
+            ngx_tls=("$CERT" "$KEY")
+            lg_tls=(--tls)
+        fi
+        for ((rep = 1; rep <= REPS; rep++)); do
+            start_server "sockhost-idle-$kind$rep" "${PRIO[@]}" "$SOCKHOST" --plugin "$RELEASE/libhello.so" \
+                --bind 127.0.0.1:0 --concurrency thread --keep-alive 0 \
+                --max-connections $((CONNS + 100)) "${srv_tls[@]}"
+            measure_idle "sockhost-idle-$kind$rep" "$SERVER_PID" "$SERVER_ADDR" --probe http "${lg_tls[@]}"
+            ((IDLE_OK)) || FAILED=1
+            sh_runs+=("$IDLE_PER_CONN")
+            stop_server "$SERVER_PID"
+            start_nginx "nginx-idle-$kind$rep" 1 "$ALL_CPUS" "${ngx_tls[@]}"
+            measure_idle "nginx-idle-$kind$rep" "$NGINX_WORKER" "$NGINX_ADDR" --probe http "${lg_tls[@]}"
+            ((IDLE_OK)) || FAILED=1
+            ng_runs+=("$IDLE_PER_CONN")
+            stop_server "$NGINX_PID"
+        done
+        sh=$(median "${sh_runs[@]}")
+        ng=$(median "${ng_runs[@]}")
+        r=$(ratio "$sh" "$ng")
+        # Targets (issue 17): plain at most 512 B and below nginx; TLS at most half nginx's.
+        if [[ $kind == TLS ]]; then
+            row "idle memory TLS, $CONNS conns" B/conn "$sh" nginx "$ng" "$r" "<=0.5" \
+                "$(verdict "$r" "<=0.5")" "-" "RSS growth per connection after a handshake and one GET; runs: ${sh_runs[*]} / ${ng_runs[*]}"
+        else
+            target=$(awk -v s="$sh" -v r="$r" 'BEGIN { print (s <= 512 && r <= 1) ? "yes" : "NO" }')
+            row "idle memory, $CONNS conns" B/conn "$sh" nginx "$ng" "$r" "<=512B" "$target" "-" \
+                "RSS growth per keep-alive connection after one GET; runs: ${sh_runs[*]} / ${ng_runs[*]}"
+        fi
+
+        # The most the fd limit allows: one worker per CPU; two client processes per worker,
+        # each to its own port (fewer connections per destination: connect()'s search for a
+        # free ephemeral port slows down as a destination's ports fill up).
+        local workers per ports=() binds=() addrs=() p total clients
+        workers=$(nproc)
+        clients=$((2 * workers))
+        per=$((IDLE_MAX_PER_WORKER / 2))
+        total=$((clients * per))
+        for ((p = 0; p < clients; p++)); do
+            ports+=("$(free_port)")
+            binds+=(--bind "127.0.0.1:${ports[p]}")
+            addrs+=("127.0.0.1:${ports[p]}")
+        done
+        start_server "sockhost-idlemax-$kind" "${PRIO[@]}" "$SOCKHOST" --plugin "$RELEASE/libhello.so" \
+            "${binds[@]}" --workers "$workers" --keep-alive 0 --max-connections 19900 "${srv_tls[@]}"
+        measure_idle_many "sockhost-idlemax-$kind" "$SERVER_PID" "$per" "${addrs[@]}" -- \
+            --probe http "${lg_tls[@]}"
         ((IDLE_OK)) || FAILED=1
-        IDLE_SH+=("$IDLE_PER_CONN")
+        sh=$IDLE_PER_CONN
         stop_server "$SERVER_PID"
-        start_nginx "nginx-idle$rep" 1 "$ALL_CPUS"
-        measure_idle "nginx-idle$rep" "$NGINX_WORKER" "$NGINX_ADDR" --probe http
+        # nginx on the same ports (free again), its first one as its main port.
+        NGINX_EXTRA_PORTS="${ports[*]:1}" start_nginx_on "${ports[0]}" "nginx-idlemax-$kind" "$workers" \
+            "$ALL_CPUS" "${ngx_tls[@]}"
+        measure_idle_many "nginx-idlemax-$kind" "$NGINX_PID" "$per" "${addrs[@]}" -- \
+            --probe http "${lg_tls[@]}"
         ((IDLE_OK)) || FAILED=1
-        IDLE_NG+=("$IDLE_PER_CONN")
+        ng=$IDLE_PER_CONN
         stop_server "$NGINX_PID"
-    done
-    sh=$(median "${IDLE_SH[@]}")
-    ng=$(median "${IDLE_NG[@]}")
-    r=$(ratio "$sh" "$ng")
-    row "idle memory, $CONNS conns" B/conn "$sh" nginx "$ng" "$r" "<=1.0" "$(verdict "$r" "<=1.0")" \
-        "-" "RSS growth per keep-alive connection after one GET; runs: ${IDLE_SH[*]} / ${IDLE_NG[*]}"
-    NOTES+=("idle memory: nginx's 20000 worker_connections slots (~0.4 KB each) are allocated at start-up and so are not in its per-connection growth; sockhost allocates per connection.")
+        r=$(ratio "$sh" "$ng")
+        if [[ $kind == TLS ]]; then
+            row "idle memory TLS, $total conns*" B/conn "$sh" nginx "$ng" "$r" "<=0.5" \
+                "$(verdict "$r" "<=0.5")" "-" "$workers workers, $clients client processes x $per; one run"
+        else
+            target=$(awk -v s="$sh" -v r="$r" 'BEGIN { print (s <= 512 && r <= 1) ? "yes" : "NO" }')
+            row "idle memory, $total conns*" B/conn "$sh" nginx "$ng" "$r" "<=512B" "$target" "-" \
+                "$workers workers, $clients client processes x $per; one run"
+        fi
+    }
+    idle_rows plain
+    idle_rows TLS
+    NOTES+=("idle memory: nginx's worker_connections slots (~0.4 KB each, 20000 per worker) are allocated at start-up and so are not in its per-connection growth; sockhost allocates per connection.")
+    NOTES+=("idle memory, * rows: $(nproc) worker processes (sockhost --workers, nginx worker_processes) with SO_REUSEPORT, RSS summed over all server processes; the most one process's 20,000 descriptors allow.")
 fi
 
 # --- UDP: sockhost + libecho vs plain tokio ------------------------------------------------
@@ -436,11 +500,7 @@ tls_handshake_rows() {
 # --- TLS: the same ECDSA P-256 certificate everywhere --------------------------------------
 if section tls; then
     command -v curl >/dev/null || ensure_packages curl=curl
-    CERT="$BENCH_TMP/cert.pem" KEY="$BENCH_TMP/key.pem"
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 7 \
-        -subj /CN=localhost -addext subjectAltName=DNS:localhost \
-        -addext basicConstraints=critical,CA:FALSE \
-        -keyout "$KEY" -out "$CERT" >/dev/null 2>&1 || die "openssl could not make a certificate"
+    make_cert
     start_server sockhost-https "${PRIO[@]}" taskset -c $SERVER_CPU "$SOCKHOST" --plugin "$RELEASE/libhello.so" \
         --bind 127.0.0.1:0 --concurrency thread --keep-alive 0 --cert-file "$CERT" --key-file "$KEY"
     SH_PID=$SERVER_PID SH_ADDR=$SERVER_ADDR

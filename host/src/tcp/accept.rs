@@ -22,6 +22,7 @@ use crate::cidr::Cidr;
 use crate::rate_limit::RateLimit;
 use crate::shared::Shared;
 use crate::tcp::connection::{Connection, Slot};
+use crate::tcp::reactor::{Listener, Socket};
 use crate::{access_log, proxy_protocol};
 
 /// A listening stream socket: TCP or Unix.
@@ -35,26 +36,29 @@ pub trait Acceptor: 'static {
 }
 
 /// A TCP listener; for a wildcard bind each connection asks the kernel for its local address.
+/// Its connections are served through the worker's own readiness set
+/// ([`crate::tcp::reactor`]), not registered with tokio one by one.
 pub struct Tcp {
-    listener: TcpListener,
+    listener: Listener,
     fixed_local: Option<SocketAddr>,
 }
 
 impl Tcp {
-    pub fn new(listener: TcpListener) -> Tcp {
+    pub fn new(listener: TcpListener) -> io::Result<Tcp> {
+        let listener = Listener::new(listener)?;
         let fixed_local = listener
             .local_addr()
             .ok()
             .filter(|a| !a.ip().is_unspecified());
-        Tcp {
+        Ok(Tcp {
             listener,
             fixed_local,
-        }
+        })
     }
 }
 
 impl Acceptor for Tcp {
-    type Stream = tokio::net::TcpStream;
+    type Stream = Socket;
     const TRANSPORT: &'static str = "tcp";
 
     async fn next(&self) -> io::Result<(Self::Stream, ConnInfo)> {
@@ -148,7 +152,7 @@ pub async fn accept_loop<A: Acceptor>(acceptor: A, shared: Rc<Shared>) {
 /// slot. Failures are logged at debug level and cost only this connection.
 async fn serve_wrapped<S>(slot: Slot, stream: S, mut info: ConnInfo, shared: Rc<Shared>)
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
     let deadline = tokio::time::Instant::now() + shared.handshake_timeout;
     if !shared.proxy_protocol {
@@ -189,11 +193,11 @@ async fn serve_tls_or_plain<S>(
     deadline: tokio::time::Instant,
     shared: &Shared,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
     let Some(tls) = &shared.tls else {
         if let Some(conn) = Connection::open(slot, stream, &info, &shared.factory) {
-            conn.run().await;
+            conn.spawn(&shared.connections);
         }
         return;
     };
@@ -230,7 +234,7 @@ async fn serve_tls_or_plain<S>(
     info.alpn = details.alpn;
     info.peer_cert_subject = details.peer_cert_subject;
     if let Some(conn) = Connection::open(slot, stream, &info, &shared.factory) {
-        conn.run().await;
+        conn.spawn(&shared.connections);
     }
 }
 

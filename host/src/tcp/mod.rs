@@ -1,4 +1,13 @@
-//! TCP serving: the accept loop ([`accept`]) and the per-connection driver ([`connection`]).
+//! TCP serving: the accept loop ([`accept`]), the per-connection driver ([`connection`]; its
+//! output in `output`, host-services work in `work`, its end in `closing`), and the worker's
+//! readiness set for accepted sockets ([`reactor`]).
 
 pub mod accept;
+mod closing;
 pub mod connection;
+mod output;
+// The worker's epoll set is Linux's; elsewhere tokio registers each connection.
+#[cfg_attr(not(target_os = "linux"), path = "reactor_other.rs")]
+pub mod reactor;
+mod slot;
+mod work;

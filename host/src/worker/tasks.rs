@@ -57,7 +57,7 @@ impl Tasks {
             Transport::Tcp => {
                 let std_listener: std::net::TcpListener = bound.socket.into();
                 let listener = TcpListener::from_std(std_listener).map_err(registering)?;
-                let accepting = accept_loop(Tcp::new(listener), shared);
+                let accepting = accept_loop(Tcp::new(listener).map_err(registering)?, shared);
                 self.accepting.push(tokio::task::spawn_local(accepting));
             }
             Transport::Unix => {

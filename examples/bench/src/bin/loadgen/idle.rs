@@ -7,7 +7,8 @@
 //! per-connection state: by default (`--probe echo`) a 1-byte echo round trip; with
 //! `--probe http` one HTTP/1.1 `GET /` and its whole response, which leaves an HTTP server's
 //! connection in its idle keep-alive state; `--probe none` (or `--no-probe`) does nothing.
-//! Then `opened N` is printed,
+//! With `--tls` (and the TLS flags of `stream.rs`) each connection first does a full TLS
+//! handshake and the probe runs inside it. Then `opened N` is printed,
 //! the connections are held for `--hold` seconds, checked for having been closed by the
 //! server meanwhile, and closed; `closed N (K closed early by the server)` is printed.
 
@@ -16,10 +17,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
 use crate::args::Flags;
+use crate::stream::{self, Stream, Tls};
 use crate::{describe, say, Errors};
 
 /// Attempts per connection before it counts as failed.
@@ -44,6 +45,7 @@ pub struct Config {
     parallel: usize,
     rate: f64,
     open_timeout: Duration,
+    tls: Option<Tls>,
 }
 
 impl Config {
@@ -67,6 +69,7 @@ impl Config {
             parallel: f.count("parallel", 64)?,
             rate: f.take("rate", 0.0)?,
             open_timeout: f.seconds("open-timeout", 120.0, true)?,
+            tls: Tls::from_flags(&mut f)?,
         };
         f.finish()?;
         if !(c.rate >= 0.0 && c.rate.is_finite()) {
@@ -93,12 +96,17 @@ pub async fn run(cfg: Config) -> bool {
         else {
             break;
         };
-        let (addr, probe) = (cfg.addr, cfg.probe);
+        let (addr, probe, tls) = (cfg.addr, cfg.probe, cfg.tls.clone());
         handles.push(tokio::spawn(async move {
             let _permit = permit;
             let mut last = String::new();
             for _ in 0..ATTEMPTS {
-                match tokio::time::timeout(ATTEMPT_TIMEOUT, open(addr, probe, i as u8)).await {
+                match tokio::time::timeout(
+                    ATTEMPT_TIMEOUT,
+                    open(addr, probe, tls.as_ref(), i as u8),
+                )
+                .await
+                {
                     Ok(Ok(s)) => return Ok(s),
                     Ok(Err(e)) => last = e,
                     Err(_) => last = "connect/probe timed out".into(),
@@ -144,7 +152,11 @@ pub async fn run(cfg: Config) -> bool {
     let mut closed_early = 0usize;
     let mut scratch = [0u8; 64];
     for s in &streams {
-        match s.try_read(&mut scratch) {
+        let tcp = match s {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => s.get_ref().0,
+        };
+        match tcp.try_read(&mut scratch) {
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             _ => closed_early += 1,
         }
@@ -158,11 +170,13 @@ pub async fn run(cfg: Config) -> bool {
 }
 
 /// Connect and probe.
-async fn open(addr: SocketAddr, probe: Probe, byte: u8) -> Result<TcpStream, String> {
-    let mut s = TcpStream::connect(addr)
-        .await
-        .map_err(|e| describe("connect", &e))?;
-    s.set_nodelay(true).map_err(|e| describe("nodelay", &e))?;
+async fn open(
+    addr: SocketAddr,
+    probe: Probe,
+    tls: Option<&Tls>,
+    byte: u8,
+) -> Result<Stream, String> {
+    let mut s = stream::open(addr, tls).await?;
     if probe == Probe::Http {
         s.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
             .await
@@ -184,7 +198,7 @@ async fn open(addr: SocketAddr, probe: Probe, byte: u8) -> Result<TcpStream, Str
 }
 
 /// Read one whole HTTP response (head, then Content-Length bytes), which must be a `200`.
-async fn read_http_response(s: &mut TcpStream) -> Result<(), String> {
+async fn read_http_response(s: &mut Stream) -> Result<(), String> {
     let mut buf = Vec::with_capacity(512);
     let mut chunk = [0u8; 512];
     loop {

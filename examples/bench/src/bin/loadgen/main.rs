@@ -48,6 +48,7 @@ usage: loadgen MODE --addr HOST:PORT [flags]     (loopback addresses only)
            200 response), closes, repeats. With TLS: a full handshake per connection.
   idle     --connections N (1000)  --hold SECS (10)  --probe echo|http|none (echo)
            --parallel N (64)  --rate CONNS_PER_SEC (0 = unpaced)  --open-timeout SECS (120)
+           [--tls ...]
            Opens N connections (each proven accepted by the probe: a 1-byte echo round
            trip, or one HTTP GET; --no-probe = --probe none), prints `opened N`, holds
            them SECS, closes them, prints `closed N ...`.
@@ -63,7 +64,7 @@ usage: loadgen MODE --addr HOST:PORT [flags]     (loopback addresses only)
            prints deliveries/s (M x N deliveries, each byte verified) from the first
            publish to the last delivery. Needs N + 1 descriptors (ulimit -n).
 
-TLS (echo, connect): --tls, or --tls-ca FILE to also verify the server's certificate
+TLS (echo, connect, idle): --tls, or --tls-ca FILE to also verify the server's certificate
 against FILE (PEM); --server-name NAME (localhost); --resume to resume sessions from the
 tickets the server sends (connect then reports how many handshakes resumed; without it
 every handshake is a full one). X25519 key exchange; without --tls-ca the server's

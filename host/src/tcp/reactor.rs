@@ -1,0 +1,334 @@
+//! The worker's own readiness for accepted TCP connections: one `epoll` set per worker
+//! thread, registered once with tokio, instead of a tokio I/O registration per connection.
+//!
+//! Why: tokio's registration of a socket is a `ScheduledIo` in an `Arc`, aligned to 128 bytes
+//! (256 bytes, and glibc's `posix_memalign` wastes about as much again around each one). An
+//! idle keep-alive connection kept nothing else that large but its task, so this is half of
+//! what made sockhost's idle connections larger than nginx's. Here a connection is a
+//! [`Socket`] (its descriptor and a key, 16 bytes) and a 24-byte [`Slot`] in the worker's
+//! table: readiness bits and the waker of the task that drives it.
+//!
+//! How: every accepted socket is added to the worker's set once, edge-triggered, for input,
+//! output and the peer's close (`EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET`); the set itself
+//! is an [`AsyncFd`] in tokio's reactor. When tokio reports the set readable, the driver task
+//! ([`Reactor::drive`]) takes the ready events (`epoll_wait`, no timeout) and wakes each
+//! connection's task, which then reads or writes until the socket would block — exactly
+//! tokio's own readiness protocol, one level down. The system calls per request are those
+//! of tokio's sockets (no `epoll_ctl` per read or write; one `epoll_ctl` per connection, and
+//! none at close: closing the descriptor leaves the set); one `epoll_wait` more per pass of
+//! the event loop that has connection events, whatever their number.
+
+use std::cell::RefCell;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+
+use nix::errno::Errno;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
+
+/// Readiness bits of a [`Slot`].
+const READ: u8 = 1;
+const WRITE: u8 = 2;
+/// Events taken per `epoll_wait`.
+const BATCH: usize = 256;
+
+/// One connection's state in the worker's table: 24 bytes (a test holds it there).
+#[derive(Default)]
+struct Slot {
+    /// The task to wake on the next readiness (its driver registers it when it would block).
+    waker: Option<Waker>,
+    /// `READ` / `WRITE`: the socket may read / write without blocking.
+    ready: u8,
+}
+
+/// The worker thread's epoll set and its table of connections.
+pub struct Reactor {
+    epoll: AsyncFd<EpollFd>,
+    slots: RefCell<Table>,
+}
+
+#[derive(Default)]
+struct Table {
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+}
+
+/// The epoll descriptor, for [`AsyncFd`].
+struct EpollFd(Epoll);
+
+impl AsRawFd for EpollFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0 .0.as_raw_fd()
+    }
+}
+
+thread_local! {
+    /// This thread's reactor, made on its first connection (inside the worker's runtime);
+    /// cleared when its driver task is dropped with the runtime.
+    static CURRENT: RefCell<Option<Rc<Reactor>>> = const { RefCell::new(None) };
+}
+
+/// Clears [`CURRENT`] when the driver task ends (a new runtime on this thread makes a new
+/// reactor).
+struct Current;
+
+impl Drop for Current {
+    fn drop(&mut self) {
+        let _ = CURRENT.try_with(|c| c.borrow_mut().take());
+    }
+}
+
+impl Reactor {
+    /// This thread's reactor; the first call starts its driver task on the current
+    /// `LocalSet`.
+    fn current() -> io::Result<Rc<Reactor>> {
+        if let Some(r) = CURRENT.with_borrow(|c| c.clone()) {
+            return Ok(r);
+        }
+        let epoll = EpollFd(Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?);
+        // SAFETY: the descriptor is the `OwnedFd` inside `epoll`, which the `AsyncFd` owns
+        // and never replaces, so it stays open and the same for the `AsyncFd`'s lifetime.
+        let epoll = unsafe { AsyncFd::register_with_interest(epoll, Interest::READABLE) }?;
+        let reactor = Rc::new(Reactor {
+            epoll,
+            slots: RefCell::default(),
+        });
+        CURRENT.set(Some(reactor.clone()));
+        tokio::task::spawn_local(Reactor::drive(reactor.clone(), Current));
+        Ok(reactor)
+    }
+
+    /// Take ready events and wake their tasks, for as long as the runtime runs.
+    async fn drive(r: Rc<Reactor>, _current: Current) {
+        let mut events = vec![EpollEvent::empty(); BATCH];
+        loop {
+            let mut guard = match r.epoll.readable().await {
+                Ok(guard) => guard,
+                Err(e) => {
+                    tracing::error!("connection readiness: {e}");
+                    return;
+                }
+            };
+            loop {
+                let n = match r.epoll.get_ref().0.wait(&mut events, EpollTimeout::ZERO) {
+                    Ok(n) => n,
+                    Err(Errno::EINTR) => continue,
+                    Err(e) => {
+                        tracing::error!("connection readiness: epoll_wait: {e}");
+                        return;
+                    }
+                };
+                let mut table = r.slots.borrow_mut();
+                for ev in &events[..n] {
+                    table.fire(ev.data() as usize, ev.events());
+                }
+                if n < BATCH {
+                    break;
+                }
+            }
+            guard.clear_ready();
+        }
+    }
+
+    /// Add `socket` to the set; its key in the table.
+    fn register(&self, socket: &std::net::TcpStream) -> io::Result<u32> {
+        let mut table = self.slots.borrow_mut();
+        let key = match table.free.pop() {
+            Some(k) => k,
+            None => {
+                table.slots.push(Slot::default());
+                (table.slots.len() - 1) as u32
+            }
+        };
+        // Ready for both until the socket says otherwise (a first read may find data).
+        table.slots[key as usize] = Slot {
+            waker: None,
+            ready: READ | WRITE,
+        };
+        let flags = EpollFlags::EPOLLIN
+            | EpollFlags::EPOLLOUT
+            | EpollFlags::EPOLLRDHUP
+            | EpollFlags::EPOLLET;
+        if let Err(e) = self
+            .epoll
+            .get_ref()
+            .0
+            .add(socket.as_fd(), EpollEvent::new(flags, key.into()))
+        {
+            table.free.push(key);
+            return Err(e.into());
+        }
+        Ok(key)
+    }
+}
+
+impl Table {
+    /// Readiness for `key`: set its bits, wake its task.
+    fn fire(&mut self, key: usize, events: EpollFlags) {
+        let Some(slot) = self.slots.get_mut(key) else {
+            return;
+        };
+        let closed = EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR;
+        if events.intersects(
+            EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLPRI | closed,
+        ) {
+            slot.ready |= READ;
+        }
+        if events.intersects(EpollFlags::EPOLLOUT | closed) {
+            slot.ready |= WRITE;
+        }
+        if let Some(w) = slot.waker.take() {
+            w.wake();
+        }
+    }
+}
+
+/// An accepted TCP connection served through the worker's [`Reactor`].
+pub struct Socket {
+    io: std::net::TcpStream,
+    key: u32,
+    reactor: Rc<Reactor>,
+}
+
+impl Socket {
+    /// Serve `io` (non-blocking) through this thread's reactor.
+    pub fn new(io: std::net::TcpStream) -> io::Result<Socket> {
+        let reactor = Reactor::current()?;
+        let key = reactor.register(&io)?;
+        Ok(Socket { io, key, reactor })
+    }
+
+    pub fn set_nodelay(&self, on: bool) -> io::Result<()> {
+        self.io.set_nodelay(on)
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.io.local_addr()
+    }
+
+    /// Whether `bit` is set; if not, `waker` is woken when it is.
+    fn ready(&self, bit: u8, waker: &Waker) -> bool {
+        let mut table = self.reactor.slots.borrow_mut();
+        let slot = &mut table.slots[self.key as usize];
+        if slot.ready & bit != 0 {
+            return true;
+        }
+        if !slot.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            slot.waker = Some(waker.clone());
+        }
+        false
+    }
+
+    fn clear(&self, bit: u8) {
+        self.reactor.slots.borrow_mut().slots[self.key as usize].ready &= !bit;
+    }
+
+    /// Run `op` while the socket is ready for `bit`; `Pending` (the task's waker kept) once
+    /// it would block.
+    fn poll_io<R>(
+        &self,
+        bit: u8,
+        cx: &mut Context<'_>,
+        mut op: impl FnMut(&std::net::TcpStream) -> io::Result<R>,
+    ) -> Poll<io::Result<R>> {
+        loop {
+            if !self.ready(bit, cx.waker()) {
+                return Poll::Pending;
+            }
+            match op(&self.io) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.clear(bit),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                result => return Poll::Ready(result),
+            }
+        }
+    }
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        // Closing the descriptor (after this) takes it out of the epoll set.
+        let mut table = self.reactor.slots.borrow_mut();
+        table.slots[self.key as usize] = Slot::default();
+        table.free.push(self.key);
+    }
+}
+
+impl AsyncRead for Socket {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let unfilled = buf.initialize_unfilled();
+        let n = std::task::ready!(self.poll_io(READ, cx, |mut io| io.read(unfilled)))?;
+        buf.advance(n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Socket {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_io(WRITE, cx, |mut io| io.write(buf))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(self.io.shutdown(Shutdown::Write))
+    }
+}
+
+/// A TCP listener whose connections are [`Socket`]s: accepted non-blocking in one system
+/// call (`accept4`), never registered with tokio.
+pub struct Listener {
+    io: AsyncFd<std::net::TcpListener>,
+}
+
+impl Listener {
+    pub fn new(listener: tokio::net::TcpListener) -> io::Result<Listener> {
+        let listener = listener.into_std()?;
+        // SAFETY: the descriptor is the listener's own, which the `AsyncFd` owns and never
+        // replaces, so it stays open and the same for the `AsyncFd`'s lifetime.
+        let io = unsafe { AsyncFd::register_with_interest(listener, Interest::READABLE) }?;
+        Ok(Listener { io })
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.io.get_ref().local_addr()
+    }
+
+    /// The next connection and its peer's address.
+    pub async fn accept(&self) -> io::Result<(Socket, SocketAddr)> {
+        let flags = nix::libc::SOCK_NONBLOCK | nix::libc::SOCK_CLOEXEC;
+        let (socket, peer) = self
+            .io
+            .async_io(Interest::READABLE, |l| {
+                socket2::SockRef::from(l).accept4(flags)
+            })
+            .await?;
+        let peer = peer
+            .as_socket()
+            .ok_or_else(|| io::Error::other("accepted a connection with no IP address"))?;
+        Ok((Socket::new(socket.into())?, peer))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_slot_is_24_bytes() {
+        // Every connection pays for its slot (and for the table's spare capacity).
+        assert_eq!(std::mem::size_of::<super::Slot>(), 24);
+    }
+}
