@@ -319,6 +319,21 @@ if section http; then
     stop_server "$NGINX_PID"
 fi
 
+# One idle-memory row: KIND (plain|TLS), what was held, sockhost's and nginx's bytes per
+# connection, a note. Targets (issue 17): plain at most 512 B and below nginx; TLS at most
+# half nginx's.
+idle_row() {
+    local kind=$1 held=$2 sh=$3 ng=$4 note=$5 r target
+    r=$(ratio "$sh" "$ng")
+    if [[ $kind == TLS ]]; then
+        row "idle memory TLS, $held" B/conn "$sh" nginx "$ng" "$r" "<=0.5" \
+            "$(verdict "$r" "<=0.5")" "-" "$note"
+    else
+        target=$(awk -v s="$sh" -v r="$r" 'BEGIN { print (s <= 512 && r <= 1) ? "yes" : "NO" }')
+        row "idle memory, $held" B/conn "$sh" nginx "$ng" "$r" "<=512B" "$target" "-" "$note"
+    fi
+}
+
 # --- idle memory: keep-alive HTTP connections after one request each, plain and TLS -------
 # CONNS connections to one single-threaded server of each (REPS runs, median); then the most
 # this machine's fd limit allows (20,000 per process): one worker process per CPU with
@@ -350,15 +365,10 @@ if section idle; then
         done
         sh=$(median "${sh_runs[@]}")
         ng=$(median "${ng_runs[@]}")
-        r=$(ratio "$sh" "$ng")
-        # Targets (issue 17): plain at most 512 B and below nginx; TLS at most half nginx's.
         if [[ $kind == TLS ]]; then
-            row "idle memory TLS, $CONNS conns" B/conn "$sh" nginx "$ng" "$r" "<=0.5" \
-                "$(verdict "$r" "<=0.5")" "-" "RSS growth per connection after a handshake and one GET; runs: ${sh_runs[*]} / ${ng_runs[*]}"
+            idle_row TLS "$CONNS conns" "$sh" "$ng" "RSS growth per connection after a handshake and one GET; runs: ${sh_runs[*]} / ${ng_runs[*]}"
         else
-            target=$(awk -v s="$sh" -v r="$r" 'BEGIN { print (s <= 512 && r <= 1) ? "yes" : "NO" }')
-            row "idle memory, $CONNS conns" B/conn "$sh" nginx "$ng" "$r" "<=512B" "$target" "-" \
-                "RSS growth per keep-alive connection after one GET; runs: ${sh_runs[*]} / ${ng_runs[*]}"
+            idle_row plain "$CONNS conns" "$sh" "$ng" "RSS growth per keep-alive connection after one GET; runs: ${sh_runs[*]} / ${ng_runs[*]}"
         fi
 
         # The most the fd limit allows: one worker per CPU; two client processes per worker,
@@ -389,15 +399,7 @@ if section idle; then
         ((IDLE_OK)) || FAILED=1
         ng=$IDLE_PER_CONN
         stop_server "$NGINX_PID"
-        r=$(ratio "$sh" "$ng")
-        if [[ $kind == TLS ]]; then
-            row "idle memory TLS, $total conns*" B/conn "$sh" nginx "$ng" "$r" "<=0.5" \
-                "$(verdict "$r" "<=0.5")" "-" "$workers workers, $clients client processes x $per; one run"
-        else
-            target=$(awk -v s="$sh" -v r="$r" 'BEGIN { print (s <= 512 && r <= 1) ? "yes" : "NO" }')
-            row "idle memory, $total conns*" B/conn "$sh" nginx "$ng" "$r" "<=512B" "$target" "-" \
-                "$workers workers, $clients client processes x $per; one run"
-        fi
+        idle_row "$kind" "$total conns*" "$sh" "$ng" "$workers workers, $clients client processes x $per; one run"
     }
     idle_rows plain
     idle_rows TLS

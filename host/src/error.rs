@@ -1,9 +1,15 @@
-//! The host's error type. Each variant's text is the part after `error: ` on stderr, and
-//! says what failed, where, and (when it is not obvious) what to do.
+//! The host's error types. Each variant's text is the part after `error: ` on stderr, and
+//! says what failed, where, and (when it is not obvious) what to do. The text is part of
+//! the contract (tests match it), so a variant's `#[error]` is its one spelling.
 
 use std::io;
+use std::path::PathBuf;
 
+#[cfg(target_os = "linux")]
+use nix::unistd::{Gid, Uid};
 use plugin_api::host::LoadError;
+
+use crate::config::Problem;
 
 /// Everything that can stop sockhost from starting (or an arbiter from continuing).
 #[derive(Debug, thiserror::Error)]
@@ -28,22 +34,47 @@ pub enum HostError {
     #[error("{spec}: {source}")]
     Bind { spec: String, source: io::Error },
 
-    #[error("{0}")]
-    Privileges(String),
+    #[error(transparent)]
+    #[cfg(target_os = "linux")]
+    Privileges(#[from] PrivilegeError),
 
-    /// A worker could not start (its own message: plugin load failure, privileges, ...).
+    /// A worker could not start. Its message is the worker's own error line, which reached
+    /// the arbiter as text over the status pipe (the worker is another process).
     #[error("{0}")]
     WorkerStartup(String),
 
-    #[error("{0}")]
-    Tls(String),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 
     #[error("socket handoff: {0}")]
-    Handoff(String),
+    Handoff(#[from] HandoffError),
 
     /// A configuration problem (file, line and key where there is a file).
     #[error("{0}")]
-    Config(String),
+    Config(#[from] Problem),
+
+    /// The arguments this process was started with no longer parse (on reload: a
+    /// `SOCKHOST_*` variable cannot change, so this is the command line itself).
+    #[error("{}", crate::config::first_line(&.0.to_string()))]
+    Arguments(#[from] clap::Error),
+
+    /// Neither `--plugin` nor the file's `plugin` key.
+    #[error("no plugin: give --plugin PATH (or `plugin` in the --config file)")]
+    NoPlugin,
+
+    /// A reload found other services or binds than the running ones.
+    #[error(
+        "the services or their binds changed in the configuration; a reload keeps the \
+         listening sockets, so restart sockhost to apply that"
+    )]
+    BindsChanged,
+
+    /// One service's problem, when there are several services.
+    #[error("service {service}: {source}")]
+    InService {
+        service: String,
+        source: Box<HostError>,
+    },
 
     /// Failure already reported on stderr (by `sockhost check`, one line per problem).
     #[error("")]
@@ -66,4 +97,109 @@ impl HostError {
             source,
         }
     }
+
+    /// This error, named for service `service` when `many` services run (one service
+    /// needs no name).
+    pub fn in_service(self, service: &str, many: bool) -> HostError {
+        match many {
+            true => HostError::InService {
+                service: service.to_string(),
+                source: Box::new(self),
+            },
+            false => self,
+        }
+    }
+}
+
+/// `--user` / `--group`: a name that does not resolve, or a switch that fails (Linux only;
+/// elsewhere the flags are refused).
+#[cfg(target_os = "linux")]
+#[derive(Debug, thiserror::Error)]
+pub enum PrivilegeError {
+    /// `flag` is `--user` or `--group`.
+    #[error("{flag} {name}: {source}")]
+    Lookup {
+        flag: &'static str,
+        name: String,
+        source: nix::Error,
+    },
+    #[error("--user {0}: no such user")]
+    NoSuchUser(String),
+    #[error("--group {0}: no such group")]
+    NoSuchGroup(String),
+    #[error("cannot drop supplementary groups: {0}")]
+    DropGroups(nix::Error),
+    #[error("cannot switch to group {gid}: {source}")]
+    SetGroup { gid: Gid, source: nix::Error },
+    #[error("cannot switch to user {name} ({uid}): {source}")]
+    SetUser {
+        name: String,
+        uid: Uid,
+        source: nix::Error,
+    },
+    #[error("still root after switching to {0}; refusing to serve")]
+    StillRoot(String),
+}
+
+/// The TLS files: unreadable, not PEM, or not a usable certificate and key.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// `flag` is `--cert-file`, `--key-file` or `--ca-file`.
+    #[error("{flag} {}: cannot read: {source}", path.display())]
+    Read {
+        flag: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("{flag} {}: bad PEM: {source}", path.display())]
+    BadPem {
+        flag: &'static str,
+        path: PathBuf,
+        source: pki_types::pem::Error,
+    },
+    #[error("{flag} {}: no certificate found (expected PEM \"BEGIN CERTIFICATE\" blocks)", path.display())]
+    NoCertificate { flag: &'static str, path: PathBuf },
+    #[error("--key-file {}: no private key found (expected a PKCS#8, PKCS#1 RSA or SEC1 EC key in PEM)", .0.display())]
+    NoKey(PathBuf),
+    /// A CA certificate rustls refuses, or a client verifier it cannot build from them.
+    #[error("--ca-file {}: {source}", path.display())]
+    Ca {
+        path: PathBuf,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("--key-file {} does not match the certificate in --cert-file {}", key.display(), cert.display())]
+    KeyMismatch { cert: PathBuf, key: PathBuf },
+    #[error("--cert-file {} / --key-file {}: {source}", cert.display(), key.display())]
+    CertKey {
+        cert: PathBuf,
+        key: PathBuf,
+        source: rustls::Error,
+    },
+    #[error("TLS versions: {0}")]
+    Versions(rustls::Error),
+    #[error("session tickets: {0}")]
+    SessionTickets(rustls::Error),
+}
+
+/// A socket inherited from a predecessor (`LISTEN_FDS`) that cannot be served.
+#[derive(Debug, thiserror::Error)]
+#[error("inherited socket {name}: {problem}")]
+pub struct HandoffError {
+    pub name: String,
+    pub problem: HandoffProblem,
+}
+
+/// What is wrong with an inherited socket.
+#[derive(Debug, thiserror::Error)]
+pub enum HandoffProblem {
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("neither an IP socket nor a Unix socket with a path")]
+    NoAddress,
+    #[error("neither a stream nor a datagram socket")]
+    NotStreamOrDatagram,
+    #[error("a stream socket that is not listening")]
+    NotListening,
+    #[error("a Unix datagram socket (not supported)")]
+    UnixDatagram,
 }

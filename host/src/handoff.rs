@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use socket2::Socket;
 
-use crate::bind::{canonical, BindSpec, Bound, Transport};
-use crate::error::HostError;
+use crate::bind::{canonical, BindSpec, Bound, SocketKind};
+use crate::error::{HandoffError, HandoffProblem, HostError};
 
 /// The first inherited descriptor (`SD_LISTEN_FDS_START`).
 const FIRST_FD: RawFd = 3;
@@ -86,7 +86,7 @@ pub fn inherited(binds: &[BindSpec]) -> Result<Option<Vec<Option<Bound>>>, HostE
         }
     }
     for (spec, slot) in binds.iter().zip(matched.iter_mut()) {
-        if slot.is_none() && spec.port == 0 && spec.transport != Transport::Unix {
+        if slot.is_none() && spec.port == 0 && spec.transport != SocketKind::Unix {
             *slot = take(&mut pool, &|b: &Bound| b.transport == spec.transport);
         }
     }
@@ -98,30 +98,34 @@ pub fn inherited(binds: &[BindSpec]) -> Result<Option<Vec<Option<Bound>>>, HostE
 
 /// Check an inherited descriptor and make it ours.
 fn adopt(socket: Socket, name: &str) -> Result<Bound, HostError> {
-    let fail = |what: &str| HostError::Handoff(format!("inherited socket {name}: {what}"));
-    let addr = socket.local_addr().map_err(|e| fail(&e.to_string()))?;
+    let fail = |problem: HandoffProblem| {
+        HostError::Handoff(HandoffError {
+            name: name.to_string(),
+            problem,
+        })
+    };
+    let io = |e: std::io::Error| fail(HandoffProblem::Io(e));
+    let addr = socket.local_addr().map_err(io)?;
     let path = addr.as_pathname().map(std::path::Path::to_path_buf);
     let local = match (addr.as_socket(), &path) {
         (Some(ip), _) => ip,
         (None, Some(_)) => crate::bind::UNIX_ADDR,
-        (None, None) => return Err(fail("neither an IP socket nor a Unix socket with a path")),
+        (None, None) => return Err(fail(HandoffProblem::NoAddress)),
     };
-    let transport = match socket.r#type().map_err(|e| fail(&e.to_string()))? {
-        socket2::Type::STREAM if path.is_some() => Transport::Unix,
-        socket2::Type::STREAM => Transport::Tcp,
-        socket2::Type::DGRAM => Transport::Udp,
-        _ => return Err(fail("neither a stream nor a datagram socket")),
+    let transport = match socket.r#type().map_err(io)? {
+        socket2::Type::STREAM if path.is_some() => SocketKind::Unix,
+        socket2::Type::STREAM => SocketKind::Tcp,
+        socket2::Type::DGRAM => SocketKind::Udp,
+        _ => return Err(fail(HandoffProblem::NotStreamOrDatagram)),
     };
-    if transport != Transport::Udp && !socket.is_listener().unwrap_or(false) {
-        return Err(fail("a stream socket that is not listening"));
+    if transport != SocketKind::Udp && !socket.is_listener().unwrap_or(false) {
+        return Err(fail(HandoffProblem::NotListening));
     }
-    if transport == Transport::Udp && path.is_some() {
-        return Err(fail("a Unix datagram socket (not supported)"));
+    if transport == SocketKind::Udp && path.is_some() {
+        return Err(fail(HandoffProblem::UnixDatagram));
     }
-    socket.set_cloexec(true).map_err(|e| fail(&e.to_string()))?;
-    socket
-        .set_nonblocking(true)
-        .map_err(|e| fail(&e.to_string()))?;
+    socket.set_cloexec(true).map_err(io)?;
+    socket.set_nonblocking(true).map_err(io)?;
     Ok(Bound {
         transport,
         socket,

@@ -18,6 +18,7 @@ mod bind;
 #[cfg_attr(windows, path = "check_windows.rs")]
 mod check;
 mod cidr;
+mod civil_date;
 mod cli;
 mod config;
 mod connections;

@@ -41,7 +41,7 @@ fn run(given: &Given<'_>) -> Result<(), HostError> {
     }
     let config = match crate::config::load(given) {
         Ok((config, _)) => config,
-        Err(problems) => return Err(HostError::Config(problems[0].to_string())),
+        Err(mut problems) => return Err(HostError::Config(problems.swap_remove(0))),
     };
     crate::logging::init(
         LogFilter::effective(config.log_filter.as_ref(), config.log_level),

@@ -7,10 +7,27 @@
 use std::path::Path;
 
 use plugin_api::host::{Factory, Library, LoadError, PluginMeta};
-use plugin_api::Transport as PluginTransport;
+use plugin_api::Transport;
 
-use crate::bind::{BindSpec, Transport};
+use crate::bind::{BindSpec, SocketKind};
 use crate::error::HostError;
+
+/// Which plugin a service runs: its declared name and version (the
+/// `sockhost_plugin_info` labels, reported by each worker once it serves).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PluginId {
+    pub name: String,
+    pub version: String,
+}
+
+impl PluginId {
+    pub fn new(name: impl Into<String>, version: impl Into<String>) -> PluginId {
+        PluginId {
+            name: name.into(),
+            version: version.into(),
+        }
+    }
+}
 
 /// A loaded, ABI-checked plugin and its metadata.
 pub struct Plugin {
@@ -43,12 +60,17 @@ impl Plugin {
         Ok(Plugin { library, meta })
     }
 
+    /// Its name and version.
+    pub fn id(&self) -> PluginId {
+        PluginId::new(&self.meta.name, &self.meta.version)
+    }
+
     /// Every bind must use a transport the plugin serves.
     pub fn check_binds(&self, binds: &[BindSpec]) -> Result<(), HostError> {
         for spec in binds {
             let (wanted, name) = match spec.transport {
-                Transport::Tcp | Transport::Unix => (PluginTransport::Tcp, "tcp"),
-                Transport::Udp => (PluginTransport::Udp, "udp"),
+                SocketKind::Tcp | SocketKind::Unix => (Transport::Tcp, "tcp"),
+                SocketKind::Udp => (Transport::Udp, "udp"),
             };
             if !self.meta.transports.contains(wanted) {
                 return Err(HostError::TransportNotServed {
@@ -104,10 +126,10 @@ pub fn inspect(path: &Path) -> Result<(), HostError> {
 
 fn describe(meta: &PluginMeta) -> String {
     let mut transports = Vec::new();
-    if meta.transports.contains(PluginTransport::Tcp) {
+    if meta.transports.contains(Transport::Tcp) {
         transports.push("tcp");
     }
-    if meta.transports.contains(PluginTransport::Udp) {
+    if meta.transports.contains(Transport::Udp) {
         transports.push("udp");
     }
     let mut s = format!(

@@ -4,7 +4,7 @@
 
 use nix::unistd::{Gid, Group, Uid, User};
 
-use crate::error::HostError;
+use crate::error::{HostError, PrivilegeError};
 
 /// The identity workers switch to.
 #[derive(Clone, Debug)]
@@ -27,8 +27,12 @@ impl Identity {
                 Ok(n) => User::from_uid(Uid::from_raw(n)),
                 Err(_) => User::from_name(u),
             }
-            .map_err(|e| HostError::Privileges(format!("--user {u}: {e}")))?
-            .ok_or_else(|| HostError::Privileges(format!("--user {u}: no such user")))?;
+            .map_err(|source| PrivilegeError::Lookup {
+                flag: "--user",
+                name: u.to_string(),
+                source,
+            })?
+            .ok_or_else(|| PrivilegeError::NoSuchUser(u.to_string()))?;
             uid = Some(found.uid);
             gid = Some(found.gid);
         }
@@ -37,8 +41,12 @@ impl Identity {
                 Ok(n) => Group::from_gid(Gid::from_raw(n)),
                 Err(_) => Group::from_name(g),
             }
-            .map_err(|e| HostError::Privileges(format!("--group {g}: {e}")))?
-            .ok_or_else(|| HostError::Privileges(format!("--group {g}: no such group")))?;
+            .map_err(|source| PrivilegeError::Lookup {
+                flag: "--group",
+                name: g.to_string(),
+                source,
+            })?
+            .ok_or_else(|| PrivilegeError::NoSuchGroup(g.to_string()))?;
             gid = Some(found.gid);
         }
         let name = [user, group]
@@ -53,22 +61,21 @@ impl Identity {
     /// Switch this process (a worker, or thread mode's process). Refuses to go on as root if
     /// the switch fails. The kernel then clears the parent-death signal (process mode arms
     /// it again) and makes the process non-dumpable (kept: its memory held root's keys).
-    pub fn apply(&self) -> Result<(), String> {
+    pub fn apply(&self) -> Result<(), PrivilegeError> {
         if let Some(gid) = self.gid {
             if Uid::effective().is_root() {
-                nix::unistd::setgroups(&[gid])
-                    .map_err(|e| format!("cannot drop supplementary groups: {e}"))?;
+                nix::unistd::setgroups(&[gid]).map_err(PrivilegeError::DropGroups)?;
             }
-            nix::unistd::setgid(gid).map_err(|e| format!("cannot switch to group {gid}: {e}"))?;
+            nix::unistd::setgid(gid).map_err(|source| PrivilegeError::SetGroup { gid, source })?;
         }
         if let Some(uid) = self.uid {
-            nix::unistd::setuid(uid)
-                .map_err(|e| format!("cannot switch to user {} ({uid}): {e}", self.name))?;
+            nix::unistd::setuid(uid).map_err(|source| PrivilegeError::SetUser {
+                name: self.name.clone(),
+                uid,
+                source,
+            })?;
             if uid != Uid::from_raw(0) && (Uid::effective().is_root() || Uid::current().is_root()) {
-                return Err(format!(
-                    "still root after switching to {}; refusing to serve",
-                    self.name
-                ));
+                return Err(PrivilegeError::StillRoot(self.name.clone()));
             }
         }
         Ok(())

@@ -14,6 +14,7 @@ use plugin_api::host::Factory;
 use tokio::sync::{Notify, Semaphore};
 
 use crate::connections::Connections;
+use crate::metrics::{Counter, WorkerMetrics};
 
 /// State shared by the accept loops and connection tasks of one service in this worker.
 pub struct Shared {
@@ -26,6 +27,8 @@ pub struct Shared {
     pub proxy_protocol_from: Vec<crate::cidr::Cidr>,
     pub handshake_timeout: Duration,
     pub connections: Rc<Connections>,
+    /// This service's counters.
+    pub metrics: Rc<WorkerMetrics>,
     /// `--max-connections` of this service.
     pub limit: Arc<Semaphore>,
     pub recycling: Rc<Recycling>,
@@ -34,7 +37,7 @@ pub struct Shared {
 impl Shared {
     /// Count one accepted connection; at `--max-requests` ask the worker to recycle.
     pub fn accepted(&self) {
-        crate::metrics::bump(&self.connections.metrics.accepted, 1);
+        self.metrics.bump(Counter::Accepted, 1);
         self.recycling.accepted();
     }
 }

@@ -80,11 +80,11 @@ pub fn run(config: &Config) -> Result<(), HostError> {
         watchdog: &watchdog,
         unix_files: &mut unix_files,
     };
-    for (service, (plugin, version)) in config.services.iter().zip(&running) {
+    for (service, plugin) in config.services.iter().zip(&running) {
         tracing::info!(
             service = %service.name,
-            plugin = %plugin,
-            version = %version,
+            plugin = %plugin.name,
+            version = %plugin.version,
             "serving in thread mode (pid {})",
             std::process::id()
         );
@@ -102,7 +102,7 @@ struct Loaded {
     _plugins: Vec<Plugin>,
     services: Vec<worker::Service>,
     /// Each service's plugin name and version.
-    running: Vec<(String, String)>,
+    running: Vec<crate::plugin::PluginId>,
 }
 
 /// Load every service's plugin from the generation's snapshots and make its factory; each
@@ -127,10 +127,7 @@ fn load(config: &Config, generation: Generation, bound: Vec<Bound>) -> Result<Lo
     let mut services = Vec::new();
     for (i, service) in config.services.iter().enumerate() {
         let plugin = &plugins[plugin_of[i]];
-        let named = |e: HostError| match many {
-            true => HostError::Config(format!("service {}: {e}", service.name)),
-            false => e,
-        };
+        let named = |e: HostError| e.in_service(&service.name, many);
         plugin.check_binds(&service.binds).map_err(named)?;
         let factory = plugin.factory(&service.plugin_opts).map_err(named)?;
         services.push(worker::Service {
@@ -140,15 +137,7 @@ fn load(config: &Config, generation: Generation, bound: Vec<Bound>) -> Result<Lo
             settings: service.worker_settings(tls[i].clone()),
         });
     }
-    let running = plugin_of
-        .iter()
-        .map(|&p| {
-            (
-                plugins[p].meta.name.clone(),
-                plugins[p].meta.version.clone(),
-            )
-        })
-        .collect();
+    let running = plugin_of.iter().map(|&p| plugins[p].id()).collect();
     Ok(Loaded {
         _plugins: plugins,
         services,

@@ -26,10 +26,7 @@ pub fn run(config: &Config) -> Result<(), HostError> {
         .map(|d| d.open(None))
         .transpose()?;
     let many = config.services.len() > 1;
-    let named = |service: &crate::cli::Service, e: HostError| match many {
-        true => HostError::Config(format!("service {}: {e}", service.name)),
-        false => e,
-    };
+    let named = |service: &crate::cli::Service, e: HostError| e.in_service(&service.name, many);
     // One library per distinct plugin file (two services of one plugin: two factories).
     let mut paths = Vec::new();
     let mut plugins: Vec<Plugin> = Vec::new();
@@ -83,24 +80,17 @@ pub fn run(config: &Config) -> Result<(), HostError> {
         .map(std::net::TcpListener::local_addr)
         .transpose()
         .map_err(|e| HostError::io("--metrics-bind", e))?;
-    let running: Vec<(String, String)> = plugin_of
-        .iter()
-        .map(|&p| {
-            (
-                plugins[p].meta.name.clone(),
-                plugins[p].meta.version.clone(),
-            )
-        })
-        .collect();
+    let running: Vec<crate::plugin::PluginId> =
+        plugin_of.iter().map(|&p| plugins[p].id()).collect();
     let metrics = metrics_listener.map(|listener| MetricsEndpoint {
         listener,
         plugins: running.clone(),
     });
-    for (service, (plugin, version)) in config.services.iter().zip(&running) {
+    for (service, plugin) in config.services.iter().zip(&running) {
         tracing::info!(
             service = %service.name,
-            plugin = %plugin,
-            version = %version,
+            plugin = %plugin.name,
+            version = %plugin.version,
             "serving in thread mode (pid {})",
             std::process::id()
         );

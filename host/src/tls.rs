@@ -27,7 +27,7 @@ use pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ServerConfig, WebPkiClientVerifier};
 use rustls::ServerConnection;
 
-use crate::error::HostError;
+use crate::error::{HostError, TlsError};
 
 /// The TLS flags, as given.
 #[derive(Clone, Debug)]
@@ -59,78 +59,84 @@ impl TlsFiles {
         let provider = Arc::new(provider);
         let builder = ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .map_err(|e| tls_error(format!("TLS versions: {e}")))?;
+            .map_err(TlsError::Versions)?;
         let builder = match &self.ca {
             None => builder.with_no_client_auth(),
             Some(ca) => {
                 let mut roots = rustls::RootCertStore::empty();
+                let ca_error = |source: Box<dyn std::error::Error + Send + Sync>| TlsError::Ca {
+                    path: ca.clone(),
+                    source,
+                };
                 for cert in read_certs(ca, "--ca-file")? {
-                    roots
-                        .add(cert)
-                        .map_err(|e| tls_error(format!("--ca-file {}: {e}", ca.display())))?;
+                    roots.add(cert).map_err(|e| ca_error(e.into()))?;
                 }
                 let verifier =
                     WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
                         .build()
-                        .map_err(|e| tls_error(format!("--ca-file {}: {e}", ca.display())))?;
+                        .map_err(|e| ca_error(e.into()))?;
                 builder.with_client_cert_verifier(verifier)
             }
         };
+        let (cert, key_file) = (self.cert.clone(), self.key.clone());
         let mut config = builder.with_single_cert(chain, key).map_err(|e| match e {
-            rustls::Error::InconsistentKeys(_) => tls_error(format!(
-                "--key-file {} does not match the certificate in --cert-file {}",
-                self.key.display(),
-                self.cert.display()
-            )),
-            other => tls_error(format!(
-                "--cert-file {} / --key-file {}: {other}",
-                self.cert.display(),
-                self.key.display()
-            )),
+            rustls::Error::InconsistentKeys(_) => TlsError::KeyMismatch {
+                cert,
+                key: key_file,
+            },
+            source => TlsError::CertKey {
+                cert,
+                key: key_file,
+                source,
+            },
         })?;
         config.alpn_protocols = self.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
         config.ignore_client_order = true;
         // Stateless resumption; the keys are shared by every worker forked after this. TLS
         // 1.3 tickets: rustls's default, 2 after every handshake (as OpenSSL sends).
-        config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()
-            .map_err(|e| tls_error(format!("session tickets: {e}")))?;
+        config.ticketer =
+            rustls::crypto::aws_lc_rs::Ticketer::new().map_err(TlsError::SessionTickets)?;
         Ok(Tls {
             config: Arc::new(config),
         })
     }
 }
 
-fn tls_error(message: String) -> HostError {
-    HostError::Tls(message)
+fn read_file(path: &Path, flag: &'static str) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        flag,
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
-fn read_file(path: &Path, flag: &str) -> Result<Vec<u8>, HostError> {
-    std::fs::read(path)
-        .map_err(|e| tls_error(format!("{flag} {}: cannot read: {e}", path.display())))
-}
-
-fn read_certs(path: &Path, flag: &str) -> Result<Vec<CertificateDer<'static>>, HostError> {
+fn read_certs(path: &Path, flag: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let pem = read_file(path, flag)?;
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| tls_error(format!("{flag} {}: bad PEM: {e}", path.display())))?;
+        .map_err(|source| TlsError::BadPem {
+            flag,
+            path: path.to_path_buf(),
+            source,
+        })?;
     if certs.is_empty() {
-        return Err(tls_error(format!(
-            "{flag} {}: no certificate found (expected PEM \"BEGIN CERTIFICATE\" blocks)",
-            path.display()
-        )));
+        return Err(TlsError::NoCertificate {
+            flag,
+            path: path.to_path_buf(),
+        });
     }
     Ok(certs)
 }
 
-fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, HostError> {
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     let pem = read_file(path, "--key-file")?;
     PrivateKeyDer::from_pem_slice(&pem).map_err(|e| match e {
-        pki_types::pem::Error::NoItemsFound => tls_error(format!(
-            "--key-file {}: no private key found (expected a PKCS#8, PKCS#1 RSA or SEC1 EC key in PEM)",
-            path.display()
-        )),
-        other => tls_error(format!("--key-file {}: bad PEM: {other}", path.display())),
+        pki_types::pem::Error::NoItemsFound => TlsError::NoKey(path.to_path_buf()),
+        source => TlsError::BadPem {
+            flag: "--key-file",
+            path: path.to_path_buf(),
+            source,
+        },
     })
 }
 

@@ -20,7 +20,7 @@ use std::{
 use abi_stable::library::{lib_header_from_path, LibraryError, RawLibrary};
 #[cfg(feature = "host")]
 use abi_stable::prefix_type::PrefixTypeTrait;
-use abi_stable::std_types::{RResult, RSlice, RStr, RString};
+use abi_stable::std_types::{RResult, RSlice, RStr, RString, RVec};
 
 #[cfg(feature = "host")]
 use crate::abi::{self, HostVTable, OptPair, PluginModRef};
@@ -31,7 +31,7 @@ use crate::services_abi::{
 };
 #[cfg(feature = "host")]
 use crate::Transports;
-use crate::{ConnInfo, LostReason, Output};
+use crate::{ConnInfo, LostReason, Output, OUT_CLOSE, OUT_DATAGRAM, OUT_SHUTDOWN_WRITE};
 
 pub use crate::services::backend::Backend;
 pub use crate::services_abi::{Wake, SERVICES_LEVEL};
@@ -654,7 +654,10 @@ impl Drop for ConsumerHandle {
     }
 }
 
-/// Host-side view of an [`Output`].
+/// The host's side of an [`Output`]: make one, read what a callback wrote, [`clear`] it
+/// for the next callback. (One vocabulary: `written`, `take_*_request`, `clear`.)
+///
+/// [`clear`]: Output::clear
 impl Output {
     /// An output for a stream connection.
     pub fn for_stream() -> Output {
@@ -666,33 +669,70 @@ impl Output {
         Output::new(true)
     }
 
-    /// Everything written since the last [`reset`](Output::reset).
-    pub fn written(&self) -> &[u8] {
-        self.bytes()
+    pub(crate) fn new(datagram: bool) -> Output {
+        Output {
+            buf: RVec::with_capacity(if datagram { 2048 } else { 16 * 1024 }),
+            bounds: RVec::new(),
+            flags: if datagram { OUT_DATAGRAM } else { 0 },
+        }
     }
 
-    /// The datagrams written since the last reset (datagram mode).
+    /// Whether each write is one datagram.
+    pub(crate) fn is_datagram(&self) -> bool {
+        self.flags & OUT_DATAGRAM != 0
+    }
+
+    /// Bytes held by the buffers.
+    pub(crate) fn capacity(&self) -> usize {
+        self.buf.capacity() + self.bounds.capacity() * 4
+    }
+
+    /// Everything written since the last [`clear`](Output::clear).
+    pub fn written(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// The datagrams written since the last [`clear`](Output::clear) (datagram mode).
     pub fn written_datagrams(&self) -> impl Iterator<Item = &[u8]> + '_ {
-        self.datagrams()
+        let mut start = 0usize;
+        self.bounds.iter().map(move |&end| {
+            let d = &self.buf[start..end as usize];
+            start = end as usize;
+            d
+        })
     }
 
     /// Whether the consumer asked to close; clears the request.
     pub fn take_close_request(&mut self) -> bool {
-        self.take_close()
+        self.take_flag(OUT_CLOSE)
     }
 
     /// Whether the consumer asked to half-close; clears the request.
     pub fn take_shutdown_request(&mut self) -> bool {
-        self.take_shutdown_write()
+        self.take_flag(OUT_SHUTDOWN_WRITE)
+    }
+
+    fn take_flag(&mut self, flag: u32) -> bool {
+        let set = self.flags & flag != 0;
+        self.flags &= !flag;
+        set
     }
 
     /// Forget what was written and the requests, keeping the allocation.
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.bounds.clear();
+        self.flags &= OUT_DATAGRAM;
+    }
+
+    /// The former name of [`clear`](Output::clear).
+    #[deprecated(note = "renamed to `clear`")]
     pub fn reset(&mut self) {
         self.clear()
     }
 
     /// Give back the memory of a large callback: if the buffer grew past `keep` bytes, start
-    /// again at the default size (call after [`reset`](Output::reset)).
+    /// again at the default size (call after [`clear`](Output::clear)).
     pub fn shrink(&mut self, keep: usize) {
         if self.capacity() > keep {
             *self = Output::new(self.is_datagram());
@@ -716,13 +756,26 @@ mod tests {
         let mut out = crate::Output::for_stream();
         let small = out.capacity();
         out.write(&vec![0u8; 4 << 20]);
-        out.reset();
+        out.clear();
         out.shrink(64 * 1024);
         assert_eq!(out.capacity(), small, "back to the default size");
         out.write(&[1, 2, 3]);
-        out.reset();
+        out.clear();
         out.shrink(64 * 1024);
         assert_eq!(out.capacity(), small, "a small one is kept as it is");
+    }
+
+    #[test]
+    #[allow(deprecated)]
+    fn the_old_name_reset_still_clears() {
+        let mut out = crate::Output::for_datagrams();
+        out.write(b"a");
+        out.close();
+        out.reset();
+        assert!(out.written().is_empty() && out.written_datagrams().next().is_none());
+        assert!(!out.take_close_request());
+        out.write(b"b");
+        assert_eq!(out.written_datagrams().collect::<Vec<_>>(), [b"b"]);
     }
 
     #[test]

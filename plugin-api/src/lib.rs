@@ -371,7 +371,8 @@ pub struct Output {
     flags: u32,
 }
 
-/// [`Output`] flag: close after everything written has been sent.
+/// [`Output`] flag: close after everything written has been sent. (The flags and the
+/// host's side of [`Output`] are in the `host` module.)
 const OUT_CLOSE: u32 = 1;
 /// [`Output`] flag: shut down the sending side after everything written has been sent.
 const OUT_SHUTDOWN_WRITE: u32 = 2;
@@ -415,57 +416,6 @@ impl Output {
     /// Whether nothing was written during this callback.
     pub fn is_empty(&self) -> bool {
         self.buf.is_empty()
-    }
-}
-
-/// Host side of [`Output`], used by the `host` and `testing` modules.
-#[cfg(any(feature = "host", feature = "testing"))]
-impl Output {
-    pub(crate) fn new(datagram: bool) -> Output {
-        Output {
-            buf: RVec::with_capacity(if datagram { 2048 } else { 16 * 1024 }),
-            bounds: RVec::new(),
-            flags: if datagram { OUT_DATAGRAM } else { 0 },
-        }
-    }
-
-    pub(crate) fn capacity(&self) -> usize {
-        self.buf.capacity() + self.bounds.capacity() * 4
-    }
-
-    pub(crate) fn is_datagram(&self) -> bool {
-        self.flags & OUT_DATAGRAM != 0
-    }
-
-    pub(crate) fn bytes(&self) -> &[u8] {
-        &self.buf
-    }
-
-    pub(crate) fn take_close(&mut self) -> bool {
-        let set = self.flags & OUT_CLOSE != 0;
-        self.flags &= !OUT_CLOSE;
-        set
-    }
-
-    pub(crate) fn take_shutdown_write(&mut self) -> bool {
-        let set = self.flags & OUT_SHUTDOWN_WRITE != 0;
-        self.flags &= !OUT_SHUTDOWN_WRITE;
-        set
-    }
-
-    pub(crate) fn datagrams(&self) -> impl Iterator<Item = &[u8]> + '_ {
-        let mut start = 0usize;
-        self.bounds.iter().map(move |&end| {
-            let d = &self.buf[start..end as usize];
-            start = end as usize;
-            d
-        })
-    }
-
-    pub(crate) fn clear(&mut self) {
-        self.buf.clear();
-        self.bounds.clear();
-        self.flags &= OUT_DATAGRAM;
     }
 }
 

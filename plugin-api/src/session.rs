@@ -91,7 +91,7 @@ impl Session {
             Input::Woken(token) => c.woken(token, out),
         };
         if let Err(message) = result {
-            out.reset();
+            out.clear();
             // A second panic, in connection_lost, is the driver's to log only if it asks
             // again; the session has ended either way.
             let _ = self.lose(LostReason::Error);
@@ -103,7 +103,7 @@ impl Session {
             shutdown_write: out.take_shutdown_request() && !out.is_datagram(),
         };
         if self.write_shut && !out.is_empty() {
-            out.reset();
+            out.clear();
         }
         self.closing |= requests.close;
         self.write_shut |= requests.shutdown_write;

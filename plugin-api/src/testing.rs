@@ -1801,7 +1801,7 @@ impl World {
                     // also covers a half-close by `services::shutdown_write`.)
                     slot.send(out.written());
                 }
-                out.reset();
+                out.clear();
                 slot.out = Some(out);
                 slot.session = Some(session);
                 slot.close_requested |= requests.close;
@@ -1822,7 +1822,7 @@ impl World {
             }
             Delivered::Panicked(message) => {
                 // The session has already run `connection_lost(Error)`.
-                out.reset();
+                out.clear();
                 slot.out = Some(out);
                 slot.lost = Some(LostReason::Error);
                 st.forget(id);

@@ -114,18 +114,17 @@ pub fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::Counter;
 
     #[test]
     fn cells_start_at_zero_and_reset_stamps_now() {
         let board = Board::new(4).unwrap();
         assert_eq!(board.cell(3).counters(0), Counters::default());
-        let seven = Counters {
-            accepted: 7,
-            ..Default::default()
-        };
+        let mut seven = Counters::default();
+        seven[Counter::Accepted] = 7;
         board.cell(3).post(&[Counters::default(), seven]);
-        assert_eq!(board.cell(3).counters(1).accepted, 7);
-        assert_eq!(board.cell(3).counters(0).accepted, 0);
+        assert_eq!(board.cell(3).counters(1)[Counter::Accepted], 7);
+        assert_eq!(board.cell(3).counters(0)[Counter::Accepted], 0);
         board.cell(3).reset();
         assert!(now_ms() - board.cell(3).heartbeat_ms.load(Ordering::Relaxed) < 1000);
     }

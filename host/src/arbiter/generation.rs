@@ -30,10 +30,7 @@ impl Generation {
         let mut plugin_of = Vec::new();
         let many = config.services.len() > 1;
         for service in &config.services {
-            let named = |e: HostError| match many {
-                true => HostError::Config(format!("service {}: {e}", service.name)),
-                false => e,
-            };
+            let named = |e: HostError| e.in_service(&service.name, many);
             tls.push(
                 service
                     .tls
@@ -96,11 +93,7 @@ pub(super) fn same_sockets(running: &Config, reread: &Config) -> Result<(), Host
         tracing::warn!("reload: process-wide settings changed in the configuration (workers, user, pid-file, ...); they take effect at the next start");
     }
     if shape(running) != shape(reread) {
-        return Err(HostError::Config(
-            "the services or their binds changed in the configuration; a reload keeps the \
-             listening sockets, so restart sockhost to apply that"
-                .to_string(),
-        ));
+        return Err(HostError::BindsChanged);
     }
     Ok(())
 }

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use super::shell::Arbiter;
 use super::steering;
-use crate::bind::{Bound, Transport};
+use crate::bind::{Bound, SocketKind};
 use crate::error::HostError;
 
 /// One worker position's sockets (one per `--bind`).
@@ -40,7 +40,7 @@ impl Arbiter<'_> {
                 }
                 // One socket (and accept queue) for all workers: Unix sockets have no
                 // SO_REUSEPORT groups (nor steering).
-                Err(_) if b.transport == Transport::Unix => {
+                Err(_) if b.transport == SocketKind::Unix => {
                     sockets.push(b.share().map_err(|e| {
                         HostError::io(format!("sharing the socket {}", b.listening_line()), e)
                     })?);
@@ -86,7 +86,7 @@ impl Arbiter<'_> {
         let mut moved = 0;
         for bind in 0..self.slots[slot].sockets.len() {
             let old = &self.slots[slot].sockets[bind];
-            if old.transport != Transport::Tcp || !self.steering.steered(bind) {
+            if old.transport != SocketKind::Tcp || !self.steering.steered(bind) {
                 continue;
             }
             // Bound, not yet listening: it joins the group (and could be picked as a target

@@ -263,7 +263,7 @@ impl Arbiter<'_> {
             let mut accepted = 0;
             for (service, retired) in self.retired.iter_mut().enumerate() {
                 let counted = self.board.cell(cell).counters(service);
-                accepted += counted.accepted;
+                accepted += counted[metrics::Counter::Accepted];
                 *retired = retired.add(counted.without_gauges());
             }
             self.supervisor

@@ -122,12 +122,7 @@ fn serve(spec: &WorkerSpec<'_>, status: &mut StatusWriter) -> Result<(), String>
         generation
             .plugin_of
             .iter()
-            .map(|&p| {
-                (
-                    plugins[p].meta.name.clone(),
-                    plugins[p].meta.version.clone(),
-                )
-            })
+            .map(|&p| plugins[p].id())
             .collect(),
     ));
     tracing::debug!(pid = std::process::id(), slot = spec.slot, "worker serving");
@@ -173,7 +168,7 @@ async fn report(
 /// listeners; `Err` is a startup failure message.
 fn load(spec: &WorkerSpec<'_>) -> Result<(Vec<Plugin>, Vec<worker::Service>), String> {
     if let Some(identity) = spec.identity {
-        identity.apply()?;
+        identity.apply().map_err(|e| e.to_string())?;
         // The kernel clears the parent-death signal when credentials change: arm it again,
         // and make sure the arbiter did not die in between.
         let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);

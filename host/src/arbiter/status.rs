@@ -9,11 +9,13 @@
 use std::io::Write;
 use std::os::fd::OwnedFd;
 
+use crate::plugin::PluginId;
+
 /// What a worker reports.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Report {
     /// Serving, with each service's plugin name and version.
-    Ready(Vec<(String, String)>),
+    Ready(Vec<PluginId>),
     Failed(String),
     Retiring,
     Draining,
@@ -24,7 +26,7 @@ impl Report {
         match self {
             Report::Ready(plugins) => {
                 let mut line = "ready".to_string();
-                for (name, version) in plugins {
+                for PluginId { name, version } in plugins {
                     line.push(' ');
                     line.push_str(&name.replace([' ', '\n'], "_"));
                     line.push(' ');
@@ -45,12 +47,7 @@ impl Report {
                 let words: Vec<&str> = line.split(' ').skip(1).collect();
                 let plugins = words
                     .chunks(2)
-                    .map(|p| {
-                        (
-                            p[0].to_string(),
-                            p.get(1).copied().unwrap_or_default().to_string(),
-                        )
-                    })
+                    .map(|p| PluginId::new(p[0], p.get(1).copied().unwrap_or_default()))
                     .collect();
                 Some(Report::Ready(plugins))
             }
@@ -122,8 +119,8 @@ mod tests {
         let mut writer = StatusWriter::new(w);
         let mut reader = StatusReader::new(r);
         writer.send(&Report::Ready(vec![
-            ("echo".into(), "0.1.0".into()),
-            ("kv".into(), "0.2.0".into()),
+            PluginId::new("echo", "0.1.0"),
+            PluginId::new("kv", "0.2.0"),
         ]));
         writer.send(&Report::Failed("plugin x: bad\nthing".into()));
         writer.send(&Report::Retiring);
@@ -131,8 +128,8 @@ mod tests {
             reader.read(),
             vec![
                 Report::Ready(vec![
-                    ("echo".into(), "0.1.0".into()),
-                    ("kv".into(), "0.2.0".into())
+                    PluginId::new("echo", "0.1.0"),
+                    PluginId::new("kv", "0.2.0")
                 ]),
                 Report::Failed("plugin x: bad thing".into()),
                 Report::Retiring

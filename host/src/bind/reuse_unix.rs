@@ -6,14 +6,14 @@ use std::io;
 
 use socket2::Socket;
 
-use super::Transport;
+use super::SocketKind;
 
 /// `EAFNOSUPPORT`: this machine has no such address family (no IPv6).
 pub const NO_ADDRESS_FAMILY: i32 = nix::libc::EAFNOSUPPORT;
 
 /// Set the reuse options of a socket about to be bound.
-pub fn set_reuse(socket: &Socket, transport: Transport, reuseport: bool) -> io::Result<()> {
-    if transport == Transport::Tcp {
+pub fn set_reuse(socket: &Socket, transport: SocketKind, reuseport: bool) -> io::Result<()> {
+    if transport == SocketKind::Tcp {
         socket.set_reuse_address(true)?;
     }
     if reuseport {

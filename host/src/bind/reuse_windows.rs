@@ -10,13 +10,13 @@ use std::os::windows::io::AsRawSocket;
 use socket2::Socket;
 use windows_sys::Win32::Networking::WinSock::{setsockopt, SOL_SOCKET, SO_EXCLUSIVEADDRUSE};
 
-use super::Transport;
+use super::SocketKind;
 
 /// `WSAEAFNOSUPPORT`: this machine has no such address family (no IPv6).
 pub const NO_ADDRESS_FAMILY: i32 = 10047;
 
 /// Set the reuse options of a socket about to be bound.
-pub fn set_reuse(socket: &Socket, _transport: Transport, reuseport: bool) -> io::Result<()> {
+pub fn set_reuse(socket: &Socket, _transport: SocketKind, reuseport: bool) -> io::Result<()> {
     if reuseport {
         return Err(io::Error::new(
             io::ErrorKind::Unsupported,

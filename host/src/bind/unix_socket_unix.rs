@@ -5,7 +5,7 @@ use std::io;
 
 use socket2::{Domain, SockAddr, Socket, Type};
 
-use super::{Bound, Transport, UnixBind, UNIX_ADDR};
+use super::{Bound, SocketKind, UnixBind, UNIX_ADDR};
 
 /// Bind and listen on a Unix socket, after clearing a stale file; mode and owner are set
 /// before `listen`.
@@ -58,7 +58,7 @@ pub fn bind_unix(unix: &UnixBind, backlog: i32) -> io::Result<Bound> {
         return Err(e);
     }
     Ok(Bound {
-        transport: Transport::Unix,
+        transport: SocketKind::Unix,
         socket,
         local: UNIX_ADDR,
         path: Some(path.clone()),

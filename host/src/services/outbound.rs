@@ -21,7 +21,7 @@ use tokio::net::TcpStream;
 use super::endpoint::Endpoint;
 use super::Hub;
 use crate::connections::Registration;
-use crate::metrics;
+use crate::metrics::Counter;
 use crate::tcp::connection::{Connection, Slot};
 
 /// Register the connection and start its task.
@@ -51,8 +51,7 @@ pub fn start(
 }
 
 async fn run(registration: Registration, mut session: Session, target: String, timeout: Duration) {
-    let metrics = registration.metrics();
-    metrics::bump(&metrics.outbound_connects, 1);
+    registration.metrics().bump(Counter::OutboundConnects, 1);
     let connected = tokio::time::timeout(timeout, connect(&target)).await;
     let (stream, peer) = match connected {
         Ok(Ok(connected)) => connected,
@@ -75,11 +74,11 @@ async fn run(registration: Registration, mut session: Session, target: String, t
 
 fn failed(registration: &Registration, session: &mut Session, target: &str, why: &str) {
     let metrics = registration.metrics();
-    metrics::bump(&metrics.outbound_failures, 1);
+    metrics.bump(Counter::OutboundFailures, 1);
     registration.with_endpoint(|ep| ep.closing = true);
     tracing::debug!(%target, "outbound connection failed: {why}");
     if let Err(message) = session.lose(LostReason::ConnectFailed) {
-        let panics = &metrics.plugin_panics;
+        let panics = metrics.cell(Counter::PluginPanics);
         let what = "plugin panicked in connection_lost";
         let service = registration.service_name();
         crate::logging::plugin_panic(panics, service, target, what, &message, "connection failed");

@@ -19,6 +19,7 @@ use tracing::Level;
 
 use crate::bind::canonical;
 use crate::cidr::Cidr;
+use crate::metrics::Counter;
 use crate::rate_limit::RateLimit;
 use crate::shared::Shared;
 use crate::tcp::connection::{Connection, Slot};
@@ -207,13 +208,13 @@ async fn serve_tls_or_plain<S>(
     let stream = match handshake.await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {
-            crate::metrics::bump(&shared.connections.metrics.tls_handshake_failures, 1);
+            shared.metrics.bump(Counter::TlsHandshakeFailures, 1);
             tracing::debug!(service = %shared.name, peer = %info.peer, "TLS handshake failed: {e}");
             ended_before_open(&slot, "tls_failed");
             return;
         }
         Err(_) => {
-            crate::metrics::bump(&shared.connections.metrics.tls_handshake_failures, 1);
+            shared.metrics.bump(Counter::TlsHandshakeFailures, 1);
             tracing::debug!(service = %shared.name, peer = %info.peer, "TLS handshake not finished within {:?}; closed", shared.handshake_timeout);
             ended_before_open(&slot, "handshake_timeout");
             return;
@@ -261,7 +262,7 @@ fn trusted_proxy(shared: &Shared, peer: SocketAddr) -> bool {
     if from.is_empty() || peer == crate::bind::UNIX_ADDR || Cidr::any_contains(from, peer.ip()) {
         return true;
     }
-    crate::metrics::bump(&shared.connections.metrics.proxy_refused, 1);
+    shared.metrics.bump(Counter::ProxyRefused, 1);
     UNTRUSTED_PROXIES.with_borrow_mut(|limit| {
         limit.log(|| tracing::warn!(%peer, "connection from outside --proxy-protocol-from; closed"))
     });

@@ -9,7 +9,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::connection::{Connection, ReadSide, WriteSide, LINGER, SCRATCH};
 use crate::connections::Expiry;
-use crate::{access_log, logging, metrics};
+use crate::metrics::Counter;
+use crate::{access_log, logging};
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Half-close (TLS: close_notify first), then discard input until the peer closes
@@ -54,7 +55,10 @@ impl<S> Drop for Connection<S> {
                 self.reason = LostReason::IdleTimeout;
             }
             Some(Expiry::SendTimeout) => {
-                metrics::bump(&self.slot.registration.metrics().output_limit_closes, 1);
+                self.slot
+                    .registration
+                    .metrics()
+                    .bump(Counter::OutputLimitCloses, 1);
                 tracing::debug!(peer = %self.peer, "output waited longer than --send-timeout; closed");
                 self.reason = LostReason::Error;
             }
@@ -71,7 +75,7 @@ impl<S> Drop for Connection<S> {
             t.set_reason(access_log::reason(ended))
         });
         if let Err(message) = self.session.lose(self.reason) {
-            let panics = &metrics.plugin_panics;
+            let panics = metrics.cell(Counter::PluginPanics);
             logging::plugin_panic(
                 panics,
                 self.slot.registration.service_name(),

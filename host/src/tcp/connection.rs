@@ -36,6 +36,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use super::closing::{lost_on, Peer};
 pub use super::slot::Slot;
 use crate::connections::Connections;
+use crate::metrics::Counter;
 use crate::{access_log, logging};
 
 /// Stop reading while more than this many bytes wait to be sent.
@@ -141,7 +142,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             )),
             Err(message) => {
                 access_log::with_open(slot.registration.log_key(), |t| t.set_reason("error"));
-                let panics = &slot.registration.metrics().plugin_panics;
+                let panics = slot.registration.metrics().cell(Counter::PluginPanics);
                 logging::plugin_panic(
                     panics,
                     slot.registration.service_name(),
@@ -298,7 +299,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 }
             };
             let absorbed = self.absorb(result, out, cx);
-            out.reset();
+            out.clear();
             out.shrink(SCRATCH_KEEP);
             Poll::Ready(absorbed)
         })
@@ -318,7 +319,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 Delivered::Ignored => Ok(()),
                 Delivered::Panicked(message) => Err(self.panicked(&message)),
             };
-            out.reset();
+            out.clear();
             out.shrink(SCRATCH_KEEP);
             absorbed
         })

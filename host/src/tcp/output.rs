@@ -10,7 +10,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::closing::lost_on;
 use super::connection::{Connection, WriteSide, LOW_WATER};
-use crate::{logging, metrics};
+use crate::logging;
+use crate::metrics::Counter;
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Append to `pending`, within `--max-pending`.
@@ -35,13 +36,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 
     /// The connection's unsent output passed `--max-pending`: it ends now.
     pub(super) fn over_limit(&self, what: &str) -> LostReason {
-        metrics::bump(&self.slot.registration.metrics().output_limit_closes, 1);
+        self.slot
+            .registration
+            .metrics()
+            .bump(Counter::OutputLimitCloses, 1);
         tracing::debug!(peer = %self.peer, "unsent {what} above --max-pending ({} bytes); closed", self.slot.registration.max_pending());
         LostReason::Error
     }
 
     pub(super) fn panicked(&self, message: &str) -> LostReason {
-        let panics = &self.slot.registration.metrics().plugin_panics;
+        let panics = self.slot.registration.metrics().cell(Counter::PluginPanics);
         logging::plugin_panic(
             panics,
             self.slot.registration.service_name(),

@@ -280,6 +280,20 @@ impl AsyncWrite for Socket {
         self.poll_io(WRITE, cx, |mut io| io.write(buf))
     }
 
+    /// One `writev` for all of `bufs` (tokio-rustls hands a flight of TLS records over as
+    /// several buffers; the default would write only the first per system call).
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_io(WRITE, cx, |mut io| io.write_vectored(bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
     }

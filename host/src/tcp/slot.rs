@@ -1,7 +1,8 @@
 //! What a connection holds in its worker while it is open.
 
+use crate::access_log;
 use crate::connections::Registration;
-use crate::{access_log, metrics};
+use crate::metrics::Counter;
 
 /// What a connection holds in its worker: its entry in the connection set (cancel handle,
 /// idle stamp) and its `--max-connections` permit, both released when it ends — and then
@@ -17,14 +18,16 @@ impl Slot {
     /// Bytes read from the peer: counted for the worker and the connection.
     #[inline]
     pub(super) fn received(&self, n: usize) {
-        metrics::bump(&self.registration.metrics().bytes_in, n as u64);
+        self.registration.metrics().bump(Counter::BytesIn, n as u64);
         access_log::with_open(self.registration.log_key(), |t| t.count(n as u64, 0));
     }
 
     /// Bytes written to the peer: counted for the worker and the connection.
     #[inline]
     pub(super) fn sent(&self, n: usize) {
-        metrics::bump(&self.registration.metrics().bytes_out, n as u64);
+        self.registration
+            .metrics()
+            .bump(Counter::BytesOut, n as u64);
         access_log::with_open(self.registration.log_key(), |t| t.count(0, n as u64));
     }
 }

@@ -40,6 +40,8 @@ impl Supervisor<'_> {
     /// React to the worker's events until it has stopped.
     pub async fn supervise(self, mut link: Link) -> Result<(), HostError> {
         let mut successor: Option<Starting> = None;
+        // The successor serving, until this process has stopped accepting.
+        let mut handed_to: Option<u32> = None;
         loop {
             tokio::select! {
                 event = link.events.recv() => match event {
@@ -63,13 +65,19 @@ impl Supervisor<'_> {
                             notify::stopping();
                         }
                     }
-                    Some(WorkerEvent::Draining) => {}
+                    Some(WorkerEvent::Draining) => {
+                        // Said only once this process accepts no more: whoever reads the
+                        // line and connects reaches the new process.
+                        if let Some(pid) = handed_to.take() {
+                            tracing::info!(successor = pid, "reload finished: the new process serves; this one drains");
+                        }
+                    }
                 },
                 done = async { successor.as_mut().expect("guarded").await }, if successor.is_some() => {
                     successor = None;
                     match done {
                         Ok(pid) => {
-                            tracing::info!(successor = pid, "reload finished: the new process serves; this one drains");
+                            handed_to = Some(pid);
                             let _ = link.stop.send(Stop::Graceful(StopReason::HandedOver));
                         }
                         Err(why) => tracing::error!("reload aborted: {why}; this process keeps serving"),

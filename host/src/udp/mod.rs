@@ -38,6 +38,7 @@ use crate::access_log;
 use crate::bind::canonical;
 use crate::connections::Registration;
 use crate::logging;
+use crate::metrics::Counter;
 use crate::services::endpoint::{Event, Inbox, Work};
 use crate::shared::Shared;
 
@@ -251,11 +252,11 @@ impl UdpServer {
             sent += datagram.len();
         }
         self.count_sent(peer, sent);
-        self.out.reset();
+        self.out.clear();
         self.out.shrink(2 * RECV_BUFFER);
         let ending = match result {
             Delivered::Panicked(message) => {
-                let panics = &self.shared.connections.metrics.plugin_panics;
+                let panics = self.shared.metrics.cell(Counter::PluginPanics);
                 logging::plugin_panic(
                     panics,
                     &self.shared.name,

@@ -13,7 +13,7 @@ use super::{Peer, UdpServer};
 use crate::access_log;
 use crate::connections::Registration;
 use crate::logging;
-use crate::metrics::bump;
+use crate::metrics::Counter;
 use crate::services::endpoint::Endpoint;
 
 impl UdpServer {
@@ -28,7 +28,7 @@ impl UdpServer {
         if self.sessions.len() >= self.max_sessions {
             if let Some((old_peer, session)) = self.sessions.pop_lru() {
                 self.evicted += 1;
-                bump(&self.shared.connections.metrics.udp_evicted, 1);
+                self.shared.metrics.bump(Counter::UdpEvicted, 1);
                 self.end(old_peer, session, LostReason::Shutdown);
             }
         }
@@ -42,7 +42,7 @@ impl UdpServer {
         let consumer = match factory.consumer(&info, id) {
             Ok(c) => c,
             Err(message) => {
-                let panics = &self.shared.connections.metrics.plugin_panics;
+                let panics = self.shared.metrics.cell(Counter::PluginPanics);
                 logging::plugin_panic(
                     panics,
                     &self.shared.name,
@@ -54,8 +54,8 @@ impl UdpServer {
                 return false;
             }
         };
-        bump(&self.shared.connections.metrics.udp_sessions, 1);
-        bump(&self.shared.connections.metrics.udp_sessions_open, 1);
+        self.shared.metrics.bump(Counter::UdpSessions, 1);
+        self.shared.metrics.bump(Counter::UdpSessionsOpen, 1);
         let mut session = Session::new(consumer);
         let made = session.deliver(Input::Made, &mut self.out);
         let tally = access_log::enabled().then(|| {
@@ -110,13 +110,11 @@ impl UdpServer {
         if let Some(r) = &session.registration {
             r.with_endpoint(|ep| ep.closing = true);
         }
-        let metrics = &self.shared.connections.metrics;
-        metrics
-            .udp_sessions_open
-            .set(metrics.udp_sessions_open.get().saturating_sub(1));
+        let metrics = &self.shared.metrics;
+        metrics.lower(Counter::UdpSessionsOpen);
         if let Err(message) = session.session.lose(reason) {
             logging::plugin_panic(
-                &metrics.plugin_panics,
+                metrics.cell(Counter::PluginPanics),
                 &self.shared.name,
                 peer,
                 "plugin panicked in connection_lost",

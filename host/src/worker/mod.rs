@@ -36,7 +36,7 @@ use self::tasks::Tasks;
 use crate::bind::Bound;
 use crate::connections::Connections;
 use crate::error::HostError;
-use crate::metrics::Counters;
+use crate::metrics::{Counter, Counters, WorkerMetrics};
 use crate::shared::{Recycling, Shared};
 
 /// One service as a worker serves it: its sockets, its plugin's factory, its settings.
@@ -78,7 +78,7 @@ pub struct Link {
 pub struct MetricsEndpoint {
     pub listener: std::net::TcpListener,
     /// Each service's plugin name and version.
-    pub plugins: Vec<(String, String)>,
+    pub plugins: Vec<crate::plugin::PluginId>,
 }
 
 /// A worker about to serve.
@@ -213,7 +213,10 @@ fn share(services: Vec<Service>, recycling: &Rc<Recycling>) -> (Vec<Rc<Shared>>,
     let mut listeners = Vec::new();
     for (i, service) in services.into_iter().enumerate() {
         let s = service.settings;
-        let connections = Connections::for_service(i, count, &service.name, s.limits.max_pending);
+        let metrics = Rc::new(WorkerMetrics::default());
+        let max_pending = s.limits.max_pending;
+        let connections =
+            Connections::for_service(i, count, &service.name, max_pending, metrics.clone());
         shareds.push(Rc::new(Shared {
             service: i,
             name: service.name.into(),
@@ -223,6 +226,7 @@ fn share(services: Vec<Service>, recycling: &Rc<Recycling>) -> (Vec<Rc<Shared>>,
             proxy_protocol_from: s.proxy_protocol_from.clone(),
             handshake_timeout: s.handshake_timeout,
             connections: Rc::new(connections),
+            metrics,
             limit: Arc::new(Semaphore::new(s.max_connections)),
             recycling: recycling.clone(),
         }));
@@ -239,7 +243,7 @@ fn uses_services(shareds: &[Rc<Shared>]) -> bool {
 fn stats(shareds: &[Rc<Shared>]) -> Vec<Counters> {
     shareds
         .iter()
-        .map(|s| s.connections.metrics.snapshot(s.connections.len()))
+        .map(|s| s.metrics.snapshot(s.connections.len()))
         .collect()
 }
 
@@ -304,7 +308,7 @@ async fn drain(shareds: &[Rc<Shared>], stop: Stop, graceful_timeout: Duration) {
 fn plugin_call(what: &str, shared: &Shared, call: impl FnOnce(&Factory) -> Result<(), String>) {
     crate::services::enter(shared.service);
     if let Err(message) = call(&shared.factory) {
-        let panics = &shared.connections.metrics.plugin_panics;
+        let panics = shared.metrics.cell(Counter::PluginPanics);
         crate::logging::protocol_panic(panics, &shared.name, what, &message);
     }
 }
@@ -358,10 +362,10 @@ mod tests {
     fn an_error_from_the_supervisor_ends_the_worker_with_that_error() {
         let ran = Worker::new(Vec::new(), settings()).run(|mut link| async move {
             link.events.recv().await;
-            Err(HostError::Config("announcing failed".into()))
+            Err(HostError::io("announcing", std::io::Error::other("failed")))
         });
         assert!(
-            matches!(&ran, Err(HostError::Config(m)) if m == "announcing failed"),
+            matches!(&ran, Err(HostError::Io { what, .. }) if what == "announcing"),
             "{ran:?}"
         );
     }

@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use super::{plugin_call, stats, Events, MetricsEndpoint, ServiceSettings, Sockets, WorkerEvent};
-use crate::bind::{Bound, Transport};
+use crate::bind::{Bound, SocketKind};
 use crate::error::HostError;
 use crate::shared::Shared;
 use crate::tcp::accept::{accept_loop, Tcp, Unix};
@@ -54,18 +54,18 @@ impl Tasks {
         let registering = |e| HostError::io("registering a listening socket", e);
         let shared = shared.clone();
         match bound.transport {
-            Transport::Tcp => {
+            SocketKind::Tcp => {
                 let std_listener: std::net::TcpListener = bound.socket.into();
                 let listener = TcpListener::from_std(std_listener).map_err(registering)?;
                 let accepting = accept_loop(Tcp::new(listener).map_err(registering)?, shared);
                 self.accepting.push(tokio::task::spawn_local(accepting));
             }
-            Transport::Unix => {
+            SocketKind::Unix => {
                 let listener = Unix::from_socket(bound.socket).map_err(registering)?;
                 let accepting = accept_loop(listener, shared);
                 self.accepting.push(tokio::task::spawn_local(accepting));
             }
-            Transport::Udp => {
+            SocketKind::Udp => {
                 let registering = |e| HostError::io("registering a UDP socket", e);
                 let std_socket: std::net::UdpSocket = bound.socket.into();
                 let socket = tokio::net::UdpSocket::from_std(std_socket).map_err(registering)?;

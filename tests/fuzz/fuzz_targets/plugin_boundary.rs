@@ -179,7 +179,7 @@ fuzz_target!(|data: &[u8]| {
         let consumer = factory.consumer(&info, id).expect("make_consumer does not panic");
         let mut session = Session::new(consumer);
         // The driver empties the output before every callback, as the host's drivers do.
-        out.reset();
+        out.clear();
         let made = session.deliver(Call::Made, &mut out);
         model.bytes = describe(&told);
         model.datagrams = vec![model.bytes.clone()];
@@ -190,7 +190,7 @@ fuzz_target!(|data: &[u8]| {
             if input.0.is_empty() {
                 break;
             }
-            out.reset();
+            out.clear();
             let (got, want) = match input.byte() % 8 {
                 0 if !datagram => {
                     let got = session.deliver(Call::Eof, &mut out);

@@ -80,7 +80,7 @@ impl Supervisor {
     /// Worker `pid` reported `ready` (with each service's plugin name and version). Returns
     /// whether it just started serving: its heartbeat counts from now (loading the plugin
     /// may have taken longer than the heartbeat grace).
-    pub fn ready(&mut self, pid: Pid, plugins: Vec<(String, String)>) -> bool {
+    pub fn ready(&mut self, pid: Pid, plugins: Vec<crate::plugin::PluginId>) -> bool {
         let current = self.current;
         let Some(w) = self.workers.iter_mut().find(|w| w.pid == pid) else {
             return false;

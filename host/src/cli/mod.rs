@@ -4,14 +4,17 @@
 //! Everything after this point reports through [`HostError`](crate::error::HostError): exit 1.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::bind::BindSpec;
 use crate::cidr::Cidr;
 use crate::log_filter::LogFilter;
-use crate::tls::TlsFiles;
+use parsers::{parse_metrics_bind, parse_plugin_opt, whole_number};
+pub use validated::{Config, Service};
+
+mod parsers;
+mod validated;
 
 /// sockhost: a socket server that loads its protocol from a plugin.
 ///
@@ -303,178 +306,6 @@ fn with_env(arg: clap::Arg) -> clap::Arg {
     }
 }
 
-fn parse_metrics_bind(s: &str) -> Result<std::net::SocketAddr, String> {
-    let spec = BindSpec::parse(s)?;
-    if spec.transport != crate::bind::Transport::Tcp {
-        return Err("the metrics endpoint is HTTP over TCP".to_string());
-    }
-    // Clap names the flag; the resolver's own message would name --bind.
-    spec.resolve().map_err(|e| match e {
-        crate::error::HostError::Resolve { reason, .. } => format!("cannot resolve: {reason}"),
-        other => other.to_string(),
-    })
-}
-
-/// A value parser for a whole number of at least `min` (seconds, counts), whose error says
-/// so in words: with negative numbers allowed as values (see [`Cli`]), `--keep-alive -1`
-/// reaches it, instead of `-1` being taken for an unknown flag.
-fn whole_number(min: u64) -> impl Fn(&str) -> Result<u64, String> + Clone + Send + Sync + 'static {
-    move |s: &str| {
-        s.parse::<u64>()
-            .ok()
-            .filter(|n| *n >= min)
-            .ok_or_else(|| format!("expected a whole number, {min} or more"))
-    }
-}
-
-fn parse_plugin_opt(s: &str) -> Result<(String, String), String> {
-    match s.split_once('=') {
-        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
-    }
-}
-
-/// Validated serving configuration: the process-wide settings and the services.
-#[derive(Clone, Debug)]
-pub struct Config {
-    /// One or more (`[[service]]` blocks); every worker serves every one.
-    pub services: Vec<Service>,
-    pub backlog: i32,
-    pub concurrency: Concurrency,
-    pub workers: usize,
-    pub timeout: Duration,
-    pub graceful_timeout: Duration,
-    pub max_requests: u64,
-    /// `--max-requests-jitter`: each worker adds a random 0..=N to `max_requests`.
-    pub max_requests_jitter: u64,
-    pub pid_file: Option<PathBuf>,
-    pub user: Option<String>,
-    pub group: Option<String>,
-    pub log_level: LogLevel,
-    pub log_format: LogFormat,
-    /// `--log-filter` / `SOCKHOST_LOG` (over `log_level`).
-    pub log_filter: Option<LogFilter>,
-    /// `--access-log`, with its format.
-    pub access_log: Option<crate::access_log::Destination>,
-    pub metrics_bind: Option<std::net::SocketAddr>,
-}
-
-/// One service: a plugin, its binds and the settings of its connections.
-#[derive(Clone, Debug)]
-pub struct Service {
-    /// In logs and metrics (`service` label); from `name`, else the plugin file's name.
-    pub name: String,
-    pub plugin: PathBuf,
-    pub binds: Vec<BindSpec>,
-    /// `None` = never close idle connections.
-    pub keep_alive: Option<Duration>,
-    pub plugin_opts: Vec<(String, String)>,
-    /// Output bounds of every connection.
-    pub limits: crate::tcp::connection::Limits,
-    pub max_connections: usize,
-    pub max_sessions: usize,
-    /// TLS on every TCP (and Unix) bind.
-    pub tls: Option<TlsFiles>,
-    pub handshake_timeout: Duration,
-    pub proxy_protocol: bool,
-    /// `--proxy-protocol-from`: the sources PROXY headers are accepted from; empty = any.
-    pub proxy_protocol_from: Vec<Cidr>,
-}
-
-impl Config {
-    /// Every service's binds, in order (the order of the `listening on` lines and of the
-    /// sockets handed to workers and successors).
-    pub fn binds(&self) -> impl Iterator<Item = &BindSpec> {
-        self.services.iter().flat_map(|s| s.binds.iter())
-    }
-}
-
-/// The default service name for a plugin file: `target/release/libecho.so` → `echo`.
-pub fn service_name_for(plugin: &std::path::Path) -> String {
-    let stem = plugin
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let name = stem.strip_prefix("lib").unwrap_or(&stem);
-    let name: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if name.is_empty() {
-        "service".to_string()
-    } else {
-        name
-    }
-}
-
-impl ServeArgs {
-    /// Apply defaults: a one-service configuration.
-    pub fn into_config(self) -> Result<Config, crate::error::HostError> {
-        let binds = if self.bind.is_empty() {
-            vec![BindSpec::parse("127.0.0.1:8060").expect("default bind parses")]
-        } else {
-            self.bind
-        };
-        let secs = |s: u64| Duration::from_secs(s);
-        let plugin = self.plugin.ok_or_else(|| {
-            crate::error::HostError::Config(
-                "no plugin: give --plugin PATH (or `plugin` in the --config file)".to_string(),
-            )
-        })?;
-        Ok(Config {
-            services: vec![Service {
-                name: service_name_for(&plugin),
-                plugin,
-                binds,
-                keep_alive: (self.keep_alive > 0).then(|| secs(self.keep_alive)),
-                plugin_opts: self.plugin_opts,
-                limits: crate::tcp::connection::Limits {
-                    max_pending: usize::try_from(self.max_pending).unwrap_or(usize::MAX),
-                    send_timeout: (self.send_timeout > 0).then(|| secs(self.send_timeout)),
-                },
-                max_connections: self.max_connections as usize,
-                max_sessions: self.max_sessions as usize,
-                handshake_timeout: secs(self.handshake_timeout.max(1)),
-                proxy_protocol: self.proxy_protocol,
-                proxy_protocol_from: self.proxy_protocol_from,
-                tls: match (self.cert_file, self.key_file) {
-                    (Some(cert), Some(key)) => Some(TlsFiles {
-                        cert,
-                        key,
-                        ca: self.ca_file,
-                        alpn: self.alpn,
-                    }),
-                    _ => None,
-                },
-            }],
-            backlog: self.backlog,
-            concurrency: self.concurrency,
-            workers: self.workers.map(|n| n as usize).unwrap_or_else(num_cpus),
-            timeout: secs(self.timeout),
-            graceful_timeout: secs(self.graceful_timeout),
-            max_requests: self.max_requests,
-            max_requests_jitter: self.max_requests_jitter,
-            pid_file: self.pid_file,
-            user: self.user,
-            group: self.group,
-            log_level: self.log_level,
-            log_format: self.log_format,
-            log_filter: self.log_filter,
-            access_log: self.access_log.map(|path| crate::access_log::Destination {
-                path,
-                format: self.access_log_format.unwrap_or(self.log_format),
-            }),
-            metrics_bind: self.metrics_bind,
-        })
-    }
-}
-
 /// `sockhost completions SHELL`: the completion script, from the clap definition.
 pub fn print_completions(shell: clap_complete::Shell) -> Result<(), crate::error::HostError> {
     use clap::CommandFactory;
@@ -493,100 +324,5 @@ pub fn print_manpage() -> Result<(), crate::error::HostError> {
     crate::stdout::print_bytes(&out)
 }
 
-fn num_cpus() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::CommandFactory;
-
-    #[test]
-    fn clap_definition_is_consistent() {
-        Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn plugin_is_required_unless_inspecting_or_configured() {
-        assert!(Cli::try_parse_from(["sockhost"]).is_err());
-        assert!(Cli::try_parse_from(["sockhost", "--config", "x.toml"]).is_ok());
-        assert!(Cli::try_parse_from(["sockhost", "check", "--config", "x.toml"]).is_ok());
-        let cli = Cli::try_parse_from(["sockhost", "inspect", "x.so"]).unwrap();
-        assert!(matches!(cli.command, Some(Command::Inspect { .. })));
-    }
-
-    #[test]
-    fn defaults_follow_the_spec() {
-        let cli = Cli::try_parse_from(["sockhost", "--plugin", "x.so"]).unwrap();
-        let c = cli.serve.into_config().unwrap();
-        let s = &c.services[0];
-        assert_eq!(s.binds[0].to_string(), "tcp://127.0.0.1:8060");
-        assert_eq!(s.name, "x");
-        assert_eq!(c.backlog, 2048);
-        assert_eq!(s.keep_alive, Some(Duration::from_secs(15)));
-        assert_eq!(c.concurrency, Concurrency::Process);
-        assert_eq!(s.max_connections, 10000);
-    }
-
-    #[test]
-    fn plugin_opts_need_an_equals_sign() {
-        assert!(
-            Cli::try_parse_from(["sockhost", "--plugin", "x", "--plugin-opt", "novalue"]).is_err()
-        );
-        let cli =
-            Cli::try_parse_from(["sockhost", "--plugin", "x", "--plugin-opt", "a=b=c"]).unwrap();
-        assert_eq!(
-            cli.serve.plugin_opts,
-            vec![("a".to_string(), "b=c".to_string())]
-        );
-    }
-
-    #[test]
-    fn access_log_format_follows_log_format_unless_given() {
-        let parse = |args: &[&str]| {
-            let mut all = vec!["sockhost", "--plugin", "x"];
-            all.extend(args);
-            Cli::try_parse_from(all)
-                .unwrap()
-                .serve
-                .into_config()
-                .unwrap()
-        };
-        assert!(parse(&[]).access_log.is_none());
-        let json = parse(&["--log-format", "json", "--access-log", "-"]);
-        assert_eq!(json.access_log.unwrap().format, LogFormat::Json);
-        let text = parse(&[
-            "--log-format",
-            "json",
-            "--access-log",
-            "a.log",
-            "--access-log-format",
-            "text",
-        ]);
-        assert_eq!(text.access_log.unwrap().format, LogFormat::Text);
-        assert!(
-            Cli::try_parse_from(["sockhost", "--plugin", "x", "--access-log-format", "json"])
-                .is_err()
-        );
-    }
-
-    #[test]
-    fn a_bad_log_filter_is_a_usage_error() {
-        let err =
-            Cli::try_parse_from(["sockhost", "--plugin", "x", "--log-filter", "sockhost=loud"])
-                .unwrap_err();
-        assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
-    }
-
-    #[test]
-    fn keep_alive_zero_means_never() {
-        let cli = Cli::try_parse_from(["sockhost", "--plugin", "x", "--keep-alive", "0"]).unwrap();
-        assert_eq!(
-            cli.serve.into_config().unwrap().services[0].keep_alive,
-            None
-        );
-    }
-}
+mod tests;

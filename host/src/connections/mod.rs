@@ -19,17 +19,23 @@ use plugin_api::ConnId;
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
+use crate::metrics::WorkerMetrics;
 pub use crate::services::endpoint::Endpoint;
+pub use registration::Registration;
+
+mod registration;
 
 /// Open connection tasks of one service in one worker (single-threaded). A worker has one
-/// set per service: each with its own counters and output bounds (and sweeper, see
+/// set per service: each with its own output bounds (and sweeper, see
 /// [`crate::keep_alive`]); the services hub finds a connection of any of them by its
 /// [`ConnId`], which carries the set's index.
 #[derive(Default)]
 pub struct Connections {
     entries: RefCell<Entries>,
-    /// This service's counters (kept here so every connection can reach them).
-    pub metrics: crate::metrics::WorkerMetrics,
+    /// A handle on the service's counters (the service owns them, beside this set): a
+    /// connection task reaches them through its [`Registration`], so the connection future
+    /// does not grow by a pointer.
+    metrics: Rc<WorkerMetrics>,
     /// The service's index in the worker (part of every [`ConnId`] of this set).
     service: u32,
     /// How many services the worker serves (for [`Registration::log_key`]).
@@ -96,14 +102,16 @@ const KEY_BITS: u32 = 24;
 
 impl Connections {
     /// The set of service `service` (its index in the worker, below 256), whose
-    /// connections may hold `max_pending` unsent bytes.
+    /// connections may hold `max_pending` unsent bytes and count in `metrics`.
     pub fn for_service(
         service: usize,
         services: usize,
         name: &str,
         max_pending: usize,
+        metrics: Rc<WorkerMetrics>,
     ) -> Connections {
         Connections {
+            metrics,
             service: u32::try_from(service).expect("few services") & 0xff,
             services: u32::try_from(services).expect("few services"),
             max_pending: Cell::new(max_pending),
@@ -267,133 +275,6 @@ fn join(service: u32, key: usize, generation: u32) -> ConnId {
     ConnId::from_raw((u64::from(generation) << 32) | u64::from(service) << KEY_BITS | key as u64)
 }
 
-/// A connection's entry in [`Connections`], released when the connection ends.
-pub struct Registration {
-    set: Rc<Connections>,
-    key: usize,
-}
-
-impl Registration {
-    /// Its key in the set (for [`Connections::attach`]).
-    pub fn key(&self) -> usize {
-        self.key
-    }
-
-    /// A key unique in the worker across its services, dense from 0 (the access log's
-    /// table of open connections is indexed by it).
-    pub fn log_key(&self) -> usize {
-        self.key * (self.set.services.max(1) as usize) + self.set.service as usize
-    }
-
-    /// Its services identity ([`ConnId::NONE`] without services).
-    pub fn id(&self) -> ConnId {
-        let e = self.set.entries.borrow();
-        match e.slots.get(self.key).and_then(|e| e.ext.as_ref()) {
-            Some(ep) => join(self.set.service, self.key, ep.generation),
-            None => ConnId::NONE,
-        }
-    }
-
-    /// Something was read: push its idle deadline back.
-    #[inline]
-    pub fn touch(&self) {
-        let now = self.set.epoch.get();
-        if let Some(e) = self.set.entries.borrow_mut().slots.get_mut(self.key) {
-            e.last_active = now;
-            if let Some(ep) = e.ext.as_deref_mut() {
-                ep.touched();
-            }
-        }
-    }
-
-    /// The connection holds `pending` unsent bytes after a write: start the send deadline
-    /// when output starts waiting, and clear it once the peer has drained it below
-    /// `low_water`.
-    #[inline]
-    pub fn pending(&self, pending: usize, low_water: usize) {
-        let now = (self.set.epoch.get() as u16).max(1);
-        if let Some(e) = self.set.entries.borrow_mut().slots.get_mut(self.key) {
-            if pending <= low_water {
-                e.pending_since = 0;
-            } else if e.pending_since == 0 {
-                e.pending_since = now;
-            }
-            if let Some(ep) = e.ext.as_deref_mut() {
-                ep.pending = pending;
-            }
-        }
-    }
-
-    /// Its service's counters.
-    #[inline]
-    pub fn metrics(&self) -> &crate::metrics::WorkerMetrics {
-        &self.set.metrics
-    }
-
-    /// Its service's `--max-pending`.
-    #[inline]
-    pub fn max_pending(&self) -> usize {
-        self.set.max_pending.get()
-    }
-
-    /// Its service's index in the worker.
-    #[inline]
-    pub fn service(&self) -> usize {
-        self.set.service as usize
-    }
-
-    /// Its service's name (for log lines).
-    pub fn service_name(&self) -> &str {
-        &self.set.name
-    }
-
-    /// Whether the sweeper cancelled it, and why.
-    pub fn expired(&self) -> Option<Expiry> {
-        match self.set.entries.borrow().slots.get(self.key)?.state {
-            State::Expired(why) => Some(why),
-            _ => None,
-        }
-    }
-
-    /// Run `f` on this connection's endpoint, if it has one.
-    #[inline]
-    pub fn with_endpoint<R>(&self, f: impl FnOnce(&mut Endpoint) -> R) -> Option<R> {
-        let mut e = self.set.entries.borrow_mut();
-        e.slots.get_mut(self.key)?.ext.as_deref_mut().map(f)
-    }
-
-    /// Whether it has services state.
-    #[inline]
-    pub fn has_endpoint(&self) -> bool {
-        self.set
-            .entries
-            .borrow()
-            .slots
-            .get(self.key)
-            .is_some_and(|e| e.ext.is_some())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn ids_carry_their_service() {
-        let set = std::rc::Rc::new(super::Connections::for_service(3, 4, "a", 1024));
-        let r = set.register_with(Some(super::Endpoint::stream(false)), true);
-        let id = r.id();
-        assert_eq!(super::Connections::service_of(id), 3);
-        assert!(set.with_endpoint(id, |_| ()).is_some());
-        let other = super::Connections::for_service(2, 4, "b", 1024);
-        assert!(other.with_endpoint(id, |_| ()).is_none());
-    }
-
-    #[test]
-    fn an_entry_is_24_bytes() {
-        // Every connection pays for its entry (and for the vector's spare capacity).
-        assert_eq!(std::mem::size_of::<super::Entry>(), 24);
-    }
-}
-
 /// Why the sweeper cancelled a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Expiry {
@@ -403,18 +284,28 @@ pub enum Expiry {
     SendTimeout,
 }
 
-impl Drop for Registration {
-    fn drop(&mut self) {
-        let mut e = self.set.entries.borrow_mut();
-        // Only counted entries are swept, so an expired one was counted.
-        let counted = matches!(e.slots[self.key].state, State::Counted | State::Expired(_));
-        e.slots[self.key] = Entry::default();
-        e.free.push(self.key);
-        if counted {
-            e.open -= 1;
-            if e.open == 0 {
-                self.set.emptied.notify_waiters();
-            }
-        }
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ids_carry_their_service() {
+        let set = std::rc::Rc::new(super::Connections::for_service(
+            3,
+            4,
+            "a",
+            1024,
+            Default::default(),
+        ));
+        let r = set.register_with(Some(super::Endpoint::stream(false)), true);
+        let id = r.id();
+        assert_eq!(super::Connections::service_of(id), 3);
+        assert!(set.with_endpoint(id, |_| ()).is_some());
+        let other = super::Connections::for_service(2, 4, "b", 1024, Default::default());
+        assert!(other.with_endpoint(id, |_| ()).is_none());
+    }
+
+    #[test]
+    fn an_entry_is_24_bytes() {
+        // Every connection pays for its entry (and for the vector's spare capacity).
+        assert_eq!(std::mem::size_of::<super::Entry>(), 24);
     }
 }

@@ -1,0 +1,66 @@
+//! [`Problem`]: one thing wrong with a configuration, as one line naming file, line and
+//! key; [`Origin`]: where a service's settings came from, to name them later.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+/// One problem with a configuration, as one line: `FILE:LINE: KEY: what`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub file: Option<PathBuf>,
+    pub line: Option<usize>,
+    /// The key's path: `keep-alive`, `service[2].cert-file`.
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(file) = &self.file {
+            write!(f, "{}:", file.display())?;
+            if let Some(line) = self.line {
+                write!(f, "{line}:")?;
+            }
+            f.write_str(" ")?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, "{key}: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Problem {}
+
+/// Where a service's settings came from, for problems found later (`sockhost check`).
+#[derive(Clone, Debug, Default)]
+pub struct Origin {
+    pub file: Option<PathBuf>,
+    /// The `[[service]]` block's line.
+    pub line: Option<usize>,
+    /// The key path prefix (`service[2].`, or empty).
+    pub prefix: String,
+    /// The line of each key set in the file (defaults from the top level included).
+    pub keys: BTreeMap<String, usize>,
+}
+
+impl Origin {
+    /// A problem with `key` of this service (`flag` names it when it came from elsewhere).
+    pub fn problem(&self, key: &str, message: impl Into<String>) -> Problem {
+        match self.keys.get(key) {
+            Some(&line) => Problem {
+                file: self.file.clone(),
+                line: Some(line),
+                key: Some(format!("{}{key}", self.prefix)),
+                message: message.into(),
+            },
+            None => Problem {
+                file: self.file.clone(),
+                line: self.line,
+                key: (!self.prefix.is_empty()).then(|| self.prefix.trim_end_matches('.').into()),
+                message: message.into(),
+            },
+        }
+    }
+}
