@@ -14,7 +14,8 @@
 //! not starved.
 //!
 //! Datagrams are received with `MSG_TRUNC`, which reports a datagram's real length: one
-//! larger than the buffer is dropped with a log line, never delivered as if whole.
+//! larger than the buffer is dropped with a log line, never delivered as if whole. (Windows
+//! reports truncation without the real length: see `truncation_windows.rs`.)
 
 mod receive;
 mod sessions;
