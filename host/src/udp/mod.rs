@@ -136,6 +136,7 @@ impl UdpServer {
     }
 
     /// Handle up to [`BATCH`] waiting datagrams.
+    #[allow(unsafe_code)] // FFI boundary: the buffer the kernel fills (recvmsg).
     fn receive_batch(&mut self) {
         let shared = self.shared.clone();
         crate::connections::enter(shared.service);
