@@ -6,10 +6,12 @@
 //! socket handoff), no `--timeout` watchdog, no systemd notification, and on Windows no
 //! USR1 to reopen `--access-log` (the file is opened once, for appending).
 
+use crate::bind::Bound;
 use crate::cli::Config;
 use crate::error::HostError;
 use crate::plugin::Plugin;
 use crate::sockets::bind_metrics;
+use crate::tls::Tls;
 use crate::worker::{self, Link, MetricsEndpoint, Worker, WorkerEvent};
 
 /// Bind, load, announce, serve until stopped.
@@ -25,51 +27,11 @@ pub fn run(config: &Config) -> Result<(), HostError> {
         .as_ref()
         .map(|d| d.open(None))
         .transpose()?;
-    let many = config.services.len() > 1;
-    let named = |service: &crate::cli::Service, e: HostError| e.in_service(&service.name, many);
-    // One library per distinct plugin file (two services of one plugin: two factories).
-    let mut paths = Vec::new();
-    let mut plugins: Vec<Plugin> = Vec::new();
-    let mut plugin_of = Vec::new();
-    let mut tls = Vec::new();
-    for service in &config.services {
-        let files = service.tls.as_ref();
-        tls.push(
-            files
-                .map(|f| f.load())
-                .transpose()
-                .map_err(|e| named(service, e))?,
-        );
-        match paths.iter().position(|p| *p == &service.plugin) {
-            Some(i) => plugin_of.push(i),
-            None => {
-                paths.push(&service.plugin);
-                plugins.push(Plugin::load(&service.plugin).map_err(|e| named(service, e))?);
-                plugin_of.push(plugins.len() - 1);
-            }
-        }
-    }
+    let prepared = prepare(config)?;
     let binds: Vec<_> = config.binds().cloned().collect();
     let (bound, _unix_files) = crate::sockets::bind_all(&binds, config.backlog, false)?;
     let metrics_listener = config.metrics_bind.map(bind_metrics).transpose()?;
-
-    let mut bound = bound.into_iter();
-    let mut services = Vec::new();
-    for ((service, &p), tls) in config.services.iter().zip(&plugin_of).zip(tls) {
-        let plugin = &plugins[p];
-        plugin
-            .check_binds(&service.binds)
-            .map_err(|e| named(service, e))?;
-        let factory = plugin
-            .factory(&service.plugin_opts)
-            .map_err(|e| named(service, e))?;
-        services.push(worker::Service {
-            name: service.name.clone(),
-            listeners: bound.by_ref().take(service.binds.len()).collect(),
-            factory,
-            settings: service.worker_settings(tls),
-        });
-    }
+    let services = factories(config, &prepared, bound)?;
     let listening: Vec<String> = services
         .iter()
         .flat_map(|s| s.listeners.iter())
@@ -80,8 +42,11 @@ pub fn run(config: &Config) -> Result<(), HostError> {
         .map(std::net::TcpListener::local_addr)
         .transpose()
         .map_err(|e| HostError::io("--metrics-bind", e))?;
-    let running: Vec<crate::metrics::PluginId> =
-        plugin_of.iter().map(|&p| plugins[p].id()).collect();
+    let running: Vec<crate::metrics::PluginId> = prepared
+        .plugin_of
+        .iter()
+        .map(|&p| prepared.plugins[p].id())
+        .collect();
     let metrics = metrics_listener.map(|listener| MetricsEndpoint {
         listener,
         plugins: running.clone(),
@@ -100,6 +65,70 @@ pub fn run(config: &Config) -> Result<(), HostError> {
         .run(|link| supervise(link, listening, metrics_addr))?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Every service's plugin and certificates, as they lie on disk (process mode's
+/// `Generation` without the snapshots).
+struct Prepared {
+    /// One library per distinct plugin file (two services of one plugin: two factories);
+    /// kept loaded while the worker serves.
+    plugins: Vec<Plugin>,
+    /// Each service's library, an index in `plugins`.
+    plugin_of: Vec<usize>,
+    /// Each service's TLS configuration.
+    tls: Vec<Option<Tls>>,
+}
+
+/// Load every service's plugin and certificates.
+fn prepare(config: &Config) -> Result<Prepared, HostError> {
+    let many = config.services.len() > 1;
+    let mut paths = Vec::new();
+    let mut plugins: Vec<Plugin> = Vec::new();
+    let mut plugin_of = Vec::new();
+    let mut tls = Vec::new();
+    for service in &config.services {
+        let named = |e: HostError| e.in_service(&service.name, many);
+        let files = service.tls.as_ref();
+        tls.push(files.map(|f| f.load()).transpose().map_err(named)?);
+        match paths.iter().position(|p| *p == &service.plugin) {
+            Some(i) => plugin_of.push(i),
+            None => {
+                paths.push(&service.plugin);
+                plugins.push(Plugin::load(&service.plugin).map_err(named)?);
+                plugin_of.push(plugins.len() - 1);
+            }
+        }
+    }
+    Ok(Prepared {
+        plugins,
+        plugin_of,
+        tls,
+    })
+}
+
+/// What the worker serves: each service's factory (its options checked by its plugin) and
+/// its share of `bound`, in order.
+fn factories(
+    config: &Config,
+    prepared: &Prepared,
+    bound: Vec<Bound>,
+) -> Result<Vec<worker::Service>, HostError> {
+    let many = config.services.len() > 1;
+    let mut bound = bound.into_iter();
+    let mut services = Vec::new();
+    for (i, service) in config.services.iter().enumerate() {
+        let plugin = &prepared.plugins[prepared.plugin_of[i]];
+        let named = |e: HostError| e.in_service(&service.name, many);
+        plugin.check_binds(&service.binds).map_err(named)?;
+        let factory = plugin.factory(&service.plugin_opts).map_err(named)?;
+        services.push(worker::Service {
+            name: service.name.clone(),
+            listeners: bound.by_ref().take(service.binds.len()).collect(),
+            factory,
+            settings: service.worker_settings(prepared.tls[i].clone()),
+        });
+    }
+    Ok(services)
 }
 
 /// React to the worker's events until it has stopped: announce once it serves (its stop
