@@ -6,13 +6,12 @@
 //! socket handoff), no `--timeout` watchdog, no systemd notification, and on Windows no
 //! USR1 to reopen `--access-log` (the file is opened once, for appending).
 
-use crate::bind::Bound;
 use crate::cli::Config;
 use crate::error::HostError;
 use crate::plugin::Plugin;
 use crate::sockets::bind_metrics;
 use crate::tls::Tls;
-use crate::worker::{self, Link, MetricsEndpoint, Worker, WorkerEvent};
+use crate::worker::{Link, MetricsEndpoint, Worker, WorkerEvent};
 
 /// Bind, load, announce, serve until stopped.
 pub fn run(config: &Config) -> Result<(), HostError> {
@@ -27,11 +26,15 @@ pub fn run(config: &Config) -> Result<(), HostError> {
         .as_ref()
         .map(|d| d.open(None))
         .transpose()?;
-    let prepared = prepare(config)?;
+    let Prepared {
+        plugins,
+        plugin_of,
+        tls,
+    } = prepare(config)?;
     let binds: Vec<_> = config.binds().cloned().collect();
     let (bound, _unix_files) = crate::sockets::bind_all(&binds, config.backlog, false)?;
     let metrics_listener = config.metrics_bind.map(bind_metrics).transpose()?;
-    let services = factories(config, &prepared, bound)?;
+    let services = config.worker_services(&plugins, &plugin_of, &tls, bound)?;
     let listening: Vec<String> = services
         .iter()
         .flat_map(|s| s.listeners.iter())
@@ -42,11 +45,8 @@ pub fn run(config: &Config) -> Result<(), HostError> {
         .map(std::net::TcpListener::local_addr)
         .transpose()
         .map_err(|e| HostError::io("--metrics-bind", e))?;
-    let running: Vec<crate::metrics::PluginId> = prepared
-        .plugin_of
-        .iter()
-        .map(|&p| prepared.plugins[p].id())
-        .collect();
+    let running: Vec<crate::metrics::PluginId> =
+        plugin_of.iter().map(|&p| plugins[p].id()).collect();
     let metrics = metrics_listener.map(|listener| MetricsEndpoint {
         listener,
         plugins: running.clone(),
@@ -104,31 +104,6 @@ fn prepare(config: &Config) -> Result<Prepared, HostError> {
         plugin_of,
         tls,
     })
-}
-
-/// What the worker serves: each service's factory (its options checked by its plugin) and
-/// its share of `bound`, in order.
-fn factories(
-    config: &Config,
-    prepared: &Prepared,
-    bound: Vec<Bound>,
-) -> Result<Vec<worker::Service>, HostError> {
-    let many = config.services.len() > 1;
-    let mut bound = bound.into_iter();
-    let mut services = Vec::new();
-    for (i, service) in config.services.iter().enumerate() {
-        let plugin = &prepared.plugins[prepared.plugin_of[i]];
-        let named = |e: HostError| e.in_service(&service.name, many);
-        plugin.check_binds(&service.binds).map_err(named)?;
-        let factory = plugin.factory(&service.plugin_opts).map_err(named)?;
-        services.push(worker::Service {
-            name: service.name.clone(),
-            listeners: bound.by_ref().take(service.binds.len()).collect(),
-            factory,
-            settings: service.worker_settings(prepared.tls[i].clone()),
-        });
-    }
-    Ok(services)
 }
 
 /// React to the worker's events until it has stopped: announce once it serves (its stop
