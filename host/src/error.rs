@@ -2,13 +2,13 @@
 //! says what failed, where, and (when it is not obvious) what to do. The text is part of
 //! the contract (tests match it), so a variant's `#[error]` is its one spelling.
 
+use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
+#[cfg(target_os = "linux")]
 use nix::unistd::{Gid, Uid};
 use plugin_api::host::LoadError;
-
-use crate::config::Problem;
 
 /// Everything that can stop sockhost from starting (or an arbiter from continuing).
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +34,7 @@ pub enum HostError {
     Bind { spec: String, source: io::Error },
 
     #[error(transparent)]
+    #[cfg(target_os = "linux")]
     Privileges(#[from] PrivilegeError),
 
     /// A worker could not start. Its message is the worker's own error line, which reached
@@ -53,7 +54,7 @@ pub enum HostError {
 
     /// The arguments this process was started with no longer parse (on reload: a
     /// `SOCKHOST_*` variable cannot change, so this is the command line itself).
-    #[error("{}", crate::config::first_line(&.0.to_string()))]
+    #[error("{}", first_line(&.0.to_string()))]
     Arguments(#[from] clap::Error),
 
     /// Neither `--plugin` nor the file's `plugin` key.
@@ -77,6 +78,11 @@ pub enum HostError {
     /// Failure already reported on stderr (by `sockhost check`, one line per problem).
     #[error("")]
     Reported,
+
+    /// An option or mode this platform does not have.
+    #[cfg_attr(target_os = "linux", allow(dead_code))]
+    #[error("{0}")]
+    Unsupported(String),
 
     #[error("{what}: {source}")]
     Io { what: String, source: io::Error },
@@ -104,7 +110,9 @@ impl HostError {
     }
 }
 
-/// `--user` / `--group`: a name that does not resolve, or a switch that fails.
+/// `--user` / `--group`: a name that does not resolve, or a switch that fails (Linux only;
+/// elsewhere the flags are refused).
+#[cfg(target_os = "linux")]
 #[derive(Debug, thiserror::Error)]
 pub enum PrivilegeError {
     /// `flag` is `--user` or `--group`.
@@ -193,4 +201,38 @@ pub enum HandoffProblem {
     NotListening,
     #[error("a Unix datagram socket (not supported)")]
     UnixDatagram,
+}
+
+/// One problem with a configuration, as one line: `FILE:LINE: KEY: what`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub file: Option<PathBuf>,
+    pub line: Option<usize>,
+    /// The key's path: `keep-alive`, `service[2].cert-file`.
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(file) = &self.file {
+            write!(f, "{}:", file.display())?;
+            if let Some(line) = self.line {
+                write!(f, "{line}:")?;
+            }
+            f.write_str(" ")?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, "{key}: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Problem {}
+
+/// The first line of a clap error, without its `error: ` prefix.
+pub fn first_line(text: &str) -> String {
+    let line = text.lines().next().unwrap_or_default();
+    line.strip_prefix("error: ").unwrap_or(line).to_string()
 }

@@ -9,7 +9,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::bind::BindSpec;
 use crate::cidr::Cidr;
-use crate::log_filter::LogFilter;
+use crate::log_filter::{LogFilter, LogLevel};
+use crate::logging::LogFormat;
 use parsers::{parse_metrics_bind, parse_plugin_opt, whole_number};
 pub use validated::{Config, Service};
 
@@ -70,37 +71,22 @@ pub enum Command {
     Manpage,
 }
 
-/// Log line format.
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LogFormat {
-    /// One human-readable line per event.
-    Text,
-    /// One JSON object per line.
-    Json,
-}
-
 /// How requests are spread over CPUs.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Concurrency {
-    /// Pre-forked worker processes sharing the listening sockets (default).
+    /// Pre-forked worker processes sharing the listening sockets (default; Linux only).
     Process,
-    /// One process serving every socket on its own event loop.
+    /// One process serving every socket on its own event loop (default elsewhere).
     Thread,
 }
 
-/// Log verbosity.
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum LogLevel {
-    /// Errors only.
-    Error,
-    /// Warnings and errors.
-    Warn,
-    /// Lifecycle events (default).
-    Info,
-    /// Per-connection events.
-    Debug,
-    /// Everything.
-    Trace,
+impl Concurrency {
+    /// Process mode on Linux; thread mode elsewhere (Windows, macOS).
+    pub const DEFAULT: Concurrency = if cfg!(target_os = "linux") {
+        Concurrency::Process
+    } else {
+        Concurrency::Thread
+    };
 }
 
 /// Flags of the serving command.
@@ -160,7 +146,7 @@ pub struct ServeArgs {
     pub handshake_timeout: u64,
 
     /// Pre-forked worker processes, or one process serving on its own event loop.
-    #[arg(long, value_enum, default_value_t = Concurrency::Process)]
+    #[arg(long, value_enum, default_value_t = Concurrency::DEFAULT)]
     pub concurrency: Concurrency,
 
     /// Worker processes (process mode); default: the number of CPUs.

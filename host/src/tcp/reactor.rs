@@ -18,6 +18,9 @@
 //! none at close: closing the descriptor leaves the set); one `epoll_wait` more per pass of
 //! the event loop that has connection events, whatever their number.
 
+// FFI boundary: epoll, and reads and writes by descriptor.
+#![allow(unsafe_code)]
+
 use std::cell::RefCell;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
@@ -280,8 +283,8 @@ impl AsyncWrite for Socket {
         self.poll_io(WRITE, cx, |mut io| io.write(buf))
     }
 
-    /// One `writev` for all of `bufs` (tokio-rustls hands a flight of TLS records over as
-    /// several buffers; the default would write only the first per system call).
+    /// One `writev` for all of `bufs` (the default would write only the first per system
+    /// call).
     fn poll_write_vectored(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -61,10 +61,8 @@ impl Tasks {
                 self.accepting.push(tokio::task::spawn_local(accepting));
             }
             SocketKind::Unix => {
-                let std_listener: std::os::unix::net::UnixListener = bound.socket.into();
-                let listener =
-                    tokio::net::UnixListener::from_std(std_listener).map_err(registering)?;
-                let accepting = accept_loop(Unix(listener), shared);
+                let listener = Unix::from_socket(bound.socket).map_err(registering)?;
+                let accepting = accept_loop(listener, shared);
                 self.accepting.push(tokio::task::spawn_local(accepting));
             }
             SocketKind::Udp => {
@@ -90,11 +88,11 @@ impl Tasks {
         let MetricsEndpoint { listener, plugins } = endpoint;
         let shareds = shareds.to_vec();
         let body: Rc<dyn Fn() -> String> = Rc::new(move || {
-            let supervision = crate::metrics::Supervision {
-                workers: 1,
+            let mut supervision = crate::metrics::Supervision {
                 plugins: plugins.clone(),
                 ..Default::default()
             };
+            supervision[crate::metrics::SupervisionCounter::Workers] = 1;
             let names: Vec<&str> = shareds.iter().map(|s| &*s.name).collect();
             crate::metrics::render(&names, &stats(&shareds), &supervision)
         });
