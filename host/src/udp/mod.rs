@@ -200,11 +200,14 @@ impl UdpServer {
             while i < got {
                 match receiver.datagram(i) {
                     Datagram::Whole(peer, _) => {
-                        // The run of datagrams from this peer that starts here.
-                        let run = (i..got).map_while(|j| match receiver.datagram(j) {
-                            Datagram::Whole(p, data) if p == peer => Some(data),
-                            _ => None,
-                        });
+                        // The run of datagrams from this peer that starts here. (`fuse`:
+                        // `map_while` would go on past the first from another peer.)
+                        let run = (i..got)
+                            .map_while(|j| match receiver.datagram(j) {
+                                Datagram::Whole(p, data) if p == peer => Some(data),
+                                _ => None,
+                            })
+                            .fuse();
                         i += self.deliver(peer, run, &shared.factory, now);
                         continue;
                     }
