@@ -20,7 +20,8 @@
 //! end ([`outbox`], which also says what a full send buffer does).
 //!
 //! Datagrams are received with `MSG_TRUNC`, which reports a datagram's real length: one
-//! larger than the buffer is dropped with a log line, never delivered as if whole.
+//! larger than the buffer is dropped with a log line, never delivered as if whole. (Windows
+//! reports truncation without the real length: see `truncation_windows.rs`.)
 
 #[cfg_attr(target_os = "linux", path = "batch_linux.rs")]
 #[cfg_attr(not(target_os = "linux"), path = "batch_other.rs")]
