@@ -26,6 +26,8 @@ use super::batch::Sender;
 /// Queued bytes at which the server sends at once rather than at the end of its batch, so a
 /// batch of consumers that write a lot does not hold it all.
 pub const FLUSH_AT: usize = 256 * 1024;
+/// The queue's buffer is cut back to this once sent.
+const KEEP: usize = 64 * 1024;
 /// Queued bytes beyond which, while the socket cannot send, new datagrams are dropped.
 pub const LIMIT: usize = 1024 * 1024;
 
@@ -67,15 +69,26 @@ impl Outbox {
 
     /// Send what is queued until it is all sent or the send buffer is full.
     pub fn flush(&mut self, socket: &UdpSocket) {
+        let mut sender = std::mem::take(&mut self.sender);
+        self.flush_with(|batch| sender.send(socket, batch));
+        self.sender = sender;
+    }
+
+    /// [`flush`](Outbox::flush) through `send`, which sends datagrams from the front of the
+    /// batch it is given and says how many, as `Sender::send` does.
+    fn flush_with(
+        &mut self,
+        mut send: impl FnMut(&mut dyn Iterator<Item = (SocketAddr, &[u8])>) -> io::Result<usize>,
+    ) {
         self.blocked = false;
         while self.head < self.queued.len() {
             let mut start = self.sent_bytes();
-            let batch = self.queued[self.head..].iter().map(|&(peer, end)| {
+            let mut batch = self.queued[self.head..].iter().map(|&(peer, end)| {
                 let datagram = &self.bytes[start..end];
                 start = end;
                 (peer, datagram)
             });
-            match self.sender.send(socket, batch) {
+            match send(&mut batch) {
                 // (Never 0 for a batch that is not empty; `max` keeps the loop finite anyway.)
                 Ok(sent) => self.head += sent.max(1),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -92,9 +105,8 @@ impl Outbox {
         self.head = 0;
         self.queued.clear();
         self.bytes.clear();
-        if self.bytes.capacity() > 2 * FLUSH_AT {
-            self.bytes = Vec::new();
-        }
+        // Large datagrams grew it: give that back (a batch of 32 replies of 1,400 bytes fits).
+        self.bytes.shrink_to(KEEP);
     }
 
     /// Bytes of the datagrams already sent (the start of the first unsent one).
@@ -103,5 +115,92 @@ impl Outbox {
             0 => 0,
             h => self.queued[h - 1].1,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    /// A send that answers with `results` in turn (`Ok(n)`: sends up to `n` datagrams), then
+    /// sends everything; what it sent goes to `sent`.
+    fn sending<'a>(
+        sent: &'a mut Vec<(SocketAddr, Vec<u8>)>,
+        mut results: Vec<io::Result<usize>>,
+    ) -> impl FnMut(&mut dyn Iterator<Item = (SocketAddr, &[u8])>) -> io::Result<usize> + 'a {
+        results.reverse();
+        move |batch| {
+            let result = results.pop().unwrap_or(Ok(usize::MAX));
+            if let Ok(n) = result {
+                let before = sent.len();
+                sent.extend(batch.take(n).map(|(p, d)| (p, d.to_vec())));
+                return Ok(sent.len() - before);
+            }
+            result
+        }
+    }
+
+    #[test]
+    fn a_full_send_buffer_keeps_the_rest_in_order_until_writable() {
+        let mut outbox = Outbox::default();
+        for i in 0..5u8 {
+            assert!(outbox.push(peer(1 + u16::from(i % 2)), &[i; 3]));
+        }
+        let mut sent = Vec::new();
+        // The kernel takes two, then its buffer is full.
+        outbox.flush_with(sending(
+            &mut sent,
+            vec![Ok(2), Err(io::ErrorKind::WouldBlock.into())],
+        ));
+        assert!(outbox.is_blocked());
+        assert_eq!(sent.len(), 2);
+        assert!(outbox.push(peer(1), &[9; 3]), "queued behind the rest");
+        // Writable again: everything else goes, in the order written.
+        outbox.flush_with(sending(&mut sent, vec![]));
+        assert!(!outbox.is_blocked());
+        let order: Vec<(u16, u8)> = sent.iter().map(|(p, d)| (p.port(), d[0])).collect();
+        assert_eq!(order, [(1, 0), (2, 1), (1, 2), (2, 3), (1, 4), (1, 9)]);
+        assert!(outbox.queued.is_empty() && outbox.bytes.is_empty());
+    }
+
+    #[test]
+    fn a_datagram_the_kernel_refuses_is_dropped_and_the_rest_go() {
+        let mut outbox = Outbox::default();
+        for i in 0..3u8 {
+            outbox.push(peer(1), &[i]);
+        }
+        let mut sent = Vec::new();
+        let refused = io::Error::other("message too long");
+        outbox.flush_with(sending(&mut sent, vec![Ok(1), Err(refused)]));
+        assert!(!outbox.is_blocked());
+        let data: Vec<u8> = sent.iter().map(|(_, d)| d[0]).collect();
+        assert_eq!(data, [0, 2]);
+    }
+
+    #[test]
+    fn while_blocked_the_queue_is_bounded() {
+        let mut outbox = Outbox::default();
+        outbox.push(peer(1), &[0; 1000]);
+        let mut sent = Vec::new();
+        outbox.flush_with(sending(
+            &mut sent,
+            vec![Err(io::ErrorKind::WouldBlock.into())],
+        ));
+        let big = vec![1u8; 60_000];
+        let mut accepted = 0;
+        while outbox.push(peer(1), &big) {
+            accepted += 1;
+            assert!(accepted < 100, "the queue never refuses");
+        }
+        assert!(
+            outbox.bytes.len() <= LIMIT,
+            "{} bytes queued",
+            outbox.bytes.len()
+        );
+        assert_eq!(accepted, (LIMIT - 1000) / big.len());
     }
 }
