@@ -98,6 +98,11 @@ impl Receiver {
         })
     }
 
+    /// How many datagrams one call can receive.
+    pub fn slots(&self) -> usize {
+        self.headers.len()
+    }
+
     /// The size of a slot: a longer datagram is reported truncated.
     pub fn slot_len(&self) -> usize {
         self.slots.len

@@ -28,6 +28,11 @@ impl Receiver {
         })
     }
 
+    /// How many datagrams one call can receive.
+    pub fn slots(&self) -> usize {
+        1
+    }
+
     /// The size of the buffer: a longer datagram is reported truncated.
     pub fn slot_len(&self) -> usize {
         self.buf.len()

@@ -184,7 +184,7 @@ impl UdpServer {
         let mut receiver = self.receiver.take().expect("not receiving already");
         let mut handled = 0;
         while handled < BATCH && !self.outbox.is_blocked() {
-            let asked = BATCH - handled;
+            let asked = (BATCH - handled).min(receiver.slots());
             let got = match receiver.receive(&self.socket, asked) {
                 Ok(0) => break,
                 Ok(got) => got,
