@@ -14,7 +14,8 @@
 //! network may drop it, with a debug log line. Received datagrams wait in the socket's
 //! receive buffer meanwhile, where the kernel drops what does not fit, as UDP does. A
 //! datagram the kernel refuses for another reason (too large, no route) is dropped with a
-//! debug log line and the rest go on.
+//! debug log line and the rest go on. What still waits for a full send buffer when the
+//! worker stops is dropped with the server.
 
 use std::io;
 use std::net::SocketAddr;
