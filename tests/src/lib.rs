@@ -228,6 +228,7 @@ impl Server {
     /// descriptors into an array allocated beforehand, and `LISTEN_PID` — which only the
     /// child can know — is set by `sh` from its own pid (`$$`) just before it `exec`s
     /// sockhost in the same process.
+    #[allow(unsafe_code)] // fork boundary: arranging the inherited descriptors between fork and exec.
     pub fn start_activated(
         args: &[&str],
         sockets: &[std::os::fd::RawFd],
@@ -817,6 +818,7 @@ pub fn lowest_free_fd(pid: u32) -> u64 {
 }
 
 /// Set process `pid`'s RLIMIT_NOFILE (prlimit: the process need not cooperate).
+#[allow(unsafe_code)] // FFI boundary: prlimit on another process (std has no safe call for it).
 pub fn set_fd_limit(pid: u32, soft: u64, hard: u64) {
     let limit = libc::rlimit {
         rlim_cur: soft,
@@ -835,6 +837,7 @@ pub fn set_fd_limit(pid: u32, soft: u64, hard: u64) {
 }
 
 /// Process `pid`'s RLIMIT_NOFILE: (soft, hard).
+#[allow(unsafe_code)] // FFI boundary: prlimit on another process (std has no safe call for it).
 pub fn fd_limit(pid: u32) -> (u64, u64) {
     let mut limit = libc::rlimit {
         rlim_cur: 0,

@@ -4,6 +4,9 @@
 //! restart can still bind while old connections linger in TIME_WAIT). There are no
 //! `SO_REUSEPORT` groups: Windows serves in thread mode only.
 
+// FFI boundary: SO_EXCLUSIVEADDRUSE through Winsock's setsockopt (socket2 has no call for it).
+#![allow(unsafe_code)]
+
 use std::io;
 use std::os::windows::io::AsRawSocket;
 

@@ -18,6 +18,9 @@
 //! none at close: closing the descriptor leaves the set); one `epoll_wait` more per pass of
 //! the event loop that has connection events, whatever their number.
 
+// FFI boundary: epoll, and reads and writes by descriptor.
+#![allow(unsafe_code)]
+
 use std::cell::RefCell;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};

@@ -22,6 +22,9 @@
 //! sends them in order and stops at the first it cannot send; the caller (`Outbox`) keeps the
 //! rest queued (see there for a full send buffer).
 
+// FFI boundary: recvmmsg, sendmmsg and the mapping their buffers live in.
+#![allow(unsafe_code)]
+
 use std::io;
 use std::mem::{size_of, zeroed};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};

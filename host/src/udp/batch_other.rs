@@ -55,6 +55,7 @@ impl Receiver {
     }
 
     /// The datagram of the last [`receive`](Receiver::receive) (`i` is 0).
+    #[allow(unsafe_code)] // FFI boundary: the buffer the kernel fills (recvmsg).
     pub fn datagram(&self, i: usize) -> Datagram<'_> {
         debug_assert_eq!(i, 0);
         match self.last {

@@ -2,6 +2,9 @@
 //! reload; TTIN/TTOU belong to the arbiter and are swallowed so that a worker is not
 //! suspended by their default action; USR1 reopens the access log.
 
+// FFI boundary: signal dispositions in the worker.
+#![allow(unsafe_code)]
+
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use super::{Signalled, Stop, StopReason};
