@@ -47,10 +47,10 @@ use self::batch::Receiver;
 use self::outbox::Outbox;
 use crate::access_log;
 use crate::bind::canonical;
+use crate::connections::endpoint::{Event, Inbox, Work};
 use crate::connections::Registration;
 use crate::logging;
 use crate::metrics::Counter;
-use crate::services::endpoint::{Event, Inbox, Work};
 use crate::shared::Shared;
 
 /// The largest UDP payload is under this (65,507 bytes over IPv4, 65,527 over IPv6).
@@ -178,7 +178,7 @@ impl UdpServer {
     /// receives at once, sending each batch's replies together at its end.
     fn receive_batch(&mut self) {
         let shared = self.shared.clone();
-        crate::services::enter(shared.service);
+        crate::connections::enter(shared.service);
         // Out of `self` for the batch, so its datagrams can be lent to `deliver` without a
         // copy.
         let mut receiver = self.receiver.take().expect("not receiving already");
@@ -284,7 +284,7 @@ impl UdpServer {
     /// Do what host services queued for session `id`: send posted datagrams, run timer and
     /// wake callbacks, close.
     fn serve_work(&mut self, id: ConnId) {
-        crate::services::enter(self.shared.service);
+        crate::connections::enter(self.shared.service);
         let connections = &self.shared.connections;
         let Some((Some(peer), work)) =
             connections.with_endpoint(id, |ep| (ep.peer, ep.take_work()))
