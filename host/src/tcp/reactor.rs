@@ -34,6 +34,11 @@ use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 /// Readiness bits of a [`Slot`].
 const READ: u8 = 1;
 const WRITE: u8 = 2;
+/// Sticky: the peer's close (`EPOLLRDHUP`), a hang-up or error, or urgent data was reported.
+/// A short read is then no proof that the socket is drained (the close or the rest may
+/// already have been reported and consumed), so reading goes on until it would block or
+/// reads 0 bytes.
+const NOT_DRAINED_BY_SHORT_READ: u8 = 4;
 /// Events taken per `epoll_wait`.
 const BATCH: usize = 256;
 
@@ -174,6 +179,9 @@ impl Table {
             return;
         };
         let closed = EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR;
+        if events.intersects(EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLPRI | closed) {
+            slot.ready |= NOT_DRAINED_BY_SHORT_READ;
+        }
         if events.intersects(
             EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLPRI | closed,
         ) {
@@ -228,6 +236,21 @@ impl Socket {
         self.reactor.slots.borrow_mut().slots[self.key as usize].ready &= !bit;
     }
 
+    /// A read returned fewer bytes than asked for: the receive queue was empty when the
+    /// kernel copied them, so the socket would block now — unless the peer's close (or an
+    /// error, or urgent data) was reported, which a short read does not consume. Clearing
+    /// READ here saves the read that would only say `EAGAIN` (one system call per request;
+    /// nginx does the same with `EPOLLRDHUP`, tokio's own sockets too). Safe with the
+    /// edge-triggered set: bytes that arrive after the read queue a new event, which the
+    /// driver takes only after this (one thread), and which sets READ again.
+    fn drained(&self) {
+        let mut table = self.reactor.slots.borrow_mut();
+        let slot = &mut table.slots[self.key as usize];
+        if slot.ready & NOT_DRAINED_BY_SHORT_READ == 0 {
+            slot.ready &= !READ;
+        }
+    }
+
     /// Run `op` while the socket is ready for `bit`; `Pending` (the task's waker kept) once
     /// it would block.
     fn poll_io<R>(
@@ -265,7 +288,11 @@ impl AsyncRead for Socket {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let unfilled = buf.initialize_unfilled();
+        let asked = unfilled.len();
         let n = std::task::ready!(self.poll_io(READ, cx, |mut io| io.read(unfilled)))?;
+        if n > 0 && n < asked {
+            self.drained();
+        }
         buf.advance(n);
         Poll::Ready(Ok(()))
     }
