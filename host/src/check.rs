@@ -12,6 +12,9 @@
 //! Addresses are not bound: checking the configuration of a running sockhost (before a
 //! reload) must not fail on the sockets that instance holds.
 
+// Fork boundary: each plugin is loaded in a forked child.
+#![allow(unsafe_code)]
+
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};

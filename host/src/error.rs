@@ -5,6 +5,7 @@
 use std::io;
 use std::path::PathBuf;
 
+#[cfg(target_os = "linux")]
 use nix::unistd::{Gid, Uid};
 use plugin_api::host::LoadError;
 
@@ -34,6 +35,7 @@ pub enum HostError {
     Bind { spec: String, source: io::Error },
 
     #[error(transparent)]
+    #[cfg(target_os = "linux")]
     Privileges(#[from] PrivilegeError),
 
     /// A worker could not start. Its message is the worker's own error line, which reached
@@ -78,6 +80,11 @@ pub enum HostError {
     #[error("")]
     Reported,
 
+    /// An option or mode this platform does not have.
+    #[cfg_attr(target_os = "linux", allow(dead_code))]
+    #[error("{0}")]
+    Unsupported(String),
+
     #[error("{what}: {source}")]
     Io { what: String, source: io::Error },
 }
@@ -104,7 +111,9 @@ impl HostError {
     }
 }
 
-/// `--user` / `--group`: a name that does not resolve, or a switch that fails.
+/// `--user` / `--group`: a name that does not resolve, or a switch that fails (Linux only;
+/// elsewhere the flags are refused).
+#[cfg(target_os = "linux")]
 #[derive(Debug, thiserror::Error)]
 pub enum PrivilegeError {
     /// `flag` is `--user` or `--group`.

@@ -12,6 +12,9 @@
 //!
 //! The same code accepts sockets passed by systemd socket activation.
 
+// FFI boundary: sockets inherited by descriptor number (LISTEN_FDS).
+#![allow(unsafe_code)]
+
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command};

@@ -1,9 +1,21 @@
 //! `sockhost`: parse the command line, dispatch to the command, and turn any error into one
 //! `error:` line.
 
+// Outside Linux sockhost serves in thread mode only: process mode's shared pieces (metrics
+// snapshots, the arbiter's endpoint, QUIT, reload) are compiled but unused there.
+#![cfg_attr(not(target_os = "linux"), allow(dead_code))]
+// Windows' `PathBuf` is larger, which pushes `HostError` (it holds a plugin's path) over
+// clippy's size threshold for `Result`'s error; the size does not matter on a startup path.
+#![cfg_attr(windows, allow(clippy::result_large_err))]
+
 mod access_log;
+// Process mode (fork, SO_REUSEPORT balancing, Linux process APIs) is Linux only:
+// elsewhere `arbiter_other.rs` refuses it.
+#[cfg_attr(not(target_os = "linux"), path = "arbiter_other.rs")]
 mod arbiter;
 mod bind;
+// `sockhost check` loads plugins in a forked child: Unix only.
+#[cfg_attr(windows, path = "check_windows.rs")]
 mod check;
 mod cidr;
 mod civil_date;
@@ -11,16 +23,25 @@ mod cli;
 mod config;
 mod connections;
 mod error;
+// Socket inheritance (systemd, a reload's predecessor) is Linux only.
+#[cfg_attr(not(target_os = "linux"), path = "handoff_other.rs")]
 mod handoff;
 mod keep_alive;
 mod log_filter;
 mod logging;
 mod metrics;
 mod modes;
+// Linux only: systemd notification, pid files, privilege drop.
+#[cfg(target_os = "linux")]
 mod notify;
+#[cfg(target_os = "linux")]
 mod pid_file;
 mod plugin;
+// Outside Linux `--user`/`--group` are refused.
+#[cfg_attr(not(target_os = "linux"), path = "privileges_other.rs")]
 mod privileges;
+// Worker titles: process mode's, Linux only.
+#[cfg(target_os = "linux")]
 mod proc_title;
 mod proxy_protocol;
 mod rate_limit;
@@ -29,6 +50,8 @@ mod shared;
 mod sockets;
 mod stdout;
 mod tcp;
+// Thread mode outside Linux: no privilege drop, pid file, reload or watchdog.
+#[cfg_attr(not(target_os = "linux"), path = "thread_mode_other.rs")]
 mod thread_mode;
 mod tls;
 mod udp;

@@ -14,6 +14,9 @@
 //!   `SOCKHOST_PID_FILE_FD`): the lock belongs to the open file, so it is never free between
 //!   the two processes, and the successor rewrites it with its own pid.
 
+// FFI boundary: flock, and the pid file's descriptor inherited by number.
+#![allow(unsafe_code)]
+
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};

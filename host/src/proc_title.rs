@@ -13,6 +13,9 @@
 //!
 //! The arbiter keeps its own command line: `ps` shows how it was started.
 
+// FFI boundary: the process title is written into the process's own argv memory.
+#![allow(unsafe_code)]
+
 /// Title this process (a worker, just after fork).
 pub fn set(title: &str, name: &str) {
     if let Ok(name) = std::ffi::CString::new(name) {

@@ -34,3 +34,13 @@ pub fn bind_all(
     let files = UnixFiles::of(bound.iter().zip(ours).filter(|(_, o)| *o).map(|(b, _)| b));
     Ok((bound, files))
 }
+
+/// The `--metrics-bind` listener of thread mode (served from the event loop).
+pub fn bind_metrics(addr: std::net::SocketAddr) -> Result<std::net::TcpListener, HostError> {
+    std::net::TcpListener::bind(addr)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .map_err(|e| HostError::Bind {
+            spec: format!("--metrics-bind {addr}"),
+            source: e,
+        })
+}

@@ -31,6 +31,7 @@ use crate::error::HostError;
 use crate::pid_file::PidFile;
 use crate::plugin::Plugin;
 use crate::privileges::Identity;
+use crate::sockets::bind_metrics;
 use crate::worker::{self, MetricsEndpoint, Worker};
 
 /// Bind, drop privileges, load, announce, serve until stopped.
@@ -142,14 +143,4 @@ fn load(config: &Config, generation: Generation, bound: Vec<Bound>) -> Result<Lo
         services,
         running,
     })
-}
-
-/// The `--metrics-bind` listener (served from the event loop).
-fn bind_metrics(addr: std::net::SocketAddr) -> Result<std::net::TcpListener, HostError> {
-    std::net::TcpListener::bind(addr)
-        .and_then(|l| l.set_nonblocking(true).map(|()| l))
-        .map_err(|e| HostError::Bind {
-            spec: format!("--metrics-bind {addr}"),
-            source: e,
-        })
 }

@@ -13,6 +13,9 @@
 //! - Changing or removing an existing field changes the layout: abi_stable refuses the plugin
 //!   at load time, and the plugin-api minor version (0.x) must be bumped.
 
+// FFI boundary: the extern fns and tables that plugin and host call each other through.
+#![allow(unsafe_code)]
+
 use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 

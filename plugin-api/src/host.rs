@@ -7,6 +7,9 @@
 //! [`Backend`] (what a worker implements to serve the plugin's [services](crate::services)
 //! calls, installed per thread with [`install_backend`]).
 
+// FFI boundary: loading a plugin library and calling into it through its tables.
+#![allow(unsafe_code)]
+
 use std::cell::RefCell;
 use std::rc::Rc;
 #[cfg(feature = "host")]

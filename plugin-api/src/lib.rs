@@ -455,6 +455,7 @@ impl OptionSpec {
         Some(self.0.default.as_str()).filter(|d| !d.is_empty())
     }
 
+    #[allow(unsafe_code)] // FFI boundary: the option table as it crosses.
     pub(crate) fn as_raw_slice(specs: &'static [OptionSpec]) -> &'static [abi::RawOptionSpec] {
         // SAFETY: `OptionSpec` is `repr(transparent)` over `RawOptionSpec`.
         unsafe { std::slice::from_raw_parts(specs.as_ptr().cast(), specs.len()) }

@@ -74,6 +74,9 @@
 //! [`PluginInfo::services`]: crate::PluginInfo::services
 //! [`ConnInfo::id`]: crate::ConnInfo::id
 
+// FFI boundary: service handles are raw pointers into the host's tables, sent across threads.
+#![allow(unsafe_code)]
+
 use std::time::Duration;
 
 use crate::services_abi::{self as sabi, RawWaker};

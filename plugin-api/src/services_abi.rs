@@ -21,6 +21,9 @@
 //! - Existing fields never change type or meaning; a change that cannot be an append is a new
 //!   symbol (`sockhost_services_v2`).
 
+// FFI boundary: the services tables as they cross, and the extern fns behind them.
+#![allow(unsafe_code)]
+
 use std::ffi::c_void;
 use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};

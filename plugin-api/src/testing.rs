@@ -220,6 +220,9 @@
 //! assert!(!client.is_open());
 //! ```
 
+// FFI boundary: the harness drives a plugin through the same tables the host does.
+#![allow(unsafe_code)]
+
 //!
 //! # Black-box tests
 //! [`server::Sockhost`] starts the real `sockhost` binary on the library your crate built, for

@@ -24,25 +24,96 @@ pub fn profile_dir() -> PathBuf {
         .to_path_buf()
 }
 
+/// A cross-built target under test (`SOCKHOST_TARGET`, e.g. `x86_64-pc-windows-gnu` for the
+/// Windows subset under wine, run by `.ci/windows.sh`): its binaries are in
+/// `target/<triple>/<profile>/` (`SOCKHOST_TARGET_PROFILE`, default: the tests' own
+/// profile) and are started through `SOCKHOST_RUNNER` (e.g. `wine`).
+fn cross_target() -> Option<String> {
+    std::env::var("SOCKHOST_TARGET")
+        .ok()
+        .filter(|t| !t.is_empty())
+}
+
+/// Whether the binary under test is a Windows one.
+pub fn testing_windows() -> bool {
+    cross_target().is_some_and(|t| t.contains("windows"))
+}
+
+/// Where the binaries under test are: the tests' own profile directory, or the cross
+/// target's.
+fn artifact_dir() -> PathBuf {
+    let profile = profile_dir();
+    match cross_target() {
+        None => profile,
+        Some(triple) => {
+            let name = std::env::var_os("SOCKHOST_TARGET_PROFILE")
+                .filter(|p| !p.is_empty())
+                .unwrap_or_else(|| profile.file_name().expect("profile name").to_owned());
+            let target = profile.parent().expect("target dir");
+            target.join(triple).join(name)
+        }
+    }
+}
+
+fn build_hint(p: &std::path::Path) -> String {
+    match cross_target() {
+        None => format!(
+            "{} is missing: run `cargo build --release --workspace` before the tests",
+            p.display()
+        ),
+        Some(t) => format!(
+            "{} is missing: cross-build it first (.ci/windows.sh, or `cargo build --target {t}`)",
+            p.display()
+        ),
+    }
+}
+
 /// The `sockhost` binary.
 pub fn sockhost_bin() -> PathBuf {
-    let p = profile_dir().join("sockhost");
-    assert!(
-        p.exists(),
-        "{} is missing: run `cargo build --release --workspace` before the tests",
-        p.display()
-    );
+    let name = if testing_windows() {
+        "sockhost.exe"
+    } else {
+        "sockhost"
+    };
+    let p = artifact_dir().join(name);
+    assert!(p.exists(), "{}", build_hint(&p));
     p
 }
 
-/// A plugin built by the workspace, by crate name (`echo`, `testkit`, `testkit_b`, ...).
+/// A command that runs the `sockhost` under test (through `SOCKHOST_RUNNER`, if set).
+pub fn sockhost_command() -> Command {
+    match std::env::var("SOCKHOST_RUNNER")
+        .ok()
+        .filter(|r| !r.is_empty())
+    {
+        Some(runner) => {
+            let mut cmd = Command::new(runner);
+            cmd.arg(sockhost_bin());
+            cmd
+        }
+        None => Command::new(sockhost_bin()),
+    }
+}
+
+/// How long a starting sockhost may take to listen: wine starts processes slowly.
+fn startup_deadline() -> Duration {
+    if std::env::var_os("SOCKHOST_RUNNER").is_some() {
+        Duration::from_secs(60)
+    } else {
+        Duration::from_secs(10)
+    }
+}
+
+/// A plugin built by the workspace, by crate name (`echo`, `testkit`, `testkit_b`, ...),
+/// named as the target names dynamic libraries (`libecho.so`, `echo.dll`).
 pub fn plugin(name: &str) -> PathBuf {
-    let p = profile_dir().join(format!("lib{name}.so"));
-    assert!(
-        p.exists(),
-        "{} is missing: run `cargo build --release --workspace` before the tests",
-        p.display()
-    );
+    let file = if testing_windows() {
+        format!("{name}.dll")
+    } else {
+        format!("lib{name}.so")
+    };
+    let p = artifact_dir().join(file);
+    assert!(p.exists(), "{}", build_hint(&p));
     p
 }
 
@@ -114,14 +185,15 @@ fn expected_binds(args: &[&str]) -> usize {
 }
 
 impl Server {
-    /// Start sockhost with `args` and wait (up to 10 s) for its `listening on` lines.
+    /// Start sockhost with `args` and wait (up to 10 s, 60 s through a runner such as wine)
+    /// for its `listening on` lines.
     pub fn start(args: &[&str]) -> Server {
         Self::start_with_env(args, &[])
     }
 
     /// As [`Server::start`], with extra environment variables.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
-        let mut cmd = Command::new(sockhost_bin());
+        let mut cmd = sockhost_command();
         cmd.args(args);
         for (k, v) in env {
             cmd.env(k, v);
@@ -156,6 +228,7 @@ impl Server {
     /// descriptors into an array allocated beforehand, and `LISTEN_PID` — which only the
     /// child can know — is set by `sh` from its own pid (`$$`) just before it `exec`s
     /// sockhost in the same process.
+    #[allow(unsafe_code)] // fork boundary: arranging the inherited descriptors between fork and exec.
     pub fn start_activated(
         args: &[&str],
         sockets: &[std::os::fd::RawFd],
@@ -210,7 +283,7 @@ impl Server {
                 out_lines.push(line);
             }
         });
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + startup_deadline();
         let (listening, unix) = loop {
             let lines: Vec<(String, SocketAddr)> = stdout
                 .text()
@@ -238,7 +311,8 @@ impl Server {
             }
             assert!(
                 Instant::now() < deadline,
-                "sockhost printed no `listening on` lines within 10 s; stderr:\n{}",
+                "sockhost printed no `listening on` lines within {:?}; stderr:\n{}",
+                startup_deadline(),
                 stderr.text()
             );
             std::thread::sleep(Duration::from_millis(10));
@@ -336,7 +410,7 @@ pub fn serve_thread(plugin_name: &str, extra: &[&str]) -> Server {
 /// as given, stdout read straight up to the first `listening on` line (whose address is
 /// returned; `args` must put a TCP bind first) and drained from then on.
 pub fn start_bare(args: &[&str], stderr: Stdio) -> (Child, SocketAddr) {
-    let mut child = Command::new(sockhost_bin())
+    let mut child = sockhost_command()
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -386,7 +460,7 @@ pub fn run_to_exit(args: &[&str], timeout: Duration) -> Finished {
 /// [`run_to_exit`] with extra environment variables.
 pub fn run_to_exit_with_env(args: &[&str], env: &[(&str, &str)], timeout: Duration) -> Finished {
     let start = Instant::now();
-    let mut child = Command::new(sockhost_bin())
+    let mut child = sockhost_command()
         .args(args)
         .envs(env.iter().copied())
         .stdin(Stdio::null())
@@ -744,6 +818,7 @@ pub fn lowest_free_fd(pid: u32) -> u64 {
 }
 
 /// Set process `pid`'s RLIMIT_NOFILE (prlimit: the process need not cooperate).
+#[allow(unsafe_code)] // FFI boundary: prlimit on another process (std has no safe call for it).
 pub fn set_fd_limit(pid: u32, soft: u64, hard: u64) {
     let limit = libc::rlimit {
         rlim_cur: soft,
@@ -762,6 +837,7 @@ pub fn set_fd_limit(pid: u32, soft: u64, hard: u64) {
 }
 
 /// Process `pid`'s RLIMIT_NOFILE: (soft, hard).
+#[allow(unsafe_code)] // FFI boundary: prlimit on another process (std has no safe call for it).
 pub fn fd_limit(pid: u32) -> (u64, u64) {
     let mut limit = libc::rlimit {
         rlim_cur: 0,

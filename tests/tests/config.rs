@@ -752,6 +752,7 @@ fn access_log_records_name_their_service_and_a_unix_transport() {
 }
 
 #[test]
+#[allow(unsafe_code)] // FFI/fork boundary: libc calls on the test's own child processes.
 fn a_unix_sockets_owner_group_and_mode_are_set_before_it_listens() {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {

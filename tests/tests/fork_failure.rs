@@ -18,6 +18,7 @@ fn unused_uid() -> u32 {
 /// Raise `pid`'s process limit (its soft limit; the hard one was left high). Without
 /// CAP_SYS_RESOURCE only a process of the same uid may, so a helper switches to it first
 /// (its own limit is not the arbiter's, so it may exist beyond the arbiter's count).
+#[allow(unsafe_code)] // FFI/fork boundary: libc calls on the test's own child processes.
 fn raise_process_limit(pid: u32, uid: u32, limit: u64) {
     let mut helper = std::process::Command::new("true");
     // SAFETY: only system calls between fork and exec.
@@ -57,6 +58,7 @@ fn raise_process_limit(pid: u32, uid: u32, limit: u64) {
 }
 
 #[test]
+#[allow(unsafe_code)] // FFI/fork boundary: libc calls on the test's own child processes.
 fn a_worker_that_cannot_be_forked_backs_off_its_slot_and_the_others_keep_serving() {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {

@@ -97,6 +97,7 @@ fn snapshot_fds(pid: u32) -> Vec<(u32, String)> {
 }
 
 #[test]
+#[allow(unsafe_code)] // FFI/fork boundary: libc calls on the test's own child processes.
 fn workers_close_the_snapshot_and_the_arbiters_copy_is_sealed() {
     let lib = PluginDir::new("sealed", "echo");
     let server = lib.serve(&["--workers", "2"]);

@@ -324,6 +324,7 @@ fn udp_peers_keep_their_worker_and_only_a_down_slots_peers_move() {
 
 /// Runs in the forked child before exec: a private network namespace with loopback up and
 /// `net.ipv4.tcp_migrate_req=1` (the host's setting is never touched).
+#[allow(unsafe_code)] // FFI/fork boundary: libc calls and pre_exec hooks of the test's own child processes.
 fn private_network_with_migration() -> std::io::Result<()> {
     let fail = || Err(std::io::Error::last_os_error());
     // SAFETY: only system calls on stack data, between fork and exec (no allocation).
@@ -359,6 +360,7 @@ fn private_network_with_migration() -> std::io::Result<()> {
 }
 
 /// Move the calling thread into process `pid`'s network namespace.
+#[allow(unsafe_code)] // FFI/fork boundary: libc calls and pre_exec hooks of the test's own child processes.
 fn enter_network_of(pid: u32) {
     use std::os::fd::AsRawFd;
     let ns = std::fs::File::open(format!("/proc/{pid}/ns/net")).unwrap();
@@ -395,6 +397,7 @@ fn reply_ready(s: &mut TcpStream, got: &mut Vec<u8>) -> Option<String> {
 }
 
 #[test]
+#[allow(unsafe_code)] // FFI/fork boundary: libc calls and pre_exec hooks of the test's own child processes.
 fn connections_queued_on_a_slot_left_without_workers_move_to_the_others() {
     use std::os::unix::process::CommandExt;
     // SAFETY: geteuid has no preconditions.

@@ -165,6 +165,7 @@ fn nothing_is_announced_when_the_pid_file_cannot_be_written() {
 }
 
 #[test]
+#[allow(unsafe_code)] // FFI/fork boundary: libc calls on the test's own child processes.
 fn a_term_sent_on_reading_listening_on_is_a_graceful_stop() {
     // Announced only once the signal handlers are in place: a script (or systemd, on
     // READY=1) may signal at once. Before, most of these died of TERM's default action.

@@ -25,7 +25,6 @@ use std::cell::{Cell, RefCell};
 use std::fs::File;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -37,6 +36,10 @@ use crate::privileges::Identity;
 pub use record::{reason, Tally, TlsSummary};
 
 mod record;
+
+#[cfg_attr(target_os = "linux", path = "file_linux.rs")]
+#[cfg_attr(not(target_os = "linux"), path = "file_other.rs")]
+mod file;
 
 /// `--access-log` and its format, as configured.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,25 +68,7 @@ impl Destination {
     }
 
     fn open_file(&self, owner: Option<&Identity>) -> Result<File, HostError> {
-        let file = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o640)
-            .open(&self.path)
-            .map_err(|e| HostError::io(format!("--access-log {}", self.path.display()), e))?;
-        if let Some(owner) = owner.filter(|_| nix::unistd::Uid::effective().is_root()) {
-            nix::unistd::fchown(&file, owner.uid, owner.gid).map_err(|e| {
-                HostError::io(
-                    format!(
-                        "--access-log {}: giving it to {}",
-                        self.path.display(),
-                        owner.name
-                    ),
-                    e.into(),
-                )
-            })?;
-        }
-        Ok(file)
+        file::open(&self.path, owner)
     }
 }
 
@@ -105,6 +90,7 @@ impl Sink {
     }
 
     /// The descriptor a forked worker must keep.
+    #[cfg(unix)]
     pub fn raw_fd(&self) -> Option<i32> {
         use std::os::fd::AsRawFd;
         self.file.as_ref().map(|f| f.as_raw_fd())

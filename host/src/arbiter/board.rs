@@ -2,6 +2,9 @@
 //! its heartbeat and counters without a system call. The arbiter reads it to find stuck
 //! workers (`--timeout`) and to report per-worker figures.
 
+// Fork boundary: the shared-memory board, mapped before fork and written by both sides.
+#![allow(unsafe_code)]
+
 use std::io;
 use std::num::NonZeroUsize;
 use std::ptr::NonNull;

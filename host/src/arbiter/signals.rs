@@ -5,6 +5,9 @@
 //! everything else happens in the loop. Forked workers must call [`reset_in_child`] first
 //! thing, so that a signal meant for a worker never lands in the arbiter's pipe.
 
+// FFI boundary: signal handlers, masks and the self-pipe (sigaction, sigprocmask).
+#![allow(unsafe_code)]
+
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 

@@ -8,6 +8,9 @@
 //! alive after the arbiter closed it). Then drop privileges, load this generation's
 //! plugin snapshot, report `ready`, and serve.
 
+// Fork boundary: forking workers.
+#![allow(unsafe_code)]
+
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::Ordering;
 

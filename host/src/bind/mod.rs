@@ -14,10 +14,17 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use crate::error::HostError;
 
 pub use socket::{canonical, Bound, UNIX_ADDR};
-pub use unix::{UnixBind, UnixFiles};
+pub use unix::UnixBind;
+pub use unix_socket::UnixFiles;
 
+#[cfg_attr(unix, path = "reuse_unix.rs")]
+#[cfg_attr(windows, path = "reuse_windows.rs")]
+mod reuse;
 mod socket;
 mod unix;
+#[cfg_attr(unix, path = "unix_socket_unix.rs")]
+#[cfg_attr(windows, path = "unix_socket_windows.rs")]
+mod unix_socket;
 
 /// The kind of socket a `--bind` makes: TCP, UDP, or a Unix-domain stream socket (served
 /// as TCP is). Not [`plugin_api::Transport`], which is what a plugin serves.

@@ -6,7 +6,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-use super::unix::bind_unix;
+use super::reuse;
+use super::unix_socket::bind_unix;
 use super::{BindSpec, Host, SocketKind};
 use crate::error::HostError;
 
@@ -43,7 +44,7 @@ impl Bound {
         let made = open(spec.transport, addr, dual_stack, Some(backlog), false);
         let made = match made {
             // No IPv6 on this machine: all interfaces means all IPv4 interfaces.
-            Err(e) if dual_stack && e.raw_os_error() == Some(libc_eafnosupport()) => {
+            Err(e) if dual_stack && e.raw_os_error() == Some(reuse::NO_ADDRESS_FAMILY) => {
                 let v4 = (Ipv4Addr::UNSPECIFIED, spec.port).into();
                 open(spec.transport, v4, false, Some(backlog), false)
             }
@@ -60,6 +61,7 @@ impl Bound {
     }
 
     /// Another socket of this one's SO_REUSEPORT group (same address, own accept queue).
+    #[cfg_attr(not(unix), allow(dead_code))] // process mode only
     pub fn sibling(&self, backlog: i32) -> io::Result<Bound> {
         if self.transport == SocketKind::Unix {
             return Err(io::Error::other("a Unix socket has no SO_REUSEPORT group"));
@@ -70,6 +72,7 @@ impl Bound {
 
     /// As [`Bound::sibling`], but a TCP socket is left bound and not yet listening: it joins
     /// the group only when the caller calls `listen`.
+    #[cfg_attr(not(unix), allow(dead_code))] // process mode only
     pub fn sibling_unlistened(&self) -> io::Result<Bound> {
         let dual_stack = self.local.is_ipv6() && self.local.ip().is_unspecified();
         open(self.transport, self.local, dual_stack, None, true)
@@ -99,10 +102,6 @@ impl Bound {
 pub const UNIX_ADDR: SocketAddr =
     SocketAddr::V4(std::net::SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
 
-fn libc_eafnosupport() -> i32 {
-    nix::errno::Errno::EAFNOSUPPORT as i32
-}
-
 fn open(
     transport: SocketKind,
     addr: SocketAddr,
@@ -120,12 +119,7 @@ fn open(
     if addr.is_ipv6() {
         socket.set_only_v6(!dual_stack)?;
     }
-    if transport == SocketKind::Tcp {
-        socket.set_reuse_address(true)?;
-    }
-    if reuseport {
-        socket.set_reuse_port(true)?;
-    }
+    reuse::set_reuse(&socket, transport, reuseport)?;
     socket.set_nonblocking(true)?;
     socket.bind(&SockAddr::from(addr))?;
     if let (SocketKind::Tcp, Some(backlog)) = (transport, backlog) {

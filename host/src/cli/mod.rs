@@ -82,10 +82,19 @@ pub enum LogFormat {
 /// How requests are spread over CPUs.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Concurrency {
-    /// Pre-forked worker processes sharing the listening sockets (default).
+    /// Pre-forked worker processes sharing the listening sockets (default; Linux only).
     Process,
-    /// One process serving every socket on its own event loop.
+    /// One process serving every socket on its own event loop (default elsewhere).
     Thread,
+}
+
+impl Concurrency {
+    /// Process mode on Linux; thread mode elsewhere (Windows, macOS).
+    pub const DEFAULT: Concurrency = if cfg!(target_os = "linux") {
+        Concurrency::Process
+    } else {
+        Concurrency::Thread
+    };
 }
 
 /// Log verbosity.
@@ -160,7 +169,7 @@ pub struct ServeArgs {
     pub handshake_timeout: u64,
 
     /// Pre-forked worker processes, or one process serving on its own event loop.
-    #[arg(long, value_enum, default_value_t = Concurrency::Process)]
+    #[arg(long, value_enum, default_value_t = Concurrency::DEFAULT)]
     pub concurrency: Concurrency,
 
     /// Worker processes (process mode); default: the number of CPUs.

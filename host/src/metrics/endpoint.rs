@@ -59,7 +59,8 @@ impl Endpoint {
         self.listener.local_addr().expect("bound")
     }
 
-    /// Descriptors to poll for reading.
+    /// Descriptors to poll for reading (the arbiter's poll loop: process mode, Unix only).
+    #[cfg(unix)]
     pub fn fds(&self) -> Vec<std::os::fd::BorrowedFd<'_>> {
         use std::os::fd::AsFd;
         let mut fds = vec![self.listener.as_fd()];

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use plugin_api::{ConnInfo, Transport};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, UnixListener};
+use tokio::net::TcpListener;
 use tracing::Level;
 
 use crate::bind::canonical;
@@ -76,30 +76,24 @@ impl Acceptor for Tcp {
     }
 }
 
-/// A Unix-domain listener. `ConnInfo` (a frozen ABI) has IP addresses only, so a Unix
-/// peer is `transport: Tcp` (a stream) with `peer` and `local` both `0.0.0.0:0`
-/// ([`crate::bind::UNIX_ADDR`]); with `--proxy-protocol` the peer is the header's client,
-/// as over TCP. The peer's credentials (pid, uid, gid from `SO_PEERCRED`) go to the debug
-/// log only.
-pub struct Unix(pub UnixListener);
+#[cfg_attr(unix, path = "accept/unix_socket_unix.rs")]
+#[cfg_attr(windows, path = "accept/unix_socket_windows.rs")]
+mod unix_socket;
+pub use unix_socket::Unix;
 
-impl Acceptor for Unix {
-    type Stream = tokio::net::UnixStream;
-    const TRANSPORT: &'static str = "unix";
+#[cfg_attr(unix, path = "accept/errors_unix.rs")]
+#[cfg_attr(windows, path = "accept/errors_windows.rs")]
+mod errors;
 
-    async fn next(&self) -> io::Result<(Self::Stream, ConnInfo)> {
-        let (stream, _) = self.0.accept().await?;
-        if let Ok(cred) = stream.peer_cred() {
-            tracing::debug!(
-                pid = cred.pid().unwrap_or(0),
-                uid = cred.uid(),
-                gid = cred.gid(),
-                "unix connection accepted"
-            );
-        }
-        let unix = crate::bind::UNIX_ADDR;
-        Ok((stream, ConnInfo::new(Transport::Tcp, unix, unix)))
-    }
+/// An `accept` failure, by what the accept loop does about it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AcceptError {
+    /// A peer that left before we accepted it (or an interrupted call): try again at once.
+    PeerGone,
+    /// Out of descriptors, buffers or memory: pause accepts until some are freed.
+    OutOfResources,
+    /// Anything else: log it and retry shortly.
+    Other,
 }
 
 /// Accept connections until cancelled (the worker aborts this task to stop accepting).
@@ -287,15 +281,13 @@ thread_local! {
 /// Errors from `accept`: a peer that left before we accepted is nothing; running out of
 /// descriptors or memory is logged (rate-limited) and waited out instead of spinning.
 async fn backoff(e: io::Error) {
-    use nix::errno::Errno;
-    let errno = e.raw_os_error().map(Errno::from_raw);
-    let (pause, hint) = match errno {
-        Some(Errno::ECONNABORTED | Errno::EINTR | Errno::EPROTO | Errno::EPERM) => return,
-        Some(Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM) => (
+    let (pause, hint) = match errors::classify(&e) {
+        AcceptError::PeerGone => return,
+        AcceptError::OutOfResources => (
             Duration::from_millis(100),
             " (raise the fd limit or lower --max-connections)",
         ),
-        _ => (Duration::from_millis(10), ""),
+        AcceptError::Other => (Duration::from_millis(10), ""),
     };
     ACCEPT_ERRORS.with_borrow_mut(|limit| {
         limit.log(|| tracing::warn!("accept: {e}; pausing accepts for {pause:?}{hint}"))

@@ -6,6 +6,8 @@ pub mod accept;
 mod closing;
 pub mod connection;
 mod output;
+// The worker's epoll set is Linux's; elsewhere tokio registers each connection.
+#[cfg_attr(not(target_os = "linux"), path = "reactor_other.rs")]
 pub mod reactor;
 mod slot;
 mod work;

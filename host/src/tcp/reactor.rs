@@ -22,6 +22,9 @@
 //! when busy, since a pass that woke several connections looks again after they ran
 //! instead of waiting through tokio first.
 
+// FFI boundary: epoll, and reads and writes by descriptor.
+#![allow(unsafe_code)]
+
 use std::cell::RefCell;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};

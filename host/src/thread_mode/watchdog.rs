@@ -11,6 +11,9 @@
 //! single-threaded, which the reload handoff's `fork` relies on (`handoff.rs`). The alarm is
 //! not inherited by a forked child, and a successor arms its own.
 
+// FFI boundary: the SIGALRM handler and alarm().
+#![allow(unsafe_code)]
+
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;

@@ -14,7 +14,8 @@
 //! not starved.
 //!
 //! Datagrams are received with `MSG_TRUNC`, which reports a datagram's real length: one
-//! larger than the buffer is dropped with a log line, never delivered as if whole.
+//! larger than the buffer is dropped with a log line, never delivered as if whole. (Windows
+//! reports truncation without the real length: see `truncation_windows.rs`.)
 
 mod receive;
 mod sessions;
@@ -135,6 +136,7 @@ impl UdpServer {
     }
 
     /// Handle up to [`BATCH`] waiting datagrams.
+    #[allow(unsafe_code)] // FFI boundary: the buffer the kernel fills (recvmsg).
     fn receive_batch(&mut self) {
         let shared = self.shared.clone();
         crate::services::enter(shared.service);

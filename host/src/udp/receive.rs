@@ -9,6 +9,10 @@ use tokio::net::UdpSocket;
 
 use crate::bind::canonical;
 
+#[cfg_attr(unix, path = "truncation_unix.rs")]
+#[cfg_attr(windows, path = "truncation_windows.rs")]
+mod truncation;
+
 /// The outcome of one non-blocking receive.
 #[derive(Debug)]
 pub(super) enum Received {
@@ -21,11 +25,11 @@ pub(super) enum Received {
     Nothing,
 }
 
-/// Receive one datagram with `MSG_TRUNC`, which makes the kernel report the datagram's real
-/// length even when it did not fit.
+/// Receive one datagram, noticing when it did not fit (with `MSG_TRUNC` on Unix, which
+/// makes the kernel report the datagram's real length).
 pub(super) fn receive(socket: &UdpSocket, buf: &mut [MaybeUninit<u8>]) -> Received {
     let received = socket.try_io(Interest::READABLE, || {
-        socket2::SockRef::from(socket).recv_from_with_flags(buf, nix::libc::MSG_TRUNC)
+        truncation::recv_from(socket2::SockRef::from(socket), buf)
     });
     match received {
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => Received::Nothing,

@@ -61,10 +61,8 @@ impl Tasks {
                 self.accepting.push(tokio::task::spawn_local(accepting));
             }
             SocketKind::Unix => {
-                let std_listener: std::os::unix::net::UnixListener = bound.socket.into();
-                let listener =
-                    tokio::net::UnixListener::from_std(std_listener).map_err(registering)?;
-                let accepting = accept_loop(Unix(listener), shared);
+                let listener = Unix::from_socket(bound.socket).map_err(registering)?;
+                let accepting = accept_loop(listener, shared);
                 self.accepting.push(tokio::task::spawn_local(accepting));
             }
             SocketKind::Udp => {

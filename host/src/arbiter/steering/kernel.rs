@@ -1,6 +1,9 @@
 //! What steering asks of the kernel: attach a program to a group, whether a shut-down
 //! listener's queue moves to its group, and how many connections wait in a queue.
 
+// FFI boundary: attaching the classic-BPF steering program to the sockets.
+#![allow(unsafe_code)]
+
 use std::os::fd::AsRawFd;
 
 use nix::libc;

@@ -8,6 +8,9 @@
 //! It echoes, like the echo plugin. It exports the same two symbols `export_plugin!` writes,
 //! by hand, so that its services table can be the extended one.
 
+// FFI boundary: this test plugin writes the exported symbols by hand (what export_plugin! writes, with a next version's table).
+#![allow(unsafe_code)]
+
 use std::sync::OnceLock;
 
 use plugin_api::services_abi::{HostServices, PluginServices, ServicesGlue};

@@ -14,6 +14,9 @@
 //! per datagram than a server that makes a `recvfrom` and a `sendto` per datagram, and the
 //! server, not the client, is what a run measures.
 
+// FFI boundary: sendmmsg/recvmmsg by descriptor.
+#![allow(unsafe_code)]
+
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
@@ -341,6 +344,7 @@ fn mmsg(
     let n = to - from;
     // SAFETY: all-zero is a valid iovec and mmsghdr (null pointers, zero lengths).
     let mut iovs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
     let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
     for i in 0..n {
         let at = (from + i) * slot;
