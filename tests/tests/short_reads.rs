@@ -149,7 +149,7 @@ fn requests_cut_at_awkward_points_and_pipelined_past_the_read_buffer_are_all_ans
             seed ^= seed << 13;
             seed ^= seed >> 17;
             seed ^= seed << 5;
-            let piece = if seed % 50 == 0 {
+            let piece = if seed.is_multiple_of(50) {
                 20_000
             } else {
                 1 + seed as usize % 300
