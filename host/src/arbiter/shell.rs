@@ -96,7 +96,13 @@ impl Arbiter<'_> {
                 Action::Notify(Notify::Ready) => crate::notify::ready(),
                 Action::Notify(Notify::Reloading) => crate::notify::reloading(),
                 Action::Notify(Notify::Stopping) => crate::notify::stopping(),
-                Action::Announce => self.announce()?,
+                Action::Announce => {
+                    // Steer by the layout the announcement promises (every slot serving)
+                    // before anyone can act on it: a peer's first datagram must reach the
+                    // worker its later ones will.
+                    self.steer();
+                    self.announce()?
+                }
                 Action::AddSlot => match self.add_sibling_slot() {
                     Ok(()) => {
                         tracing::info!(workers = self.slots.len(), "SIGTTIN: one worker more")
