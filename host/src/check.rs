@@ -22,16 +22,17 @@ use std::time::{Duration, Instant};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, ForkResult};
 
-use crate::cli::{Config, LogLevel};
-use crate::config::{self, Given, Origin, Problem};
-use crate::error::HostError;
+use crate::cli::Config;
+use crate::config::{self, Given, Origin};
+use crate::error::{HostError, Problem};
+use crate::log_filter::LogLevel;
 use crate::plugin::Plugin;
 
 /// Run the check; `Err(Reported)` once the problems are printed.
 pub fn run(given: &Given<'_>) -> Result<(), HostError> {
     crate::logging::init(
         crate::log_filter::LogFilter::effective(None, LogLevel::Warn),
-        crate::cli::LogFormat::Text,
+        crate::logging::LogFormat::Text,
     );
     let problems = match config::load(given) {
         Ok((config, origins)) => check(&config, &origins),

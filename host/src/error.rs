@@ -2,14 +2,13 @@
 //! says what failed, where, and (when it is not obvious) what to do. The text is part of
 //! the contract (tests match it), so a variant's `#[error]` is its one spelling.
 
+use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
 #[cfg(target_os = "linux")]
 use nix::unistd::{Gid, Uid};
 use plugin_api::host::LoadError;
-
-use crate::config::Problem;
 
 /// Everything that can stop sockhost from starting (or an arbiter from continuing).
 #[derive(Debug, thiserror::Error)]
@@ -55,7 +54,7 @@ pub enum HostError {
 
     /// The arguments this process was started with no longer parse (on reload: a
     /// `SOCKHOST_*` variable cannot change, so this is the command line itself).
-    #[error("{}", crate::config::first_line(&.0.to_string()))]
+    #[error("{}", first_line(&.0.to_string()))]
     Arguments(#[from] clap::Error),
 
     /// Neither `--plugin` nor the file's `plugin` key.
@@ -202,4 +201,38 @@ pub enum HandoffProblem {
     NotListening,
     #[error("a Unix datagram socket (not supported)")]
     UnixDatagram,
+}
+
+/// One problem with a configuration, as one line: `FILE:LINE: KEY: what`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub file: Option<PathBuf>,
+    pub line: Option<usize>,
+    /// The key's path: `keep-alive`, `service[2].cert-file`.
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(file) = &self.file {
+            write!(f, "{}:", file.display())?;
+            if let Some(line) = self.line {
+                write!(f, "{line}:")?;
+            }
+            f.write_str(" ")?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, "{key}: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Problem {}
+
+/// The first line of a clap error, without its `error: ` prefix.
+pub fn first_line(text: &str) -> String {
+    let line = text.lines().next().unwrap_or_default();
+    line.strip_prefix("error: ").unwrap_or(line).to_string()
 }

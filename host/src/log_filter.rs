@@ -14,10 +14,24 @@
 
 use std::str::FromStr;
 
+use clap::ValueEnum;
 use tracing::level_filters::LevelFilter;
 use tracing_subscriber::filter::Targets;
 
-use crate::cli::LogLevel;
+/// Log verbosity.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    /// Errors only.
+    Error,
+    /// Warnings and errors.
+    Warn,
+    /// Lifecycle events (default).
+    Info,
+    /// Per-connection events.
+    Debug,
+    /// Everything.
+    Trace,
+}
 
 /// The target every plugin record is emitted under.
 pub const PLUGIN_TARGET: &str = "plugin";

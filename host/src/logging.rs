@@ -16,13 +16,22 @@ use std::cell::{Cell, RefCell};
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use clap::ValueEnum;
 use plugin_api::host::{LogLevel as PluginLevel, LogSink};
 use tracing::level_filters::LevelFilter;
 use tracing::Level;
 
-use crate::cli::LogFormat;
 use crate::log_filter::LogFilter;
 use crate::rate_limit::RateLimit;
+
+/// Log line format.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
 
 /// Install the stderr subscriber (once per process): `format`, filtered by `filter` (see
 /// [`LogFilter`]), and the `log` bridge.

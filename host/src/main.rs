@@ -63,9 +63,10 @@ use std::process::ExitCode;
 
 use clap::FromArgMatches;
 
-use crate::cli::{Cli, Command, LogFormat};
+use crate::cli::{Cli, Command};
 use crate::error::HostError;
 use crate::log_filter::LogFilter;
+use crate::logging::LogFormat;
 
 fn main() -> ExitCode {
     // Usage errors exit 2 (clap).

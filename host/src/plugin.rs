@@ -11,23 +11,7 @@ use plugin_api::Transport;
 
 use crate::bind::{BindSpec, SocketKind};
 use crate::error::HostError;
-
-/// Which plugin a service runs: its declared name and version (the
-/// `sockhost_plugin_info` labels, reported by each worker once it serves).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PluginId {
-    pub name: String,
-    pub version: String,
-}
-
-impl PluginId {
-    pub fn new(name: impl Into<String>, version: impl Into<String>) -> PluginId {
-        PluginId {
-            name: name.into(),
-            version: version.into(),
-        }
-    }
-}
+use crate::metrics::PluginId;
 
 /// A loaded, ABI-checked plugin and its metadata.
 pub struct Plugin {

@@ -102,7 +102,7 @@ struct Loaded {
     _plugins: Vec<Plugin>,
     services: Vec<worker::Service>,
     /// Each service's plugin name and version.
-    running: Vec<crate::plugin::PluginId>,
+    running: Vec<crate::metrics::PluginId>,
 }
 
 /// Load every service's plugin from the generation's snapshots and make its factory; each
@@ -122,21 +122,7 @@ fn load(config: &Config, generation: Generation, bound: Vec<Bound>) -> Result<Lo
         )?);
         // Mapped: the descriptor is no longer needed.
     }
-    let many = config.services.len() > 1;
-    let mut bound = bound.into_iter();
-    let mut services = Vec::new();
-    for (i, service) in config.services.iter().enumerate() {
-        let plugin = &plugins[plugin_of[i]];
-        let named = |e: HostError| e.in_service(&service.name, many);
-        plugin.check_binds(&service.binds).map_err(named)?;
-        let factory = plugin.factory(&service.plugin_opts).map_err(named)?;
-        services.push(worker::Service {
-            name: service.name.clone(),
-            listeners: bound.by_ref().take(service.binds.len()).collect(),
-            factory,
-            settings: service.worker_settings(tls[i].clone()),
-        });
-    }
+    let services = config.worker_services(&plugins, &plugin_of, &tls, bound)?;
     let running = plugin_of.iter().map(|&p| plugins[p].id()).collect();
     Ok(Loaded {
         _plugins: plugins,

@@ -29,8 +29,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::cli::LogFormat;
 use crate::error::HostError;
+use crate::logging::LogFormat;
 use crate::privileges::Identity;
 
 pub use record::{reason, Tally, TlsSummary};

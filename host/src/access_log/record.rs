@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use plugin_api::LostReason;
 
-use crate::cli::LogFormat;
+use crate::logging::LogFormat;
 
 /// What is known of one connection or session while it is open.
 #[derive(Debug)]

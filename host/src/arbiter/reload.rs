@@ -20,6 +20,7 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 use super::supervisor::{Action, Life, Notify, Phase, Supervisor};
+use crate::metrics::SupervisionCounter;
 
 /// The end of a reload: the new generation serves; the old one is still being told to stop.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -169,7 +170,7 @@ impl Supervisor {
     /// The new generation could not be prepared (configuration, plugin, certificates).
     pub fn reload_failed(&mut self, error: &dyn std::fmt::Display) {
         tracing::error!("reload aborted: {error}; the current workers keep serving");
-        self.supervision.reloads_aborted += 1;
+        self.supervision[SupervisionCounter::ReloadsAborted] += 1;
         self.act(Action::Notify(Notify::Ready));
     }
 
@@ -187,7 +188,7 @@ impl Supervisor {
         if serving < self.slots.len() {
             return;
         }
-        self.supervision.reloads_ok += 1;
+        self.supervision[SupervisionCounter::ReloadsOk] += 1;
         let old_id = std::mem::replace(&mut self.current, id);
         self.retire_where(now, |w| w.generation != id);
         tracing::info!(
@@ -234,7 +235,7 @@ impl Supervisor {
         let Some((id, again)) = self.reload.abort() else {
             return;
         };
-        self.supervision.reloads_aborted += 1;
+        self.supervision[SupervisionCounter::ReloadsAborted] += 1;
         let doomed: Vec<Pid> = self
             .workers
             .iter()

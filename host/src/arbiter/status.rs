@@ -9,7 +9,7 @@
 use std::io::Write;
 use std::os::fd::OwnedFd;
 
-use crate::plugin::PluginId;
+use crate::metrics::PluginId;
 
 /// What a worker reports.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -19,7 +19,7 @@ use nix::unistd::Pid;
 use super::backoff::Backoff;
 use super::reload::Reload;
 use crate::error::HostError;
-use crate::metrics;
+use crate::metrics::{self, SupervisionCounter};
 
 /// How late a serving worker's heartbeat (sent every 500 ms) may be before new connections
 /// are steered away from its slot. Well under `--timeout`: it only decides where new
@@ -233,7 +233,7 @@ impl Supervisor {
     /// The supervision figures for `/metrics`.
     pub fn supervision(&self) -> metrics::Supervision {
         let mut s = self.supervision.clone();
-        s.workers = self.workers.len() as u64;
+        s[SupervisionCounter::Workers] = self.workers.len() as u64;
         s
     }
 
@@ -305,7 +305,7 @@ impl Supervisor {
         } else {
             tracing::info!(pid = pid.as_raw(), slot, generation, "worker spawned");
         }
-        self.supervision.worker_starts += 1;
+        self.supervision[SupervisionCounter::WorkerStarts] += 1;
         self.workers.push(Worker {
             pid,
             slot,

@@ -9,7 +9,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::bind::BindSpec;
 use crate::cidr::Cidr;
-use crate::log_filter::LogFilter;
+use crate::log_filter::{LogFilter, LogLevel};
+use crate::logging::LogFormat;
 use parsers::{parse_metrics_bind, parse_plugin_opt, whole_number};
 pub use validated::{Config, Service};
 
@@ -70,15 +71,6 @@ pub enum Command {
     Manpage,
 }
 
-/// Log line format.
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LogFormat {
-    /// One human-readable line per event.
-    Text,
-    /// One JSON object per line.
-    Json,
-}
-
 /// How requests are spread over CPUs.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Concurrency {
@@ -95,21 +87,6 @@ impl Concurrency {
     } else {
         Concurrency::Thread
     };
-}
-
-/// Log verbosity.
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum LogLevel {
-    /// Errors only.
-    Error,
-    /// Warnings and errors.
-    Warn,
-    /// Lifecycle events (default).
-    Info,
-    /// Per-connection events.
-    Debug,
-    /// Everything.
-    Trace,
 }
 
 /// Flags of the serving command.

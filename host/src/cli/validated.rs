@@ -4,10 +4,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{Concurrency, LogFormat, LogLevel, ServeArgs};
+use super::{Concurrency, ServeArgs};
 use crate::bind::BindSpec;
 use crate::cidr::Cidr;
-use crate::log_filter::LogFilter;
+use crate::log_filter::{LogFilter, LogLevel};
+use crate::logging::LogFormat;
 use crate::tls::TlsFiles;
 
 /// Validated serving configuration: the process-wide settings and the services.

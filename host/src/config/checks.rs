@@ -1,8 +1,9 @@
 //! Checks across keys: services that cannot hold together, service names, and the
 //! "did you mean" suggestion for an unknown key.
 
-use super::{Origin, Problem};
+use super::Origin;
 use crate::cli::Config;
+use crate::error::Problem;
 
 /// Settings that cannot hold together: two services of one name, or one address bound twice.
 pub(super) fn conflicts(config: &Config, origins: &[Origin]) -> Vec<Problem> {

@@ -11,8 +11,9 @@ use toml::Spanned;
 
 use super::checks::{conflicts, suggest, valid_name};
 use super::tokens::{tokens, Flags};
-use super::{first_line, Given, Origin, Problem, IDENTIFYING, MAX_SERVICES, SERVICE_KEYS};
+use super::{Given, Origin, IDENTIFYING, MAX_SERVICES, SERVICE_KEYS};
 use crate::cli::{self, Config, ServeArgs};
+use crate::error::{first_line, Problem};
 
 /// One key of the file, with where it is.
 pub(super) struct Entry<'a> {

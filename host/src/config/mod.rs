@@ -23,13 +23,13 @@ use std::ffi::OsString;
 use clap::{ArgMatches, FromArgMatches};
 
 use crate::cli::{self, Config, ServeArgs};
-use crate::error::HostError;
+use crate::error::{HostError, Problem};
 use file::File;
-pub use problem::{Origin, Problem};
+pub use origin::Origin;
 
 mod checks;
 mod file;
-mod problem;
+mod origin;
 mod tokens;
 
 /// Keys that belong to a service (the rest are process-wide).
@@ -124,12 +124,6 @@ pub fn reload() -> Result<Config, HostError> {
     load(&given)
         .map(|(config, _)| config)
         .map_err(|mut problems| HostError::Config(problems.swap_remove(0)))
-}
-
-/// The first line of a clap error, without its `error: ` prefix.
-pub fn first_line(text: &str) -> String {
-    let line = text.lines().next().unwrap_or_default();
-    line.strip_prefix("error: ").unwrap_or(line).to_string()
 }
 
 #[cfg(test)]

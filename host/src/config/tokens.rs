@@ -10,7 +10,8 @@ use clap::{Arg, ArgAction, ArgMatches};
 use toml::de::DeValue;
 use toml::Spanned;
 
-use super::{first_line, NOT_KEYS, PATH_KEYS};
+use super::{NOT_KEYS, PATH_KEYS};
+use crate::error::first_line;
 
 /// The serving flags as file keys (by long name), and whether a flag or a variable set one.
 pub(super) struct Flags<'c> {

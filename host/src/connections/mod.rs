@@ -20,10 +20,30 @@ use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
 use crate::metrics::WorkerMetrics;
-pub use crate::services::endpoint::Endpoint;
+pub use endpoint::Endpoint;
 pub use registration::Registration;
 
+pub mod endpoint;
 mod registration;
+
+thread_local! {
+    /// The service whose plugin code runs now (set by the drivers before they call a
+    /// consumer or factory): the services hub puts an outbound connection a plugin opens
+    /// in that service's set.
+    static CURRENT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Plugin code of service `service` is about to run on this thread.
+#[inline]
+pub fn enter(service: usize) {
+    CURRENT.set(service);
+}
+
+/// The service whose plugin code runs now (0 before any [`enter`]).
+#[inline]
+pub fn current_service() -> usize {
+    CURRENT.get()
+}
 
 /// Open connection tasks of one service in one worker (single-threaded). A worker has one
 /// set per service: each with its own output bounds (and sweeper, see

@@ -1,9 +1,11 @@
-//! The one declaration of a worker's counters ([`counters!`]'s table below). Everything
-//! else is derived from it: the [`Counter`] names the code bumps, the [`Counters`]
-//! snapshot and its board layout (`[u64; COUNTERS]`, in table order), the aggregation
-//! ([`Counters::add`], [`Counters::without_gauges`]) and the Prometheus text
-//! ([`super::prometheus`]). **Adding a counter is one row here plus its use**
-//! (`metrics.bump(Counter::New, 1)` where it happens).
+//! The one declaration of every counter: [`counters!`]'s two tables below, a worker's
+//! per-service counters and the arbiter's supervision figures. Everything else is derived
+//! from them: the [`Counter`] and [`SupervisionCounter`] names the code counts with, the
+//! [`Counters`] snapshot and its board layout (`[u64; COUNTERS]`, in table order), the
+//! aggregation ([`Counters::add`], [`Counters::without_gauges`]), the arbiter's
+//! [`SupervisionCounters`] and the Prometheus text ([`super::prometheus`]). **Adding a
+//! counter is one row here plus its use** (`metrics.bump(Counter::New, 1)` in a worker,
+//! `self.supervision[SupervisionCounter::New] += 1` in the arbiter's supervisor).
 
 use std::cell::Cell;
 
@@ -28,7 +30,7 @@ impl Kind {
     }
 }
 
-/// One row of the table: a sample of a Prometheus metric. Consecutive rows with the same
+/// One row of a table: a sample of a Prometheus metric. Consecutive rows with the same
 /// `metric` are one metric family with several label sets (they share `help` and `kind`).
 #[derive(Clone, Copy, Debug)]
 pub struct Row {
@@ -39,24 +41,65 @@ pub struct Row {
     pub help: &'static str,
 }
 
-/// Declares [`Counter`], [`COUNTERS`] and [`ROWS`] from one table; each row is
-/// `Name: kind "metric" "labels" "help";`.
+/// Declares, from one table, the enum `$name` of its counters (each one's value is its
+/// index), the rows `$rows` in table (layout and exposition) order, and `$values`: one
+/// value per row, indexed by `$name`. Each row is `Name: kind "metric" "labels" "help";`.
 macro_rules! counters {
-    ($($name:ident: $kind:ident $metric:literal $labels:literal $help:literal;)*) => {
-        /// A worker's counter (or gauge), by name; its value is the index in the layout.
+    (
+        $(#[$doc:meta])* enum $enum:ident;
+        $(#[$values_doc:meta])* struct $values:ident;
+        const $rows:ident;
+        $($name:ident: $kind:ident $metric:literal $labels:literal $help:literal;)*
+    ) => {
+        $(#[$doc])*
         #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-        pub enum Counter {
+        pub enum $enum {
             $($name,)*
         }
 
-        /// Every row, in layout (and exposition) order.
-        pub const ROWS: &[Row] = &[
+        #[doc = concat!("Every row of [`", stringify!($enum), "`], in layout (and exposition) order.")]
+        pub const $rows: &[Row] = &[
             $(Row { metric: $metric, kind: Kind::$kind, labels: $labels, help: $help },)*
         ];
+
+        $(#[$values_doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub struct $values([u64; $rows.len()]);
+
+        impl Default for $values {
+            fn default() -> Self {
+                $values([0; $rows.len()])
+            }
+        }
+
+        impl std::ops::Index<$enum> for $values {
+            type Output = u64;
+            fn index(&self, c: $enum) -> &u64 {
+                &self.0[c as usize]
+            }
+        }
+
+        impl std::ops::IndexMut<$enum> for $values {
+            fn index_mut(&mut self, c: $enum) -> &mut u64 {
+                &mut self.0[c as usize]
+            }
+        }
+
+        impl $values {
+            #[doc = concat!("Every value, in [`", stringify!($rows), "`] order.")]
+            pub fn values(&self) -> &[u64] {
+                &self.0
+            }
+        }
     };
 }
 
 counters! {
+    /// A worker's counter (or gauge), by name; its value is the index in the layout.
+    enum Counter;
+    /// One worker's figures for one service (counters, plus the gauges), in [`ROWS`] order.
+    struct Counters;
+    const ROWS;
     Accepted: Counter "sockhost_connections_accepted_total" "" "Connections accepted (TCP and Unix).";
     Open: Gauge "sockhost_connections_open" "" "Connections open now.";
     ClosedClosed: Counter "sockhost_connections_closed_total" r#"reason="closed""# "Connections closed, by reason.";
@@ -75,6 +118,21 @@ counters! {
     OutboundFailures: Counter "sockhost_outbound_connections_total" r#"result="failed""# "Outbound connections plugins opened, by result.";
     ProxyRefused: Counter "sockhost_proxy_protocol_refused_total" "" "Connections closed because they came from outside --proxy-protocol-from.";
     PluginPanics: Counter "sockhost_plugin_panics_total" "" "Panics caught at the plugin boundary.";
+}
+
+counters! {
+    /// What the arbiter itself counts (no `service` label; thread mode has `Workers` only).
+    enum SupervisionCounter;
+    /// The arbiter's figures, in [`SUPERVISION_ROWS`] order.
+    struct SupervisionCounters;
+    const SUPERVISION_ROWS;
+    Workers: Gauge "sockhost_workers" "" "Worker processes running.";
+    WorkerStarts: Counter "sockhost_worker_starts_total" "" "Worker processes started.";
+    WorkerExitsRetired: Counter "sockhost_worker_exits_total" r#"cause="retired""# "Worker processes that exited, by cause.";
+    WorkerExitsCrashed: Counter "sockhost_worker_exits_total" r#"cause="crashed""# "Worker processes that exited, by cause.";
+    WorkerExitsTimeout: Counter "sockhost_worker_exits_total" r#"cause="timeout""# "Worker processes that exited, by cause.";
+    ReloadsOk: Counter "sockhost_reloads_total" r#"result="ok""# "Reloads (HUP), by result.";
+    ReloadsAborted: Counter "sockhost_reloads_total" r#"result="aborted""# "Reloads (HUP), by result.";
 }
 
 /// Number of values in a [`Counters`] snapshot (the board's row length).
@@ -99,29 +157,6 @@ impl Counter {
     }
 }
 
-/// One worker's figures for one service (counters, plus the gauges), in [`ROWS`] order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Counters([u64; COUNTERS]);
-
-impl Default for Counters {
-    fn default() -> Self {
-        Counters([0; COUNTERS])
-    }
-}
-
-impl std::ops::Index<Counter> for Counters {
-    type Output = u64;
-    fn index(&self, c: Counter) -> &u64 {
-        &self.0[c as usize]
-    }
-}
-
-impl std::ops::IndexMut<Counter> for Counters {
-    fn index_mut(&mut self, c: Counter) -> &mut u64 {
-        &mut self.0[c as usize]
-    }
-}
-
 impl Counters {
     /// As a flat array (the board's layout).
     pub fn to_array(self) -> [u64; COUNTERS] {
@@ -131,11 +166,6 @@ impl Counters {
     /// From [`Counters::to_array`]'s layout.
     pub fn from_array(a: [u64; COUNTERS]) -> Counters {
         Counters(a)
-    }
-
-    /// The value of row `i` of [`ROWS`].
-    pub fn row(&self, i: usize) -> u64 {
-        self.0[i]
     }
 
     /// Element-wise sum.

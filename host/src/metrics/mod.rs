@@ -17,9 +17,9 @@ mod counters;
 mod endpoint;
 mod prometheus;
 
-pub use counters::{bump, Counter, Counters, WorkerMetrics};
+pub use counters::{bump, Counter, Counters, SupervisionCounter, WorkerMetrics};
 pub use endpoint::serve_async;
 // The arbiter's: its board's layout and its poll loop's listener (process mode, Linux).
-pub use prometheus::{render, Supervision};
+pub use prometheus::{render, PluginId, Supervision};
 #[cfg(target_os = "linux")]
 pub use {counters::COUNTERS, endpoint::Endpoint};

@@ -13,7 +13,6 @@
 //! - [`outbound`]: resolve (off the loop), connect with a deadline, then the same driver as an
 //!   accepted connection.
 
-pub mod endpoint;
 pub mod outbound;
 pub mod timers;
 
@@ -26,22 +25,10 @@ use plugin_api::services::{ConnectError, PostStatus, TimerId, Waker};
 use plugin_api::ConnId;
 use tokio::sync::mpsc;
 
+use crate::connections::endpoint::{Endpoint, Event};
 use crate::connections::Connections;
 use crate::tcp::connection::HIGH_WATER;
-use endpoint::{Endpoint, Event};
 use timers::{TimerKind, Timers};
-
-thread_local! {
-    /// The service whose plugin code runs now (set by the drivers before they call a
-    /// consumer or factory): an outbound connection a plugin opens belongs to it.
-    static CURRENT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-}
-
-/// Plugin code of service `service` is about to run on this thread.
-#[inline]
-pub fn enter(service: usize) {
-    CURRENT.set(service);
-}
 
 /// One worker's services, over the connection sets of all its services (a [`ConnId`] says
 /// which set it is in).
@@ -76,7 +63,7 @@ impl Hub {
 
     /// The connection set of the service whose plugin code runs now.
     pub fn connections(&self) -> &Rc<Connections> {
-        let current = CURRENT.get();
+        let current = crate::connections::current_service();
         self.sets.get(current).unwrap_or(&self.sets[0])
     }
 

@@ -18,9 +18,8 @@ use plugin_api::session::Session;
 use plugin_api::{ConnId, LostReason};
 use tokio::net::TcpStream;
 
-use super::endpoint::Endpoint;
 use super::Hub;
-use crate::connections::Registration;
+use crate::connections::{Endpoint, Registration};
 use crate::metrics::Counter;
 use crate::tcp::connection::{Connection, Slot};
 

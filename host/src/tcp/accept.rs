@@ -115,7 +115,7 @@ pub async fn accept_loop<A: Acceptor>(acceptor: A, shared: Rc<Shared>) {
         };
         shared.accepted();
         let registration = if shared.factory.uses_services() {
-            let endpoint = crate::services::endpoint::Endpoint::stream(false);
+            let endpoint = crate::connections::Endpoint::stream(false);
             shared.connections.register_with(Some(endpoint), true)
         } else {
             shared.connections.register()

@@ -17,7 +17,7 @@
 //! The consumer contract (what to do with a callback's output, its requests, a panic,
 //! `connection_lost` exactly once) is [`plugin_api::session::Session`]'s; this file is the I/O
 //! around it. With host services, each poll also takes what was queued for the connection
-//! ([`Endpoint`](crate::services::endpoint::Endpoint)): posted bytes, timer and wake callbacks,
+//! ([`Endpoint`](crate::connections::endpoint::Endpoint)): posted bytes, timer and wake callbacks,
 //! close requests, and whether reading is paused.
 //!
 //! Lifecycle: open (`connection_made`) → serving (reads and writes) → closing (the consumer
@@ -197,7 +197,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     #[allow(clippy::manual_async_fn)] // deliberate, see above
     pub fn run(mut self) -> impl std::future::Future<Output = ()> {
         async move {
-            crate::services::enter(self.slot.registration.service());
+            crate::connections::enter(self.slot.registration.service());
             let ending = match self.call(Input::Made) {
                 Err(reason) => Ending::Now(reason),
                 Ok(()) => std::future::poll_fn(|cx| self.poll_serve(cx)).await,
@@ -229,7 +229,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// wakers, so an idle connection's future holds no readiness future and no timer (the
     /// keep-alive sweeper cancels this task if it stays idle).
     fn poll_serve(&mut self, cx: &mut Context<'_>) -> Poll<Ending> {
-        crate::services::enter(self.slot.registration.service());
+        crate::connections::enter(self.slot.registration.service());
         let mut reads = 0;
         loop {
             let paused = match self.poll_services(cx) {

@@ -8,7 +8,7 @@ use plugin_api::LostReason;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::connection::{Connection, WriteSide, LOW_WATER};
-use crate::services::endpoint::{Event, Work};
+use crate::connections::endpoint::{Event, Work};
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Take what was queued for the connection by host services: posted bytes go after what

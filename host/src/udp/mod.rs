@@ -36,10 +36,10 @@ use tokio::time::Instant;
 use self::receive::{receive, Received};
 use crate::access_log;
 use crate::bind::canonical;
+use crate::connections::endpoint::{Event, Inbox, Work};
 use crate::connections::Registration;
 use crate::logging;
 use crate::metrics::Counter;
-use crate::services::endpoint::{Event, Inbox, Work};
 use crate::shared::Shared;
 
 /// Receive buffer: larger than the largest UDP payload (65,507 bytes over IPv4, 65,527 over
@@ -139,7 +139,7 @@ impl UdpServer {
     #[allow(unsafe_code)] // FFI boundary: the buffer the kernel fills (recvmsg).
     fn receive_batch(&mut self) {
         let shared = self.shared.clone();
-        crate::services::enter(shared.service);
+        crate::connections::enter(shared.service);
         // Out of `self` for the batch, so a datagram can be lent to `deliver` without a copy.
         let mut buf = std::mem::take(&mut self.buf);
         for _ in 0..BATCH {
@@ -184,7 +184,7 @@ impl UdpServer {
     /// Do what host services queued for session `id`: send posted datagrams, run timer and
     /// wake callbacks, close.
     fn serve_work(&mut self, id: ConnId) {
-        crate::services::enter(self.shared.service);
+        crate::connections::enter(self.shared.service);
         let connections = &self.shared.connections;
         let Some((Some(peer), work)) =
             connections.with_endpoint(id, |ep| (ep.peer, ep.take_work()))

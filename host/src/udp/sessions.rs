@@ -11,10 +11,10 @@ use tokio::time::Instant;
 
 use super::{Peer, UdpServer};
 use crate::access_log;
+use crate::connections::Endpoint;
 use crate::connections::Registration;
 use crate::logging;
 use crate::metrics::Counter;
-use crate::services::endpoint::Endpoint;
 
 impl UdpServer {
     /// Make the consumer for a new peer, evicting the least recently used session at the
@@ -101,7 +101,7 @@ impl UdpServer {
 
     /// End a session (already removed from the table) and tell its consumer why.
     pub(super) fn end(&self, peer: SocketAddr, mut session: Peer, reason: LostReason) {
-        crate::services::enter(self.shared.service);
+        crate::connections::enter(self.shared.service);
         tracing::debug!(%peer, reason = %access_log::reason(reason), service = %self.shared.name, "udp session ended");
         if let Some(mut tally) = session.tally.take() {
             tally.set_reason(access_log::reason(reason));

@@ -78,7 +78,7 @@ pub struct Link {
 pub struct MetricsEndpoint {
     pub listener: std::net::TcpListener,
     /// Each service's plugin name and version.
-    pub plugins: Vec<crate::plugin::PluginId>,
+    pub plugins: Vec<crate::metrics::PluginId>,
 }
 
 /// A worker about to serve.
@@ -306,7 +306,7 @@ async fn drain(shareds: &[Rc<Shared>], stop: Stop, graceful_timeout: Duration) {
 /// Call a protocol-level callback of one service's factory; log a panic (the protocol itself
 /// lives on).
 fn plugin_call(what: &str, shared: &Shared, call: impl FnOnce(&Factory) -> Result<(), String>) {
-    crate::services::enter(shared.service);
+    crate::connections::enter(shared.service);
     if let Err(message) = call(&shared.factory) {
         let panics = shared.metrics.cell(Counter::PluginPanics);
         crate::logging::protocol_panic(panics, &shared.name, what, &message);

@@ -3,7 +3,11 @@
 
 use std::time::Duration;
 
+use crate::bind::Bound;
 use crate::cli::{Config, Service};
+use crate::error::HostError;
+use crate::plugin::Plugin;
+use crate::tls::Tls;
 
 /// What a worker needs to know from the process-wide configuration.
 #[derive(Clone, Debug)]
@@ -46,6 +50,34 @@ impl Config {
             max_requests_jitter: self.max_requests_jitter,
             access_log,
         }
+    }
+
+    /// Thread mode's services, as its one worker serves them: service `i`'s plugin
+    /// (`plugins[plugin_of[i]]`) checks its binds and makes its factory, and it takes its
+    /// share of `bound`, in order, with its TLS configuration `tls[i]`.
+    pub fn worker_services(
+        &self,
+        plugins: &[Plugin],
+        plugin_of: &[usize],
+        tls: &[Option<Tls>],
+        bound: Vec<Bound>,
+    ) -> Result<Vec<super::Service>, HostError> {
+        let many = self.services.len() > 1;
+        let mut bound = bound.into_iter();
+        let mut services = Vec::new();
+        for (i, service) in self.services.iter().enumerate() {
+            let plugin = &plugins[plugin_of[i]];
+            let named = |e: HostError| e.in_service(&service.name, many);
+            plugin.check_binds(&service.binds).map_err(named)?;
+            let factory = plugin.factory(&service.plugin_opts).map_err(named)?;
+            services.push(super::Service {
+                name: service.name.clone(),
+                listeners: bound.by_ref().take(service.binds.len()).collect(),
+                factory,
+                settings: service.worker_settings(tls[i].clone()),
+            });
+        }
+        Ok(services)
     }
 }
 

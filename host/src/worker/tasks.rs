@@ -88,11 +88,11 @@ impl Tasks {
         let MetricsEndpoint { listener, plugins } = endpoint;
         let shareds = shareds.to_vec();
         let body: Rc<dyn Fn() -> String> = Rc::new(move || {
-            let supervision = crate::metrics::Supervision {
-                workers: 1,
+            let mut supervision = crate::metrics::Supervision {
                 plugins: plugins.clone(),
                 ..Default::default()
             };
+            supervision[crate::metrics::SupervisionCounter::Workers] = 1;
             let names: Vec<&str> = shareds.iter().map(|s| &*s.name).collect();
             crate::metrics::render(&names, &stats(&shareds), &supervision)
         });

@@ -7,6 +7,7 @@ use nix::unistd::Pid;
 
 use super::{Action, Life, Notify, Phase, Supervisor, HEARTBEAT_GRACE};
 use crate::error::HostError;
+use crate::metrics::SupervisionCounter;
 
 impl Supervisor {
     /// A signal to the arbiter (USR1 and CHLD are the shell's: it reopens the log, it reaps).
@@ -80,7 +81,7 @@ impl Supervisor {
     /// Worker `pid` reported `ready` (with each service's plugin name and version). Returns
     /// whether it just started serving: its heartbeat counts from now (loading the plugin
     /// may have taken longer than the heartbeat grace).
-    pub fn ready(&mut self, pid: Pid, plugins: Vec<crate::plugin::PluginId>) -> bool {
+    pub fn ready(&mut self, pid: Pid, plugins: Vec<crate::metrics::PluginId>) -> bool {
         let current = self.current;
         let Some(w) = self.workers.iter_mut().find(|w| w.pid == pid) else {
             return false;
@@ -142,11 +143,11 @@ impl Supervisor {
         self.free_cells.push(w.cell);
         let expected = matches!(w.phase, Phase::Retiring { .. });
         if w.timed_out {
-            self.supervision.worker_timeouts += 1;
+            self.supervision[SupervisionCounter::WorkerExitsTimeout] += 1;
         } else if expected {
-            self.supervision.worker_exits += 1;
+            self.supervision[SupervisionCounter::WorkerExitsRetired] += 1;
         } else {
-            self.supervision.worker_crashes += 1;
+            self.supervision[SupervisionCounter::WorkerExitsCrashed] += 1;
         }
         let pid = pid.as_raw();
         if expected {

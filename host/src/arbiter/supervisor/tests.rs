@@ -9,6 +9,7 @@ use nix::unistd::Pid;
 use super::{Action, Life, Limits, Notify, Phase, StartError, Supervisor};
 use crate::arbiter::reload::Reload;
 use crate::error::HostError;
+use crate::metrics::SupervisionCounter;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 const GRACEFUL: Duration = Duration::from_secs(10);
@@ -164,7 +165,10 @@ fn startup_announces_once_every_worker_serves_and_a_failure_is_fatal() {
 fn a_crashed_worker_is_replaced_at_once_and_its_slot_down_meanwhile() {
     let (mut run, pids) = Run::serving(2);
     run.exit(pids[0], 60.0);
-    assert_eq!(run.sup.supervision().worker_crashes, 1);
+    assert_eq!(
+        run.sup.supervision()[SupervisionCounter::WorkerExitsCrashed],
+        1
+    );
     // It lived long: no back-off; the other slot keeps serving.
     assert_eq!(run.sup.live(), [false, true]);
     assert_eq!(run.actions(), [Action::MoveQueued { slot: 0 }]);
@@ -199,7 +203,10 @@ fn a_crash_loop_backs_the_slot_off_doubling_while_the_others_serve() {
         now += ms(pause);
         pid = run.spawn_at(now);
     }
-    assert_eq!(run.sup.supervision().worker_crashes, 10);
+    assert_eq!(
+        run.sup.supervision()[SupervisionCounter::WorkerExitsCrashed],
+        10
+    );
     // One that lives long clears the count.
     run.ready(&pid);
     now += Duration::from_secs(6);
@@ -233,8 +240,14 @@ fn a_missed_heartbeat_steers_away_then_kills_at_the_timeout() {
     run.sup.tick(run.at(41.0), silence);
     assert!(run.actions().is_empty());
     run.exit(stuck, 41.0);
-    assert_eq!(run.sup.supervision().worker_timeouts, 1);
-    assert_eq!(run.sup.supervision().worker_crashes, 0);
+    assert_eq!(
+        run.sup.supervision()[SupervisionCounter::WorkerExitsTimeout],
+        1
+    );
+    assert_eq!(
+        run.sup.supervision()[SupervisionCounter::WorkerExitsCrashed],
+        0
+    );
     assert_eq!(run.spawn_all(41.0).len(), 1);
 }
 
@@ -250,7 +263,10 @@ fn a_stop_signals_every_worker_and_ends_when_they_are_gone() {
     assert!(!run.sup.finished());
     run.exit(pids[1], 2.0);
     assert!(run.sup.finished());
-    assert_eq!(run.sup.supervision().worker_exits, 2);
+    assert_eq!(
+        run.sup.supervision()[SupervisionCounter::WorkerExitsRetired],
+        2
+    );
 }
 
 #[test]

@@ -34,7 +34,7 @@ fn a_reload_starts_the_new_generation_then_retires_the_old() {
     assert!(actions.contains(&Action::Notify(Notify::Ready)));
     assert_eq!(run.sup.generations().0, 2);
     assert!(matches!(run.sup.generations().1, Reload::HandingOver(_)));
-    assert_eq!(run.sup.supervision().reloads_ok, 1);
+    assert_eq!(run.sup.supervision()[SupervisionCounter::ReloadsOk], 1);
     // Finished once the old workers no longer accept.
     run.sup.draining(old[0]);
     run.tick(2.5, OK);
@@ -44,7 +44,10 @@ fn a_reload_starts_the_new_generation_then_retires_the_old() {
         .unwrap();
     run.tick(3.0, OK);
     assert_eq!(*run.sup.generations().1, Reload::Idle);
-    assert_eq!(run.sup.supervision().worker_exits, 1);
+    assert_eq!(
+        run.sup.supervision()[SupervisionCounter::WorkerExitsRetired],
+        1
+    );
     assert!(
         run.spawn_all(3.0).is_empty(),
         "a retired worker is not replaced"
@@ -66,7 +69,7 @@ fn a_reload_whose_new_generation_fails_is_aborted_and_the_old_one_serves_on() {
     assert!(signals(&actions, Signal::SIGTERM).is_empty());
     assert_eq!(*run.sup.generations().1, Reload::Idle);
     assert_eq!(run.sup.generations().0, 1);
-    assert_eq!(run.sup.supervision().reloads_aborted, 1);
+    assert_eq!(run.sup.supervision()[SupervisionCounter::ReloadsAborted], 1);
     assert!(old.iter().all(|&p| run.phase(p) == Phase::Serving));
     // The killed workers' exits do not start generation 2 again.
     for &p in &new {
@@ -84,7 +87,7 @@ fn a_reload_whose_new_generation_fails_is_aborted_and_the_old_one_serves_on() {
     let e = StartError::Fork(HostError::WorkerStartup("fork: EAGAIN".into()));
     run.sup.spawn_failed(s, e, run.at(5.0)).unwrap();
     assert_eq!(*run.sup.generations().1, Reload::Idle);
-    assert_eq!(run.sup.supervision().reloads_aborted, 2);
+    assert_eq!(run.sup.supervision()[SupervisionCounter::ReloadsAborted], 2);
     run.reload(4, 6.0);
     let slow = run.spawn_all(6.0);
     run.actions();
@@ -93,7 +96,7 @@ fn a_reload_whose_new_generation_fails_is_aborted_and_the_old_one_serves_on() {
     killed.sort();
     killed.dedup();
     assert_eq!(killed, slow);
-    assert_eq!(run.sup.supervision().reloads_aborted, 3);
+    assert_eq!(run.sup.supervision()[SupervisionCounter::ReloadsAborted], 3);
 }
 
 #[test]
@@ -115,7 +118,7 @@ fn a_hup_during_a_reload_runs_another_once_it_ends() {
     run.tick(2.0, OK);
     assert_eq!(run.sup.generations().0, 3);
     assert_eq!(signals(&run.actions(), Signal::SIGTERM), new);
-    assert_eq!(run.sup.supervision().reloads_ok, 2);
+    assert_eq!(run.sup.supervision()[SupervisionCounter::ReloadsOk], 2);
     // An aborted reload runs the remembered one too.
     run.reload(4, 3.0);
     let fourth = run.spawn_all(3.0);
@@ -159,7 +162,7 @@ fn ttou_during_a_reload_removes_the_last_slot_of_both_generations() {
     run.ready(&[new0]);
     run.tick(1.5, OK);
     assert_eq!(run.sup.generations().0, 2);
-    assert_eq!(run.sup.supervision().reloads_ok, 1);
+    assert_eq!(run.sup.supervision()[SupervisionCounter::ReloadsOk], 1);
     // The retired slot's workers are not replaced when they exit.
     run.exit(old1, 2.0);
     run.exit(new1, 2.0);

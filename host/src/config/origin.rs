@@ -1,37 +1,9 @@
-//! [`Problem`]: one thing wrong with a configuration, as one line naming file, line and
-//! key; [`Origin`]: where a service's settings came from, to name them later.
+//! [`Origin`]: where a service's settings came from, to name them later in a [`Problem`].
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::PathBuf;
 
-/// One problem with a configuration, as one line: `FILE:LINE: KEY: what`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Problem {
-    pub file: Option<PathBuf>,
-    pub line: Option<usize>,
-    /// The key's path: `keep-alive`, `service[2].cert-file`.
-    pub key: Option<String>,
-    pub message: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(file) = &self.file {
-            write!(f, "{}:", file.display())?;
-            if let Some(line) = self.line {
-                write!(f, "{line}:")?;
-            }
-            f.write_str(" ")?;
-        }
-        if let Some(key) = &self.key {
-            write!(f, "{key}: ")?;
-        }
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for Problem {}
+use crate::error::Problem;
 
 /// Where a service's settings came from, for problems found later (`sockhost check`).
 #[derive(Clone, Debug, Default)]
