@@ -3,7 +3,7 @@
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use sockhost_tests::{ask, closed_within, connect, round_trip, wait_until, LoadLoop, Server};
