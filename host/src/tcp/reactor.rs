@@ -403,6 +403,22 @@ impl Listener {
             .ok_or_else(|| io::Error::other("accepted a connection with no IP address"))?;
         Ok((Socket::new(socket.into())?, peer))
     }
+
+    /// A connection already in the accept queue, without waiting (`WouldBlock`: none).
+    pub fn try_accept(&self) -> io::Result<(Socket, SocketAddr)> {
+        let flags = nix::libc::SOCK_NONBLOCK | nix::libc::SOCK_CLOEXEC;
+        let (socket, peer) = socket2::SockRef::from(self.io.get_ref()).accept4(flags)?;
+        let peer = peer
+            .as_socket()
+            .ok_or_else(|| io::Error::other("accepted a connection with no IP address"))?;
+        Ok((Socket::new(socket.into())?, peer))
+    }
+
+    /// Whether a stop marked this socket as closing for good
+    /// ([`crate::tcp::refuse`]): its queue is then this worker's to empty.
+    pub fn closing_for_good(&self) -> bool {
+        crate::tcp::refuse::refuses_new_connections(self.io.get_ref())
+    }
 }
 
 #[cfg(test)]
