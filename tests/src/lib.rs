@@ -720,10 +720,16 @@ impl LoadLoop {
                     {
                         n += 1;
                         let msg = payload(32, (c as u64) << 32 | n);
+                        // What was lost, by step: the connection, the request, or the reply.
+                        let mut local = None;
+                        let mut step = "connect";
                         let attempt = (|| -> std::io::Result<()> {
                             let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+                            local = s.local_addr().ok();
                             s.set_read_timeout(Some(Duration::from_secs(10)))?;
+                            step = "send the request";
                             s.write_all(&msg)?;
+                            step = "read the reply";
                             let mut back = vec![0; msg.len()];
                             s.read_exact(&mut back)?;
                             if back != msg {
@@ -733,7 +739,11 @@ impl LoadLoop {
                         })();
                         match attempt {
                             Ok(()) => ok += 1,
-                            Err(e) => failures.push(e.to_string()),
+                            Err(e) => failures.push(format!(
+                                "client {c} exchange {n} ({} bytes, from {}): could not {step}: {e}",
+                                msg.len(),
+                                local.map_or("-".to_string(), |a| a.to_string()),
+                            )),
                         }
                     }
                     (ok, failures)
@@ -743,7 +753,8 @@ impl LoadLoop {
         LoadLoop { stop, threads }
     }
 
-    /// Stop and return (successes, failure messages).
+    /// Stop and return (successes, failure messages: each names the lost exchange, its
+    /// client's local address and the step that failed).
     pub fn finish(self) -> (u64, Vec<String>) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let mut ok = 0;

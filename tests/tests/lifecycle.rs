@@ -148,3 +148,54 @@ fn consumer_close_flushes_before_closing() {
     assert_eq!(sockhost_tests::ask(&mut s, "close"), "bye");
     assert!(closed_within(&mut s, Duration::from_secs(3)));
 }
+
+#[test]
+fn a_stop_serves_the_connections_already_queued_and_takes_no_new_ones() {
+    // Process mode, one worker holding its one --max-connections permit: the next
+    // connection's handshake is completed by the kernel and waits in the accept queue with
+    // its request, as a load balancer's would in the instant a stop begins.
+    let mut server = sockhost_tests::serve(
+        "echo",
+        &[
+            "--bind",
+            "127.0.0.1:0",
+            "--workers",
+            "1",
+            "--max-connections",
+            "1",
+            "--graceful-timeout",
+            "20",
+        ],
+    );
+    let addr = server.addr();
+    let mut holder = connect(addr);
+    assert_eq!(round_trip(&mut holder, b"first"), b"first");
+    let mut queued = connect(addr);
+    queued.write_all(b"queued").unwrap();
+    server.signal("TERM");
+    server
+        .stderr
+        .wait_for("stopping gracefully", Duration::from_secs(5));
+    // New attempts are not taken (dropped, then refused once the socket closes)...
+    sockhost_tests::wait_until(
+        "new connection attempts to stop connecting while the worker drains",
+        Duration::from_secs(5),
+        || std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)).is_err(),
+    );
+    assert_eq!(round_trip(&mut holder, b"during"), b"during");
+    // ...but the queued one is served once a permit frees, not reset by the close.
+    drop(holder);
+    queued
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut back = [0u8; 6];
+    let r = std::io::Read::read_exact(&mut queued, &mut back);
+    assert!(
+        r.is_ok() && &back == b"queued",
+        "the connection queued when the stop began was not served (lost: its request \"queued\"): {r:?}\nstderr:\n{}",
+        server.stderr.text()
+    );
+    drop(queued);
+    let status = server.wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "{status}");
+}

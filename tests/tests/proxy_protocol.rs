@@ -3,7 +3,7 @@
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use sockhost_tests::{ask, closed_within, connect, round_trip, wait_until, LoadLoop, Server};
@@ -91,15 +91,21 @@ impl Haproxy {
             .enumerate()
             .map(|(i, a)| format!("    server host{i} {a} send-proxy-v2 check check-send-proxy inter 200ms fall 1 rise 1\n"))
             .collect();
+        // As deployments do: a refused or timed-out connect is retried, the last time on
+        // another server. A connection the server accepted and then dropped is not (HAProxy
+        // may have sent the request): the hosts must refuse, never drop. Every session is
+        // logged, with its server, its backend connection and how it ended (`%ts`, `--`:
+        // normally), for a failure to show what HAProxy saw.
         let cfg = format!(
-            "global\n    maxconn 2000\ndefaults\n    mode tcp\n    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\n    retries 3\n    option redispatch\nfrontend front\n    bind 127.0.0.1:{port}\n    default_backend hosts\nbackend hosts\n    balance roundrobin\n{servers}"
+            "global\n    maxconn 2000\n    log stdout format raw local0 info\ndefaults\n    mode tcp\n    log global\n    log-format \"client %ci:%cp server %b/%s from %bi:%bp connect %Tc ms total %Tt ms sent %U got %B bytes ended %ts retries %rc\"\n    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\n    retries 3\n    option redispatch\nfrontend front\n    bind 127.0.0.1:{port}\n    default_backend hosts\nbackend hosts\n    balance roundrobin\n{servers}"
         );
         let path = dir.join("haproxy.cfg");
         std::fs::write(&path, cfg).unwrap();
+        let log = std::fs::File::create(dir.join("haproxy.log")).unwrap();
         let child = Command::new("haproxy")
             .args(["-db", "-f", path.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
             .spawn()
             .expect("haproxy is installed (.ci/run installs it)");
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
@@ -120,6 +126,13 @@ impl Haproxy {
             },
         );
         Haproxy { child, dir, addr }
+    }
+
+    /// HAProxy's log lines but those of sessions that ended normally.
+    fn unusual_log_lines(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.join("haproxy.log")).unwrap_or_default();
+        let unusual: Vec<&str> = log.lines().filter(|l| !l.contains(" ended -- ")).collect();
+        unusual.join("\n")
     }
 }
 
@@ -184,10 +197,12 @@ fn behind_haproxy_hosts_see_real_clients_and_reload_and_stop_lose_nothing() {
     let (ok, failures) = load.finish();
     assert!(
         failures.is_empty(),
-        "{} of {} attempts failed: {:?}",
+        "{} of {} exchanges through HAProxy were lost:\n{}\nHAProxy's sessions that did not end normally (host0 is A, reloaded; host1 is B, stopped):\n{}\nB:\n{}",
         failures.len(),
         ok as usize + failures.len(),
-        &failures[..failures.len().min(5)]
+        failures[..failures.len().min(5)].join("\n"),
+        haproxy.unusual_log_lines(),
+        b.stderr.text()
     );
     assert!(ok > 50, "only {ok} round trips");
 }

@@ -234,3 +234,126 @@ fn process_mode_keeps_each_peer_on_one_worker_and_a_killed_workers_peers_go_to_i
         }
     }
 }
+
+/// Receive one datagram (bounded by the client's read timeout) and check it came from `from`.
+fn reply(sock: &UdpSocket, from: SocketAddr, what: &str) -> Vec<u8> {
+    let mut buf = vec![0u8; 65_536];
+    let (n, sender) = sock
+        .recv_from(&mut buf)
+        .unwrap_or_else(|e| panic!("{what}: no reply datagram ({e})"));
+    assert_eq!(sender, from, "{what}: reply from the server's address");
+    buf.truncate(n);
+    buf
+}
+
+/// Send every peer's datagrams while the server is stopped (`SIGSTOP`), so they all wait in
+/// its socket and it receives them in full batches when it continues; `order` says whose turn
+/// it is, one datagram each.
+fn burst(
+    server: &Server,
+    addr: SocketAddr,
+    peers: &[UdpSocket],
+    scripts: &[Vec<Vec<u8>>],
+    order: &[usize],
+) {
+    server.signal("STOP");
+    let mut next = vec![0; peers.len()];
+    for &p in order {
+        peers[p].send_to(&scripts[p][next[p]], addr).unwrap();
+        next[p] += 1;
+    }
+    for (p, script) in scripts.iter().enumerate() {
+        assert_eq!(
+            next[p],
+            script.len(),
+            "order sends all of peer {p}'s script"
+        );
+    }
+    server.signal("CONT");
+}
+
+#[test]
+fn a_burst_from_several_peers_is_answered_per_peer_in_order_with_sessions_ending_mid_batch() {
+    let server = udp_server(
+        "testkit",
+        &["--concurrency", "thread", "--plugin-opt", "greeting=hi"],
+    );
+    let addr = udp_addr(&server);
+    let peers: Vec<UdpSocket> = (0..6).map(|_| client()).collect();
+    // Peer 0 sends its script in one run: its session closes, then panics, mid-run, and each
+    // next datagram starts a new session (greeting first). The others send 20 `count`s each,
+    // interleaved with one another.
+    let script0 = [
+        "count", "count", "close", "count", "panic", "count", "count",
+    ];
+    let mut scripts: Vec<Vec<Vec<u8>>> =
+        vec![script0.iter().map(|c| c.as_bytes().to_vec()).collect()];
+    scripts.extend((1..6).map(|_| vec![b"count".to_vec(); 20]));
+    let mut order = vec![0; script0.len()];
+    order.extend((0..20).flat_map(|_| 1..6));
+    burst(&server, addr, &peers, &scripts, &order);
+
+    let want0 = ["hi", "1\n", "2\n", "bye\n", "hi", "1\n", "hi", "1\n", "2\n"];
+    for (i, want) in want0.iter().enumerate() {
+        let got = reply(&peers[0], addr, &format!("peer 0, reply {i}"));
+        assert_eq!(String::from_utf8_lossy(&got), *want, "peer 0, reply {i}");
+    }
+    for (p, peer) in peers.iter().enumerate().skip(1) {
+        let mut want = vec!["hi".to_string()];
+        want.extend((1..=20).map(|n| format!("{n}\n")));
+        for (i, want) in want.iter().enumerate() {
+            let got = reply(peer, addr, &format!("peer {p}, reply {i}"));
+            assert_eq!(String::from_utf8_lossy(&got), *want, "peer {p}, reply {i}");
+        }
+    }
+    // Exactly those: the next reply each peer gets answers its next datagram.
+    assert_eq!(ask(&peers[0], addr, "count"), "3");
+    for peer in &peers[1..] {
+        assert_eq!(ask(peer, addr, "count"), "21");
+    }
+    server
+        .stderr
+        .wait_for("ending this peer's session", Duration::from_secs(3));
+}
+
+#[test]
+fn large_datagrams_in_one_batch_each_come_back_whole() {
+    let server = udp_server("echo", &["--concurrency", "thread"]);
+    let addr = udp_addr(&server);
+    let peers: Vec<UdpSocket> = (0..3).map(|_| client()).collect();
+    // Several datagrams past a page, from different peers, in the same batch: each must come
+    // back as it was sent (a receive buffer shared between them would mix them up).
+    let sizes = [
+        vec![20_000, 1, 1400],
+        vec![9000, 20_000, 64],
+        vec![1400, 1400, 1400],
+    ];
+    let scripts: Vec<Vec<Vec<u8>>> = sizes
+        .iter()
+        .enumerate()
+        .map(|(p, s)| {
+            s.iter()
+                .enumerate()
+                .map(|(i, &len)| payload(len, (p * 10 + i) as u64))
+                .collect()
+        })
+        .collect();
+    burst(
+        &server,
+        addr,
+        &peers,
+        &scripts,
+        &[0, 1, 0, 1, 2, 2, 1, 0, 2],
+    );
+    for (p, script) in scripts.iter().enumerate() {
+        for (i, sent) in script.iter().enumerate() {
+            let got = reply(&peers[p], addr, &format!("peer {p}, datagram {i}"));
+            assert!(
+                got == *sent,
+                "peer {p}, datagram {i}: {} bytes sent, {} different bytes back",
+                sent.len(),
+                got.len()
+            );
+        }
+    }
+}

@@ -26,6 +26,27 @@ impl Arbiter<'_> {
         self.supervisor.slot_added(Instant::now());
     }
 
+    /// A stop: every slot's TCP sockets take no new connections from now on (attempts are
+    /// dropped, then refused once the workers close them), so that the workers can serve
+    /// the connections already queued before closing them, instead of the close resetting
+    /// them ([`crate::tcp::refuse`]); then the arbiter drops its copies. Sockets inherited
+    /// from systemd are left alone: systemd keeps them (and their queues) open for the next
+    /// start.
+    pub(super) fn close_for_good(&mut self) {
+        let ours = self.slots.first().is_some_and(|s| s.replaceable);
+        let tcp = self
+            .slots
+            .iter()
+            .flat_map(|s| &s.sockets)
+            .filter(|b| ours && b.transport == SocketKind::Tcp);
+        for b in tcp {
+            if let Err(e) = crate::tcp::refuse::refuse_new_connections(&b.socket) {
+                tracing::warn!(local = %b.local, "stopping: cannot stop new connections before the queued ones are served ({e}); closing resets those");
+            }
+        }
+        self.slots.clear();
+    }
+
     /// One more slot, with new sockets in the same SO_REUSEPORT groups as slot 0's. A socket
     /// that cannot have siblings (inherited from systemd without `ReusePort=yes`) is shared
     /// by every slot instead: it works, but its accept queue is one for all workers.

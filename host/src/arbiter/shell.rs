@@ -113,7 +113,7 @@ impl Arbiter<'_> {
                     self.slots.truncate(slot);
                     self.steering.release(slot, &holders);
                 }
-                Action::CloseSockets => self.slots.clear(),
+                Action::CloseSockets => self.close_for_good(),
                 Action::MoveQueued { slot } => self.move_queued(slot),
             }
         }

@@ -15,6 +15,7 @@ use std::time::Duration;
 use plugin_api::{ConnInfo, Transport};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tracing::Level;
 
 use crate::bind::canonical;
@@ -35,6 +36,15 @@ pub trait Acceptor: 'static {
     const TRANSPORT: &'static str;
     /// The next connection and what its consumer is told about it.
     async fn next(&self) -> io::Result<(Self::Stream, ConnInfo)>;
+    /// A connection already queued, without waiting (`WouldBlock`: none).
+    fn try_next(&self) -> io::Result<(Self::Stream, ConnInfo)> {
+        Err(io::ErrorKind::WouldBlock.into())
+    }
+    /// Whether a stop marked the socket as closing for good ([`crate::tcp::refuse`]): the
+    /// connections in its queue are then the worker's to serve before it drops the socket.
+    fn closing_for_good(&self) -> bool {
+        false
+    }
 }
 
 /// A TCP listener; for a wildcard bind each connection asks the kernel for its local address.
@@ -65,15 +75,31 @@ impl Acceptor for Tcp {
 
     async fn next(&self) -> io::Result<(Self::Stream, ConnInfo)> {
         let (stream, peer) = self.listener.accept().await?;
+        Ok(self.described(stream, peer))
+    }
+
+    fn try_next(&self) -> io::Result<(Self::Stream, ConnInfo)> {
+        let (stream, peer) = self.listener.try_accept()?;
+        Ok(self.described(stream, peer))
+    }
+
+    fn closing_for_good(&self) -> bool {
+        self.listener.closing_for_good()
+    }
+}
+
+impl Tcp {
+    /// An accepted connection, set up, with what its consumer is told about it.
+    fn described(&self, stream: Socket, peer: SocketAddr) -> (Socket, ConnInfo) {
         let _ = stream.set_nodelay(true);
         let local = self
             .fixed_local
             .or_else(|| stream.local_addr().ok().map(canonical))
             .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-        Ok((
+        (
             stream,
             ConnInfo::new(Transport::Tcp, canonical(peer), local),
-        ))
+        )
     }
 }
 
@@ -97,8 +123,24 @@ enum AcceptError {
     Other,
 }
 
-/// Accept connections until cancelled (the worker aborts this task to stop accepting).
-pub async fn accept_loop<A: Acceptor>(acceptor: A, shared: Rc<Shared>) {
+/// Accept connections until `stop` is notified (or the task is aborted). Then, if a stop
+/// marked the socket as closing for good, accept and serve what is already in its queue
+/// (waiting for permits as connections end: the worker's graceful deadline bounds it)
+/// before returning and dropping the socket, which would reset those connections.
+/// Only a handshake still in flight when the queue is found empty (a SYN that came before
+/// the mark, its peer yet to answer the SYN-ACK) is reset as before.
+pub async fn accept_loop<A: Acceptor>(acceptor: A, shared: Rc<Shared>, stop: Rc<Notify>) {
+    tokio::select! {
+        biased;
+        () = stop.notified() => {}
+        () = accept_forever(&acceptor, &shared) => {}
+    }
+    if acceptor.closing_for_good() {
+        empty_queue(&acceptor, &shared).await;
+    }
+}
+
+async fn accept_forever<A: Acceptor>(acceptor: &A, shared: &Rc<Shared>) {
     loop {
         let permit = shared
             .limit
@@ -106,47 +148,82 @@ pub async fn accept_loop<A: Acceptor>(acceptor: A, shared: Rc<Shared>) {
             .acquire_owned()
             .await
             .expect("the limit is never closed");
-        let (stream, info) = match acceptor.next().await {
-            Ok(accepted) => accepted,
+        match acceptor.next().await {
+            Ok((stream, info)) => serve::<A>(stream, info, permit, shared),
             Err(e) => {
                 drop(permit);
                 backoff(e).await;
-                continue;
             }
-        };
-        shared.accepted();
-        let registration = if shared.factory.uses_services() {
-            let endpoint = crate::connections::Endpoint::stream(false);
-            shared.connections.register_with(Some(endpoint), true)
-        } else {
-            shared.connections.register()
-        };
-        let key = registration.key();
-        tracing::trace!(service = %shared.name, peer = %info.peer, "connection accepted");
-        if crate::access_log::enabled() {
-            let log_key = registration.log_key();
-            crate::access_log::opened(log_key, info.peer, info.local);
-            crate::access_log::with_open(log_key, |t| {
-                t.set_service(shared.name.clone());
-                t.set_transport(A::TRANSPORT);
-            });
         }
-        let slot = Slot {
-            registration,
-            _permit: Some(permit),
-        };
-        let task = if shared.tls.is_none() && !shared.proxy_protocol {
-            let Some(conn) = Connection::open(slot, stream, &info, &shared.factory) else {
-                continue;
-            };
-            // Spawn `run()` itself, not a wrapper future: a value moved through nested async
-            // calls is stored once per level, and idle connections would pay for it.
-            tokio::task::spawn_local(conn.run())
-        } else {
-            tokio::task::spawn_local(serve_wrapped(slot, stream, info, shared.clone()))
-        };
-        shared.connections.attach(key, task.abort_handle());
     }
+}
+
+/// Serve what the (closing) socket's queue holds, then return.
+async fn empty_queue<A: Acceptor>(acceptor: &A, shared: &Rc<Shared>) {
+    let mut served = 0u64;
+    loop {
+        let permit = shared
+            .limit
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the limit is never closed");
+        match acceptor.try_next() {
+            Ok((stream, info)) => {
+                served += 1;
+                serve::<A>(stream, info, permit, shared);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => {
+                drop(permit);
+                backoff(e).await;
+            }
+        }
+    }
+    if served > 0 {
+        tracing::debug!(service = %shared.name, served, "stopping: served the connections queued on a closing socket");
+    }
+}
+
+/// Register an accepted connection and start serving it.
+fn serve<A: Acceptor>(
+    stream: A::Stream,
+    info: ConnInfo,
+    permit: OwnedSemaphorePermit,
+    shared: &Rc<Shared>,
+) {
+    shared.accepted();
+    let registration = if shared.factory.uses_services() {
+        let endpoint = crate::connections::Endpoint::stream(false);
+        shared.connections.register_with(Some(endpoint), true)
+    } else {
+        shared.connections.register()
+    };
+    let key = registration.key();
+    tracing::trace!(service = %shared.name, peer = %info.peer, "connection accepted");
+    if crate::access_log::enabled() {
+        let log_key = registration.log_key();
+        crate::access_log::opened(log_key, info.peer, info.local);
+        crate::access_log::with_open(log_key, |t| {
+            t.set_service(shared.name.clone());
+            t.set_transport(A::TRANSPORT);
+        });
+    }
+    let slot = Slot {
+        registration,
+        _permit: Some(permit),
+    };
+    let task = if shared.tls.is_none() && !shared.proxy_protocol {
+        let Some(conn) = Connection::open(slot, stream, &info, &shared.factory) else {
+            return;
+        };
+        // Spawn `run()` itself, not a wrapper future: a value moved through nested async
+        // calls is stored once per level, and idle connections would pay for it.
+        tokio::task::spawn_local(conn.run())
+    } else {
+        tokio::task::spawn_local(serve_wrapped(slot, stream, info, shared.clone()))
+    };
+    shared.connections.attach(key, task.abort_handle());
 }
 
 /// A connection with a PROXY header and/or TLS in front of the protocol. One deadline,

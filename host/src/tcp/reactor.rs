@@ -13,10 +13,14 @@
 //! is an [`AsyncFd`] in tokio's reactor. When tokio reports the set readable, the driver task
 //! ([`Reactor::drive`]) takes the ready events (`epoll_wait`, no timeout) and wakes each
 //! connection's task, which then reads or writes until the socket would block — exactly
-//! tokio's own readiness protocol, one level down. The system calls per request are those
-//! of tokio's sockets (no `epoll_ctl` per read or write; one `epoll_ctl` per connection, and
+//! tokio's own readiness protocol, one level down (a read shorter than its buffer counts as
+//! "would block", as with tokio's sockets, unless the peer's close was reported). The system
+//! calls per request are those of tokio's sockets (one `recv` and one `send` for a request
+//! and its answer; no `epoll_ctl` per read or write; one `epoll_ctl` per connection, and
 //! none at close: closing the descriptor leaves the set); one `epoll_wait` more per pass of
-//! the event loop that has connection events, whatever their number.
+//! the event loop that has connection events, whatever their number — and fewer than that
+//! when busy, since a pass that woke several connections looks again after they ran
+//! instead of waiting through tokio first.
 
 // FFI boundary: epoll, and reads and writes by descriptor.
 #![allow(unsafe_code)]
@@ -37,8 +41,34 @@ use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 /// Readiness bits of a [`Slot`].
 const READ: u8 = 1;
 const WRITE: u8 = 2;
+/// Sticky: the peer's close (`EPOLLRDHUP`), a hang-up or error, or urgent data was reported.
+/// A short read is then no proof that the socket is drained (the close or the rest may
+/// already have been reported and consumed), so reading goes on until it would block or
+/// reads 0 bytes.
+const NOT_DRAINED_BY_SHORT_READ: u8 = 4;
 /// Events taken per `epoll_wait`.
 const BATCH: usize = 256;
+/// A pass that woke at least this many connections looks for more right after they ran
+/// (see [`Reactor::drive`]).
+const BUSY: usize = 2;
+
+/// Pending once (the task woken at once, so queued behind the tasks already woken), then
+/// ready.
+#[derive(Default)]
+struct Behind(bool);
+
+impl std::future::Future for Behind {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0 {
+            return Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
 
 /// One connection's state in the worker's table: 24 bytes (a test holds it there).
 #[derive(Default)]
@@ -117,6 +147,7 @@ impl Reactor {
                     return;
                 }
             };
+            let mut fired = 0;
             loop {
                 let n = match r.epoll.get_ref().0.wait(&mut events, EpollTimeout::ZERO) {
                     Ok(n) => n,
@@ -130,11 +161,22 @@ impl Reactor {
                 for ev in &events[..n] {
                     table.fire(ev.data() as usize, ev.events());
                 }
+                fired += n;
                 if n < BATCH {
                     break;
                 }
             }
-            guard.clear_ready();
+            if fired < BUSY {
+                guard.clear_ready();
+                continue;
+            }
+            // Busy: by the time the tasks just woken have run, their peers have likely
+            // answered. Look again then (queued behind them), without tokio's `epoll_wait`
+            // first: the readiness is kept, so the next `readable()` is at once. A look that
+            // finds fewer than `BUSY` events goes back to waiting through tokio. The
+            // `LocalSet` still hands over to tokio's driver every 61 tasks (timers, accepts).
+            drop(guard);
+            Behind::default().await;
         }
     }
 
@@ -177,6 +219,9 @@ impl Table {
             return;
         };
         let closed = EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR;
+        if events.intersects(EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLPRI | closed) {
+            slot.ready |= NOT_DRAINED_BY_SHORT_READ;
+        }
         if events.intersects(
             EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLPRI | closed,
         ) {
@@ -231,6 +276,21 @@ impl Socket {
         self.reactor.slots.borrow_mut().slots[self.key as usize].ready &= !bit;
     }
 
+    /// A read returned fewer bytes than asked for: the receive queue was empty when the
+    /// kernel copied them, so the socket would block now — unless the peer's close (or an
+    /// error, or urgent data) was reported, which a short read does not consume. Clearing
+    /// READ here saves the read that would only say `EAGAIN` (one system call per request;
+    /// nginx does the same with `EPOLLRDHUP`, tokio's own sockets too). Safe with the
+    /// edge-triggered set: bytes that arrive after the read queue a new event, which the
+    /// driver takes only after this (one thread), and which sets READ again.
+    fn drained(&self) {
+        let mut table = self.reactor.slots.borrow_mut();
+        let slot = &mut table.slots[self.key as usize];
+        if slot.ready & NOT_DRAINED_BY_SHORT_READ == 0 {
+            slot.ready &= !READ;
+        }
+    }
+
     /// Run `op` while the socket is ready for `bit`; `Pending` (the task's waker kept) once
     /// it would block.
     fn poll_io<R>(
@@ -268,7 +328,11 @@ impl AsyncRead for Socket {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let unfilled = buf.initialize_unfilled();
+        let asked = unfilled.len();
         let n = std::task::ready!(self.poll_io(READ, cx, |mut io| io.read(unfilled)))?;
+        if n > 0 && n < asked {
+            self.drained();
+        }
         buf.advance(n);
         Poll::Ready(Ok(()))
     }
@@ -338,6 +402,22 @@ impl Listener {
             .as_socket()
             .ok_or_else(|| io::Error::other("accepted a connection with no IP address"))?;
         Ok((Socket::new(socket.into())?, peer))
+    }
+
+    /// A connection already in the accept queue, without waiting (`WouldBlock`: none).
+    pub fn try_accept(&self) -> io::Result<(Socket, SocketAddr)> {
+        let flags = nix::libc::SOCK_NONBLOCK | nix::libc::SOCK_CLOEXEC;
+        let (socket, peer) = socket2::SockRef::from(self.io.get_ref()).accept4(flags)?;
+        let peer = peer
+            .as_socket()
+            .ok_or_else(|| io::Error::other("accepted a connection with no IP address"))?;
+        Ok((Socket::new(socket.into())?, peer))
+    }
+
+    /// Whether a stop marked this socket as closing for good
+    /// ([`crate::tcp::refuse`]): its queue is then this worker's to empty.
+    pub fn closing_for_good(&self) -> bool {
+        crate::tcp::refuse::refuses_new_connections(self.io.get_ref())
     }
 }
 

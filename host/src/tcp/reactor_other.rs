@@ -69,4 +69,14 @@ impl Listener {
         let (stream, peer) = self.0.accept().await?;
         Ok((Socket(Box::new(stream)), peer))
     }
+
+    /// Connections are only accepted by [`Listener::accept`] here.
+    pub fn try_accept(&self) -> io::Result<(Socket, SocketAddr)> {
+        Err(io::ErrorKind::WouldBlock.into())
+    }
+
+    /// Stops do not mark sockets outside Linux.
+    pub fn closing_for_good(&self) -> bool {
+        false
+    }
 }

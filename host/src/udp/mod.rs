@@ -13,15 +13,25 @@
 //! at most [`BATCH`] at a time before yielding, so TCP connections in the same worker are
 //! not starved.
 //!
+//! On Linux datagrams are received and sent in batches (`recvmmsg`/`sendmmsg`, up to 32 per
+//! call: `batch_linux.rs`); elsewhere one at a time (`batch_other.rs`). Per received batch
+//! the clock is read once, a run of consecutive datagrams from one peer looks its session up
+//! once, and the replies the consumers write are queued in order and sent together at the
+//! end ([`outbox`], which also says what a full send buffer does).
+//!
 //! Datagrams are received with `MSG_TRUNC`, which reports a datagram's real length: one
 //! larger than the buffer is dropped with a log line, never delivered as if whole. (Windows
 //! reports truncation without the real length: see `truncation_windows.rs`.)
 
+#[cfg_attr(target_os = "linux", path = "batch_linux.rs")]
+#[cfg_attr(not(target_os = "linux"), path = "batch_other.rs")]
+mod batch;
+mod outbox;
+#[cfg(not(target_os = "linux"))]
 mod receive;
 mod sessions;
 
 use std::io;
-use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
@@ -33,7 +43,8 @@ use plugin_api::{ConnId, LostReason, Output};
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
-use self::receive::{receive, Received};
+use self::batch::Receiver;
+use self::outbox::Outbox;
 use crate::access_log;
 use crate::bind::canonical;
 use crate::connections::endpoint::{Event, Inbox, Work};
@@ -42,11 +53,21 @@ use crate::logging;
 use crate::metrics::Counter;
 use crate::shared::Shared;
 
-/// Receive buffer: larger than the largest UDP payload (65,507 bytes over IPv4, 65,527 over
-/// IPv6), so truncation means a jumbogram.
-const RECV_BUFFER: usize = 65_536;
+/// The largest UDP payload is under this (65,507 bytes over IPv4, 65,527 over IPv6).
+const MAX_DATAGRAM: usize = 65_536;
 /// Datagrams handled before yielding to the other tasks of the worker.
 const BATCH: usize = 64;
+
+/// One received datagram, as the platform's `Receiver` reports it.
+#[derive(Debug)]
+enum Datagram<'a> {
+    /// All of it, from this peer.
+    Whole(SocketAddr, &'a [u8]),
+    /// It did not fit and was cut: its real length (drop it).
+    Truncated(SocketAddr, usize),
+    /// From a non-IP address (not expected on an IP socket).
+    Unaddressed,
+}
 
 /// One peer's session.
 struct Peer {
@@ -70,7 +91,10 @@ pub struct UdpServer {
     max_sessions: usize,
     keep_alive: Option<Duration>,
     evicted: u64,
-    buf: Box<[MaybeUninit<u8>]>,
+    /// Out of `self` (`None`) while its datagrams are being delivered.
+    receiver: Option<Receiver>,
+    /// Datagrams written by the consumers, not sent yet.
+    outbox: Outbox,
     out: Output,
 }
 
@@ -91,7 +115,8 @@ impl UdpServer {
             max_sessions: max_sessions.max(1),
             keep_alive,
             evicted: 0,
-            buf: vec![MaybeUninit::uninit(); RECV_BUFFER].into_boxed_slice(),
+            receiver: Some(Receiver::new()?),
+            outbox: Outbox::default(),
             out: Output::for_datagrams(),
         })
     }
@@ -103,14 +128,24 @@ impl UdpServer {
         let mut sweep = tokio::time::interval(tick.unwrap_or(Duration::from_secs(1)));
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            // While replies wait for a full send buffer to drain, nothing is received (see
+            // `outbox`): the socket's receive buffer holds what arrives meanwhile.
+            let blocked = self.outbox.is_blocked();
             tokio::select! {
-                ready = self.socket.readable() => {
+                ready = self.socket.readable(), if !blocked => {
                     if let Err(e) = ready {
                         tracing::warn!(service = %self.shared.name, local = %self.local, "udp socket: {e}");
                         return;
                     }
                     self.receive_batch();
                     tokio::task::yield_now().await;
+                }
+                ready = self.socket.writable(), if blocked => {
+                    if let Err(e) = ready {
+                        tracing::warn!(service = %self.shared.name, local = %self.local, "udp socket: {e}");
+                        return;
+                    }
+                    self.outbox.flush(&self.socket);
                 }
                 ready = std::future::poll_fn(|cx| {
                     let ready = self.inbox.take_ready(cx.waker());
@@ -119,8 +154,12 @@ impl UdpServer {
                     for id in ready {
                         self.serve_work(id);
                     }
+                    self.outbox.flush(&self.socket);
                 }
                 _ = sweep.tick() => {
+                    if let Some(receiver) = &mut self.receiver {
+                        receiver.release();
+                    }
                     self.expire_idle();
                     if self.evicted > 0 {
                         tracing::warn!(service = %self.shared.name, local = %self.local,
@@ -135,50 +174,111 @@ impl UdpServer {
         }
     }
 
-    /// Handle up to [`BATCH`] waiting datagrams.
-    #[allow(unsafe_code)] // FFI boundary: the buffer the kernel fills (recvmsg).
+    /// Handle up to [`BATCH`] waiting datagrams, in batches as large as the platform
+    /// receives at once, sending each batch's replies together at its end.
     fn receive_batch(&mut self) {
         let shared = self.shared.clone();
         crate::connections::enter(shared.service);
-        // Out of `self` for the batch, so a datagram can be lent to `deliver` without a copy.
-        let mut buf = std::mem::take(&mut self.buf);
-        for _ in 0..BATCH {
-            match receive(&self.socket, &mut buf) {
-                Received::Datagram(peer, len) => {
-                    // SAFETY: `receive` saw the kernel initialise the first `len` bytes.
-                    let data =
-                        unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), len) };
-                    self.deliver(peer, data, &shared.factory);
-                }
-                Received::Truncated(peer, len) => {
-                    tracing::warn!(service = %self.shared.name, %peer, len, "udp: datagram larger than the {}-byte buffer dropped (truncated)", buf.len());
-                }
-                Received::Error(e) => {
+        // Out of `self` for the batch, so its datagrams can be lent to `deliver` without a
+        // copy.
+        let mut receiver = self.receiver.take().expect("not receiving already");
+        let mut handled = 0;
+        while handled < BATCH && !self.outbox.is_blocked() {
+            let asked = (BATCH - handled).min(receiver.slots());
+            let got = match receiver.receive(&self.socket, asked) {
+                Ok(0) => break,
+                Ok(got) => got,
+                Err(e) => {
                     // ICMP errors for earlier sends surface here; they concern one peer.
                     tracing::debug!(local = %self.local, "udp receive: {e}");
+                    handled += 1;
+                    continue;
                 }
-                Received::Nothing => break,
+            };
+            handled += got;
+            let now = Instant::now();
+            let mut i = 0;
+            while i < got {
+                match receiver.datagram(i) {
+                    Datagram::Whole(peer, _) => {
+                        // The run of datagrams from this peer that starts here. (`fuse`:
+                        // `map_while` would go on past the first from another peer.)
+                        let run = (i..got)
+                            .map_while(|j| match receiver.datagram(j) {
+                                Datagram::Whole(p, data) if p == peer => Some(data),
+                                _ => None,
+                            })
+                            .fuse();
+                        i += self.deliver(peer, run, &shared.factory, now);
+                        continue;
+                    }
+                    Datagram::Truncated(peer, len) => {
+                        tracing::warn!(service = %self.shared.name, %peer, len, "udp: datagram larger than the {}-byte buffer dropped (truncated)", receiver.slot_len());
+                    }
+                    Datagram::Unaddressed => {
+                        tracing::debug!(local = %self.local, "udp receive: datagram from a non-IP address");
+                    }
+                }
+                i += 1;
+            }
+            self.outbox.flush(&self.socket);
+            if got < asked {
+                break; // the socket's queue is empty
             }
         }
-        self.buf = buf;
+        self.receiver = Some(receiver);
     }
 
-    /// Give one datagram to its peer's session (made on first contact).
-    fn deliver(&mut self, peer: SocketAddr, data: &[u8], factory: &Factory) {
-        let now = Instant::now();
-        if !self.sessions.contains(&peer) && !self.open_session(peer, factory, now) {
-            return;
+    /// Give a run of datagrams from one peer to its session (made on first contact): the
+    /// session is looked up once for the run, unless one of them ends it. Returns how many
+    /// datagrams the run had.
+    fn deliver<'d>(
+        &mut self,
+        peer: SocketAddr,
+        run: impl Iterator<Item = &'d [u8]>,
+        factory: &Factory,
+        now: Instant,
+    ) -> usize {
+        let mut run = run.peekable();
+        let mut count = 0;
+        while run.peek().is_some() {
+            let Some(session) = self.sessions.get_mut(&peer) else {
+                if !self.open_session(peer, factory, now) {
+                    // The plugin panicked making a consumer: this datagram is dropped.
+                    run.next();
+                    count += 1;
+                }
+                continue;
+            };
+            session.last_active = now;
+            if let Some(r) = &session.registration {
+                r.touch();
+            }
+            let mut ending = None;
+            for data in run.by_ref() {
+                count += 1;
+                if let Some(t) = &mut session.tally {
+                    t.count(data.len() as u64, 0);
+                }
+                let result = session.session.deliver(Input::Data(data), &mut self.out);
+                let sent = queue_output(&mut self.out, &mut self.outbox, peer);
+                if let (Some(t), true) = (&mut session.tally, sent > 0) {
+                    t.count(0, sent as u64);
+                }
+                ending = ending_of(&self.shared, peer, result);
+                if ending.is_some() || self.outbox.is_full() {
+                    break;
+                }
+            }
+            if let Some(reason) = ending {
+                if let Some(session) = self.sessions.pop(&peer) {
+                    self.end(peer, session, reason);
+                }
+            } else if self.outbox.is_full() {
+                self.outbox.flush(&self.socket);
+            }
         }
-        let session = self.sessions.get_mut(&peer).expect("present");
-        session.last_active = now;
-        if let Some(r) = &session.registration {
-            r.touch();
-        }
-        if let Some(t) = &mut session.tally {
-            t.count(data.len() as u64, 0);
-        }
-        let result = session.session.deliver(Input::Data(data), &mut self.out);
-        self.flush(peer, result);
+        count
     }
 
     /// Do what host services queued for session `id`: send posted datagrams, run timer and
@@ -232,49 +332,57 @@ impl UdpServer {
         }
     }
 
-    /// Send one datagram to `peer`; a full send buffer drops it, as the network may.
-    fn send(&self, peer: SocketAddr, datagram: &[u8]) {
-        match self.socket.try_send_to(datagram, peer) {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                tracing::debug!(%peer, "udp send buffer full; datagram dropped");
-            }
-            Err(e) => tracing::debug!(%peer, "udp send: {e}"),
-        }
+    /// Queue one datagram to `peer` (sent at the end of the batch or round of work).
+    fn send(&mut self, peer: SocketAddr, datagram: &[u8]) {
+        self.outbox.push(peer, datagram);
     }
 
-    /// Send what the consumer wrote, one datagram per write, and act on its close request
+    /// Queue what the consumer wrote, one datagram per write, and act on its close request
     /// or panic.
     fn flush(&mut self, peer: SocketAddr, result: Delivered) {
-        // The session core discarded what a panicking callback wrote.
-        let mut sent = 0;
-        for datagram in self.out.written_datagrams() {
-            self.send(peer, datagram);
-            sent += datagram.len();
-        }
+        let sent = queue_output(&mut self.out, &mut self.outbox, peer);
         self.count_sent(peer, sent);
-        self.out.clear();
-        self.out.shrink(2 * RECV_BUFFER);
-        let ending = match result {
-            Delivered::Panicked(message) => {
-                let panics = self.shared.metrics.cell(Counter::PluginPanics);
-                logging::plugin_panic(
-                    panics,
-                    &self.shared.name,
-                    peer,
-                    "plugin panicked",
-                    &message,
-                    "ending this peer's session",
-                );
-                Some(LostReason::Error)
-            }
-            Delivered::Ran(requests) if requests.close => Some(LostReason::Closed),
-            Delivered::Ran(_) | Delivered::Ignored => None,
-        };
-        if let Some(reason) = ending {
+        if let Some(reason) = ending_of(&self.shared, peer, result) {
             if let Some(session) = self.sessions.pop(&peer) {
                 self.end(peer, session, reason);
             }
         }
+        if self.outbox.is_full() {
+            self.outbox.flush(&self.socket);
+        }
+    }
+}
+
+/// Queue what a callback wrote into `out` (one datagram per write) for `peer` and empty
+/// `out` for the next callback; the bytes queued. (The session core discarded what a
+/// panicking callback wrote.)
+fn queue_output(out: &mut Output, outbox: &mut Outbox, peer: SocketAddr) -> usize {
+    let mut sent = 0;
+    for datagram in out.written_datagrams() {
+        outbox.push(peer, datagram);
+        sent += datagram.len();
+    }
+    out.clear();
+    out.shrink(2 * MAX_DATAGRAM);
+    sent
+}
+
+/// Whether a callback's result ends its session, and why; logs a panic.
+fn ending_of(shared: &Shared, peer: SocketAddr, result: Delivered) -> Option<LostReason> {
+    match result {
+        Delivered::Panicked(message) => {
+            let panics = shared.metrics.cell(Counter::PluginPanics);
+            logging::plugin_panic(
+                panics,
+                &shared.name,
+                peer,
+                "plugin panicked",
+                &message,
+                "ending this peer's session",
+            );
+            Some(LostReason::Error)
+        }
+        Delivered::Ran(requests) if requests.close => Some(LostReason::Closed),
+        Delivered::Ran(_) | Delivered::Ignored => None,
     }
 }

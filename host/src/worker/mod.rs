@@ -169,7 +169,11 @@ impl Worker {
         let stop = wait_for_stop(&mut signals, &recycling, &mut control, &events).await;
         ready.set(false);
         events.emit(WorkerEvent::Stopping(stop));
-        tasks.stop_accepting().await;
+        let deadline = match stop {
+            Stop::Graceful(_) => Some(tokio::time::Instant::now() + self.settings.graceful_timeout),
+            Stop::Immediate => None,
+        };
+        tasks.stop_accepting(deadline).await;
         events.emit(WorkerEvent::Draining);
         if hub.is_some() {
             // The plugins flush and close their outbound connections; they drain below.
@@ -177,7 +181,11 @@ impl Worker {
                 plugin_call("stopping", shared, |f| f.stopping());
             }
         }
-        drain(&shareds, stop, self.settings.graceful_timeout).await;
+        // One graceful timeout for both: emptying a closing socket's queue, then draining.
+        let left = deadline.map_or(self.settings.graceful_timeout, |d| {
+            d.saturating_duration_since(tokio::time::Instant::now())
+        });
+        drain(&shareds, stop, left).await;
         tasks.end().await;
         if hub.is_some() {
             plugin_api::host::install_backend(None);

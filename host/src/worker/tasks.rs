@@ -8,6 +8,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use super::{plugin_call, stats, Events, MetricsEndpoint, ServiceSettings, Sockets, WorkerEvent};
@@ -22,7 +23,8 @@ const HEARTBEAT: Duration = Duration::from_millis(500);
 
 #[derive(Default)]
 pub(super) struct Tasks {
-    accepting: Vec<JoinHandle<()>>,
+    /// Each accept loop, with the notice that ends it.
+    accepting: Vec<(JoinHandle<()>, Rc<Notify>)>,
     udp: Vec<JoinHandle<()>>,
     background: Vec<JoinHandle<()>>,
 }
@@ -57,13 +59,21 @@ impl Tasks {
             SocketKind::Tcp => {
                 let std_listener: std::net::TcpListener = bound.socket.into();
                 let listener = TcpListener::from_std(std_listener).map_err(registering)?;
-                let accepting = accept_loop(Tcp::new(listener).map_err(registering)?, shared);
-                self.accepting.push(tokio::task::spawn_local(accepting));
+                let stop = Rc::new(Notify::new());
+                let accepting = accept_loop(
+                    Tcp::new(listener).map_err(registering)?,
+                    shared,
+                    stop.clone(),
+                );
+                self.accepting
+                    .push((tokio::task::spawn_local(accepting), stop));
             }
             SocketKind::Unix => {
                 let listener = Unix::from_socket(bound.socket).map_err(registering)?;
-                let accepting = accept_loop(listener, shared);
-                self.accepting.push(tokio::task::spawn_local(accepting));
+                let stop = Rc::new(Notify::new());
+                let accepting = accept_loop(listener, shared, stop.clone());
+                self.accepting
+                    .push((tokio::task::spawn_local(accepting), stop));
             }
             SocketKind::Udp => {
                 let registering = |e| HostError::io("registering a UDP socket", e);
@@ -135,11 +145,25 @@ impl Tasks {
 
     /// Stop accepting: end the accept loops (the listeners are dropped when this returns)
     /// and the UDP servers (UDP has no connections to finish: its sessions end now, with
-    /// `connection_lost(Shutdown)`).
-    pub async fn stop_accepting(&mut self) {
-        for task in self.accepting.drain(..).chain(self.udp.drain(..)) {
+    /// `connection_lost(Shutdown)`). With a `deadline` (a graceful stop), a listener a stop
+    /// marked as closing for good first has its queued connections accepted, until then at
+    /// the latest ([`accept_loop`]).
+    pub async fn stop_accepting(&mut self, deadline: Option<tokio::time::Instant>) {
+        for (_, stop) in &self.accepting {
+            stop.notify_one();
+        }
+        for (mut task, _) in self.accepting.drain(..) {
+            if let Some(deadline) = deadline {
+                if tokio::time::timeout_at(deadline, &mut task).await.is_ok() {
+                    continue;
+                }
+            }
             task.abort();
             // Wait for the cancellation, so the socket is dropped before we say so.
+            let _ = task.await;
+        }
+        for task in self.udp.drain(..) {
+            task.abort();
             let _ = task.await;
         }
     }
