@@ -11,6 +11,8 @@
 //!
 //! Addresses are not bound: checking the configuration of a running sockhost (before a
 //! reload) must not fail on the sockets that instance holds.
+//!
+//! Unix only (the fork): on Windows `check_windows.rs` refuses the command.
 
 // Fork boundary: each plugin is loaded in a forked child.
 #![allow(unsafe_code)]

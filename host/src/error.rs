@@ -3,8 +3,9 @@
 //! the contract (tests match it), so a variant's `#[error]` is its one spelling.
 
 use std::fmt;
-use std::io;
+use std::io::{self, Write};
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 #[cfg(target_os = "linux")]
 use nix::unistd::{Gid, Uid};
@@ -106,6 +107,20 @@ impl HostError {
                 source: Box::new(self),
             },
             false => self,
+        }
+    }
+}
+
+/// The exit status of a command, and its error (if any) as one `error:` line on stderr;
+/// [`HostError::Reported`] was reported already.
+pub fn exit_code(done: Result<(), HostError>) -> ExitCode {
+    match done {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(HostError::Reported) => ExitCode::FAILURE,
+        Err(e) => {
+            // Not `eprintln!`: it panics when stderr is a broken pipe.
+            let _ = writeln!(io::stderr(), "error: {e}");
+            ExitCode::FAILURE
         }
     }
 }

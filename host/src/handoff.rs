@@ -11,6 +11,8 @@
 //! and certificates with that user's rights.
 //!
 //! The same code accepts sockets passed by systemd socket activation.
+//!
+//! Linux only: elsewhere `handoff_other.rs` inherits nothing (every socket is bound).
 
 // FFI boundary: sockets inherited by descriptor number (LISTEN_FDS).
 #![allow(unsafe_code)]

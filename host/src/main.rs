@@ -1,5 +1,5 @@
 //! `sockhost`: parse the command line, dispatch to the command, and turn any error into one
-//! `error:` line.
+//! `error:` line ([`error::exit_code`]).
 
 // Outside Linux sockhost serves in thread mode only: process mode's shared pieces (metrics
 // snapshots, the arbiter's endpoint, QUIT, reload) are compiled but unused there.
@@ -9,12 +9,9 @@
 #![cfg_attr(windows, allow(clippy::result_large_err))]
 
 mod access_log;
-// Process mode (fork, SO_REUSEPORT balancing, Linux process APIs) is Linux only:
-// elsewhere `arbiter_other.rs` refuses it.
 #[cfg_attr(not(target_os = "linux"), path = "arbiter_other.rs")]
 mod arbiter;
 mod bind;
-// `sockhost check` loads plugins in a forked child: Unix only.
 #[cfg_attr(windows, path = "check_windows.rs")]
 mod check;
 mod cidr;
@@ -23,7 +20,6 @@ mod cli;
 mod config;
 mod connections;
 mod error;
-// Socket inheritance (systemd, a reload's predecessor) is Linux only.
 #[cfg_attr(not(target_os = "linux"), path = "handoff_other.rs")]
 mod handoff;
 mod keep_alive;
@@ -31,16 +27,13 @@ mod log_filter;
 mod logging;
 mod metrics;
 mod modes;
-// Linux only: systemd notification, pid files, privilege drop.
 #[cfg(target_os = "linux")]
 mod notify;
 #[cfg(target_os = "linux")]
 mod pid_file;
 mod plugin;
-// Outside Linux `--user`/`--group` are refused.
 #[cfg_attr(not(target_os = "linux"), path = "privileges_other.rs")]
 mod privileges;
-// Worker titles: process mode's, Linux only.
 #[cfg(target_os = "linux")]
 mod proc_title;
 mod proxy_protocol;
@@ -50,7 +43,6 @@ mod shared;
 mod sockets;
 mod stdout;
 mod tcp;
-// Thread mode outside Linux: no privilege drop, pid file, reload or watchdog.
 #[cfg_attr(not(target_os = "linux"), path = "thread_mode_other.rs")]
 mod thread_mode;
 mod tls;
@@ -58,13 +50,11 @@ mod udp;
 mod version;
 mod worker;
 
-use std::io::Write;
 use std::process::ExitCode;
 
 use clap::FromArgMatches;
 
 use crate::cli::{Cli, Command};
-use crate::error::HostError;
 use crate::log_filter::LogFilter;
 use crate::logging::LogFormat;
 
@@ -82,13 +72,5 @@ fn main() -> ExitCode {
         Some(Command::Check(args)) => modes::check(*args, &matches),
         None => modes::serve_or_check(cli.serve, &matches),
     };
-    match done {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(HostError::Reported) => ExitCode::FAILURE,
-        Err(e) => {
-            // Not `eprintln!`: it panics when stderr is a broken pipe.
-            let _ = writeln!(std::io::stderr(), "error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    error::exit_code(done)
 }

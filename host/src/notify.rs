@@ -6,6 +6,8 @@
 //! mode, where a reload's successor also sends `MAINPID` (the unit needs `NotifyAccess=all`).
 //!
 //! Best effort: a failure to notify is logged at debug level and otherwise ignored.
+//!
+//! Linux only (systemd).
 
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};

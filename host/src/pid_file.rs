@@ -13,6 +13,8 @@
 //! - Thread mode's reload hands the locked file to the successor (an inherited descriptor,
 //!   `SOCKHOST_PID_FILE_FD`): the lock belongs to the open file, so it is never free between
 //!   the two processes, and the successor rewrites it with its own pid.
+//!
+//! Linux only: elsewhere `--pid-file` is refused.
 
 // FFI boundary: flock, and the pid file's descriptor inherited by number.
 #![allow(unsafe_code)]

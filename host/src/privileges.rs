@@ -1,6 +1,8 @@
 //! `--user` / `--group`: resolved first (so a typo is a startup `error:`), applied after
 //! the sockets are bound and before the plugin is loaded: in each worker after fork (process
 //! mode), or in the one process itself (thread mode, and its successor on reload).
+//!
+//! Linux only: elsewhere `privileges_other.rs` refuses the flags.
 
 use nix::unistd::{Gid, Group, Uid, User};
 

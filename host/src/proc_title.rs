@@ -12,6 +12,8 @@
 //!   it).
 //!
 //! The arbiter keeps its own command line: `ps` shows how it was started.
+//!
+//! Linux only, as process mode is.
 
 // FFI boundary: the process title is written into the process's own argv memory.
 #![allow(unsafe_code)]

@@ -17,6 +17,9 @@
 //! A successor started on reload runs the same steps as the user it was started as (the
 //! predecessor's, after its privilege drop): it needs read access to the plugin and
 //! certificate files, and write access to the pid file's directory.
+//!
+//! Linux; elsewhere `thread_mode_other.rs` serves without privilege drop, pid file, reload
+//! or watchdog.
 
 mod supervise;
 mod watchdog;

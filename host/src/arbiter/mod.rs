@@ -50,6 +50,10 @@
 //! A new generation snapshots the plugin file ([`snapshot`]) and starts one worker per slot
 //! beside the old ones. When all report ready, the old generation is told to stop
 //! gracefully. If any fails, the new generation is killed and the old one keeps serving.
+//!
+//! # Platforms
+//! Linux only (fork, SO_REUSEPORT balancing, Linux process APIs): elsewhere
+//! `arbiter_other.rs` refuses process mode.
 
 mod backoff;
 mod board;
