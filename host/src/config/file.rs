@@ -124,44 +124,8 @@ impl<'a> File<'a> {
         let flags = Flags::new(&cmd, given.matches);
         let blocks = !self.services.is_empty();
         let mut problems = Vec::new();
-
-        // The top level: process-wide keys (as tokens, unless a flag or variable sets
-        // them) and service keys (the one service, or defaults for every block).
-        let mut global = Vec::new();
-        let mut defaults: Vec<Keyed<'_, '_>> = Vec::new();
-        for entry in &self.top {
-            match self.key_tokens(&flags, entry, "", false, blocks) {
-                Err(p) => problems.push(p),
-                Ok(t) if SERVICE_KEYS.contains(&entry.key.as_str()) || entry.key == "name" => {
-                    defaults.push((entry, t))
-                }
-                Ok(t) if flags.explicit(&entry.key).is_none() => global.extend(t),
-                Ok(_) => {}
-            }
-        }
-        let mut units = Vec::new();
-        for (i, (line, entries)) in self.services.iter().enumerate() {
-            let prefix = format!("service[{}].", i + 1);
-            let mut own: Vec<Keyed<'_, '_>> = Vec::new();
-            for entry in entries {
-                match self.key_tokens(&flags, entry, &prefix, true, blocks) {
-                    Ok(t) => own.push((entry, t)),
-                    Err(p) => problems.push(p),
-                }
-            }
-            // The block's own keys, then the defaults it does not set.
-            let missing: Vec<Keyed<'_, '_>> = defaults
-                .iter()
-                .filter(|(d, _)| !own.iter().any(|(o, _)| o.key == d.key))
-                .cloned()
-                .collect();
-            own.extend(missing);
-            units.push(Unit {
-                line: Some(*line),
-                prefix,
-                entries: own,
-            });
-        }
+        let (global, defaults) = self.top_level(&flags, blocks, &mut problems);
+        let mut units = self.block_units(&flags, &defaults, blocks, &mut problems);
         if !blocks {
             units.push(Unit {
                 line: None,
@@ -179,7 +143,77 @@ impl<'a> File<'a> {
         if !problems.is_empty() {
             return Err(problems);
         }
+        self.services_config(&flags, &global, units, blocks, given)
+    }
 
+    /// The top level: process-wide keys (as tokens, unless a flag or variable sets them)
+    /// and service keys (the one service, or defaults for every block).
+    fn top_level(
+        &self,
+        flags: &Flags<'_>,
+        blocks: bool,
+        problems: &mut Vec<Problem>,
+    ) -> (Vec<OsString>, Vec<Keyed<'_, 'a>>) {
+        let mut global = Vec::new();
+        let mut defaults = Vec::new();
+        for entry in &self.top {
+            match self.key_tokens(flags, entry, "", false, blocks) {
+                Err(p) => problems.push(p),
+                Ok(t) if SERVICE_KEYS.contains(&entry.key.as_str()) || entry.key == "name" => {
+                    defaults.push((entry, t))
+                }
+                Ok(t) if flags.explicit(&entry.key).is_none() => global.extend(t),
+                Ok(_) => {}
+            }
+        }
+        (global, defaults)
+    }
+
+    /// One unit per `[[service]]` block: the block's own keys, then the `defaults` it does
+    /// not set.
+    fn block_units<'e>(
+        &'e self,
+        flags: &Flags<'_>,
+        defaults: &[Keyed<'e, 'a>],
+        blocks: bool,
+        problems: &mut Vec<Problem>,
+    ) -> Vec<Unit<'e, 'a>> {
+        let mut units = Vec::new();
+        for (i, (line, entries)) in self.services.iter().enumerate() {
+            let prefix = format!("service[{}].", i + 1);
+            let mut own: Vec<Keyed<'_, '_>> = Vec::new();
+            for entry in entries {
+                match self.key_tokens(flags, entry, &prefix, true, blocks) {
+                    Ok(t) => own.push((entry, t)),
+                    Err(p) => problems.push(p),
+                }
+            }
+            let missing: Vec<Keyed<'_, '_>> = defaults
+                .iter()
+                .filter(|(d, _)| !own.iter().any(|(o, _)| o.key == d.key))
+                .cloned()
+                .collect();
+            own.extend(missing);
+            units.push(Unit {
+                line: Some(*line),
+                prefix,
+                entries: own,
+            });
+        }
+        units
+    }
+
+    /// Every unit as a service of one [`Config`], with where each came from; or every
+    /// problem, the services' conflicts included.
+    fn services_config(
+        &self,
+        flags: &Flags<'_>,
+        global: &[OsString],
+        units: Vec<Unit<'_, '_>>,
+        blocks: bool,
+        given: &Given<'_>,
+    ) -> Result<(Config, Vec<Origin>), Vec<Problem>> {
+        let mut problems = Vec::new();
         let mut config: Option<Config> = None;
         let mut origins = Vec::new();
         for unit in units {
@@ -193,7 +227,7 @@ impl<'a> File<'a> {
                     .map(|(e, _)| (e.key.clone(), e.line))
                     .collect(),
             };
-            match self.service(&flags, &global, &unit, blocks, given, &origin) {
+            match self.service(flags, global, &unit, blocks, given, &origin) {
                 Ok(one) => match &mut config {
                     None => config = Some(one),
                     Some(c) => c.services.extend(one.services),

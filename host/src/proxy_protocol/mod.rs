@@ -29,6 +29,22 @@ pub struct Proxied {
     pub destination: Option<SocketAddr>,
 }
 
+impl Proxied {
+    /// No addresses: the socket's are kept.
+    const KEEP: Proxied = Proxied {
+        source: None,
+        destination: None,
+    };
+
+    /// From the real client `source` to `destination`.
+    fn between(source: impl Into<SocketAddr>, destination: impl Into<SocketAddr>) -> Proxied {
+        Proxied {
+            source: Some(source.into()),
+            destination: Some(destination.into()),
+        }
+    }
+}
+
 /// The outcome of parsing what has arrived so far.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Parsed {
@@ -45,36 +61,8 @@ const V1_MAX: usize = 107;
 
 /// Parse the start of a connection's input.
 pub fn parse(input: &[u8]) -> Parsed {
-    // A v1 header is one line, complete only with its CRLF. Until then ppp's verdict on the
-    // part so far is not to be trusted: ppp 2.3 reads a line cut right after the source port
-    // ("PROXY TCP4 … 40000 ") as an invalid destination port, so a header split across
-    // reads there was refused. And ppp ends the line at its first CR, whatever follows it:
-    // "PROXY UNKNOWN x\ry\r\n" was a header of 17 bytes, and the rest of the line went to
-    // the plugin. So the line must end at its first CR, with an LF. (Both found by
-    // tests/fuzz's proxy_protocol target.)
-    if input.starts_with(b"PROXY ") {
-        let line = &input[..input.len().min(V1_MAX)];
-        let wait = || {
-            if input.len() >= V1_MAX {
-                Parsed::Invalid(format!(
-                    "no end of line in the first {V1_MAX} bytes of a v1 header"
-                ))
-            } else {
-                Parsed::Incomplete
-            }
-        };
-        match line.iter().position(|&b| b == b'\r') {
-            None => return wait(),
-            Some(cr) => match line.get(cr + 1) {
-                None => return wait(),
-                Some(b'\n') => {}
-                Some(_) => {
-                    return Parsed::Invalid(
-                        "invalid PROXY header: a CR not followed by LF".to_string(),
-                    )
-                }
-            },
-        }
+    if let Some(verdict) = v1_line_verdict(input) {
+        return verdict;
     }
     let result = HeaderResult::parse(input);
     if result.is_incomplete() {
@@ -87,61 +75,83 @@ pub fn parse(input: &[u8]) -> Parsed {
         };
     }
     match result {
-        HeaderResult::V1(Ok(h)) => {
-            let (source, destination) = match h.addresses {
-                v1::Addresses::Tcp4(a) => (
-                    Some(SocketAddr::from((a.source_address, a.source_port))),
-                    Some(SocketAddr::from((
-                        a.destination_address,
-                        a.destination_port,
-                    ))),
-                ),
-                v1::Addresses::Tcp6(a) => (
-                    Some(SocketAddr::from((a.source_address, a.source_port))),
-                    Some(SocketAddr::from((
-                        a.destination_address,
-                        a.destination_port,
-                    ))),
-                ),
-                v1::Addresses::Unknown => (None, None),
-            };
-            Parsed::Header {
-                len: h.header.len(),
-                proxied: Proxied {
-                    source,
-                    destination,
-                },
-            }
-        }
-        HeaderResult::V2(Ok(h)) => {
-            let (source, destination) = match (h.command, h.addresses) {
-                (v2::Command::Proxy, v2::Addresses::IPv4(a)) => (
-                    Some(SocketAddr::from((a.source_address, a.source_port))),
-                    Some(SocketAddr::from((
-                        a.destination_address,
-                        a.destination_port,
-                    ))),
-                ),
-                (v2::Command::Proxy, v2::Addresses::IPv6(a)) => (
-                    Some(SocketAddr::from((a.source_address, a.source_port))),
-                    Some(SocketAddr::from((
-                        a.destination_address,
-                        a.destination_port,
-                    ))),
-                ),
-                // LOCAL (health checks), UNSPEC and unix sockets: keep the socket's addresses.
-                _ => (None, None),
-            };
-            Parsed::Header {
-                len: h.header.len(),
-                proxied: Proxied {
-                    source,
-                    destination,
-                },
-            }
-        }
+        HeaderResult::V1(Ok(h)) => Parsed::Header {
+            len: h.header.len(),
+            proxied: v1_proxied(h.addresses),
+        },
+        HeaderResult::V2(Ok(h)) => Parsed::Header {
+            len: h.header.len(),
+            proxied: v2_proxied(h.command, h.addresses),
+        },
         HeaderResult::V1(Err(e)) => Parsed::Invalid(format!("invalid PROXY header: {e}")),
         HeaderResult::V2(Err(e)) => Parsed::Invalid(format!("invalid PROXY header: {e}")),
+    }
+}
+
+/// The verdict on a v1 header whose line is not whole yet, or is badly ended; `None` when
+/// `input` is not v1 or its line ends right, for ppp to parse.
+///
+/// A v1 header is one line, complete only with its CRLF. Until then ppp's verdict on the
+/// part so far is not to be trusted: ppp 2.3 reads a line cut right after the source port
+/// ("PROXY TCP4 … 40000 ") as an invalid destination port, so a header split across reads
+/// there was refused. And ppp ends the line at its first CR, whatever follows it:
+/// "PROXY UNKNOWN x\ry\r\n" was a header of 17 bytes, and the rest of the line went to the
+/// plugin. So the line must end at its first CR, with an LF. (Both found by tests/fuzz's
+/// proxy_protocol target.)
+fn v1_line_verdict(input: &[u8]) -> Option<Parsed> {
+    if !input.starts_with(b"PROXY ") {
+        return None;
+    }
+    let line = &input[..input.len().min(V1_MAX)];
+    let wait = || {
+        Some(if input.len() >= V1_MAX {
+            Parsed::Invalid(format!(
+                "no end of line in the first {V1_MAX} bytes of a v1 header"
+            ))
+        } else {
+            Parsed::Incomplete
+        })
+    };
+    let Some(cr) = line.iter().position(|&b| b == b'\r') else {
+        return wait();
+    };
+    match line.get(cr + 1) {
+        None => wait(),
+        Some(b'\n') => None,
+        Some(_) => Some(Parsed::Invalid(
+            "invalid PROXY header: a CR not followed by LF".to_string(),
+        )),
+    }
+}
+
+/// The addresses of a v1 header (none for `UNKNOWN`: keep the socket's).
+fn v1_proxied(addresses: v1::Addresses) -> Proxied {
+    match addresses {
+        v1::Addresses::Tcp4(a) => Proxied::between(
+            (a.source_address, a.source_port),
+            (a.destination_address, a.destination_port),
+        ),
+        v1::Addresses::Tcp6(a) => Proxied::between(
+            (a.source_address, a.source_port),
+            (a.destination_address, a.destination_port),
+        ),
+        v1::Addresses::Unknown => Proxied::KEEP,
+    }
+}
+
+/// The addresses of a v2 header: those of a `PROXY` command over IP. LOCAL (health
+/// checks), UNSPEC and unix sockets keep the socket's addresses.
+fn v2_proxied(command: v2::Command, addresses: v2::Addresses) -> Proxied {
+    match (command, addresses) {
+        (v2::Command::Proxy, v2::Addresses::IPv4(a)) => Proxied::between(
+            (a.source_address, a.source_port),
+            (a.destination_address, a.destination_port),
+        ),
+        (v2::Command::Proxy, v2::Addresses::IPv6(a)) => Proxied::between(
+            (a.source_address, a.source_port),
+            (a.destination_address, a.destination_port),
+        ),
+        _ => Proxied::KEEP,
     }
 }
 
