@@ -159,12 +159,14 @@ async fn one_loop(id: u64, cfg: &Config, times: Times) -> Stats {
     let mut msg = Vec::with_capacity(cfg.size);
     let mut echo = vec![0u8; cfg.size];
     let mut seq = 0u64;
+    let tls = cfg.tls.as_ref().map(Tls::for_one_loop);
     while Instant::now() < times.end {
         msg.clear();
         fill_message(&mut msg, id, seq, cfg.size);
         seq += 1;
         let t0 = Instant::now();
-        let outcome = tokio::time::timeout(CYCLE_TIMEOUT, cycle(cfg, &msg, &mut echo)).await;
+        let outcome =
+            tokio::time::timeout(CYCLE_TIMEOUT, cycle(cfg, tls.as_ref(), &msg, &mut echo)).await;
         let t1 = Instant::now();
         match outcome {
             Ok(Ok(Cycle::Done { tls, resumed })) => {
@@ -192,8 +194,13 @@ async fn one_loop(id: u64, cfg: &Config, times: Times) -> Stats {
     stats
 }
 
-async fn cycle(cfg: &Config, msg: &[u8], echo: &mut Vec<u8>) -> Result<Cycle, String> {
-    let mut stream = stream::open(cfg.addr, cfg.tls.as_ref()).await?;
+async fn cycle(
+    cfg: &Config,
+    tls: Option<&Tls>,
+    msg: &[u8],
+    echo: &mut Vec<u8>,
+) -> Result<Cycle, String> {
+    let mut stream = stream::open(cfg.addr, tls).await?;
     let outcome = if cfg.http {
         http_get(&mut stream, echo).await?
     } else {
