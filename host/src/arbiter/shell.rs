@@ -295,7 +295,7 @@ impl Arbiter<'_> {
         let supervision = self.supervisor.supervision();
         let names = self.config.services.iter().map(|s| s.name.as_str());
         let names: Vec<&str> = names.collect();
-        endpoint.serve(ready, || metrics::render(&names, &counters, &supervision));
+        endpoint.answer_ready(ready, || metrics::render(&names, &counters, &supervision));
     }
 
     /// USR1: reopen the access log here, then have every worker reopen it.

@@ -108,7 +108,7 @@ fn child_main(spec: WorkerSpec<'_>, status: OwnedFd, arbiter: Pid) -> i32 {
         &format!("sockhost w{} g{}", spec.slot, spec.generation.id),
     );
     let mut status = StatusWriter::new(status);
-    match serve(&spec, &mut status) {
+    match run_worker(&spec, &mut status) {
         Ok(()) => 0,
         Err(message) => {
             status.send(&Report::Failed(message));
@@ -118,7 +118,7 @@ fn child_main(spec: WorkerSpec<'_>, status: OwnedFd, arbiter: Pid) -> i32 {
 }
 
 /// The worker's life after fork; `Err` is a startup failure message.
-fn serve(spec: &WorkerSpec<'_>, status: &mut StatusWriter) -> Result<(), String> {
+fn run_worker(spec: &WorkerSpec<'_>, status: &mut StatusWriter) -> Result<(), String> {
     let generation = spec.generation;
     let (plugins, services) = load(spec)?;
     status.send(&Report::Ready(

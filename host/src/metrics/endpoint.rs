@@ -70,7 +70,7 @@ impl Endpoint {
 
     /// Accept, read and answer whatever is ready (never blocks); `ready` is what `/ready`
     /// answers.
-    pub fn serve(&mut self, ready: bool, body: impl Fn() -> String) {
+    pub fn answer_ready(&mut self, ready: bool, body: impl Fn() -> String) {
         while let Ok((stream, _)) = self.listener.accept() {
             if stream.set_nonblocking(true).is_err() {
                 continue;

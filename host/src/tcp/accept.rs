@@ -149,7 +149,7 @@ async fn accept_forever<A: Acceptor>(acceptor: &A, shared: &Rc<Shared>) {
             .await
             .expect("the limit is never closed");
         match acceptor.next().await {
-            Ok((stream, info)) => serve::<A>(stream, info, permit, shared),
+            Ok((stream, info)) => start_connection::<A>(stream, info, permit, shared),
             Err(e) => {
                 drop(permit);
                 backoff(e).await;
@@ -171,7 +171,7 @@ async fn empty_queue<A: Acceptor>(acceptor: &A, shared: &Rc<Shared>) {
         match acceptor.try_next() {
             Ok((stream, info)) => {
                 served += 1;
-                serve::<A>(stream, info, permit, shared);
+                start_connection::<A>(stream, info, permit, shared);
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) => {
@@ -186,7 +186,7 @@ async fn empty_queue<A: Acceptor>(acceptor: &A, shared: &Rc<Shared>) {
 }
 
 /// Register an accepted connection and start serving it.
-fn serve<A: Acceptor>(
+fn start_connection<A: Acceptor>(
     stream: A::Stream,
     info: ConnInfo,
     permit: OwnedSemaphorePermit,

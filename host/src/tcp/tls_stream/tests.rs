@@ -1,0 +1,146 @@
+//! The stream against a rustls client over an in-memory pipe of a few bytes: every record
+//! arrives in pieces (the unfinished-record path), every write is partial (`outgoing`),
+//! and the reader's buffer is smaller than a record (`plaintext`).
+
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::ClientConnection;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, ReadHalf, WriteHalf};
+
+use super::TlsStream;
+
+fn configs(
+    version: &'static rustls::SupportedProtocolVersion,
+) -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let der = CertificateDer::from(cert.cert.der().to_vec());
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der()));
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![der.clone()], key)
+        .unwrap();
+    crate::tls::note_server_names(&mut server);
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(der).unwrap();
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[version])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    (Arc::new(server), Arc::new(client))
+}
+
+/// The client's side: what it has received, and whether the server's close_notify came.
+#[derive(Default)]
+struct Received {
+    plaintext: Vec<u8>,
+    closed: bool,
+}
+
+/// Move TLS bytes both ways, reading and writing at once (the pipe holds a few bytes),
+/// until `done`.
+async fn pump(
+    conn: &mut ClientConnection,
+    rd: &mut ReadHalf<DuplexStream>,
+    wr: &mut WriteHalf<DuplexStream>,
+    got: &mut Received,
+    done: impl Fn(&ClientConnection, &Received) -> bool,
+) -> io::Result<()> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        while conn.wants_write() {
+            conn.write_tls(&mut out)?;
+        }
+        loop {
+            match conn.reader().read(&mut buf) {
+                Ok(0) => {
+                    got.closed = true;
+                    break;
+                }
+                Ok(n) => got.plaintext.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        if out.is_empty() && done(conn, got) {
+            return Ok(());
+        }
+        tokio::select! {
+            n = wr.write(&out), if !out.is_empty() => {
+                out.drain(..n?);
+            }
+            n = rd.read(&mut buf) => {
+                let n = n?;
+                if n == 0 {
+                    return Err(io::ErrorKind::UnexpectedEof.into());
+                }
+                conn.read_tls(&mut &buf[..n])?;
+                conn.process_new_packets().map_err(io::Error::other)?;
+            }
+        }
+    }
+}
+
+async fn echo_through_a_narrow_pipe(version: &'static rustls::SupportedProtocolVersion) {
+    let (server_config, client_config) = configs(version);
+    let (server_io, client_io) = tokio::io::duplex(7);
+    let server = tokio::spawn(async move {
+        let (mut tls, sni) = TlsStream::accept(server_io, server_config).await.unwrap();
+        assert_eq!(sni.as_deref(), Some("localhost"));
+        // Echo through a reader buffer smaller than a record, until close_notify.
+        let mut buf = [0u8; 5];
+        loop {
+            let n = tls.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            tls.write_all(&buf[..n]).await.unwrap();
+        }
+        tls.shutdown().await.unwrap();
+    });
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut conn = ClientConnection::new(client_config, name).unwrap();
+    let (mut rd, mut wr) = tokio::io::split(client_io);
+    let mut got = Received::default();
+    pump(&mut conn, &mut rd, &mut wr, &mut got, |c, _| {
+        !c.is_handshaking()
+    })
+    .await
+    .unwrap();
+    assert_eq!(conn.protocol_version(), Some(version.version));
+    let data: Vec<u8> = (0..40_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+    for (i, chunk) in data.chunks(10_000).enumerate() {
+        if i == 2 && version.version == rustls::ProtocolVersion::TLSv1_3 {
+            conn.refresh_traffic_keys().unwrap();
+        }
+        conn.writer().write_all(chunk).unwrap();
+        let want = (i + 1) * 10_000;
+        pump(&mut conn, &mut rd, &mut wr, &mut got, |_, g| {
+            g.plaintext.len() >= want
+        })
+        .await
+        .unwrap();
+    }
+    assert!(got.plaintext == data, "the echo came back different");
+    conn.send_close_notify();
+    pump(&mut conn, &mut rd, &mut wr, &mut got, |_, g| g.closed)
+        .await
+        .unwrap();
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn tls13_echo_key_update_and_close_notify_through_a_narrow_pipe() {
+    echo_through_a_narrow_pipe(&rustls::version::TLS13).await;
+}
+
+#[tokio::test]
+async fn tls12_echo_and_close_notify_through_a_narrow_pipe() {
+    echo_through_a_narrow_pipe(&rustls::version::TLS12).await;
+}
