@@ -30,6 +30,10 @@ use crate::error::{HandoffError, HandoffProblem, HostError};
 /// The first inherited descriptor (`SD_LISTEN_FDS_START`).
 const FIRST_FD: RawFd = 3;
 const READY_FD_VAR: &str = "SOCKHOST_READY_FD";
+/// Set by a process serving systemd's sockets, and so inherited by its reload successors:
+/// the sockets a predecessor hands over are then still systemd's, which keeps them (and
+/// their queues) open for the next start.
+const SYSTEMD_SOCKETS_VAR: &str = "SOCKHOST_SYSTEMD_SOCKETS";
 
 /// Sockets handed to this process (by systemd or a predecessor), one entry per `--bind`:
 /// `Some` where an inherited socket serves that bind, `None` where it must be bound as
@@ -57,6 +61,9 @@ pub fn inherited(binds: &[BindSpec]) -> Result<Option<Vec<Option<Bound>>>, HostE
     std::env::remove_var("LISTEN_FDNAMES");
     if !for_us || count == 0 {
         return Ok(None);
+    }
+    if !from_predecessor() {
+        std::env::set_var(SYSTEMD_SOCKETS_VAR, "1");
     }
     let mut pool: Vec<Option<(Bound, String)>> = Vec::with_capacity(count);
     for i in 0..count {
@@ -143,6 +150,13 @@ fn adopt(socket: Socket, name: &str) -> Result<Bound, HostError> {
 /// waits for our `ready`), not from systemd.
 pub fn from_predecessor() -> bool {
     std::env::var_os(READY_FD_VAR).is_some()
+}
+
+/// Whether systemd holds this process's inherited sockets — handed over by systemd itself
+/// or by a predecessor that had them from systemd — so that they are not ours to close for
+/// good. Known once [`inherited`] has run.
+pub fn systemd_holds_sockets() -> bool {
+    std::env::var_os(SYSTEMD_SOCKETS_VAR).is_some()
 }
 
 /// Tell the process that started us (if any) that we are ready to serve.

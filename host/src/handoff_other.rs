@@ -9,6 +9,11 @@ pub fn inherited(_binds: &[BindSpec]) -> Result<Option<Vec<Option<Bound>>>, Host
     Ok(None)
 }
 
+/// Whether systemd holds the inherited sockets: there are none outside Linux.
+pub fn systemd_holds_sockets() -> bool {
+    false
+}
+
 /// Whether the sockets come from a reload's predecessor: never outside Linux.
 pub fn from_predecessor() -> bool {
     false

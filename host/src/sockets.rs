@@ -7,7 +7,7 @@ use crate::handoff;
 
 /// Every `--bind`'s socket, in order; and the Unix socket files this process is to remove
 /// at exit: those it bound and those a predecessor handed over, never systemd's (its
-/// socket unit owns the file).
+/// socket unit owns the file, also when it reaches us through a predecessor).
 pub fn bind_all(
     binds: &[BindSpec],
     backlog: i32,
@@ -22,7 +22,7 @@ pub fn bind_all(
         .zip(inherited)
         .map(|(spec, inherited)| match inherited {
             Some(bound) => {
-                ours.push(from_predecessor);
+                ours.push(from_predecessor && !handoff::systemd_holds_sockets());
                 Ok(bound)
             }
             None => {

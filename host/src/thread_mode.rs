@@ -92,8 +92,12 @@ pub fn run(config: &Config) -> Result<(), HostError> {
             std::process::id()
         );
     }
+    // This process is its sockets' last holder, unless systemd holds them too; a reload
+    // hands them over instead.
+    let last_holder = !crate::handoff::systemd_holds_sockets();
     Worker::new(services, config.worker_settings(access_log))
         .with_metrics(metrics)
+        .last_holder_of_its_sockets(last_holder)
         .run(|link| supervisor.supervise(link))?;
     tracing::info!("stopped");
     Ok(())

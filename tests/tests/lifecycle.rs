@@ -151,32 +151,38 @@ fn consumer_close_flushes_before_closing() {
 
 #[test]
 fn a_stop_serves_the_connections_already_queued_and_takes_no_new_ones() {
-    // Process mode, one worker holding its one --max-connections permit: the next
-    // connection's handshake is completed by the kernel and waits in the accept queue with
-    // its request, as a load balancer's would in the instant a stop begins.
-    let mut server = sockhost_tests::serve(
-        "echo",
-        &[
-            "--bind",
-            "127.0.0.1:0",
-            "--workers",
-            "1",
-            "--max-connections",
-            "1",
-            "--graceful-timeout",
-            "20",
-        ],
-    );
+    // Process mode: the arbiter marks the sockets before it signals its worker.
+    queued_connections_are_served_by_a_stop(&["--workers", "1"]);
+}
+
+#[test]
+fn a_thread_mode_stop_serves_the_connections_already_queued_and_takes_no_new_ones() {
+    // Thread mode: the worker, its sockets' last holder, marks them itself.
+    queued_connections_are_served_by_a_stop(&["--concurrency", "thread"]);
+}
+
+/// One worker holding its one --max-connections permit: the next connection's handshake is
+/// completed by the kernel and waits in the accept queue with its request, as a load
+/// balancer's would in the instant a stop begins. `mode`: the flags of the mode tested.
+fn queued_connections_are_served_by_a_stop(mode: &[&str]) {
+    let mut args = vec![
+        "--bind",
+        "127.0.0.1:0",
+        "--max-connections",
+        "1",
+        "--graceful-timeout",
+        "20",
+    ];
+    args.extend(mode);
+    let mut server = sockhost_tests::serve("echo", &args);
     let addr = server.addr();
     let mut holder = connect(addr);
     assert_eq!(round_trip(&mut holder, b"first"), b"first");
     let mut queued = connect(addr);
     queued.write_all(b"queued").unwrap();
     server.signal("TERM");
-    server
-        .stderr
-        .wait_for("stopping gracefully", Duration::from_secs(5));
-    // New attempts are not taken (dropped, then refused once the socket closes)...
+    // The stop has begun once new attempts are not taken (dropped, then refused once the
+    // socket closes; until the stop, each attempt is queued and served as well)...
     sockhost_tests::wait_until(
         "new connection attempts to stop connecting while the worker drains",
         Duration::from_secs(5),

@@ -154,3 +154,48 @@ fn socket_activation_serves_the_inherited_sockets_in_both_modes() {
             .wait_for("on an inherited socket", Duration::from_secs(2));
     }
 }
+
+#[test]
+fn a_stop_leaves_systemds_socket_taking_connections_for_the_next_start() {
+    // A stop makes the sockets it closes for good refuse new connections while it serves
+    // their queues; systemd's sockets are not closed by it (systemd holds them for the next
+    // start), so they must not be marked.
+    let echo = plugin("echo");
+    for mode in ["thread", "process"] {
+        let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let mut server = Server::start_activated(
+            &[
+                "--plugin",
+                echo.to_str().unwrap(),
+                "--bind",
+                &addr.to_string(),
+                "--concurrency",
+                mode,
+                "--workers",
+                "1",
+            ],
+            &[tcp.as_raw_fd()],
+            &["web"],
+        );
+        let mut s = connect(addr);
+        assert_eq!(round_trip(&mut s, b"before"), b"before", "{mode}");
+        drop(s);
+        server.signal("TERM");
+        assert!(
+            server.wait_exit(Duration::from_secs(10)).success(),
+            "{mode}"
+        );
+        // The socket `tcp` (systemd's copy) still takes connections for the next start.
+        let next = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3));
+        assert!(
+            next.is_ok(),
+            "{mode}: systemd's socket no longer takes connections after a stop: {next:?}"
+        );
+        tcp.set_nonblocking(true).unwrap();
+        assert!(
+            tcp.accept().is_ok(),
+            "{mode}: the connection was not queued"
+        );
+    }
+}

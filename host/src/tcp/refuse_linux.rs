@@ -12,8 +12,10 @@
 //! refused: a load balancer tries another server.
 //!
 //! Only a full stop marks its sockets (a reloaded or recycled worker's socket stays open
-//! for its successor, and so does a socket systemd holds); a worker that finds its
-//! listener marked empties the queue before closing it ([`crate::tcp::accept`]).
+//! for its successor, and so does a socket systemd holds): in process mode the arbiter
+//! marks them before signalling its workers; in thread mode the worker, their last
+//! holder, marks them itself ([`crate::worker`]). A worker that finds its listener marked
+//! empties the queue before closing it ([`crate::tcp::accept`]).
 
 // FFI boundary: attaching and reading a socket's classic-BPF filter.
 #![allow(unsafe_code)]

@@ -86,6 +86,10 @@ pub struct Worker {
     services: Vec<Service>,
     settings: Settings,
     metrics: Option<MetricsEndpoint>,
+    /// Its TCP sockets close for good when it stops (thread mode: this process is their
+    /// only holder), so a stop first makes them refuse new connections and serves the
+    /// queued ones ([`crate::tcp::refuse`]).
+    last_holder: bool,
 }
 
 impl Worker {
@@ -94,6 +98,16 @@ impl Worker {
             services,
             settings,
             metrics: None,
+            last_holder: false,
+        }
+    }
+
+    /// This worker is the last holder of its TCP sockets (thread mode, sockets not
+    /// systemd's): a stop other than a reload's handover closes them for good.
+    pub fn last_holder_of_its_sockets(self, last_holder: bool) -> Worker {
+        Worker {
+            last_holder,
+            ..self
         }
     }
 
@@ -152,7 +166,7 @@ impl Worker {
             plugin_api::host::install_backend(Some(hub.clone()));
             hub
         });
-        let mut tasks = Tasks::listen(&shareds, listeners)?;
+        let mut tasks = Tasks::listen(&shareds, listeners, self.last_holder)?;
         if let Some(metrics) = self.metrics {
             tasks.serve_metrics(metrics, &shareds, ready.clone());
         }
@@ -173,7 +187,8 @@ impl Worker {
             Stop::Graceful(_) => Some(tokio::time::Instant::now() + self.settings.graceful_timeout),
             Stop::Immediate => None,
         };
-        tasks.stop_accepting(deadline).await;
+        let for_good = self.last_holder && stop.closes_sockets_for_good();
+        tasks.stop_accepting(deadline, for_good).await;
         events.emit(WorkerEvent::Draining);
         if hub.is_some() {
             // The plugins flush and close their outbound connections; they drain below.

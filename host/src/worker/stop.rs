@@ -17,6 +17,15 @@ pub enum Stop {
     Immediate,
 }
 
+impl Stop {
+    /// Whether, for a worker that is its sockets' last holder, this stop closes them for
+    /// good: every graceful stop but a reload's handover (the successor serves them on).
+    /// An immediate stop cancels everything at once, the queued connections included.
+    pub fn closes_sockets_for_good(self) -> bool {
+        matches!(self, Stop::Graceful(reason) if reason != StopReason::HandedOver)
+    }
+}
+
 /// Why a worker stops gracefully.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StopReason {

@@ -25,16 +25,31 @@ const HEARTBEAT: Duration = Duration::from_millis(500);
 pub(super) struct Tasks {
     /// Each accept loop, with the notice that ends it.
     accepting: Vec<(JoinHandle<()>, Rc<Notify>)>,
+    /// When this worker is its TCP sockets' last holder: a second descriptor of each, so
+    /// that a stop can mark them as closing for good before their loops end.
+    tcp_sockets: Vec<socket2::Socket>,
     udp: Vec<JoinHandle<()>>,
     background: Vec<JoinHandle<()>>,
 }
 
 impl Tasks {
-    /// Serve every service's sockets, each with its keep-alive sweeper.
-    pub fn listen(shareds: &[Rc<Shared>], listeners: Vec<Sockets>) -> Result<Tasks, HostError> {
+    /// Serve every service's sockets, each with its keep-alive sweeper. `last_holder`: see
+    /// [`Tasks::stop_accepting`].
+    pub fn listen(
+        shareds: &[Rc<Shared>],
+        listeners: Vec<Sockets>,
+        last_holder: bool,
+    ) -> Result<Tasks, HostError> {
         let mut tasks = Tasks::default();
         for (shared, (bounds, s)) in shareds.iter().zip(listeners) {
             for bound in bounds {
+                if last_holder && bound.transport == SocketKind::Tcp {
+                    let copy = bound
+                        .socket
+                        .try_clone()
+                        .map_err(|e| HostError::io("keeping a listening socket for the stop", e))?;
+                    tasks.tcp_sockets.push(copy);
+                }
                 tasks.listen_on(bound, shared, &s)?;
             }
             if let Some(ka) =
@@ -148,7 +163,20 @@ impl Tasks {
     /// `connection_lost(Shutdown)`). With a `deadline` (a graceful stop), a listener a stop
     /// marked as closing for good first has its queued connections accepted, until then at
     /// the latest ([`accept_loop`]).
-    pub async fn stop_accepting(&mut self, deadline: Option<tokio::time::Instant>) {
+    ///
+    /// `for_good`: the TCP sockets close for good (this worker is their last holder), so
+    /// first they take no new connections, and their loops serve the ones already queued
+    /// before closing them, instead of the close resetting those.
+    pub async fn stop_accepting(&mut self, deadline: Option<tokio::time::Instant>, for_good: bool) {
+        for socket in self.tcp_sockets.drain(..) {
+            if !for_good {
+                continue;
+            }
+            if let Err(e) = crate::tcp::refuse::refuse_new_connections(&socket) {
+                let local = socket.local_addr().ok().and_then(|a| a.as_socket());
+                tracing::warn!(?local, "stopping: cannot stop new connections before the queued ones are served ({e}); closing resets those");
+            }
+        }
         for (_, stop) in &self.accepting {
             stop.notify_one();
         }
