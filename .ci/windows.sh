@@ -2,9 +2,8 @@
 # Windows: cross-build sockhost.exe and echo.dll with mingw-w64, run the plugin crates' unit
 # tests under wine (cargo's runner), clippy on the Windows build, then the black-box subset
 # (tests/tests/platform.rs): a Linux test binary driving sockhost.exe under wine over
-# 127.0.0.1. A fresh Debian machine
-# (root, Rust toolchain) runs this by itself; .ci/run calls it after the Linux part (whose
-# release build of the tests it reuses).
+# 127.0.0.1. A fresh Debian machine (root, Rust toolchain) runs this by itself; .ci/run
+# calls it after the Linux part (whose release build of the tests it reuses).
 #
 # Build time: only what the subset needs is cross-built, in the `wine` profile (opt-level 1,
 # no debug info; Cargo.toml), and the unit tests share its dependencies. The wine prefix is
