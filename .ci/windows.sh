@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Windows: cross-build sockhost.exe and echo.dll with mingw-w64, run the plugin crates' unit
-# tests under wine (cargo's runner), then the black-box subset (tests/tests/platform.rs): a
-# Linux test binary driving sockhost.exe under wine over 127.0.0.1. A fresh Debian machine
-# (root, Rust toolchain) runs this by itself; .ci/run calls it after the Linux part (whose
-# release build of the tests it reuses).
+# tests under wine (cargo's runner), clippy on the Windows build, then the black-box subset
+# (tests/tests/platform.rs): a Linux test binary driving sockhost.exe under wine over
+# 127.0.0.1. A fresh Debian machine (root, Rust toolchain) runs this by itself; .ci/run
+# calls it after the Linux part (whose release build of the tests it reuses).
 #
 # Build time: only what the subset needs is cross-built, in the `wine` profile (opt-level 1,
 # no debug info; Cargo.toml), and the unit tests share its dependencies. The wine prefix is
@@ -50,6 +50,11 @@ cp target/bcryptprimitives.dll "$WINEPREFIX/drive_c/windows/system32/"
 # Unit tests under wine. statsd's tests drive it with Linux's python3, and the host's use
 # Unix sockets, so they stay on Linux.
 cargo test --profile "$profile" --target "$target" --lib -p echo -p hello -p kv -p chat
+
+# Lints of the Windows build (cfg(windows) code is invisible to the Linux clippy run);
+# the test harness and the benchmarks are Linux programs.
+cargo clippy --target "$target" --workspace --exclude sockhost-tests --exclude sockhost-bench \
+  -- -D warnings
 
 # The black-box subset: a Linux test binary driving sockhost.exe. `--workspace` selects
 # the features the Linux part's `cargo test --release --workspace` built it with, so that

@@ -77,7 +77,7 @@ fn check(config: &Config, origins: &[Origin]) -> Vec<Problem> {
     }
     for (service, origin) in config.services.iter().zip(origins) {
         if let Some(files) = &service.tls {
-            if let Err(e) = files.load() {
+            if let Err(e) = files.load(&service.name) {
                 // The message starts with the flag of the file it is about.
                 let message = e.to_string();
                 let key = ["ca-file", "key-file"]

@@ -191,8 +191,8 @@ pub enum TlsError {
     },
     #[error("TLS versions: {0}")]
     Versions(rustls::Error),
-    #[error("session tickets: {0}")]
-    SessionTickets(rustls::Error),
+    #[error("session tickets: the system's random source failed")]
+    SessionTickets,
 }
 
 /// A socket inherited from a predecessor (`LISTEN_FDS`) that cannot be served.

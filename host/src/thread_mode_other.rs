@@ -89,7 +89,12 @@ fn prepare(config: &Config) -> Result<Prepared, HostError> {
     for service in &config.services {
         let named = |e: HostError| e.in_service(&service.name, many);
         let files = service.tls.as_ref();
-        tls.push(files.map(|f| f.load()).transpose().map_err(named)?);
+        tls.push(
+            files
+                .map(|f| f.load(&service.name))
+                .transpose()
+                .map_err(named)?,
+        );
         match paths.iter().position(|p| *p == &service.plugin) {
             Some(i) => plugin_of.push(i),
             None => {

@@ -35,7 +35,7 @@ impl Generation {
                 service
                     .tls
                     .as_ref()
-                    .map(|files| files.load())
+                    .map(|files| files.load(&service.name))
                     .transpose()
                     .map_err(named)?,
             );

@@ -16,8 +16,11 @@
 //!
 //! In process mode the arbiter builds this configuration once per generation, before it
 //! forks the workers: a bad certificate on reload aborts the reload before any worker
-//! starts, and every worker of a generation shares the same session-ticket keys, so a
-//! client resumes its session whichever worker its next connection lands on.
+//! starts. Every worker derives the same session-ticket keys ([`tickets`]), so a client
+//! resumes its session whichever worker its next connection lands on, before and after a
+//! reload.
+
+pub mod tickets;
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
@@ -47,8 +50,9 @@ pub struct Tls {
 }
 
 impl TlsFiles {
-    /// Read and check the files and build the server configuration.
-    pub fn load(&self) -> Result<Tls, HostError> {
+    /// Read and check the files and build the server configuration of `service` (its
+    /// session tickets are its own: [`tickets`]).
+    pub fn load(&self, service: &str) -> Result<Tls, HostError> {
         let chain = read_certs(&self.cert, "--cert-file")?;
         warn_if_not_valid_now(&self.cert, &chain[0]);
         let key = read_key(&self.key)?;
@@ -94,10 +98,10 @@ impl TlsFiles {
         config.alpn_protocols = self.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
         note_server_names(&mut config);
         config.ignore_client_order = true;
-        // Stateless resumption; the keys are shared by every worker forked after this. TLS
-        // 1.3 tickets: rustls's default, 2 after every handshake (as OpenSSL sends).
-        config.ticketer =
-            rustls::crypto::aws_lc_rs::Ticketer::new().map_err(TlsError::SessionTickets)?;
+        // Stateless resumption, with keys every worker of this process derives alike, across
+        // reloads ([`tickets`]). TLS 1.3 tickets: rustls's default, 2 after every handshake
+        // (as OpenSSL sends).
+        config.ticketer = tickets::Tickets::new(service).ok_or(TlsError::SessionTickets)?;
         Ok(Tls {
             config: Arc::new(config),
         })
