@@ -47,7 +47,11 @@ impl Supervisor<'_> {
                 event = link.events.recv() => match event {
                     None => return Ok(()),
                     Some(WorkerEvent::Serving) => self.announce()?,
-                    Some(WorkerEvent::Heartbeat(_)) => self.watchdog.tick(),
+                    Some(WorkerEvent::Heartbeat(_)) => {
+                        self.watchdog.tick();
+                        // This process draws its own session-ticket secrets.
+                        crate::tls::tickets::rotate_if_due();
+                    }
                     Some(WorkerEvent::ReloadAsked) if successor.is_some() => {
                         tracing::info!("SIGHUP: a reload is already in progress");
                     }
