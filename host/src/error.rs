@@ -191,7 +191,7 @@ pub enum TlsError {
     },
     #[error("TLS versions: {0}")]
     Versions(rustls::Error),
-    #[error("session tickets: the system's random source failed")]
+    #[error("session tickets: cannot map their shared secrets or draw one")]
     SessionTickets,
 }
 

@@ -42,6 +42,11 @@ const SYSTEMD_SOCKETS_VAR: &str = "SOCKHOST_SYSTEMD_SOCKETS";
 /// `LISTEN_FDNAMES` only labels the sockets in logs. Returns `None` when nothing was handed
 /// over (or it was meant for another process).
 pub fn inherited(binds: &[BindSpec]) -> Result<Option<Vec<Option<Bound>>>, HostError> {
+    // Meaningful only from a predecessor; anyone else's (a unit's environment, a parent
+    // that inherited it) says nothing of our sockets.
+    if !from_predecessor() {
+        std::env::remove_var(SYSTEMD_SOCKETS_VAR);
+    }
     let Some(count) = std::env::var("LISTEN_FDS")
         .ok()
         .and_then(|n| n.parse::<usize>().ok())
@@ -154,7 +159,9 @@ pub fn from_predecessor() -> bool {
 
 /// Whether systemd holds this process's inherited sockets — handed over by systemd itself
 /// or by a predecessor that had them from systemd — so that they are not ours to close for
-/// good. Known once [`inherited`] has run.
+/// good. Known once [`inherited`] has run. One answer for all of them: with some binds
+/// activated by systemd and others bound here, none is closed for good (as before this
+/// existed: a stop resets their queued connections).
 pub fn systemd_holds_sockets() -> bool {
     std::env::var_os(SYSTEMD_SOCKETS_VAR).is_some()
 }

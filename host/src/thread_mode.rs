@@ -24,7 +24,9 @@
 mod supervise;
 mod watchdog;
 
+use std::cell::Cell;
 use std::os::fd::AsRawFd;
+use std::rc::Rc;
 
 use self::supervise::Supervisor;
 use crate::arbiter::Generation;
@@ -74,6 +76,10 @@ pub fn run(config: &Config) -> Result<(), HostError> {
         listener,
         plugins: running.clone(),
     });
+    // This process is its sockets' last holder, unless systemd holds them too; a reload
+    // hands them over instead.
+    let sockets_ours = !crate::handoff::systemd_holds_sockets();
+    let last_holder = Rc::new(Cell::new(sockets_ours));
     let supervisor = Supervisor {
         listening,
         metrics: metrics_addr,
@@ -82,6 +88,8 @@ pub fn run(config: &Config) -> Result<(), HostError> {
         ready_timeout: config.timeout,
         watchdog: &watchdog,
         unix_files: &mut unix_files,
+        last_holder: last_holder.clone(),
+        sockets_ours,
     };
     for (service, plugin) in config.services.iter().zip(&running) {
         tracing::info!(
@@ -92,9 +100,6 @@ pub fn run(config: &Config) -> Result<(), HostError> {
             std::process::id()
         );
     }
-    // This process is its sockets' last holder, unless systemd holds them too; a reload
-    // hands them over instead.
-    let last_holder = !crate::handoff::systemd_holds_sockets();
     Worker::new(services, config.worker_settings(access_log))
         .with_metrics(metrics)
         .last_holder_of_its_sockets(last_holder)

@@ -119,6 +119,8 @@ async fn supervise(
     metrics: Option<std::net::SocketAddr>,
 ) -> Result<(), HostError> {
     while let Some(event) = link.events.recv().await {
+        // This process draws its own session-ticket secrets.
+        crate::tls::tickets::rotate_if_due();
         if let WorkerEvent::Serving = event {
             crate::stdout::print_flushed(listening.iter().cloned())?;
             if let Some(addr) = metrics {

@@ -86,3 +86,50 @@ fn hup_in_thread_mode_hands_over_to_a_new_process_with_zero_failures() {
     assert!(!pid_file.exists(), "the new process removes its pid file");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A stop that comes while a reload's successor is starting leaves the sockets alone: the
+/// successor (which keeps starting, and then serves) holds them too, so they are not marked
+/// to refuse new connections as a final stop's are.
+#[test]
+fn a_stop_during_a_reload_leaves_the_successor_taking_connections() {
+    let mut server = Server::start(&[
+        "--plugin",
+        plugin("testkit").to_str().unwrap(),
+        "--bind",
+        "127.0.0.1:0",
+        "--concurrency",
+        "thread",
+    ]);
+    let addr = server.addr();
+    server.signal("HUP");
+    server
+        .stderr
+        .wait_for("reload started", Duration::from_secs(10));
+    server.signal("TERM");
+    assert!(server.wait_exit(Duration::from_secs(10)).success());
+    // The successor logs to the same stderr.
+    wait_until("the successor to serve", Duration::from_secs(10), || {
+        server.stderr.count("serving in thread mode") >= 2
+    });
+    let text = server.stderr.text();
+    let successor: u32 = text
+        .rsplit("serving in thread mode (pid ")
+        .next()
+        .and_then(|rest| rest.split(')').next())
+        .and_then(|pid| pid.parse().ok())
+        .unwrap_or_else(|| panic!("no successor pid in:\n{text}"));
+    assert_ne!(successor, server.pid());
+    let reached = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3));
+    let served = reached.map(|mut s| ask(&mut s, "tag"));
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &successor.to_string()])
+        .status();
+    wait_until("the successor to stop", Duration::from_secs(10), || {
+        !alive(successor)
+    });
+    assert_eq!(
+        served.as_deref().ok(),
+        Some("a"),
+        "the successor must take new connections: {served:?}\nstderr:\n{text}"
+    );
+}

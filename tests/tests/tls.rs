@@ -636,6 +636,42 @@ fn tickets_resume_across_workers_and_a_reload() {
     );
 }
 
+/// A reload with a new certificate ends the sessions made with the old one: their tickets
+/// are refused (a full handshake, which checks the new certificate), and the next
+/// connection resumes from a ticket of the new configuration.
+#[test]
+fn a_reload_with_a_new_certificate_refuses_the_old_tickets() {
+    use rustls::HandshakeKind;
+    let pki = Pki::new("resume-newcert");
+    let server = tls_server(&pki, "echo", &["--workers", "2"]);
+    let config = client_config(&pki, &[&rustls::version::TLS13], &[], None);
+    let kind = || {
+        let mut tls = tls_connect(server.addr(), config.clone()).unwrap();
+        assert_eq!(tls_ask(&mut tls, "ping\n").unwrap(), "ping");
+        tls.conn.handshake_kind()
+    };
+    assert_eq!(kind(), Some(HandshakeKind::Full));
+    assert_eq!(kind(), Some(HandshakeKind::Resumed));
+    // A new server certificate from the same CA (the client still trusts it).
+    let ca_key = KeyPair::from_pem(&std::fs::read_to_string(pki.path("ca.key")).unwrap()).unwrap();
+    write_leaf(
+        &pki.dir,
+        "server",
+        "localhost",
+        &Issuer::new(ca_params("sockhost test CA"), ca_key),
+    );
+    server.signal("HUP");
+    server
+        .stderr
+        .wait_for("reload finished", Duration::from_secs(20));
+    assert_eq!(
+        kind(),
+        Some(HandshakeKind::Full),
+        "a ticket of the old certificate must not resume"
+    );
+    assert_eq!(kind(), Some(HandshakeKind::Resumed));
+}
+
 /// TLS 1.3 key updates (RFC 8446 §4.6.3) from the client, asking the server to update too:
 /// the server reads under the client's new keys and answers with its own update before its
 /// next record, or the echo after each update would not decrypt.

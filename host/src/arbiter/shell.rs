@@ -60,8 +60,8 @@ impl Arbiter<'_> {
     /// The supervision loop; returns when the last worker has exited after a stop.
     pub fn supervise(&mut self) -> Result<(), HostError> {
         loop {
-            // Workers forked from here inherit no session-ticket key older than they need.
-            crate::tls::tickets::advance();
+            // The arbiter draws the session-ticket secrets its workers share.
+            crate::tls::tickets::rotate_if_due();
             self.spawn_missing()?;
             self.wait_for_events();
             for sig in self.signals.drain() {

@@ -4,9 +4,11 @@
 //! successor serves). A successor that fails or is not ready in time aborts the reload:
 //! this process keeps serving.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::os::fd::RawFd;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::time::Duration;
 
 use super::watchdog::Watchdog;
@@ -31,6 +33,12 @@ pub struct Supervisor<'a> {
     pub watchdog: &'a Watchdog,
     /// The Unix socket files removed at exit (kept when a successor serves them).
     pub unix_files: &'a mut UnixFiles,
+    /// The worker's "last holder of its sockets" ([`crate::worker::Worker::last_holder_of_its_sockets`]),
+    /// which the worker clears on `HUP`; set again to `sockets_ours` when that reload is
+    /// aborted (its successor is gone then).
+    pub last_holder: Rc<Cell<bool>>,
+    /// The sockets are this process's to close for good (not systemd's).
+    pub sockets_ours: bool,
 }
 
 /// A successor starting up: its pid once it serves, or why it does not.
@@ -47,7 +55,11 @@ impl Supervisor<'_> {
                 event = link.events.recv() => match event {
                     None => return Ok(()),
                     Some(WorkerEvent::Serving) => self.announce()?,
-                    Some(WorkerEvent::Heartbeat(_)) => self.watchdog.tick(),
+                    Some(WorkerEvent::Heartbeat(_)) => {
+                        self.watchdog.tick();
+                        // This process draws its own session-ticket secrets.
+                        crate::tls::tickets::rotate_if_due();
+                    }
                     Some(WorkerEvent::ReloadAsked) if successor.is_some() => {
                         tracing::info!("SIGHUP: a reload is already in progress");
                     }
@@ -80,7 +92,11 @@ impl Supervisor<'_> {
                             handed_to = Some(pid);
                             let _ = link.stop.send(Stop::Graceful(StopReason::HandedOver));
                         }
-                        Err(why) => tracing::error!("reload aborted: {why}; this process keeps serving"),
+                        Err(why) => {
+                            // The successor has exited or was killed: the sockets are ours again.
+                            self.last_holder.set(self.sockets_ours);
+                            tracing::error!("reload aborted: {why}; this process keeps serving");
+                        }
                     }
                 }
             }

@@ -18,7 +18,7 @@
 //! forks the workers: a bad certificate on reload aborts the reload before any worker
 //! starts. Every worker derives the same session-ticket keys ([`tickets`]), so a client
 //! resumes its session whichever worker its next connection lands on, before and after a
-//! reload.
+//! reload that keeps the service's certificates and client CAs.
 
 pub mod tickets;
 
@@ -65,6 +65,7 @@ impl TlsFiles {
         let builder = ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .map_err(TlsError::Versions)?;
+        let mut client_cas = Vec::new();
         let builder = match &self.ca {
             None => builder.with_no_client_auth(),
             Some(ca) => {
@@ -74,6 +75,7 @@ impl TlsFiles {
                     source,
                 };
                 for cert in read_certs(ca, "--ca-file")? {
+                    client_cas.push(cert.to_vec());
                     roots.add(cert).map_err(|e| ca_error(e.into()))?;
                 }
                 let verifier =
@@ -84,6 +86,11 @@ impl TlsFiles {
             }
         };
         let (cert, key_file) = (self.cert.clone(), self.key.clone());
+        let binding = tickets::fingerprint(
+            service,
+            chain.iter().map(|c| c.as_ref()),
+            client_cas.iter().map(Vec::as_slice),
+        );
         let mut config = builder.with_single_cert(chain, key).map_err(|e| match e {
             rustls::Error::InconsistentKeys(_) => TlsError::KeyMismatch {
                 cert,
@@ -99,9 +106,9 @@ impl TlsFiles {
         note_server_names(&mut config);
         config.ignore_client_order = true;
         // Stateless resumption, with keys every worker of this process derives alike, across
-        // reloads ([`tickets`]). TLS 1.3 tickets: rustls's default, 2 after every handshake
+        // reloads that keep the service's certificates and client CAs ([`tickets`]). TLS 1.3 tickets: rustls's default, 2 after every handshake
         // (as OpenSSL sends).
-        config.ticketer = tickets::Tickets::new(service).ok_or(TlsError::SessionTickets)?;
+        config.ticketer = tickets::Tickets::new(binding).ok_or(TlsError::SessionTickets)?;
         Ok(Tls {
             config: Arc::new(config),
         })

@@ -86,10 +86,11 @@ pub struct Worker {
     services: Vec<Service>,
     settings: Settings,
     metrics: Option<MetricsEndpoint>,
-    /// Its TCP sockets close for good when it stops (thread mode: this process is their
-    /// only holder), so a stop first makes them refuse new connections and serves the
-    /// queued ones ([`crate::tcp::refuse`]).
-    last_holder: bool,
+    /// Whether its TCP sockets close for good when it stops (thread mode: this process is
+    /// their only holder, unless systemd holds them too or a reload's successor may have
+    /// them), so that a stop first makes them refuse new connections and serves the queued
+    /// ones ([`crate::tcp::refuse`]). Shared with the supervisor, which starts successors.
+    last_holder: Rc<Cell<bool>>,
 }
 
 impl Worker {
@@ -98,13 +99,15 @@ impl Worker {
             services,
             settings,
             metrics: None,
-            last_holder: false,
+            last_holder: Rc::new(Cell::new(false)),
         }
     }
 
-    /// This worker is the last holder of its TCP sockets (thread mode, sockets not
-    /// systemd's): a stop other than a reload's handover closes them for good.
-    pub fn last_holder_of_its_sockets(self, last_holder: bool) -> Worker {
+    /// Whether this worker is the last holder of its TCP sockets (thread mode, sockets not
+    /// systemd's): then a stop other than a reload's handover closes them for good. A
+    /// reload asked for (`HUP`) clears it, as a successor may take the sockets from then
+    /// on; the supervisor sets it again if that reload is aborted.
+    pub fn last_holder_of_its_sockets(self, last_holder: Rc<Cell<bool>>) -> Worker {
         Worker {
             last_holder,
             ..self
@@ -166,7 +169,7 @@ impl Worker {
             plugin_api::host::install_backend(Some(hub.clone()));
             hub
         });
-        let mut tasks = Tasks::listen(&shareds, listeners, self.last_holder)?;
+        let mut tasks = Tasks::listen(&shareds, listeners, self.last_holder.get())?;
         if let Some(metrics) = self.metrics {
             tasks.serve_metrics(metrics, &shareds, ready.clone());
         }
@@ -180,14 +183,21 @@ impl Worker {
 
         let mut signals = Signals::install()?;
         events.emit(WorkerEvent::Serving);
-        let stop = wait_for_stop(&mut signals, &recycling, &mut control, &events).await;
+        let stop = wait_for_stop(
+            &mut signals,
+            &recycling,
+            &mut control,
+            &events,
+            &self.last_holder,
+        )
+        .await;
         ready.set(false);
         events.emit(WorkerEvent::Stopping(stop));
         let deadline = match stop {
             Stop::Graceful(_) => Some(tokio::time::Instant::now() + self.settings.graceful_timeout),
             Stop::Immediate => None,
         };
-        let for_good = self.last_holder && stop.closes_sockets_for_good();
+        let for_good = self.last_holder.get() && stop.closes_sockets_for_good();
         tasks.stop_accepting(deadline, for_good).await;
         events.emit(WorkerEvent::Draining);
         if hub.is_some() {
@@ -277,12 +287,18 @@ async fn wait_for_stop(
     recycling: &Recycling,
     control: &mut UnboundedReceiver<Stop>,
     events: &Events,
+    last_holder: &Cell<bool>,
 ) -> Stop {
     loop {
         tokio::select! {
             signalled = signals.next() => match signalled {
                 Signalled::Stop(stop) => return stop,
-                Signalled::Hangup => events.emit(WorkerEvent::ReloadAsked),
+                Signalled::Hangup => {
+                    // A successor may hold the sockets from now on (cleared here, before any
+                    // stop that follows can read it).
+                    last_holder.set(false);
+                    events.emit(WorkerEvent::ReloadAsked);
+                }
             },
             () = recycling.reached() => return Stop::Graceful(StopReason::MaxRequests),
             Some(stop) = control.recv() => return stop,
