@@ -5,7 +5,7 @@
 //! (256 bytes, and glibc's `posix_memalign` wastes about as much again around each one). An
 //! idle keep-alive connection kept nothing else that large but its task, so this is half of
 //! what made sockhost's idle connections larger than nginx's. Here a connection is a
-//! [`Socket`] (its descriptor and a key, 16 bytes) and a 24-byte [`Slot`] in the worker's
+//! [`Socket`] (its descriptor and a key, 16 bytes) and a 24-byte [`Readiness`] in the worker's
 //! table: readiness bits and the waker of the task that drives it.
 //!
 //! How: every accepted socket is added to the worker's set once, edge-triggered, for input,
@@ -46,7 +46,7 @@ use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTime
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
-/// Readiness bits of a [`Slot`].
+/// Readiness bits of a [`Readiness`] entry.
 const READ: u8 = 1;
 const WRITE: u8 = 2;
 /// Sticky: the peer's close (`EPOLLRDHUP`), a hang-up or error, or urgent data was reported.
@@ -80,7 +80,7 @@ impl std::future::Future for Behind {
 
 /// One connection's state in the worker's table: 24 bytes (a test holds it there).
 #[derive(Default)]
-struct Slot {
+struct Readiness {
     /// The task to wake on the next readiness (its driver registers it when it would block).
     waker: Option<Waker>,
     /// `READ` / `WRITE`: the socket may read / write without blocking.
@@ -95,7 +95,7 @@ pub struct Reactor {
 
 #[derive(Default)]
 struct Table {
-    slots: Vec<Slot>,
+    slots: Vec<Readiness>,
     free: Vec<u32>,
 }
 
@@ -194,12 +194,12 @@ impl Reactor {
         let key = match table.free.pop() {
             Some(k) => k,
             None => {
-                table.slots.push(Slot::default());
+                table.slots.push(Readiness::default());
                 (table.slots.len() - 1) as u32
             }
         };
         // Ready for both until the socket says otherwise (a first read may find data).
-        table.slots[key as usize] = Slot {
+        table.slots[key as usize] = Readiness {
             waker: None,
             ready: READ | WRITE,
         };
@@ -247,8 +247,8 @@ impl Table {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn a_slot_is_24_bytes() {
+    fn a_readiness_entry_is_24_bytes() {
         // Every connection pays for its slot (and for the table's spare capacity).
-        assert_eq!(std::mem::size_of::<super::Slot>(), 24);
+        assert_eq!(std::mem::size_of::<super::Readiness>(), 24);
     }
 }

@@ -10,7 +10,7 @@ use std::task::{Context, Poll, Waker};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::{Reactor, Slot, NOT_DRAINED_BY_SHORT_READ, READ, WRITE};
+use super::{Reactor, Readiness, NOT_DRAINED_BY_SHORT_READ, READ, WRITE};
 
 /// An accepted TCP connection served through the worker's [`Reactor`].
 pub struct Socket {
@@ -92,7 +92,7 @@ impl Drop for Socket {
     fn drop(&mut self) {
         // Closing the descriptor (after this) takes it out of the epoll set.
         let mut table = self.reactor.slots.borrow_mut();
-        table.slots[self.key as usize] = Slot::default();
+        table.slots[self.key as usize] = Readiness::default();
         table.free.push(self.key);
     }
 }
