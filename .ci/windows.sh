@@ -54,7 +54,7 @@ cargo test --profile "$profile" --target "$target" --lib -p echo -p hello -p kv 
 # Lints of the Windows build (cfg(windows) code is invisible to the Linux clippy run);
 # the test harness and the benchmarks are Linux programs.
 cargo clippy --target "$target" --workspace --exclude sockhost-tests --exclude sockhost-bench \
-  -- -D warnings
+  --all-targets -- -D warnings
 
 # The black-box subset: a Linux test binary driving sockhost.exe. `--workspace` selects
 # the features the Linux part's `cargo test --release --workspace` built it with, so that

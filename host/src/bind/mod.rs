@@ -185,6 +185,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(unix)] // Unix-domain sockets are refused on Windows.
     fn a_stale_unix_socket_is_replaced_and_a_live_one_or_a_file_is_not() {
         let dir = std::env::temp_dir().join(format!("sockhost-bind-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
