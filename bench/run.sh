@@ -452,7 +452,7 @@ tls_handshake_rows() {
             FAILED=1
         fi
     done
-    NOTES+=("$out the client (loadgen --resume) keeps every ticket a server sends and offers one per new connection (TLS 1.3 PSK with an X25519 exchange); sockhost: its own ticketer (tls/tickets.rs), 2 tickets per handshake (rustls's default); nginx: ssl_session_tickets on (its default, set explicitly), OpenSSL's default of 2 tickets.")
+    NOTES+=("$out the client (loadgen --resume) keeps every ticket a server sends and offers one per new connection (TLS 1.3 PSK with an X25519 exchange); sockhost: its own ticketer (host/src/tls/tickets/), 2 tickets per handshake (rustls's default); nginx: ssl_session_tickets on (its default, set explicitly), OpenSSL's default of 2 tickets.")
 
     # The same connection loop without TLS: what a connection costs before any TLS.
     local plain_sh_pid plain_sh_addr
