@@ -154,6 +154,7 @@ impl Tasks {
             loop {
                 tick.tick().await;
                 events.emit(WorkerEvent::Heartbeat(stats(&shareds)));
+                crate::tls::tickets::forget_stale_keys();
             }
         }));
     }

@@ -29,7 +29,7 @@
 mod region;
 mod secrets;
 
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
@@ -55,6 +55,10 @@ struct Shared {
 }
 
 static SHARED: OnceLock<Shared> = OnceLock::new();
+
+/// Every ticketer of this process, so that an idle one forgets its keys
+/// ([`forget_stale_keys`]).
+static TICKETERS: Mutex<Vec<Weak<Tickets>>> = Mutex::new(Vec::new());
 
 /// The record, made (with its first secret) by the first TLS configuration; `None` if the
 /// memory cannot be mapped or the system's random source fails.
@@ -90,6 +94,21 @@ pub fn rotate_if_due() {
     if let Some(secret) = fresh_secret() {
         shared.secrets.rotate(&secret);
         *rotated = Instant::now();
+    }
+}
+
+/// Drop the derived keys of every ticketer whose epoch has passed: a worker that issued
+/// no ticket since a rotation would otherwise keep keys the record no longer holds (each
+/// worker's heartbeat calls it).
+pub fn forget_stale_keys() {
+    let Some(epoch) = SHARED.get().and_then(|s| s.secrets.read()).map(|s| s.epoch) else {
+        return;
+    };
+    for tickets in lock(&TICKETERS).iter().filter_map(Weak::upgrade) {
+        let mut keys = lock(&tickets.keys);
+        if keys.epoch != epoch {
+            *keys = Keys::default();
+        }
     }
 }
 
@@ -150,8 +169,12 @@ impl std::fmt::Debug for TicketKey {
 impl Tickets {
     /// The ticketer of a service bound to `binding` ([`fingerprint`]); `None` if the
     /// shared record cannot be made.
-    pub fn new(binding: [u8; 32]) -> Option<std::sync::Arc<Tickets>> {
-        Some(std::sync::Arc::new(Tickets::on(shared()?.secrets, binding)))
+    pub fn new(binding: [u8; 32]) -> Option<Arc<Tickets>> {
+        let tickets = Arc::new(Tickets::on(shared()?.secrets, binding));
+        let mut all = lock(&TICKETERS);
+        all.retain(|t| t.strong_count() > 0);
+        all.push(Arc::downgrade(&tickets));
+        Some(tickets)
     }
 
     fn on(secrets: &'static Secrets, binding: [u8; 32]) -> Tickets {
@@ -330,6 +353,27 @@ mod tests {
             assert_eq!(web.decrypt(short), None);
         }
         assert_eq!(web.decrypt(&vec![0u8; MAX_TICKET + 1]), None);
+    }
+
+    #[test]
+    fn an_idle_ticketer_forgets_its_keys_once_its_epoch_has_passed() {
+        // The process's own record (the only test that uses it).
+        let t = Tickets::new(binding("web")).unwrap();
+        let ticket = t.encrypt(b"s").unwrap();
+        let epoch = lock(&t.keys).epoch;
+        forget_stale_keys();
+        assert_eq!(lock(&t.keys).epoch, epoch, "the current keys are kept");
+        shared().unwrap().secrets.rotate(&fresh_secret().unwrap());
+        forget_stale_keys();
+        assert!(
+            lock(&t.keys).current.is_none(),
+            "the keys of a past epoch are dropped"
+        );
+        assert_eq!(
+            t.decrypt(&ticket).unwrap(),
+            b"s",
+            "and derived again when needed"
+        );
     }
 
     #[test]
