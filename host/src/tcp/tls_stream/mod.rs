@@ -54,6 +54,11 @@ pub struct TlsStream<S> {
     peer_closed: bool,
     /// Ours went (into `outgoing` at least).
     close_notify_sent: bool,
+    /// `outgoing` holds the records that ended the handshake (the session tickets; TLS
+    /// 1.2's last flight) and waits for the first write, to go out with it in one segment
+    /// (one system call and one wake-up of the peer fewer per connection), or for the
+    /// first read that finds nothing to read.
+    held: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
@@ -73,6 +78,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
             outgoing: Vec::new(),
             peer_closed: false,
             close_notify_sent: false,
+            held: false,
         };
         let mut sni = None;
         std::future::poll_fn(|cx| stream.poll_handshake(cx, &mut sni)).await?;
@@ -90,10 +96,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
         sni: &mut Option<String>,
     ) -> Poll<io::Result<()>> {
         loop {
-            ready!(self.poll_send_outgoing(cx))?;
             if !self.conn.is_handshaking() {
                 return Poll::Ready(Ok(()));
             }
+            ready!(self.poll_send_outgoing(cx))?;
             crate::tls::take_server_name();
             let step = self.poll_records(cx, &mut Want::Handshake);
             if let Some(name) = crate::tls::take_server_name() {
@@ -167,9 +173,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsStream<S> {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         // Records still waiting to go out go first (a caller may read without flushing;
-        // if the socket is full, its waker is registered and the read goes on).
-        if let Poll::Ready(Err(e)) = this.poll_send_outgoing(cx) {
-            return Poll::Ready(Err(e));
+        // if the socket is full, its waker is registered and the read goes on) — but for
+        // held ones, which wait for a write or for a read that would wait.
+        if !this.held {
+            if let Poll::Ready(Err(e)) = this.poll_send_outgoing(cx) {
+                return Poll::Ready(Err(e));
+            }
         }
         if !this.plaintext.is_empty() {
             let n = this.plaintext.len().min(buf.remaining());
@@ -185,7 +194,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsStream<S> {
             return Poll::Ready(Ok(()));
         }
         // `Data`, or the end of the stream (nothing filled).
-        ready!(this.poll_records(cx, &mut Want::Read(buf)))?;
+        let read = this.poll_records(cx, &mut Want::Read(buf));
+        if read.is_pending() && this.held {
+            this.held = false;
+            if let Poll::Ready(Err(e)) = this.poll_send_outgoing(cx) {
+                return Poll::Ready(Err(e));
+            }
+        }
+        ready!(read)?;
         Poll::Ready(Ok(()))
     }
 }
@@ -198,9 +214,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsStream<S> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         // Earlier records first; while the socket does not take them, the caller keeps its
-        // data (backpressure).
-        ready!(this.poll_send_outgoing(cx))?;
+        // data (backpressure). Held records go out with this write instead (below).
+        if !std::mem::take(&mut this.held) {
+            ready!(this.poll_send_outgoing(cx))?;
+        }
         if data.is_empty() {
+            ready!(this.poll_send_outgoing(cx))?;
             return Poll::Ready(Ok(0));
         }
         if this.close_notify_sent {
@@ -220,6 +239,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsStream<S> {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        this.held = false;
         ready!(this.poll_send_outgoing(cx))?;
         Pin::new(&mut this.io).poll_flush(cx)
     }
@@ -227,6 +247,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsStream<S> {
     /// close_notify, then the socket's half-close.
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        this.held = false;
         if !this.close_notify_sent {
             this.close_notify_sent = true;
             let queued = SCRATCH.with_borrow_mut(|s| {

@@ -109,7 +109,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
                     Poll::Ready(Ok(())) => input.len += buf.filled().len(),
                 }
             };
-            let sent = self.send(output.filled(), cx);
+            // The records that end the handshake wait for the first write (`held`).
+            let sent = if matches!(want, Want::Handshake) && !self.conn.is_handshaking() {
+                self.outgoing.extend_from_slice(output.filled());
+                self.held = !self.outgoing.is_empty();
+                Ok(())
+            } else {
+                self.send(output.filled(), cx)
+            };
             if !input.is_empty() {
                 self.incoming = input.filled().to_vec();
             }

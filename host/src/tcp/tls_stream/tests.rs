@@ -144,3 +144,89 @@ async fn tls13_echo_key_update_and_close_notify_through_a_narrow_pipe() {
 async fn tls12_echo_and_close_notify_through_a_narrow_pipe() {
     echo_through_a_narrow_pipe(&rustls::version::TLS12).await;
 }
+
+/// An IO that counts the writes that took bytes.
+struct CountingWrites<S> {
+    io: S,
+    writes: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for CountingWrites<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for CountingWrites<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.io).poll_write(cx, data);
+        if matches!(r, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            self.writes
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        r
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// The session tickets that end a TLS 1.3 handshake wait for the server's first write and
+/// go out with it: one socket write, not two (and the client still gets them first).
+#[tokio::test]
+async fn the_tickets_go_out_with_the_first_write() {
+    let (server_config, client_config) = configs(&rustls::version::TLS13);
+    let (server_io, client_io) = tokio::io::duplex(64 * 1024);
+    let writes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = CountingWrites {
+        io: server_io,
+        writes: writes.clone(),
+    };
+    let server_writes = writes.clone();
+    let server = tokio::spawn(async move {
+        let (mut tls, _) = TlsStream::accept(counted, server_config).await.unwrap();
+        let before = server_writes.load(std::sync::atomic::Ordering::SeqCst);
+        tls.write_all(b"hello").await.unwrap();
+        let after = server_writes.load(std::sync::atomic::Ordering::SeqCst);
+        tls.shutdown().await.unwrap();
+        after - before
+    });
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut conn = ClientConnection::new(client_config, name).unwrap();
+    let (mut rd, mut wr) = tokio::io::split(client_io);
+    let mut got = Received::default();
+    pump(&mut conn, &mut rd, &mut wr, &mut got, |c, _| {
+        !c.is_handshaking()
+    })
+    .await
+    .unwrap();
+    pump(&mut conn, &mut rd, &mut wr, &mut got, |_, g| {
+        g.plaintext == b"hello" && g.closed
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        server.await.unwrap(),
+        1,
+        "the tickets and the first data in one write"
+    );
+}
