@@ -87,6 +87,29 @@ async fn pump(
     }
 }
 
+/// A rustls client over `io`, its handshake done.
+struct Client {
+    conn: ClientConnection,
+    rd: ReadHalf<DuplexStream>,
+    wr: WriteHalf<DuplexStream>,
+    got: Received,
+}
+
+impl Client {
+    async fn handshake(config: Arc<rustls::ClientConfig>, io: DuplexStream) -> Client {
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut conn = ClientConnection::new(config, name).unwrap();
+        let (mut rd, mut wr) = tokio::io::split(io);
+        let mut got = Received::default();
+        pump(&mut conn, &mut rd, &mut wr, &mut got, |c, _| {
+            !c.is_handshaking()
+        })
+        .await
+        .unwrap();
+        Client { conn, rd, wr, got }
+    }
+}
+
 async fn echo_through_a_narrow_pipe(version: &'static rustls::SupportedProtocolVersion) {
     let (server_config, client_config) = configs(version);
     let (server_io, client_io) = tokio::io::duplex(7);
@@ -104,15 +127,12 @@ async fn echo_through_a_narrow_pipe(version: &'static rustls::SupportedProtocolV
         }
         tls.shutdown().await.unwrap();
     });
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let mut conn = ClientConnection::new(client_config, name).unwrap();
-    let (mut rd, mut wr) = tokio::io::split(client_io);
-    let mut got = Received::default();
-    pump(&mut conn, &mut rd, &mut wr, &mut got, |c, _| {
-        !c.is_handshaking()
-    })
-    .await
-    .unwrap();
+    let Client {
+        mut conn,
+        mut rd,
+        mut wr,
+        mut got,
+    } = Client::handshake(client_config, client_io).await;
     assert_eq!(conn.protocol_version(), Some(version.version));
     let data: Vec<u8> = (0..40_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
     for (i, chunk) in data.chunks(10_000).enumerate() {
@@ -210,15 +230,12 @@ async fn the_tickets_go_out_with_the_first_write() {
         tls.shutdown().await.unwrap();
         after - before
     });
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let mut conn = ClientConnection::new(client_config, name).unwrap();
-    let (mut rd, mut wr) = tokio::io::split(client_io);
-    let mut got = Received::default();
-    pump(&mut conn, &mut rd, &mut wr, &mut got, |c, _| {
-        !c.is_handshaking()
-    })
-    .await
-    .unwrap();
+    let Client {
+        mut conn,
+        mut rd,
+        mut wr,
+        mut got,
+    } = Client::handshake(client_config, client_io).await;
     pump(&mut conn, &mut rd, &mut wr, &mut got, |_, g| {
         g.plaintext == b"hello" && g.closed
     })
