@@ -6,7 +6,7 @@
 //! wait in the kernel's backlog (they are not accepted and then dropped). The permit is
 //! released when the connection task ends.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -44,6 +44,28 @@ pub trait Acceptor: 'static {
     /// connections in its queue are then the worker's to serve before it drops the socket.
     fn closing_for_good(&self) -> bool {
         false
+    }
+    /// Mark the socket as closing for good: new connection attempts are refused from now
+    /// on, the queued ones stay ([`crate::tcp::refuse`]). Only TCP sockets are marked.
+    fn refuse_new_connections(&self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// How an accept loop is told to end.
+#[derive(Default)]
+pub struct StopAccepting {
+    notify: Notify,
+    /// The socket closes for good when the loop ends (its worker is the last holder): the
+    /// loop marks it to refuse new connections, then serves its queue.
+    for_good: Cell<bool>,
+}
+
+impl StopAccepting {
+    /// End the loop; `for_good`: see [`StopAccepting::for_good`].
+    pub fn stop(&self, for_good: bool) {
+        self.for_good.set(for_good);
+        self.notify.notify_one();
     }
 }
 
@@ -85,6 +107,10 @@ impl Acceptor for Tcp {
 
     fn closing_for_good(&self) -> bool {
         self.listener.closing_for_good()
+    }
+
+    fn refuse_new_connections(&self) -> io::Result<()> {
+        self.listener.refuse_new_connections()
     }
 }
 
@@ -129,11 +155,16 @@ enum AcceptError {
 /// before returning and dropping the socket, which would reset those connections.
 /// Only a handshake still in flight when the queue is found empty (a SYN that came before
 /// the mark, its peer yet to answer the SYN-ACK) is reset as before.
-pub async fn accept_loop<A: Acceptor>(acceptor: A, shared: Rc<Shared>, stop: Rc<Notify>) {
+pub async fn accept_loop<A: Acceptor>(acceptor: A, shared: Rc<Shared>, stop: Rc<StopAccepting>) {
     tokio::select! {
         biased;
-        () = stop.notified() => {}
+        () = stop.notify.notified() => {}
         () = accept_forever(&acceptor, &shared) => {}
+    }
+    if stop.for_good.get() {
+        if let Err(e) = acceptor.refuse_new_connections() {
+            tracing::warn!(service = %shared.name, "stopping: cannot stop new connections before the queued ones are served ({e}); closing resets those");
+        }
     }
     if acceptor.closing_for_good() {
         empty_queue(&acceptor, &shared).await;

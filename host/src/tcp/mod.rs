@@ -10,8 +10,8 @@ mod output;
 // The worker's epoll set is Linux's; elsewhere tokio registers each connection.
 #[cfg_attr(not(target_os = "linux"), path = "reactor_other.rs")]
 pub mod reactor;
-#[cfg_attr(target_os = "linux", path = "refuse_linux.rs")]
-#[cfg_attr(not(target_os = "linux"), path = "refuse_other.rs")]
+#[cfg(target_os = "linux")]
+#[path = "refuse_linux.rs"]
 pub mod refuse;
 mod slot;
 pub mod tls_stream;

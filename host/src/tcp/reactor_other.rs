@@ -79,4 +79,9 @@ impl Listener {
     pub fn closing_for_good(&self) -> bool {
         false
     }
+
+    /// No socket filters outside Linux: a stop closes the socket, resetting its queue.
+    pub fn refuse_new_connections(&self) -> io::Result<()> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
 }

@@ -169,7 +169,7 @@ impl Worker {
             plugin_api::host::install_backend(Some(hub.clone()));
             hub
         });
-        let mut tasks = Tasks::listen(&shareds, listeners, self.last_holder.get())?;
+        let mut tasks = Tasks::listen(&shareds, listeners)?;
         if let Some(metrics) = self.metrics {
             tasks.serve_metrics(metrics, &shareds, ready.clone());
         }

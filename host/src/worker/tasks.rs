@@ -8,14 +8,13 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use super::{plugin_call, stats, Events, MetricsEndpoint, ServiceSettings, Sockets, WorkerEvent};
 use crate::bind::{Bound, SocketKind};
 use crate::error::HostError;
 use crate::shared::Shared;
-use crate::tcp::accept::{accept_loop, Tcp, Unix};
+use crate::tcp::accept::{accept_loop, StopAccepting, Tcp, Unix};
 use crate::udp::UdpServer;
 
 /// How often the heartbeat event is emitted.
@@ -24,32 +23,17 @@ const HEARTBEAT: Duration = Duration::from_millis(500);
 #[derive(Default)]
 pub(super) struct Tasks {
     /// Each accept loop, with the notice that ends it.
-    accepting: Vec<(JoinHandle<()>, Rc<Notify>)>,
-    /// When this worker is its TCP sockets' last holder: a second descriptor of each, so
-    /// that a stop can mark them as closing for good before their loops end.
-    tcp_sockets: Vec<socket2::Socket>,
+    accepting: Vec<(JoinHandle<()>, Rc<StopAccepting>)>,
     udp: Vec<JoinHandle<()>>,
     background: Vec<JoinHandle<()>>,
 }
 
 impl Tasks {
-    /// Serve every service's sockets, each with its keep-alive sweeper. `last_holder`: see
-    /// [`Tasks::stop_accepting`].
-    pub fn listen(
-        shareds: &[Rc<Shared>],
-        listeners: Vec<Sockets>,
-        last_holder: bool,
-    ) -> Result<Tasks, HostError> {
+    /// Serve every service's sockets, each with its keep-alive sweeper.
+    pub fn listen(shareds: &[Rc<Shared>], listeners: Vec<Sockets>) -> Result<Tasks, HostError> {
         let mut tasks = Tasks::default();
         for (shared, (bounds, s)) in shareds.iter().zip(listeners) {
             for bound in bounds {
-                if last_holder && bound.transport == SocketKind::Tcp {
-                    let copy = bound
-                        .socket
-                        .try_clone()
-                        .map_err(|e| HostError::io("keeping a listening socket for the stop", e))?;
-                    tasks.tcp_sockets.push(copy);
-                }
                 tasks.listen_on(bound, shared, &s)?;
             }
             if let Some(ka) =
@@ -74,7 +58,7 @@ impl Tasks {
             SocketKind::Tcp => {
                 let std_listener: std::net::TcpListener = bound.socket.into();
                 let listener = TcpListener::from_std(std_listener).map_err(registering)?;
-                let stop = Rc::new(Notify::new());
+                let stop = Rc::new(StopAccepting::default());
                 let accepting = accept_loop(
                     Tcp::new(listener).map_err(registering)?,
                     shared,
@@ -85,7 +69,7 @@ impl Tasks {
             }
             SocketKind::Unix => {
                 let listener = Unix::from_socket(bound.socket).map_err(registering)?;
-                let stop = Rc::new(Notify::new());
+                let stop = Rc::new(StopAccepting::default());
                 let accepting = accept_loop(listener, shared, stop.clone());
                 self.accepting
                     .push((tokio::task::spawn_local(accepting), stop));
@@ -169,17 +153,8 @@ impl Tasks {
     /// first they take no new connections, and their loops serve the ones already queued
     /// before closing them, instead of the close resetting those.
     pub async fn stop_accepting(&mut self, deadline: Option<tokio::time::Instant>, for_good: bool) {
-        for socket in self.tcp_sockets.drain(..) {
-            if !for_good {
-                continue;
-            }
-            if let Err(e) = crate::tcp::refuse::refuse_new_connections(&socket) {
-                let local = socket.local_addr().ok().and_then(|a| a.as_socket());
-                tracing::warn!(?local, "stopping: cannot stop new connections before the queued ones are served ({e}); closing resets those");
-            }
-        }
         for (_, stop) in &self.accepting {
-            stop.notify_one();
+            stop.stop(for_good);
         }
         for (mut task, _) in self.accepting.drain(..) {
             if let Some(deadline) = deadline {

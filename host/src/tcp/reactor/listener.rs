@@ -60,4 +60,9 @@ impl Listener {
     pub fn closing_for_good(&self) -> bool {
         crate::tcp::refuse::refuses_new_connections(self.io.get_ref())
     }
+
+    /// Mark this socket as closing for good ([`crate::tcp::refuse`]).
+    pub fn refuse_new_connections(&self) -> io::Result<()> {
+        crate::tcp::refuse::refuse_new_connections(self.io.get_ref())
+    }
 }
