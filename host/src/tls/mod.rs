@@ -106,8 +106,8 @@ impl TlsFiles {
         note_server_names(&mut config);
         config.ignore_client_order = true;
         // Stateless resumption, with keys every worker of this process derives alike, across
-        // reloads that keep the service's certificates and client CAs ([`tickets`]). TLS 1.3 tickets: rustls's default, 2 after every handshake
-        // (as OpenSSL sends).
+        // reloads that keep the service's certificates and client CAs ([`tickets`]). TLS
+        // 1.3 tickets: rustls's default, 2 after every handshake (as OpenSSL sends).
         config.ticketer = tickets::Tickets::new(binding).ok_or(TlsError::SessionTickets)?;
         Ok(Tls {
             config: Arc::new(config),

@@ -17,6 +17,7 @@
 //! 1.2 and 1.3; a peer's key-update request is answered with the next write (as rustls's
 //! buffered API does); the peer's close_notify is the end of the stream; ours is sent by
 //! `poll_shutdown`. A TCP end of stream without close_notify is an error
+//! (`UnexpectedEof`), as tokio-rustls reports it. Early data is never enabled.
 //!
 //! Layout: this file is the stream (the handshake, the socket writes, the tokio traits);
 //! [`records`] drives rustls over received and outgoing records; [`buffers`] holds the
@@ -195,8 +196,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsStream<S> {
         }
         // `Data`, or the end of the stream (nothing filled).
         let read = this.poll_records(cx, &mut Want::Read(buf));
-        if read.is_pending() && this.held {
-            this.held = false;
+        if read.is_pending() && std::mem::take(&mut this.held) {
             if let Poll::Ready(Err(e)) = this.poll_send_outgoing(cx) {
                 return Poll::Ready(Err(e));
             }
