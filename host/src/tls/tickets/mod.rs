@@ -238,13 +238,14 @@ impl ProducesTickets for Tickets {
         self.with_key(None, |key, epoch| {
             ticket.extend_from_slice(&epoch.to_be_bytes());
             ticket.extend_from_slice(&nonce);
-            let mut sealed = plain.to_vec();
-            key.seal_in_place_append_tag(
+            ticket.extend_from_slice(plain);
+            // Sealed where it lies, the tag after it.
+            key.seal_in_place_separate_tag(
                 Nonce::assume_unique_for_key(nonce),
                 Aad::from(epoch.to_be_bytes()),
-                &mut sealed,
+                &mut ticket[EPOCH_LEN + NONCE_LEN..],
             )
-            .map(|()| ticket.extend_from_slice(&sealed))
+            .map(|tag| ticket.extend_from_slice(tag.as_ref()))
         })?
         .ok()?;
         Some(ticket)
